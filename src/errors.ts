@@ -1,0 +1,53 @@
+/**
+ * The one catalog of coded errors. Every error a client can see is listed here with its
+ * HTTP status and message; code throws or returns a GatewayError and only the pipeline's
+ * renderer turns it into `{"error":{"code","message"}}` (see DESIGN.md, STYLE.md §8).
+ */
+
+export const ERRORS = Object.freeze({
+  ROUTE_NOT_FOUND: { status: 404, message: 'no route matches this request' },
+  BAD_REQUEST: { status: 400, message: 'malformed request' },
+  AMBIGUOUS_FRAMING: { status: 400, message: 'request framing is ambiguous' },
+  HEADERS_TOO_LARGE: { status: 431, message: 'request headers are too large' },
+  BODY_TOO_LARGE: { status: 413, message: 'request body is too large' },
+  REQUEST_TIMEOUT: { status: 408, message: 'request was not received in time' },
+  CLIENT_CLOSED: { status: 499, message: 'client closed the request' },
+  TARGET_UNREACHABLE: { status: 502, message: 'target could not be reached' },
+  TARGET_PROTOCOL: { status: 502, message: 'target sent an invalid response' },
+  TARGET_TIMEOUT: { status: 504, message: 'target did not answer in time' },
+  NO_TARGET_AVAILABLE: { status: 503, message: 'no target is available' },
+  SHUTTING_DOWN: { status: 503, message: 'gateway is shutting down' },
+  QUEUE_UNAVAILABLE: { status: 503, message: 'the queue could not store the request' },
+  INTERNAL: { status: 500, message: 'internal gateway error' },
+  // Admin API
+  UNAUTHORIZED: { status: 401, message: 'missing or invalid bearer token' },
+  NOT_FOUND: { status: 404, message: 'not found' },
+  INVALID_BODY: { status: 400, message: 'invalid request body' },
+  CONFLICT: { status: 409, message: 'conflict' },
+} as const);
+
+export type ErrorCode = keyof typeof ERRORS;
+
+export class GatewayError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  /** Extra JSON-safe detail rendered next to code and message (e.g. the list of attempts). */
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message?: string, options?: { cause?: unknown; details?: Record<string, unknown> }) {
+    super(message ?? ERRORS[code].message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'GatewayError';
+    this.code = code;
+    this.status = ERRORS[code].status;
+    this.details = options?.details;
+  }
+}
+
+export function isGatewayError(err: unknown): err is GatewayError {
+  return err instanceof GatewayError;
+}
+
+/** The one JSON shape of an error body. */
+export function errorBody(err: GatewayError): string {
+  return JSON.stringify({ error: { code: err.code, message: err.message, ...err.details } });
+}
