@@ -34,8 +34,15 @@ export class GatewayError extends Error {
   /** Extra JSON-safe detail rendered next to code and message (e.g. the list of attempts). */
   readonly details: Record<string, unknown> | undefined;
 
-  constructor(code: ErrorCode, message?: string, options?: { cause?: unknown; details?: Record<string, unknown> }) {
-    super(message ?? ERRORS[code].message, options?.cause === undefined ? undefined : { cause: options.cause });
+  constructor(
+    code: ErrorCode,
+    message?: string,
+    options?: { cause?: unknown; details?: Record<string, unknown> },
+  ) {
+    super(
+      message ?? ERRORS[code].message,
+      options?.cause === undefined ? undefined : { cause: options.cause },
+    );
     this.name = 'GatewayError';
     this.code = code;
     this.status = ERRORS[code].status;

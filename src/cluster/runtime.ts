@@ -1,0 +1,71 @@
+/**
+ * One data-plane runtime: listener + pipeline + upstream registry, built from a validated
+ * config. A worker process runs one; `--workers 0/1` runs one in the only process.
+ */
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { compile } from '../config/compile.ts';
+import type { Config } from '../config/schema.ts';
+import { parseDuration } from '../config/units.ts';
+import type { Logger } from '../observability/logger.ts';
+import { createListener } from '../server/listener.ts';
+import { Pipeline } from '../server/pipeline.ts';
+import { buildSnapshot } from '../server/snapshot.ts';
+import { Registry } from '../upstream/registry.ts';
+
+export interface Runtime {
+  readonly server: Server;
+  readonly pipeline: Pipeline;
+  /** The port actually bound (useful with port 0). */
+  readonly port: number;
+  /** Swaps in a new validated config (routes and pools; listener settings need a restart). */
+  apply(config: Config): void;
+  /** Graceful: stop accepting, let in-flight requests finish within the grace period, close. */
+  close(graceMs?: number): Promise<void>;
+}
+
+export async function startRuntime(config: Config, log: Logger): Promise<Runtime> {
+  const registry = new Registry();
+  const build = (c: Config) => {
+    const { compiled, problems } = compile(c);
+    if (!compiled) throw new Error(`invalid config: ${problems.map((p) => p.message).join('; ')}`);
+    return buildSnapshot(compiled, registry, c.log.access);
+  };
+  const pipeline = new Pipeline(build(config), { logger: log });
+  const server = createListener(config, pipeline, log);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host: config.listen.host, port: config.listen.port }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  server.on('error', (err) => log.error({ err }, 'listener error'));
+  let closing: Promise<void> | null = null;
+  return {
+    server,
+    pipeline,
+    port: (server.address() as AddressInfo).port,
+    apply(c: Config) {
+      pipeline.setSnapshot(build(c));
+    },
+    close(graceMs = parseDuration(config.shutdown.grace)) {
+      closing ??= (async () => {
+        server.close();
+        server.closeIdleConnections();
+        let timer: NodeJS.Timeout | undefined;
+        const expired = new Promise<boolean>((resolve) => {
+          timer = setTimeout(() => resolve(true), graceMs);
+        });
+        const drained = pipeline.drain().then(() => false);
+        const timedOut = await Promise.race([drained, expired]);
+        clearTimeout(timer);
+        if (timedOut)
+          log.warn({ inflight: pipeline.inflight }, 'grace period over: closing remaining connections');
+        server.closeAllConnections();
+        await (timedOut ? registry.destroy() : registry.close());
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,159 @@
+/**
+ * Config → CompiledConfig: pure (no sockets, no timers), so it can run in the primary to
+ * validate and in every worker to build the same result. Durations and sizes are parsed,
+ * matchers compiled and cross-references (route → pool) resolved here, once.
+ */
+import { compileMatch, type Matcher } from '../routing/matcher.ts';
+import type { Config, PoolConfig, RouteConfig } from './schema.ts';
+import { parseDuration, parseSize } from './units.ts';
+
+export interface TargetSpec {
+  /** Stable id used in logs and metrics: `host:port` plus the path prefix when there is one. */
+  id: string;
+  url: string;
+  /** `http://host:port`, what undici connects to. */
+  origin: string;
+  /** Path prefix of the target URL without trailing slash ('' for none). */
+  basePath: string;
+  /** Host header value for `host: target`. */
+  host: string;
+  weight: number;
+}
+
+export interface PoolSpec {
+  name: string;
+  selector: PoolConfig['selector'];
+  connections: number;
+  connectTimeoutMs: number;
+  keepAliveTimeoutMs: number;
+  targets: TargetSpec[];
+}
+
+export type RouteAction =
+  | {
+      kind: 'proxy';
+      pool: string;
+      host: 'preserve' | 'target' | { literal: string };
+      stripPrefix: string | null;
+    }
+  | { kind: 'respond'; status: number; body: Buffer; headers: Record<string, string> };
+
+export interface CompiledRoute {
+  id: string;
+  index: number;
+  matches: Matcher;
+  action: RouteAction;
+  /** 0 = no overall deadline. */
+  timeoutMs: number;
+  headersTimeoutMs: number;
+  idleTimeoutMs: number;
+  /** null = unlimited (streamed). */
+  maxBodyBytes: number | null;
+}
+
+export interface CompiledConfig {
+  routes: CompiledRoute[];
+  pools: PoolSpec[];
+}
+
+export interface CompileProblem {
+  path: Array<string | number>;
+  message: string;
+}
+
+export function targetSpec(entry: string | { url: string; weight?: number; id?: string }): TargetSpec {
+  const { url, weight = 1, id } = typeof entry === 'string' ? { url: entry } : entry;
+  const u = new URL(url);
+  const basePath = u.pathname.replace(/\/+$/, '');
+  const port = u.port || (u.protocol === 'https:' ? '443' : '80');
+  return {
+    id: id ?? `${u.hostname}:${port}${basePath}`,
+    url,
+    origin: u.origin,
+    basePath,
+    host: u.host,
+    weight,
+  };
+}
+
+function compilePool(name: string, p: PoolConfig, problems: CompileProblem[]): PoolSpec {
+  const targets = p.targets.map(targetSpec);
+  const ids = new Set<string>();
+  targets.forEach((t, i) => {
+    if (ids.has(t.id))
+      problems.push({ path: ['pools', name, 'targets', i], message: `duplicate target "${t.id}"` });
+    ids.add(t.id);
+  });
+  return {
+    name,
+    selector: p.selector,
+    connections: p.connections,
+    connectTimeoutMs: parseDuration(p.connect_timeout),
+    keepAliveTimeoutMs: parseDuration(p.keep_alive_timeout),
+    targets,
+  };
+}
+
+/** The keys of a route that name its action; a route has exactly one. */
+export const ACTION_KEYS = ['proxy', 'respond'] as const;
+
+function compileRoute(
+  r: RouteConfig,
+  index: number,
+  config: Config,
+  problems: CompileProblem[],
+): CompiledRoute {
+  const actions = ACTION_KEYS.filter((k) => r[k] !== undefined);
+  if (actions.length !== 1) {
+    problems.push({
+      path: ['routes', index],
+      message: actions.length
+        ? `has several actions (${actions.join(', ')}); give exactly one`
+        : `needs an action: one of ${ACTION_KEYS.join(', ')}`,
+    });
+  }
+  let action: RouteAction;
+  if (r.proxy) {
+    if (!Object.hasOwn(config.pools, r.proxy.pool)) {
+      const known = Object.keys(config.pools);
+      problems.push({
+        path: ['routes', index, 'proxy', 'pool'],
+        message: `unknown pool "${r.proxy.pool}"${known.length ? ` (pools: ${known.join(', ')})` : ' (no pools defined)'}`,
+      });
+    }
+    const host = r.proxy.host;
+    action = {
+      kind: 'proxy',
+      pool: r.proxy.pool,
+      host: host === 'preserve' || host === 'target' ? host : { literal: host },
+      stripPrefix: r.proxy.strip_prefix?.replace(/\/+$/, '') || null,
+    };
+  } else {
+    const s = r.respond ?? { status: 404, body: '', headers: {} };
+    action = { kind: 'respond', status: s.status, body: Buffer.from(s.body), headers: s.headers };
+  }
+  return {
+    id: r.id ?? `route-${index}`,
+    index,
+    matches: compileMatch(r.match),
+    action,
+    timeoutMs: parseDuration(r.timeout),
+    headersTimeoutMs: parseDuration(r.headers_timeout),
+    idleTimeoutMs: parseDuration(r.idle_timeout),
+    maxBodyBytes: r.max_body_bytes === null ? null : parseSize(r.max_body_bytes),
+  };
+}
+
+export function compile(config: Config): { compiled?: CompiledConfig; problems: CompileProblem[] } {
+  const problems: CompileProblem[] = [];
+  const pools = Object.entries(config.pools).map(([name, p]) => compilePool(name, p, problems));
+  const routes = config.routes.map((r, i) => compileRoute(r, i, config, problems));
+  const ids = new Map<string, number>();
+  routes.forEach((r, i) => {
+    const first = ids.get(r.id);
+    if (first !== undefined)
+      problems.push({ path: ['routes', i, 'id'], message: `duplicate id "${r.id}" (also routes[${first}])` });
+    else ids.set(r.id, i);
+  });
+  return problems.length > 0 ? { problems } : { compiled: { routes, pools }, problems };
+}

@@ -1,0 +1,307 @@
+/**
+ * The shape of Manifold's configuration: one JSON schema with defaults and a `description`
+ * for every key (the README's configuration reference is checked against these), plus the
+ * TypeScript types of the validated result. Cross-references (a route naming a pool) are
+ * checked in compile.ts; everything about a single value's shape is checked here.
+ */
+import { DURATION_PATTERN, SIZE_PATTERN } from './units.ts';
+
+type Schema = Record<string, unknown>;
+
+const duration = (description: string, dflt?: string): Schema => ({
+  description,
+  anyOf: [
+    { type: 'string', pattern: DURATION_PATTERN },
+    { type: 'integer', minimum: 0 },
+  ],
+  errorMessage: 'must be a duration such as 250ms, 5s or 2m',
+  ...(dflt === undefined ? {} : { default: dflt }),
+});
+
+const size = (description: string, dflt?: string | null): Schema => ({
+  description,
+  anyOf: [
+    { type: 'string', pattern: SIZE_PATTERN },
+    { type: 'integer', minimum: 0 },
+    ...(dflt === null ? [{ type: 'null' }] : []),
+  ],
+  errorMessage: 'must be a size such as 64KiB or 10MB',
+  ...(dflt === undefined ? {} : { default: dflt }),
+});
+
+const object = (description: string, properties: Record<string, Schema>, extra: Schema = {}): Schema => ({
+  description,
+  type: 'object',
+  additionalProperties: false,
+  properties,
+  default: {},
+  ...extra,
+});
+
+const HTTP_METHOD = '^[A-Z][A-Z0-9_-]*$';
+
+const targetSchema: Schema = {
+  description: 'A target: its origin URL with an optional path prefix, or an object with url and weight.',
+  anyOf: [
+    { type: 'string', format: 'target-url' },
+    {
+      type: 'object',
+      additionalProperties: false,
+      required: ['url'],
+      properties: {
+        url: { type: 'string', format: 'target-url', description: 'Origin URL of the target.' },
+        weight: { type: 'integer', minimum: 1, maximum: 10000, description: 'Relative weight (default 1).' },
+        id: { type: 'string', pattern: '^[A-Za-z0-9._:-]+$', description: 'Stable id (default: host:port).' },
+      },
+    },
+  ],
+  errorMessage: 'must be an http(s) URL or {url, weight}',
+};
+
+const poolSchema: Schema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['targets'],
+  properties: {
+    targets: {
+      description: 'The targets of the pool.',
+      type: 'array',
+      items: targetSchema,
+    },
+    selector: {
+      description: 'How an attempt picks a target.',
+      type: 'string',
+      enum: ['round-robin'],
+      default: 'round-robin',
+    },
+    connections: {
+      description: 'Most connections kept open to each target (undici Pool `connections`).',
+      type: 'integer',
+      minimum: 1,
+      maximum: 100000,
+      default: 128,
+    },
+    connect_timeout: duration('Time allowed to open a connection to a target.', '5s'),
+    keep_alive_timeout: duration('How long an idle connection to a target is kept.', '30s'),
+  },
+};
+
+const matchSchema = object(
+  'What a request must look like for this route to take it. Every given field must match.',
+  {
+    host: {
+      description: 'Host name(s): exact (`api.example.com`) or suffix (`*.example.com`); port ignored.',
+      anyOf: [
+        { type: 'string', minLength: 1 },
+        { type: 'array', items: { type: 'string', minLength: 1 }, minItems: 1 },
+      ],
+      errorMessage: 'must be a host name or a list of them',
+    },
+    path: {
+      description: 'Path: exact (`/health`), prefix (`/v1/*`) or with `:param` segments (`/users/:id`).',
+      type: 'string',
+      pattern: '^/',
+      errorMessage: 'must start with /',
+    },
+    methods: {
+      description: 'HTTP methods (upper case).',
+      type: 'array',
+      items: { type: 'string', pattern: HTTP_METHOD },
+      minItems: 1,
+    },
+    headers: {
+      description: 'Header values that must be present: name → value, list of values, or `*` for any value.',
+      type: 'object',
+      additionalProperties: {
+        anyOf: [{ type: 'string' }, { type: 'array', items: { type: 'string' }, minItems: 1 }],
+      },
+    },
+  },
+);
+
+const proxySchema: Schema = {
+  description: 'Forward the request to a pool.',
+  type: 'object',
+  additionalProperties: false,
+  required: ['pool'],
+  properties: {
+    pool: { type: 'string', description: 'Name of the pool to send to.' },
+    host: {
+      description:
+        '`preserve` keeps the downstream Host; `target` uses the target URL host; anything else is sent as is.',
+      type: 'string',
+      minLength: 1,
+      default: 'preserve',
+    },
+    strip_prefix: {
+      description: 'A path prefix removed before the target path prefix is joined (e.g. `/v1`).',
+      type: 'string',
+      pattern: '^/',
+    },
+  },
+};
+
+const respondSchema: Schema = {
+  description: 'Answer directly, without a target (health checks, maintenance pages).',
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    status: { type: 'integer', minimum: 200, maximum: 599, default: 200, description: 'Status code.' },
+    body: { type: 'string', default: '', description: 'Response body.' },
+    headers: {
+      type: 'object',
+      additionalProperties: { type: 'string' },
+      default: {},
+      description: 'Response headers.',
+    },
+  },
+};
+
+const routeSchema: Schema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['match'],
+  properties: {
+    id: {
+      description: 'Route id used in logs and metrics (default: `route-N`, N its index).',
+      type: 'string',
+      pattern: '^[A-Za-z0-9._-]+$',
+    },
+    match: matchSchema,
+    proxy: proxySchema,
+    respond: respondSchema,
+    timeout: duration('One overall deadline for the whole exchange, body included; 0 = none.', '60s'),
+    headers_timeout: duration('Time a target may take to send its response headers.', '30s'),
+    idle_timeout: duration('Longest pause allowed between two chunks of the response body.', '30s'),
+    max_body_bytes: size(
+      'Largest request body accepted (413 beyond); null = unlimited (bodies stream).',
+      null,
+    ),
+  },
+};
+
+export const configSchema: Schema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    listen: object('Where the data plane listens.', {
+      host: { type: 'string', default: '0.0.0.0', description: 'Address to bind.' },
+      port: {
+        type: 'integer',
+        minimum: 0,
+        maximum: 65535,
+        default: 8080,
+        description: 'Port (0 = any free one).',
+      },
+    }),
+    workers: {
+      description:
+        'Worker processes: `auto` (one per core) or a number; 0 or 1 runs everything in one process.',
+      anyOf: [{ const: 'auto' }, { type: 'integer', minimum: 0, maximum: 1024 }],
+      default: 'auto',
+      errorMessage: 'must be auto or a number',
+    },
+    limits: object('Inbound limits that protect every worker.', {
+      max_header_bytes: size('Largest request head (431 beyond).', '16KiB'),
+      headers_timeout: duration('Time a client has to send its request headers (slowloris guard).', '10s'),
+      request_timeout: duration(
+        'Time a client has to send its whole request; 0 = none (long uploads).',
+        '5m',
+      ),
+      keep_alive_timeout: duration('How long an idle downstream connection is kept open.', '5s'),
+      max_requests_per_socket: { type: 'integer', minimum: 0, default: 0, description: '0 = unlimited.' },
+    }),
+    shutdown: object('Graceful shutdown.', {
+      grace: duration('How long in-flight requests may take to finish after SIGTERM/SIGINT.', '30s'),
+    }),
+    log: object('Logging (pino JSON on stdout).', {
+      level: {
+        type: 'string',
+        enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
+        default: 'info',
+        description: 'Lowest level written.',
+      },
+      access: { type: 'boolean', default: true, description: 'One access-log line per request.' },
+    }),
+    pools: {
+      description: 'Named pools of targets.',
+      type: 'object',
+      propertyNames: { pattern: '^[A-Za-z0-9._-]+$' },
+      additionalProperties: poolSchema,
+      default: {},
+    },
+    routes: {
+      description: 'Ordered routes; the first that matches takes the request.',
+      type: 'array',
+      items: routeSchema,
+      default: [],
+    },
+  },
+};
+
+// ---- the validated (defaults applied) config ----
+
+export type Duration = string | number;
+export type Size = string | number;
+
+export interface TargetConfig {
+  url: string;
+  weight?: number;
+  id?: string;
+}
+
+export interface PoolConfig {
+  targets: Array<string | TargetConfig>;
+  selector: 'round-robin';
+  connections: number;
+  connect_timeout: Duration;
+  keep_alive_timeout: Duration;
+}
+
+export interface MatchConfig {
+  host?: string | string[];
+  path?: string;
+  methods?: string[];
+  headers?: Record<string, string | string[]>;
+}
+
+export interface ProxyConfig {
+  pool: string;
+  host: string;
+  strip_prefix?: string;
+}
+
+export interface RespondConfig {
+  status: number;
+  body: string;
+  headers: Record<string, string>;
+}
+
+export interface RouteConfig {
+  id?: string;
+  match: MatchConfig;
+  proxy?: ProxyConfig;
+  respond?: RespondConfig;
+  timeout: Duration;
+  headers_timeout: Duration;
+  idle_timeout: Duration;
+  max_body_bytes: Size | null;
+}
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+export interface Config {
+  listen: { host: string; port: number };
+  workers: 'auto' | number;
+  limits: {
+    max_header_bytes: Size;
+    headers_timeout: Duration;
+    request_timeout: Duration;
+    keep_alive_timeout: Duration;
+    max_requests_per_socket: number;
+  };
+  shutdown: { grace: Duration };
+  log: { level: LogLevel; access: boolean };
+  pools: Record<string, PoolConfig>;
+  routes: RouteConfig[];
+}

@@ -1,0 +1,27 @@
+/** Durations ("250ms", "5s", "2m", "1h", or a bare number of milliseconds) and sizes ("16KiB", "10MB"). */
+
+const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/;
+const DURATION_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const;
+
+export const DURATION_PATTERN = '^\\d+(\\.\\d+)?(ms|s|m|h)$';
+
+/** Milliseconds from a duration string or a number (taken as ms). Throws on anything else. */
+export function parseDuration(value: string | number): number {
+  if (typeof value === 'number') return value;
+  const m = DURATION.exec(value);
+  if (!m) throw new Error(`not a duration: ${JSON.stringify(value)} (use e.g. 250ms, 5s, 2m)`);
+  return Math.round(Number(m[1]) * DURATION_MS[m[2] as keyof typeof DURATION_MS]);
+}
+
+const SIZE = /^(\d+(?:\.\d+)?)\s*(B|KB|KiB|MB|MiB|GB|GiB)?$/;
+const SIZE_BYTES = { B: 1, KB: 1e3, KiB: 1024, MB: 1e6, MiB: 1024 ** 2, GB: 1e9, GiB: 1024 ** 3 } as const;
+
+export const SIZE_PATTERN = '^\\d+(\\.\\d+)?\\s*(B|KB|KiB|MB|MiB|GB|GiB)?$';
+
+/** Bytes from a size string ("64KiB", "10MB") or a number (taken as bytes). */
+export function parseSize(value: string | number): number {
+  if (typeof value === 'number') return value;
+  const m = SIZE.exec(value);
+  if (!m) throw new Error(`not a size: ${JSON.stringify(value)} (use e.g. 64KiB, 10MB)`);
+  return Math.round(Number(m[1]) * SIZE_BYTES[(m[2] ?? 'B') as keyof typeof SIZE_BYTES]);
+}

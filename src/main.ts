@@ -1,0 +1,162 @@
+/**
+ * CLI entry: `manifold [--config FILE] [flags]` runs the gateway; `manifold validate --config FILE`
+ * prints every config problem and exits non-zero when there is one.
+ */
+import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { parseArgs } from 'node:util';
+import { startPrimary } from './cluster/primary.ts';
+import { startRuntime } from './cluster/runtime.ts';
+import {
+  ConfigError,
+  formatProblem,
+  type LoadedConfig,
+  loadConfigFile,
+  type Override,
+  scalar,
+} from './config/load.ts';
+import { createLogger } from './observability/logger.ts';
+
+const VERSION: string = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version;
+
+export const USAGE = `Usage:
+  manifold [--config FILE] [options]      run the gateway
+  manifold validate --config FILE         check a config file, print every problem
+
+Options:
+  -c, --config FILE      YAML config file (default: $MANIFOLD_CONFIG)
+  -p, --port N           listen port (overrides listen.port)
+      --host ADDR        listen address (overrides listen.host)
+  -w, --workers N|auto   worker processes; 0 or 1 = a single process (overrides workers)
+      --log-level LEVEL  fatal|error|warn|info|debug|trace|silent (overrides log.level)
+  -h, --help             show this help
+  -v, --version          print the version
+
+Environment:
+  MANIFOLD_CONFIG        config file when --config is not given
+  MANIFOLD_<KEY>__<SUB>  overrides a config key, e.g. MANIFOLD_LISTEN__PORT=8081,
+                         MANIFOLD_LOG__LEVEL=debug (flags win over env, env over the file)
+  \${VAR} and \${VAR:-default} in the file are replaced from the environment.
+`;
+
+const OPTIONS = {
+  config: { type: 'string', short: 'c' },
+  port: { type: 'string', short: 'p' },
+  host: { type: 'string' },
+  workers: { type: 'string', short: 'w' },
+  'log-level': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean', short: 'v' },
+} as const;
+
+/** Flag → config key; values are read as YAML scalars so `--port 8081` is a number. */
+const FLAG_KEYS: Record<string, Array<string>> = {
+  port: ['listen', 'port'],
+  host: ['listen', 'host'],
+  workers: ['workers'],
+  'log-level': ['log', 'level'],
+};
+
+function fail(message: string, code = 2): never {
+  process.stderr.write(`manifold: ${message}\n`);
+  process.exit(code);
+}
+
+function load(values: Record<string, unknown>): LoadedConfig {
+  const file = (values.config as string | undefined) ?? process.env.MANIFOLD_CONFIG;
+  if (!file) fail(`no config file: pass --config FILE or set MANIFOLD_CONFIG\n\n${USAGE}`);
+  const overrides: Override[] = [];
+  for (const [flag, path] of Object.entries(FLAG_KEYS)) {
+    const v = values[flag];
+    if (typeof v === 'string') overrides.push({ path, value: scalar(v), source: `flag --${flag}` });
+  }
+  return loadConfigFile(file, { overrides });
+}
+
+async function run(loaded: LoadedConfig): Promise<void> {
+  const { config } = loaded;
+  const log = createLogger(config.log.level);
+  const workers = config.workers === 'auto' ? availableParallelism() : config.workers;
+  let shutdown: () => Promise<void>;
+  if (workers <= 1) {
+    const runtime = await startRuntime(config, log);
+    log.info({ port: runtime.port, workers: 0, config: loaded.file }, 'manifold listening');
+    shutdown = () => runtime.close();
+  } else {
+    const primary = startPrimary(config, workers, log);
+    shutdown = () => primary.shutdown();
+    try {
+      const port = await primary.ready;
+      log.info({ port, workers, config: loaded.file }, 'manifold listening');
+    } catch (err) {
+      await primary.shutdown();
+      log.flush();
+      fail(`could not start: ${(err as Error).message}`, 1);
+    }
+  }
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'draining');
+    shutdown().then(
+      () => {
+        log.info('stopped');
+        log.flush();
+        process.exit(0);
+      },
+      (err) => {
+        log.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+export async function main(argv: string[]): Promise<void> {
+  let parsed: ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true; strict: true }>>;
+  try {
+    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (err) {
+    fail(`${(err as Error).message}\n\n${USAGE}`);
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return;
+  }
+  if (values.version) {
+    process.stdout.write(`manifold ${VERSION}\n`);
+    return;
+  }
+  const command = positionals[0] ?? 'run';
+  if (positionals.length > 1 || (command !== 'run' && command !== 'validate')) {
+    fail(`unknown command "${positionals.join(' ')}"\n\n${USAGE}`);
+  }
+  let loaded: LoadedConfig;
+  try {
+    loaded = load(values);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`${err.problems.map(formatProblem).join('\n')}\n`);
+    process.stderr.write(
+      `manifold: ${err.problems.length} config problem${err.problems.length > 1 ? 's' : ''}\n`,
+    );
+    process.exit(1);
+  }
+  if (command === 'validate') {
+    process.stdout.write(
+      `${loaded.file}: ok (${loaded.compiled.routes.length} routes, ${loaded.compiled.pools.length} pools)\n`,
+    );
+    return;
+  }
+  try {
+    await run(loaded);
+  } catch (err) {
+    fail(`could not start: ${(err as Error).message}`, 1);
+  }
+}
+
+if (import.meta.main) await main(process.argv.slice(2));

@@ -1,0 +1,17 @@
+/** pino JSON logs on stdout; every line of a request carries its `req_id`. */
+import { pino, type Logger } from 'pino';
+import type { LogLevel } from '../config/schema.ts';
+
+export type { Logger };
+
+export function createLogger(level: LogLevel, destination?: NodeJS.WritableStream): Logger {
+  return pino(
+    {
+      level,
+      base: { pid: process.pid },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      formatters: { level: (label) => ({ level: label }) },
+    },
+    destination ?? pino.destination({ dest: 1, sync: false }),
+  );
+}

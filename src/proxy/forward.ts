@@ -1,0 +1,261 @@
+/**
+ * `forward`: ONE attempt to ONE target through that target's undici dispatcher, resolved at
+ * response headers. The body is not read until a sink is attached, and then flows with
+ * backpressure: a `false` from the sink pauses the upstream connection (undici
+ * `DispatchController.pause()`), the sink's drain resumes it (STYLE.md §11). Concerns such as
+ * timeouts, metrics or passive health wrap it as `ForwardWrapper`s instead of adding flags here.
+ */
+import type { Readable } from 'node:stream';
+import type { Dispatcher } from 'undici';
+import { type ErrorCode, GatewayError } from '../errors.ts';
+import type { Target } from '../upstream/target.ts';
+
+export interface OutboundRequest {
+  method: string;
+  /** Path and query as sent to the target. */
+  path: string;
+  /** Flat [name, value, …] list. */
+  headers: string[];
+  body: Readable | AsyncIterable<Buffer> | Buffer | null;
+  /** Time allowed until the target's response headers; 0 = none. */
+  headersTimeoutMs: number;
+  /** Longest pause between body chunks; 0 = none. */
+  idleTimeoutMs: number;
+}
+
+/** Where an attempt failed, which decides whether it may be retried (STYLE.md §7). */
+export type Phase = 'connect' | 'headers' | 'body';
+
+/** An attempt that failed: the target, the phase and the catalog code that describes it. */
+export class AttemptError extends GatewayError {
+  readonly target: Target;
+  readonly phase: Phase;
+  constructor(code: ErrorCode, target: Target, phase: Phase, message: string, cause?: unknown) {
+    super(code, message, { cause });
+    this.target = target;
+    this.phase = phase;
+  }
+}
+
+/** Receives a response body. `write` returning false asks the sender to pause until `drained`. */
+export interface BodySink {
+  write(chunk: Buffer): boolean;
+  end(): void;
+  error(err: AttemptError): void;
+  /** Registers the resume callback; the sink calls it when it can take more. */
+  onDrain(resume: () => void): void;
+}
+
+export interface AttemptResult {
+  target: Target;
+  status: number;
+  /** Raw header list as undici received it (names and values alternate). */
+  rawHeaders: ReadonlyArray<Buffer | string>;
+  /** Starts the body flowing into the sink. Call exactly once, or `abort`. */
+  pipeTo(sink: BodySink): void;
+  /** Drops the response and its connection (a losing attempt, a client gone). */
+  abort(reason: Error): void;
+}
+
+export type Forward = (
+  target: Target,
+  request: OutboundRequest,
+  signal: AbortSignal,
+) => Promise<AttemptResult>;
+export type ForwardWrapper = (next: Forward) => Forward;
+
+const CONNECT_CODES = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EADDRNOTAVAIL',
+  'ECONNRESET',
+  'EPIPE',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CLOSED',
+  'UND_ERR_DESTROYED',
+]);
+
+/** Maps an undici or socket error to the catalog, given whether the request reached a connection. */
+export function classify(err: unknown, target: Target, connected: boolean, responded: boolean): AttemptError {
+  if (err instanceof AttemptError) return err;
+  if (err instanceof GatewayError)
+    return new AttemptError(
+      err.code,
+      target,
+      responded ? 'body' : connected ? 'headers' : 'connect',
+      err.message,
+      err,
+    );
+  const code = (err as { code?: string }).code ?? '';
+  const phase: Phase = responded ? 'body' : connected ? 'headers' : 'connect';
+  const detail = `${target.id}: ${(err as Error).message || code}`;
+  switch (code) {
+    case 'UND_ERR_CONNECT_TIMEOUT':
+      return new AttemptError('TARGET_TIMEOUT', target, 'connect', `connect timeout to ${detail}`, err);
+    case 'UND_ERR_HEADERS_TIMEOUT':
+      return new AttemptError('TARGET_TIMEOUT', target, 'headers', `no response headers from ${detail}`, err);
+    case 'UND_ERR_BODY_TIMEOUT':
+      return new AttemptError('TARGET_TIMEOUT', target, 'body', `response body stalled from ${detail}`, err);
+    case 'HPE_INVALID_CONSTANT':
+    case 'HPE_INVALID_HEADER_TOKEN':
+    case 'HPE_INVALID_CHUNK_SIZE':
+    case 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH':
+    case 'UND_ERR_RES_EXCEEDED_MAX_SIZE':
+      return new AttemptError('TARGET_PROTOCOL', target, phase, `invalid response from ${detail}`, err);
+    default:
+      if (CONNECT_CODES.has(code) || !connected) {
+        return new AttemptError('TARGET_UNREACHABLE', target, phase, `cannot reach ${detail}`, err);
+      }
+      if (code.startsWith('HPE_')) {
+        return new AttemptError('TARGET_PROTOCOL', target, phase, `invalid response from ${detail}`, err);
+      }
+      return new AttemptError('TARGET_UNREACHABLE', target, phase, `${detail}`, err);
+  }
+}
+
+/** The dispatch handler of one attempt; also the AttemptResult it resolves with. */
+class AttemptHandler implements Dispatcher.DispatchHandler, AttemptResult {
+  readonly target: Target;
+  status = 0;
+  rawHeaders: ReadonlyArray<Buffer | string> = [];
+  #resolve: (r: AttemptResult) => void;
+  #reject: (e: AttemptError) => void;
+  #controller: Dispatcher.DispatchController | null = null;
+  #signal: AbortSignal;
+  #onAbort: (() => void) | null = null;
+  #connected = false;
+  #responded = false;
+  #done = false;
+  #sink: BodySink | null = null;
+  /** Chunks that arrived before a sink was attached. */
+  #early: Buffer[] | null = null;
+  #earlyEnd = false;
+  #earlyError: AttemptError | null = null;
+
+  constructor(
+    target: Target,
+    signal: AbortSignal,
+    resolve: (r: AttemptResult) => void,
+    reject: (e: AttemptError) => void,
+  ) {
+    this.target = target;
+    this.#signal = signal;
+    this.#resolve = resolve;
+    this.#reject = reject;
+    target.inflight++;
+  }
+
+  listen(): void {
+    this.#onAbort = () => this.abort(this.#signal.reason as Error);
+    this.#signal.addEventListener('abort', this.#onAbort, { once: true });
+  }
+
+  #finish(): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.target.inflight--;
+    if (this.#onAbort) this.#signal.removeEventListener('abort', this.#onAbort);
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.#controller = controller;
+    this.#connected = true;
+    if (this.#signal.aborted) controller.abort(this.#signal.reason as Error);
+  }
+
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number): void {
+    if (statusCode < 200) return; // 1xx informational: not forwarded
+    this.#responded = true;
+    this.status = statusCode;
+    this.rawHeaders = (controller.rawHeaders as Array<Buffer | string> | null) ?? [];
+    this.#resolve(this);
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    const sink = this.#sink;
+    if (sink !== null) {
+      if (!sink.write(chunk)) controller.pause();
+      return;
+    }
+    (this.#early ??= []).push(chunk);
+    controller.pause();
+  }
+
+  onResponseEnd(): void {
+    this.#finish();
+    if (this.#sink !== null) this.#sink.end();
+    else this.#earlyEnd = true;
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
+    this.#finish();
+    const e = classify(
+      this.#signal.aborted ? (this.#signal.reason ?? err) : err,
+      this.target,
+      this.#connected,
+      this.#responded,
+    );
+    if (!this.#responded) this.#reject(e);
+    else if (this.#sink !== null) this.#sink.error(e);
+    else this.#earlyError = e;
+  }
+
+  pipeTo(sink: BodySink): void {
+    this.#sink = sink;
+    sink.onDrain(() => this.#controller?.resume());
+    if (this.#early !== null) {
+      const early = this.#early;
+      this.#early = null;
+      let open = true;
+      for (const chunk of early) open = sink.write(chunk);
+      if (!open) return; // the drain callback resumes
+    }
+    if (this.#earlyError !== null) sink.error(this.#earlyError);
+    else if (this.#earlyEnd) sink.end();
+    else this.#controller?.resume();
+  }
+
+  abort(reason: Error): void {
+    if (this.#done) return;
+    if (this.#controller !== null) {
+      this.#controller.abort(reason);
+      return;
+    }
+    // Still queued for a connection: settle now so the caller never waits for a connect it no
+    // longer wants; onRequestStart aborts the request when undici hands it a socket.
+    this.#finish();
+    this.#reject(classify(reason, this.target, false, false));
+  }
+}
+
+/** The base Forward: dispatches through the target's pooled undici dispatcher. */
+export const forward: Forward = (target, request, signal) =>
+  new Promise<AttemptResult>((resolve, reject) => {
+    if (signal.aborted) {
+      reject(classify(signal.reason, target, false, false));
+      return;
+    }
+    const handler = new AttemptHandler(target, signal, resolve, reject);
+    handler.listen();
+    try {
+      target.dispatcher.dispatch(
+        {
+          origin: target.spec.origin,
+          method: request.method as Dispatcher.HttpMethod,
+          path: request.path,
+          headers: request.headers,
+          body: request.body as Dispatcher.DispatchOptions['body'], // undici also streams async iterables
+          headersTimeout: request.headersTimeoutMs,
+          bodyTimeout: request.idleTimeoutMs,
+          // Sending the body must not wait behind another request on a pipelined socket.
+          blocking: true,
+        },
+        handler,
+      );
+    } catch (err) {
+      handler.onResponseError(null as unknown as Dispatcher.DispatchController, err as Error);
+    }
+  });

@@ -1,0 +1,147 @@
+/**
+ * Header rewriting for both directions of a proxied exchange (RFC 9110 §7.6.1):
+ * hop-by-hop headers and every header named in `Connection` are removed; `X-Forwarded-For`
+ * is appended to, `X-Forwarded-Proto`/`X-Forwarded-Host` set, `Via` appended. Headers are
+ * handled as flat raw [name, value, name, value…] lists so duplicates (Set-Cookie) and
+ * original casing survive untouched.
+ */
+
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
+
+export const VIA = '1.1 manifold';
+
+/** Lower-case names listed in Connection headers (there may be several, comma separated). */
+function connectionTokens(raw: readonly string[]): Set<string> | null {
+  let tokens: Set<string> | null = null;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i].length === 10 && raw[i].toLowerCase() === 'connection') {
+      for (const t of raw[i + 1].split(',')) {
+        const name = t.trim().toLowerCase();
+        if (name) (tokens ??= new Set()).add(name);
+      }
+    }
+  }
+  return tokens;
+}
+
+function isHopByHop(lower: string, tokens: Set<string> | null): boolean {
+  return HOP_BY_HOP.has(lower) || tokens?.has(lower) === true;
+}
+
+export interface ForwardedInfo {
+  clientIp: string;
+  proto: 'http' | 'https';
+  /** Host header the client sent ('' when none). */
+  host: string;
+  requestId: string;
+  /** Host header to send: undefined keeps the client's. */
+  hostOverride: string | undefined;
+  /** For upgrade requests: keep `Upgrade`/`Connection: upgrade` (undici sets them itself). */
+}
+
+/**
+ * The request headers to send to a target. `expect` is dropped too: the listener already
+ * answered `100 Continue`, and undici refuses to send it.
+ */
+export function outboundRequestHeaders(raw: readonly string[], info: ForwardedInfo): string[] {
+  const tokens = connectionTokens(raw);
+  const out: string[] = [];
+  let xff = '';
+  let via = '';
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i];
+    const lower = name.toLowerCase();
+    if (isHopByHop(lower, tokens)) continue;
+    switch (lower) {
+      case 'host':
+        out.push(name, info.hostOverride ?? raw[i + 1]);
+        continue;
+      case 'x-forwarded-for':
+        xff = xff ? `${xff}, ${raw[i + 1]}` : raw[i + 1];
+        continue;
+      case 'via':
+        via = via ? `${via}, ${raw[i + 1]}` : raw[i + 1];
+        continue;
+      case 'x-forwarded-proto':
+      case 'x-forwarded-host':
+      case 'x-request-id':
+      case 'expect':
+        continue;
+      default:
+        out.push(name, raw[i + 1]);
+    }
+  }
+  if (info.hostOverride !== undefined && info.host === '') out.push('host', info.hostOverride);
+  out.push(
+    'x-forwarded-for',
+    xff ? `${xff}, ${info.clientIp}` : info.clientIp,
+    'x-forwarded-proto',
+    info.proto,
+    'via',
+    via ? `${via}, ${VIA}` : VIA,
+    'x-request-id',
+    info.requestId,
+  );
+  if (info.host) out.push('x-forwarded-host', info.host);
+  return out;
+}
+
+/** The response headers to send downstream, from undici's raw header buffers. */
+export function downstreamResponseHeaders(raw: readonly (Buffer | string)[], requestId: string): string[] {
+  const strings: string[] = new Array(raw.length);
+  for (let i = 0; i < raw.length; i++)
+    strings[i] = typeof raw[i] === 'string' ? (raw[i] as string) : raw[i].toString('latin1');
+  const tokens = connectionTokens(strings);
+  const out: string[] = [];
+  let via = '';
+  for (let i = 0; i < strings.length; i += 2) {
+    const lower = strings[i].toLowerCase();
+    if (isHopByHop(lower, tokens)) continue;
+    if (lower === 'via') {
+      via = via ? `${via}, ${strings[i + 1]}` : strings[i + 1];
+      continue;
+    }
+    if (lower === 'x-request-id') continue;
+    out.push(strings[i], strings[i + 1]);
+  }
+  out.push('via', via ? `${via}, ${VIA}` : VIA, 'x-request-id', requestId);
+  return out;
+}
+
+/** Headers for the 101 answer of a tunnelled upgrade: the target's, minus hop-by-hop except the upgrade pair. */
+export function upgradeResponseHeaders(headers: Record<string, string | string[] | undefined>): string[] {
+  const out: string[] = [];
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || name === 'connection' || name === 'upgrade') continue;
+    if (HOP_BY_HOP.has(name)) continue;
+    for (const v of Array.isArray(value) ? value : [value]) out.push(name, v);
+  }
+  return out;
+}
+
+/**
+ * Joins a target's path prefix with the request path, keeping the query string:
+ * target `http://t/v2` + `/users?q=1` → `/v2/users?q=1`. `stripPrefix` `/api` first turns
+ * `/api/users` into `/users` (and `/api` into `/`); a path it does not prefix at a segment
+ * boundary is left alone.
+ */
+export function joinPath(basePath: string, requestUrl: string, stripPrefix: string | null): string {
+  let url = requestUrl;
+  if (stripPrefix !== null && url.startsWith(stripPrefix)) {
+    const rest = url.slice(stripPrefix.length);
+    if (rest === '') url = '/';
+    else if (rest[0] === '/') url = rest;
+    else if (rest[0] === '?') url = `/${rest}`;
+  }
+  return basePath === '' ? url : basePath + url;
+}

@@ -1,0 +1,27 @@
+/**
+ * Per-request state, carried through the pipeline instead of a dozen parameters: request id,
+ * timing, the route and target chosen, and what went out. Strategies and concerns read it;
+ * only the pipeline writes the response.
+ */
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { CompiledRoute } from '../config/compile.ts';
+
+const VALID_REQUEST_ID = /^[\w\-.:@+=/]{1,128}$/;
+
+export class RequestContext {
+  readonly id: string;
+  readonly startedAt: number;
+  route: CompiledRoute | null = null;
+  /** Id of the target that answered (or was last tried). */
+  target: string | null = null;
+  status = 0;
+  bytesOut = 0;
+  errorCode: string | null = null;
+
+  constructor(req: IncomingMessage, now: number) {
+    const incoming = req.headers['x-request-id'];
+    this.id = typeof incoming === 'string' && VALID_REQUEST_ID.test(incoming) ? incoming : randomUUID();
+    this.startedAt = now;
+  }
+}

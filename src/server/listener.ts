@@ -1,0 +1,63 @@
+/**
+ * The data-plane HTTP listener: node:http with the inbound limits from `limits` (header size,
+ * slowloris timeouts) and parse errors answered as JSON. llhttp already refuses ambiguous
+ * framing (Content-Length with Transfer-Encoding, conflicting lengths, bad chunking); those
+ * surface here as client errors and are answered 400 without anything being forwarded.
+ */
+import { createServer, type Server } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Config } from '../config/schema.ts';
+import { parseDuration, parseSize } from '../config/units.ts';
+import { GatewayError } from '../errors.ts';
+import type { Logger } from '../observability/logger.ts';
+import type { Pipeline } from './pipeline.ts';
+import { sendErrorOnSocket } from './respond.ts';
+
+const FRAMING_ERRORS = new Set([
+  'HPE_UNEXPECTED_CONTENT_LENGTH',
+  'HPE_INVALID_CONTENT_LENGTH',
+  'HPE_INVALID_TRANSFER_ENCODING',
+  'HPE_INVALID_CHUNK_SIZE',
+  'HPE_CHUNK_EXTENSIONS_OVERFLOW',
+]);
+
+export function clientErrorFor(err: NodeJS.ErrnoException): GatewayError | null {
+  const code = err.code ?? '';
+  if (code === 'ECONNRESET' || code === 'EPIPE') return null;
+  if (code === 'HPE_HEADER_OVERFLOW') return new GatewayError('HEADERS_TOO_LARGE');
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT' || code === 'ERR_HTTP_HEADERS_TIMEOUT')
+    return new GatewayError('REQUEST_TIMEOUT');
+  if (FRAMING_ERRORS.has(code))
+    return new GatewayError('AMBIGUOUS_FRAMING', `request framing is ambiguous or invalid (${code})`);
+  return new GatewayError('BAD_REQUEST', `malformed request (${code || err.message})`);
+}
+
+export function createListener(config: Config, pipeline: Pipeline, log: Logger): Server {
+  const l = config.limits;
+  const headersTimeout = parseDuration(l.headers_timeout);
+  const server = createServer(
+    {
+      maxHeaderSize: parseSize(l.max_header_bytes),
+      headersTimeout,
+      requestTimeout: parseDuration(l.request_timeout),
+      keepAliveTimeout: parseDuration(l.keep_alive_timeout),
+      // Node checks the two timeouts above only this often (30 s by default).
+      connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(headersTimeout / 2))),
+      requireHostHeader: true,
+      joinDuplicateHeaders: false,
+    },
+    pipeline.handle,
+  );
+  server.maxRequestsPerSocket = l.max_requests_per_socket;
+  server.on('upgrade', pipeline.upgrade);
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    const e = clientErrorFor(err);
+    if (e === null) {
+      socket.destroy();
+      return;
+    }
+    log.debug({ err: err.message, code: err.code, remote: socket.remoteAddress }, 'client error');
+    sendErrorOnSocket(socket, e);
+  });
+  return server;
+}

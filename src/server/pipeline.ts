@@ -1,0 +1,345 @@
+/**
+ * The request pipeline of a worker (DESIGN.md "Request flow"): context → route match →
+ * action → response, with one deadline per request and one access-log line. Errors before
+ * headers are rendered by server/respond.ts; after headers the socket is destroyed.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { performance } from 'node:perf_hooks';
+import type { Duplex } from 'node:stream';
+import type { CompiledRoute } from '../config/compile.ts';
+import { GatewayError, isGatewayError } from '../errors.ts';
+import type { Logger } from '../observability/logger.ts';
+import { hasBody, limitBody } from '../proxy/body.ts';
+import {
+  type AttemptResult,
+  type BodySink,
+  type Forward,
+  forward as baseForward,
+  type OutboundRequest,
+} from '../proxy/forward.ts';
+import { downstreamResponseHeaders, joinPath, outboundRequestHeaders } from '../proxy/headers.ts';
+import { tunnelUpgrade } from '../proxy/upgrade.ts';
+import { findRoute } from '../routing/route-table.ts';
+import type { MatchInput } from '../routing/matcher.ts';
+import { runSingle } from '../strategy/single.ts';
+import { RequestContext } from './context.ts';
+import { sendError, sendErrorOnSocket } from './respond.ts';
+import type { Snapshot } from './snapshot.ts';
+
+/** Dot segments (also percent-encoded) would let a path escape the prefix a route matched. */
+const DOT_SEGMENT = /(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)/i;
+
+export function hostOf(header: string | undefined): string {
+  if (!header) return '';
+  const h = header.toLowerCase();
+  if (h[0] === '[') {
+    const end = h.indexOf(']');
+    return end === -1 ? h : h.slice(0, end + 1);
+  }
+  const colon = h.indexOf(':');
+  return colon === -1 ? h : h.slice(0, colon);
+}
+
+/** Splits req.url into the matchable path, or throws BAD_REQUEST. */
+export function requestPath(url: string): string {
+  if (url[0] !== '/')
+    throw new GatewayError('BAD_REQUEST', 'request target must be an absolute path (origin-form)');
+  const q = url.indexOf('?');
+  const path = q === -1 ? url : url.slice(0, q);
+  if (DOT_SEGMENT.test(path)) throw new GatewayError('BAD_REQUEST', 'path must not contain dot segments');
+  return path;
+}
+
+class ResponseSink implements BodySink {
+  readonly #res: ServerResponse;
+  readonly #ctx: RequestContext;
+  constructor(res: ServerResponse, ctx: RequestContext) {
+    this.#res = res;
+    this.#ctx = ctx;
+  }
+  write(chunk: Buffer): boolean {
+    this.#ctx.bytesOut += chunk.length;
+    return this.#res.write(chunk);
+  }
+  end(): void {
+    this.#res.end();
+  }
+  error(err: GatewayError): void {
+    this.#ctx.errorCode = err.code;
+    this.#res.destroy(err);
+  }
+  onDrain(resume: () => void): void {
+    this.#res.on('drain', resume);
+  }
+}
+
+export interface PipelineOptions {
+  logger: Logger;
+  proto?: 'http' | 'https';
+  forward?: Forward;
+}
+
+export class Pipeline {
+  #snapshot: Snapshot;
+  readonly #log: Logger;
+  readonly #proto: 'http' | 'https';
+  readonly #forward: Forward;
+  #inflight = 0;
+  #draining = false;
+  #idleWaiters: Array<() => void> = [];
+
+  constructor(snapshot: Snapshot, options: PipelineOptions) {
+    this.#snapshot = snapshot;
+    this.#log = options.logger;
+    this.#proto = options.proto ?? 'http';
+    this.#forward = options.forward ?? baseForward;
+  }
+
+  get snapshot(): Snapshot {
+    return this.#snapshot;
+  }
+
+  /** Publishes a new snapshot; requests already running keep the one they read. */
+  setSnapshot(snapshot: Snapshot): void {
+    this.#snapshot = snapshot;
+  }
+
+  get inflight(): number {
+    return this.#inflight;
+  }
+
+  /** From now on every answer carries `Connection: close`; resolves when nothing is in flight. */
+  drain(): Promise<void> {
+    this.#draining = true;
+    if (this.#inflight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  handle = (req: IncomingMessage, res: ServerResponse): void => {
+    const ctx = new RequestContext(req, performance.now());
+    const snapshot = this.#snapshot;
+    this.#inflight++;
+    res.once('close', () => this.#finish(req, res, ctx, snapshot));
+    if (this.#draining) res.shouldKeepAlive = false;
+    try {
+      const route = findRoute(snapshot.routes, this.#matchInput(req));
+      if (route === undefined)
+        throw new GatewayError(
+          'ROUTE_NOT_FOUND',
+          `no route matches ${req.method} ${requestPath(req.url ?? '')}`,
+        );
+      ctx.route = route;
+      if (route.maxBodyBytes !== null) {
+        const declared = req.headers['content-length'];
+        if (declared !== undefined && Number(declared) > route.maxBodyBytes) {
+          throw new GatewayError(
+            'BODY_TOO_LARGE',
+            `request body of ${declared} bytes is larger than ${route.maxBodyBytes}`,
+          );
+        }
+      }
+      const action = route.action;
+      if (action.kind === 'respond') {
+        ctx.status = action.status;
+        ctx.bytesOut = action.body.length;
+        res.writeHead(action.status, {
+          ...action.headers,
+          'content-length': action.body.length,
+          'x-request-id': ctx.id,
+        });
+        res.end(action.body);
+        return;
+      }
+      this.#proxy(req, res, ctx, route, action, snapshot).catch((err) => this.#fail(res, ctx, err));
+    } catch (err) {
+      this.#fail(res, ctx, err);
+    }
+  };
+
+  #matchInput(req: IncomingMessage): MatchInput {
+    return {
+      method: req.method ?? 'GET',
+      host: hostOf(req.headers.host),
+      path: requestPath(req.url ?? ''),
+      headers: req.headers,
+    };
+  }
+
+  async #proxy(
+    req: IncomingMessage,
+    res: ServerResponse,
+    ctx: RequestContext,
+    route: CompiledRoute,
+    action: Extract<CompiledRoute['action'], { kind: 'proxy' }>,
+    snapshot: Snapshot,
+  ): Promise<void> {
+    const pool = snapshot.pools.get(action.pool)!;
+    const controller = new AbortController();
+    const signal = controller.signal;
+    let timer: NodeJS.Timeout | undefined;
+    if (route.timeoutMs > 0) {
+      timer = setTimeout(
+        () =>
+          controller.abort(
+            new GatewayError('TARGET_TIMEOUT', `route deadline of ${route.timeoutMs} ms passed`),
+          ),
+        route.timeoutMs,
+      );
+    }
+    res.once('close', () => {
+      clearTimeout(timer);
+      if (!res.writableFinished) controller.abort(new GatewayError('CLIENT_CLOSED'));
+    });
+    const body = !hasBody(req)
+      ? null
+      : route.maxBodyBytes !== null && req.headers['content-length'] === undefined
+        ? limitBody(req, route.maxBodyBytes)
+        : req;
+    const hostOverride = typeof action.host === 'object' ? action.host.literal : undefined;
+    const request: OutboundRequest = {
+      method: req.method ?? 'GET',
+      path: '',
+      headers: [],
+      body,
+      headersTimeoutMs: route.headersTimeoutMs,
+      idleTimeoutMs: route.idleTimeoutMs,
+    };
+    // The path and Host depend on the target, so each attempt gets its own copy.
+    const forward: Forward = (target, r, s) => {
+      ctx.target = target.id;
+      const attempt: OutboundRequest = {
+        ...r,
+        path: joinPath(target.spec.basePath, req.url ?? '/', action.stripPrefix),
+        headers: outboundRequestHeaders(req.rawHeaders, {
+          clientIp: req.socket.remoteAddress ?? '',
+          proto: this.#proto,
+          host: req.headers.host ?? '',
+          requestId: ctx.id,
+          hostOverride: action.host === 'target' ? target.spec.host : hostOverride,
+        }),
+      };
+      return this.#forward(target, attempt, s);
+    };
+    let result: AttemptResult;
+    try {
+      result = await runSingle(pool, request, forward, signal);
+    } catch (err) {
+      clearTimeout(timer);
+      throw err;
+    }
+    if (res.destroyed) {
+      result.abort(new GatewayError('CLIENT_CLOSED'));
+      return;
+    }
+    ctx.status = result.status;
+    const headers = downstreamResponseHeaders(result.rawHeaders, ctx.id);
+    if (this.#draining) headers.push('connection', 'close');
+    res.writeHead(result.status, headers);
+    const sink = new ResponseSink(res, ctx);
+    signal.addEventListener('abort', () => result.abort(signal.reason as Error), { once: true });
+    result.pipeTo(sink);
+  }
+
+  #fail(res: ServerResponse, ctx: RequestContext, err: unknown): void {
+    const e = isGatewayError(err) ? err : new GatewayError('INTERNAL', undefined, { cause: err });
+    if (e.code === 'INTERNAL') this.#log.error({ req_id: ctx.id, err }, 'unexpected error');
+    ctx.errorCode = e.code;
+    if (e.code === 'CLIENT_CLOSED') {
+      ctx.status = 499;
+      res.destroy();
+      return;
+    }
+    ctx.status = res.headersSent ? ctx.status : e.status;
+    // An unread body after a refusal would have to be drained: close instead.
+    sendError(res, e, ctx.id, e.code === 'BODY_TOO_LARGE' || this.#draining);
+  }
+
+  #finish(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, snapshot: Snapshot): void {
+    if (!res.writableFinished && ctx.errorCode === null) {
+      ctx.errorCode = 'CLIENT_CLOSED';
+      ctx.status = 499;
+    }
+    if (snapshot.accessLog) {
+      this.#log.info(
+        {
+          req_id: ctx.id,
+          method: req.method,
+          url: req.url,
+          route: ctx.route?.id ?? null,
+          target: ctx.target,
+          status: ctx.status,
+          bytes: ctx.bytesOut,
+          duration_ms: Math.round((performance.now() - ctx.startedAt) * 1000) / 1000,
+          ...(ctx.errorCode ? { error: ctx.errorCode } : {}),
+        },
+        'request',
+      );
+    }
+    if (--this.#inflight === 0 && this.#idleWaiters.length > 0) {
+      for (const w of this.#idleWaiters.splice(0)) w();
+    }
+  }
+
+  /** Upgrade requests (WebSocket): matched like any request, then tunnelled. */
+  upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    const ctx = new RequestContext(req, performance.now());
+    const snapshot = this.#snapshot;
+    socket.on('error', () => socket.destroy());
+    try {
+      const route = findRoute(snapshot.routes, this.#matchInput(req));
+      if (route === undefined) throw new GatewayError('ROUTE_NOT_FOUND');
+      if (route.action.kind !== 'proxy')
+        throw new GatewayError('BAD_REQUEST', 'this route does not accept upgrades');
+      ctx.route = route;
+      const action = route.action;
+      const pool = snapshot.pools.get(action.pool)!;
+      const target = pool.pick();
+      if (target === undefined) throw new GatewayError('NO_TARGET_AVAILABLE');
+      ctx.target = target.id;
+      const headers = outboundRequestHeaders(req.rawHeaders, {
+        clientIp: req.socket.remoteAddress ?? '',
+        proto: this.#proto,
+        host: req.headers.host ?? '',
+        requestId: ctx.id,
+        hostOverride:
+          action.host === 'preserve'
+            ? undefined
+            : action.host === 'target'
+              ? target.spec.host
+              : action.host.literal,
+      });
+      tunnelUpgrade({
+        target,
+        method: req.method ?? 'GET',
+        path: joinPath(target.spec.basePath, req.url ?? '/', action.stripPrefix),
+        protocol: String(req.headers.upgrade ?? 'websocket'),
+        headers,
+        socket,
+        head,
+        requestId: ctx.id,
+        timeoutMs: route.headersTimeoutMs,
+        onDone: (status, error) => {
+          if (snapshot.accessLog) {
+            this.#log.info(
+              {
+                req_id: ctx.id,
+                method: req.method,
+                url: req.url,
+                route: route.id,
+                target: target.id,
+                status,
+                upgrade: true,
+                duration_ms: Math.round(performance.now() - ctx.startedAt),
+                ...(error ? { error } : {}),
+              },
+              'request',
+            );
+          }
+        },
+      });
+    } catch (err) {
+      const e = isGatewayError(err) ? err : new GatewayError('INTERNAL', undefined, { cause: err });
+      sendErrorOnSocket(socket, e, ctx.id);
+    }
+  };
+}

@@ -1,0 +1,45 @@
+/**
+ * The one renderer of error answers (STYLE.md §8): a JSON body `{"error":{"code","message"}}`
+ * on a ServerResponse that has not started, or on a raw socket (client errors, refused
+ * upgrades). After headers have gone out nothing can be said any more: the socket is destroyed.
+ */
+import type { ServerResponse } from 'node:http';
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { errorBody, type GatewayError } from '../errors.ts';
+
+export function sendError(res: ServerResponse, err: GatewayError, requestId: string, close = false): void {
+  if (res.headersSent) {
+    res.destroy(err);
+    return;
+  }
+  const body = errorBody(err);
+  const headers: string[] = [
+    'content-type',
+    'application/json',
+    'content-length',
+    String(Buffer.byteLength(body)),
+    'x-request-id',
+    requestId,
+  ];
+  if (close) headers.push('connection', 'close');
+  res.writeHead(err.status, headers);
+  res.end(body);
+}
+
+/** For sockets outside a ServerResponse (parse errors, upgrades). Closes the connection. */
+export function sendErrorOnSocket(socket: Duplex, err: GatewayError, requestId?: string): void {
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const body = errorBody(err);
+  socket.end(
+    `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? 'Error'}\r\n` +
+      'content-type: application/json\r\n' +
+      `content-length: ${Buffer.byteLength(body)}\r\n` +
+      (requestId ? `x-request-id: ${requestId}\r\n` : '') +
+      'connection: close\r\n\r\n' +
+      body,
+  );
+}
