@@ -1,0 +1,512 @@
+/**
+ * `Queue` on one SQLite file (`node:sqlite`), the default store: shared by the processes of one
+ * machine (primary and workers each open the file).
+ *
+ * Durability: WAL with `synchronous=FULL`, so a commit fsyncs the WAL and an acknowledged job
+ * survives a power loss. Concurrency: every write is a `BEGIN IMMEDIATE` transaction, so the
+ * write lock is taken up front (no read-to-write upgrade that could fail with SQLITE_BUSY
+ * mid-transaction) and a claim's select + update is atomic across processes; a writer waits
+ * up to `busyTimeoutMs` for another process's lock.
+ *
+ * Trade-off: `DatabaseSync` is synchronous, so a commit (one fsync) and any wait for the lock
+ * block this thread. Group commit keeps that to one fsync per event-loop turn under load;
+ * moving the store into a worker thread would take it off the loop entirely if the data plane
+ * ever needs that.
+ */
+
+import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import { GatewayError } from '../errors.ts';
+import {
+  checkClaim,
+  checkJobInput,
+  checkList,
+  type EnqueueResult,
+  foldDepth,
+  GroupCommit,
+  intOption,
+  type Job,
+  type JobInput,
+  type JobState,
+  type ListQuery,
+  newJobId,
+  type Queue,
+  QueueOptionError,
+  type QueueStats,
+  type RouteDepth,
+  truncateError,
+  type WaitOptions,
+  WakeHub,
+} from './queue.ts';
+
+export interface SqliteQueueOptions {
+  /** Database file, created if missing. Not `:memory:`: a queue must survive the process. */
+  path: string;
+  /**
+   * How long a write waits for another process's lock before failing, ms. Default 5000. The
+   * wait blocks this thread; a failed enqueue surfaces as 503.
+   */
+  busyTimeoutMs?: number;
+  /** Most enqueues in one transaction. Default 512. */
+  maxBatch?: number;
+  /** Most enqueues accepted but not yet committed before `enqueue()` refuses. Default 10000. */
+  maxWaiting?: number;
+  /**
+   * While a deliverer waits for work, how often to check whether another process changed the
+   * file (`PRAGMA data_version`, no disk read), ms. Default 250. Changes made through this
+   * instance wake waiters at once.
+   */
+  pollMs?: number;
+  /** Clock, ms since the epoch. Default `Date.now`; tests inject one to move time. */
+  now?: () => number;
+}
+
+/** One migration per schema version; append only. */
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE defer_jobs (
+     id TEXT NOT NULL PRIMARY KEY,
+     route TEXT NOT NULL,
+     method TEXT NOT NULL,
+     url TEXT NOT NULL,
+     headers TEXT NOT NULL,            -- JSON array of [name, value]
+     body BLOB NOT NULL,
+     idempotency_key TEXT,
+     attempts INTEGER NOT NULL DEFAULT 0,
+     max_attempts INTEGER NOT NULL,
+     state TEXT NOT NULL CHECK (state IN ('pending', 'inflight', 'done', 'dead')),
+     run_at INTEGER NOT NULL,          -- ms since the epoch, like every time here
+     lease_until INTEGER,
+     last_error TEXT,
+     created_at INTEGER NOT NULL,
+     updated_at INTEGER NOT NULL
+   );
+   CREATE UNIQUE INDEX defer_jobs_idempotency ON defer_jobs (route, idempotency_key)
+     WHERE idempotency_key IS NOT NULL;
+   CREATE INDEX defer_jobs_pending ON defer_jobs (route, run_at, id) WHERE state = 'pending';
+   CREATE INDEX defer_jobs_inflight ON defer_jobs (route, lease_until) WHERE state = 'inflight';
+   CREATE INDEX defer_jobs_route_state ON defer_jobs (route, state, id);`,
+];
+
+interface Row {
+  id: string;
+  route: string;
+  method: string;
+  url: string;
+  headers: string;
+  body: Uint8Array;
+  idempotency_key: string | null;
+  attempts: number;
+  max_attempts: number;
+  state: JobState;
+  run_at: number;
+  lease_until: number | null;
+  last_error: string | null;
+  created_at: number;
+  updated_at: number;
+}
+
+interface NewRow {
+  id: string;
+  route: string;
+  method: string;
+  url: string;
+  headers: string;
+  body: Uint8Array;
+  key: string | null;
+  maxAttempts: number;
+  runAt: number;
+}
+
+const JOB_COLUMNS = `id, route, method, url, headers, body, idempotency_key, attempts, max_attempts, state,
+  run_at, lease_until, last_error, created_at, updated_at`;
+
+export class SqliteQueue implements Queue {
+  #db: DatabaseSync;
+  #now: () => number;
+  #pollMs: number;
+  #hub = new WakeHub();
+  #batcher: GroupCommit<NewRow, EnqueueResult>;
+  #pollTimer: NodeJS.Timeout | undefined;
+  #dataVersion = 0;
+  #closed = false;
+  #closing: Promise<void> | undefined;
+  #commits = 0;
+  #enqueued = 0;
+  #sql: ReturnType<typeof prepare>;
+  #listSql = new Map<string, StatementSync>();
+
+  /** Opens (creating or migrating) the database; throws `QueueOptionError` on a bad option. */
+  constructor(options: SqliteQueueOptions) {
+    if (typeof options !== 'object' || options === null) throw new QueueOptionError('options', 'an object', options);
+    if (typeof options.path !== 'string' || options.path === '' || options.path.startsWith(':memory:')) {
+      throw new QueueOptionError('path', 'a file path', options.path);
+    }
+    const busyTimeoutMs = intOption(options, 'busyTimeoutMs', 0, 600_000, 5000);
+    const maxBatch = intOption(options, 'maxBatch', 1, 100_000, 512);
+    const maxWaiting = intOption(options, 'maxWaiting', 1, 10_000_000, 10_000);
+    this.#pollMs = intOption(options, 'pollMs', 1, 60_000, 250);
+    if (options.now !== undefined && typeof options.now !== 'function') {
+      throw new QueueOptionError('now', 'a function', options.now);
+    }
+    this.#now = options.now ?? Date.now;
+
+    this.#db = new DatabaseSync(options.path, { timeout: busyTimeoutMs });
+    try {
+      this.#db.exec('PRAGMA journal_mode = WAL');
+      this.#db.exec('PRAGMA synchronous = FULL');
+      this.#migrate();
+      this.#sql = prepare(this.#db);
+      this.#dataVersion = this.#readDataVersion();
+    } catch (err) {
+      this.#db.close();
+      throw err;
+    }
+    this.#batcher = new GroupCommit({
+      commit: (rows) => this.#commitBatch(rows),
+      maxBatch,
+      maxWaiting,
+      concurrency: 1,
+      overloaded: () => new GatewayError('QUEUE_UNAVAILABLE', 'the queue is overloaded: too many enqueues waiting'),
+    });
+  }
+
+  async enqueue(job: JobInput): Promise<EnqueueResult> {
+    checkJobInput(job);
+    if (this.#closed) throw closedError();
+    return this.#batcher.add({
+      id: newJobId(this.#now()),
+      route: job.route,
+      method: job.method,
+      url: job.url,
+      headers: JSON.stringify(job.headers),
+      body: job.body,
+      key: job.idempotencyKey ?? null,
+      maxAttempts: job.maxAttempts,
+      runAt: Math.round(job.runAt ?? this.#now()),
+    });
+  }
+
+  async claim(route: string, limit: number, leaseMs: number): Promise<Job[]> {
+    checkClaim(route, limit, leaseMs);
+    this.#open();
+    this.#hub.claimed(route);
+    const now = this.#now();
+    // Look before taking the write lock: idle deliverers polling an empty route must not
+    // serialize every process's writers behind them.
+    if (this.#sql.anyEligible.get({ route, now }) === undefined) return [];
+    const rows = this.#write(() => {
+      this.#sql.reapExpired.run({ route, now });
+      return this.#sql.claim.all({ route, now, limit, leaseUntil: now + leaseMs }) as unknown as Row[];
+    });
+    return rows.map(toJob).sort(byRunAtThenId);
+  }
+
+  async complete(id: string): Promise<boolean> {
+    this.#open();
+    return this.#write(() => Number(this.#sql.complete.run({ id, now: this.#now() }).changes) > 0);
+  }
+
+  async fail(id: string, error: string, retryAt: number | null): Promise<JobState | null> {
+    this.#open();
+    if (retryAt !== null && !Number.isFinite(retryAt)) throw new TypeError('retryAt must be a finite number or null');
+    const row = this.#write(() =>
+      this.#sql.fail.get({
+        id,
+        error: truncateError(error),
+        retryAt: retryAt === null ? null : Math.round(retryAt),
+        now: this.#now(),
+      }),
+    ) as { state: JobState } | undefined;
+    return row?.state ?? null;
+  }
+
+  async release(ids: readonly string[]): Promise<number> {
+    this.#open();
+    if (ids.length === 0) return 0;
+    const rows = this.#write(() => this.#sql.release.all({ ids: JSON.stringify(ids), now: this.#now() })) as Array<{
+      route: string;
+    }>;
+    for (const route of new Set(rows.map((r) => r.route))) this.#hub.wake(route);
+    return rows.length;
+  }
+
+  async depth(route?: string): Promise<RouteDepth[]> {
+    this.#open();
+    const rows = route === undefined ? this.#sql.depthAll.all() : this.#sql.depthRoute.all({ route });
+    return foldDepth(rows as Array<{ route: string; state: string; n: number }>, route);
+  }
+
+  async list(query: ListQuery): Promise<Job[]> {
+    checkList(query);
+    this.#open();
+    const { route, state, after, limit } = query;
+    const shape = `${route !== undefined}${state !== undefined}${after !== undefined}`;
+    let statement = this.#listSql.get(shape);
+    if (statement === undefined) {
+      const where = [
+        route !== undefined ? 'route = :route' : '',
+        state !== undefined ? 'state = :state' : '',
+        after !== undefined ? 'id > :after' : '',
+      ].filter(Boolean);
+      const sql = `SELECT ${JOB_COLUMNS} FROM defer_jobs ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''}
+        ORDER BY id LIMIT :limit`;
+      this.#listSql.set(shape, (statement = this.#db.prepare(sql)));
+    }
+    const params: Record<string, string | number> = { limit };
+    if (route !== undefined) params.route = route;
+    if (state !== undefined) params.state = state;
+    if (after !== undefined) params.after = after;
+    return (statement.all(params) as unknown as Row[]).map(toJob);
+  }
+
+  async get(id: string): Promise<Job | null> {
+    this.#open();
+    const row = this.#sql.get.get({ id }) as unknown as Row | undefined;
+    return row === undefined ? null : toJob(row);
+  }
+
+  async retryDead(id: string): Promise<boolean> {
+    this.#open();
+    const row = this.#write(() => this.#sql.retryDead.get({ id, now: this.#now() })) as { route: string } | undefined;
+    if (row !== undefined) this.#hub.wake(row.route);
+    return row !== undefined;
+  }
+
+  async retryAllDead(route?: string): Promise<number> {
+    this.#open();
+    const now = this.#now();
+    const changes = this.#write(() =>
+      Number(
+        (route === undefined ? this.#sql.retryAllDead.run({ now }) : this.#sql.retryRouteDead.run({ now, route }))
+          .changes,
+      ),
+    );
+    if (changes > 0) {
+      if (route === undefined) this.#hub.wakeAll();
+      else this.#hub.wake(route);
+    }
+    return changes;
+  }
+
+  async delete(id: string): Promise<boolean> {
+    this.#open();
+    return this.#write(() => Number(this.#sql.delete.run({ id }).changes) > 0);
+  }
+
+  waitForWork(route: string, options: WaitOptions): Promise<boolean> {
+    const woken = this.#hub.wait(route, options);
+    this.#startPolling();
+    return woken;
+  }
+
+  stats(): QueueStats {
+    return { commits: this.#commits, enqueued: this.#enqueued, waiting: this.#batcher.waiting };
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    this.#closed = true;
+    await this.#batcher.drain();
+    this.#hub.close();
+    clearTimeout(this.#pollTimer);
+    this.#pollTimer = undefined;
+    this.#db.close();
+  }
+
+  #open(): void {
+    if (this.#closed) throw closedError();
+  }
+
+  /** One write transaction; counts the commit. Throws (after rolling back) on any error. */
+  #write<T>(fn: () => T): T {
+    const db = this.#db;
+    db.exec('BEGIN IMMEDIATE');
+    try {
+      const result = fn();
+      db.exec('COMMIT');
+      this.#commits++;
+      return result;
+    } catch (err) {
+      if (db.isOpen && db.isTransaction) db.exec('ROLLBACK');
+      throw err;
+    }
+  }
+
+  #commitBatch(rows: NewRow[]): EnqueueResult[] {
+    let results: EnqueueResult[];
+    try {
+      results = this.#write(() => {
+        const out: EnqueueResult[] = [];
+        for (const row of rows) {
+          if (this.#sql.insert.get({ ...row, now: this.#now() }) !== undefined) {
+            out.push({ id: row.id, duplicate: false });
+            continue;
+          }
+          // Only the idempotency index can conflict; under the write lock the first job is there.
+          const first = this.#sql.byKey.get({ route: row.route, key: row.key }) as { id: string } | undefined;
+          if (first === undefined) throw new Error(`idempotency conflict without a stored job (route ${row.route})`);
+          out.push({ id: first.id, duplicate: true });
+        }
+        return out;
+      });
+    } catch (err) {
+      throw new GatewayError('QUEUE_UNAVAILABLE', undefined, { cause: err });
+    }
+    const routes = new Set<string>();
+    for (let i = 0; i < rows.length; i++) {
+      if (results[i].duplicate) continue;
+      this.#enqueued++;
+      routes.add(rows[i].route);
+    }
+    for (const route of routes) this.#hub.wake(route);
+    return results;
+  }
+
+  #migrate(): void {
+    this.#write(() => {
+      this.#db.exec('CREATE TABLE IF NOT EXISTS defer_schema_version (version INTEGER NOT NULL)');
+      const row = this.#db.prepare('SELECT max(version) AS version FROM defer_schema_version').get() as {
+        version: number | null;
+      };
+      const current = row.version ?? 0;
+      if (current > MIGRATIONS.length) {
+        throw new Error(`queue schema version ${current} is newer than this build (${MIGRATIONS.length})`);
+      }
+      for (let v = current; v < MIGRATIONS.length; v++) {
+        this.#db.exec(MIGRATIONS[v]);
+        this.#db.prepare('INSERT INTO defer_schema_version (version) VALUES (?)').run(v + 1);
+      }
+    });
+  }
+
+  #readDataVersion(): number {
+    return Number((this.#sql.dataVersion.get() as { data_version: number }).data_version);
+  }
+
+  /**
+   * Other processes' commits do not reach our WakeHub: while someone waits, poll
+   * `data_version` (it changes only when another connection commits) and wake every waiter.
+   */
+  #startPolling(): void {
+    if (this.#pollTimer !== undefined || this.#closed || this.#hub.waiting === 0) return;
+    const tick = () => {
+      this.#pollTimer = undefined;
+      if (this.#closed || this.#hub.waiting === 0) return;
+      try {
+        const version = this.#readDataVersion();
+        if (version !== this.#dataVersion) {
+          this.#dataVersion = version;
+          this.#hub.wakeAll();
+        }
+      } catch {
+        this.#hub.wakeAll(); // let the deliverer's claim surface the error
+      }
+      this.#startPolling();
+    };
+    this.#pollTimer = setTimeout(tick, this.#pollMs);
+    this.#pollTimer.unref();
+  }
+}
+
+function prepare(db: DatabaseSync) {
+  return {
+    dataVersion: db.prepare('PRAGMA data_version'),
+    insert: db.prepare(
+      `INSERT INTO defer_jobs (id, route, method, url, headers, body, idempotency_key, attempts, max_attempts,
+         state, run_at, created_at, updated_at)
+       VALUES (:id, :route, :method, :url, :headers, :body, :key, 0, :maxAttempts, 'pending', :runAt, :now, :now)
+       ON CONFLICT (route, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+       RETURNING id`,
+    ),
+    byKey: db.prepare('SELECT id FROM defer_jobs WHERE route = :route AND idempotency_key = :key'),
+    anyEligible: db.prepare(
+      `SELECT 1 FROM defer_jobs WHERE route = :route AND state = 'pending' AND run_at <= :now
+       UNION ALL
+       SELECT 1 FROM defer_jobs WHERE route = :route AND state = 'inflight' AND lease_until <= :now
+       LIMIT 1`,
+    ),
+    reapExpired: db.prepare(
+      `UPDATE defer_jobs SET state = 'dead', lease_until = NULL, last_error = 'lease expired', updated_at = :now
+       WHERE route = :route AND state = 'inflight' AND lease_until <= :now AND attempts >= max_attempts`,
+    ),
+    // Expired leases first (they waited longest), then due jobs by run_at; both walk an index.
+    claim: db.prepare(
+      `UPDATE defer_jobs SET state = 'inflight', attempts = attempts + 1, lease_until = :leaseUntil,
+         updated_at = :now
+       WHERE id IN (
+         SELECT id FROM (SELECT id FROM defer_jobs WHERE route = :route AND state = 'inflight'
+                           AND lease_until <= :now ORDER BY lease_until LIMIT :limit)
+         UNION ALL
+         SELECT id FROM (SELECT id FROM defer_jobs WHERE route = :route AND state = 'pending'
+                           AND run_at <= :now ORDER BY run_at, id LIMIT :limit)
+         LIMIT :limit)
+       RETURNING ${JOB_COLUMNS}`,
+    ),
+    complete: db.prepare(
+      `UPDATE defer_jobs SET state = 'done', lease_until = NULL, updated_at = :now
+       WHERE id = :id AND state = 'inflight'`,
+    ),
+    fail: db.prepare(
+      `UPDATE defer_jobs SET
+         state = CASE WHEN :retryAt IS NULL OR attempts >= max_attempts THEN 'dead' ELSE 'pending' END,
+         run_at = CASE WHEN :retryAt IS NULL OR attempts >= max_attempts THEN run_at ELSE :retryAt END,
+         lease_until = NULL, last_error = :error, updated_at = :now
+       WHERE id = :id AND state = 'inflight'
+       RETURNING state`,
+    ),
+    release: db.prepare(
+      `UPDATE defer_jobs SET state = 'pending', attempts = max(attempts - 1, 0), lease_until = NULL,
+         updated_at = :now
+       WHERE state = 'inflight' AND id IN (SELECT value FROM json_each(:ids))
+       RETURNING route`,
+    ),
+    depthAll: db.prepare('SELECT route, state, count(*) AS n FROM defer_jobs GROUP BY route, state'),
+    depthRoute: db.prepare('SELECT route, state, count(*) AS n FROM defer_jobs WHERE route = :route GROUP BY state'),
+    get: db.prepare(`SELECT ${JOB_COLUMNS} FROM defer_jobs WHERE id = :id`),
+    retryDead: db.prepare(
+      `UPDATE defer_jobs SET state = 'pending', attempts = 0, run_at = :now, lease_until = NULL, updated_at = :now
+       WHERE id = :id AND state = 'dead'
+       RETURNING route`,
+    ),
+    retryAllDead: db.prepare(
+      `UPDATE defer_jobs SET state = 'pending', attempts = 0, run_at = :now, lease_until = NULL, updated_at = :now
+       WHERE state = 'dead'`,
+    ),
+    retryRouteDead: db.prepare(
+      `UPDATE defer_jobs SET state = 'pending', attempts = 0, run_at = :now, lease_until = NULL, updated_at = :now
+       WHERE route = :route AND state = 'dead'`,
+    ),
+    delete: db.prepare('DELETE FROM defer_jobs WHERE id = :id'),
+  };
+}
+
+function toJob(row: Row): Job {
+  return {
+    id: row.id,
+    route: row.route,
+    method: row.method,
+    url: row.url,
+    headers: JSON.parse(row.headers),
+    body: Buffer.from(row.body.buffer, row.body.byteOffset, row.body.byteLength),
+    idempotencyKey: row.idempotency_key,
+    attempts: row.attempts,
+    maxAttempts: row.max_attempts,
+    state: row.state,
+    runAt: row.run_at,
+    leaseUntil: row.lease_until,
+    lastError: row.last_error,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+  };
+}
+
+function byRunAtThenId(a: Job, b: Job): number {
+  return a.runAt - b.runAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+}
+
+function closedError(): GatewayError {
+  return new GatewayError('QUEUE_UNAVAILABLE', 'the queue is closed');
+}
