@@ -43,7 +43,8 @@ export function createListener(config: Config, pipeline: Pipeline, log: Logger):
       keepAliveTimeout: parseDuration(l.keep_alive_timeout),
       // Node checks the two timeouts above only this often (30 s by default).
       connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(headersTimeout / 2))),
-      requireHostHeader: true,
+      // Checked in the pipeline instead, so the refusal gets the JSON error body.
+      requireHostHeader: false,
       joinDuplicateHeaders: false,
     },
     pipeline.handle,

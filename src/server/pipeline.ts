@@ -157,6 +157,10 @@ export class Pipeline {
   };
 
   #matchInput(req: IncomingMessage): MatchInput {
+    // RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host.
+    if (req.headers.host === undefined && req.httpVersionMinor === 1) {
+      throw new GatewayError('BAD_REQUEST', 'HTTP/1.1 request without a Host header');
+    }
     return {
       method: req.method ?? 'GET',
       host: hostOf(req.headers.host),
@@ -250,8 +254,9 @@ export class Pipeline {
       return;
     }
     ctx.status = res.headersSent ? ctx.status : e.status;
-    // An unread body after a refusal would have to be drained: close instead.
-    sendError(res, e, ctx.id, e.code === 'BODY_TOO_LARGE' || this.#draining);
+    // After a malformed request, or with an unread body behind a refusal, the connection
+    // cannot be trusted or reused: close it.
+    sendError(res, e, ctx.id, e.code === 'BODY_TOO_LARGE' || e.code === 'BAD_REQUEST' || this.#draining);
   }
 
   #finish(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, snapshot: Snapshot): void {

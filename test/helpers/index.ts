@@ -1,0 +1,203 @@
+/**
+ * Test helpers: real servers on port 0, a gateway started in-process from YAML, a port sure
+ * to refuse, and polling instead of sleeping (STYLE.md §15).
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createNetServer, type Socket } from 'node:net';
+import { Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { type Runtime, startRuntime } from '../../src/cluster/runtime.ts';
+import { loadConfigText } from '../../src/config/load.ts';
+import { createLogger } from '../../src/observability/logger.ts';
+
+export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+export const NODE = process.execPath;
+
+export interface Upstream {
+  server: Server;
+  port: number;
+  url: string;
+  /** Every request seen, in order. */
+  requests: IncomingMessage[];
+  /** Sockets currently open to this upstream. */
+  sockets: Set<Socket>;
+  /** Connections ever accepted. */
+  connections: number;
+  close(): Promise<void>;
+}
+
+export type Handler = (req: IncomingMessage, res: ServerResponse) => void;
+
+export async function startUpstream(handler: Handler = (_req, res) => res.end('ok')): Promise<Upstream> {
+  const requests: IncomingMessage[] = [];
+  const sockets = new Set<Socket>();
+  const server = createServer((req, res) => {
+    requests.push(req);
+    handler(req, res);
+  });
+  const up: Upstream = {
+    server,
+    port: 0,
+    url: '',
+    requests,
+    sockets,
+    connections: 0,
+    async close() {
+      server.closeAllConnections();
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+  server.on('connection', (s: Socket) => {
+    up.connections++;
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  up.port = (server.address() as { port: number }).port;
+  up.url = `http://127.0.0.1:${up.port}`;
+  return up;
+}
+
+/** A loopback port with nothing listening: connecting to it is refused at once. */
+export async function deadAddress(): Promise<string> {
+  const s = createNetServer();
+  s.listen(0, '127.0.0.1');
+  await once(s, 'listening');
+  const { port } = s.address() as { port: number };
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+  return `http://127.0.0.1:${port}`;
+}
+
+/** Polls `fn` until it returns a truthy value (which is returned) or the time is up. */
+export async function until<T>(
+  fn: () => T | Promise<T>,
+  what = 'condition',
+  timeoutMs = 10_000,
+): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v as NonNullable<T>;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline)
+      throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Collects pino lines as parsed objects. */
+export class LogCapture extends Writable {
+  lines: Array<Record<string, unknown>> = [];
+  override _write(chunk: Buffer, _enc: string, cb: () => void): void {
+    for (const line of chunk.toString().split('\n')) if (line.trim()) this.lines.push(JSON.parse(line));
+    cb();
+  }
+  access(): Array<Record<string, unknown>> {
+    return this.lines.filter((l) => l.msg === 'request');
+  }
+}
+
+export interface Gateway {
+  runtime: Runtime;
+  url: string;
+  port: number;
+  logs: LogCapture;
+  close(): Promise<void>;
+}
+
+/** Starts the data plane in this process from YAML text (listen port forced to 0). */
+export async function startGateway(yaml: string, env: NodeJS.ProcessEnv = {}): Promise<Gateway> {
+  const { config } = loadConfigText(yaml, 'test.yaml', {
+    env,
+    overrides: [
+      { path: ['listen', 'port'], value: 0, source: 'test' },
+      { path: ['listen', 'host'], value: '127.0.0.1', source: 'test' },
+    ],
+  });
+  const logs = new LogCapture();
+  const runtime = await startRuntime(config, createLogger(config.log.level, logs));
+  return {
+    runtime,
+    logs,
+    port: runtime.port,
+    url: `http://127.0.0.1:${runtime.port}`,
+    close: () => runtime.close(1000),
+  };
+}
+
+export interface Cli {
+  child: ChildProcess;
+  stdout: string;
+  stderr: string;
+  /** Resolves with the exit code. */
+  exited: Promise<number | null>;
+  /** Parsed JSON log lines from stdout. */
+  logs(): Array<Record<string, unknown>>;
+  kill(signal?: NodeJS.Signals): void;
+}
+
+/** Runs the real CLI (`src/main.ts`) with Node 24. */
+export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): Cli {
+  const child = spawn(NODE, [`${ROOT}src/main.ts`, ...args], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const cli: Cli = {
+    child,
+    stdout: '',
+    stderr: '',
+    exited: new Promise((resolve) => child.once('exit', (code) => resolve(code))),
+    logs() {
+      return cli.stdout
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l));
+    },
+    kill(signal = 'SIGTERM') {
+      if (child.exitCode === null) child.kill(signal);
+    },
+  };
+  child.stdout!.on('data', (c: Buffer) => (cli.stdout += c));
+  child.stderr!.on('data', (c: Buffer) => (cli.stderr += c));
+  return cli;
+}
+
+/** Waits for the CLI's "manifold listening" line and returns its port. */
+export async function cliPort(cli: Cli): Promise<number> {
+  const line = await until(
+    () => cli.logs().find((l) => l.msg === 'manifold listening'),
+    'gateway to listen',
+    20_000,
+  );
+  return line.port as number;
+}
+
+/**
+ * A loopback address whose connects hang (SYN dropped): a listener with a full backlog that
+ * never accepts. node:net always accepts, so a tiny python3 process holds the socket.
+ */
+export async function blackholeAddress(): Promise<{ url: string; close(): void }> {
+  const script = [
+    'import socket, sys, time',
+    "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(0)",
+    'port = s.getsockname()[1]; fill = []',
+    'for i in range(4):',
+    '    c = socket.socket(); c.setblocking(False)',
+    '    try: c.connect(("127.0.0.1", port))',
+    '    except BlockingIOError: pass',
+    '    fill.append(c)',
+    'time.sleep(0.2); print(port, flush=True); sys.stdin.read()',
+  ].join('\n');
+  const child = spawn('python3', ['-c', script], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const [line] = (await once(child.stdout!, 'data')) as [Buffer];
+  return { url: `http://127.0.0.1:${Number(line.toString().trim())}`, close: () => child.kill() };
+}
