@@ -1,0 +1,193 @@
+/**
+ * The multiplex engine of one route: created once from compiled options, it owns the route's
+ * undici Agent (keep-alive pools per origin, guarded connector, TTL DNS cache) and a limiter
+ * of outbound requests. `run()` sends every item under one deadline and answers in order.
+ *
+ * One handler per route on purpose: pooled connections were checked against THIS route's
+ * allow list when they were opened, so they must never serve a route with another list.
+ */
+import { isUtf8 } from 'node:buffer';
+import type { ConnectionOptions } from 'node:tls';
+import { Agent } from 'undici';
+import { GatewayError, isGatewayError } from '../errors.ts';
+import { classifyError } from './classify.ts';
+import { DnsCache, systemResolve } from './dns.ts';
+import { Limiter } from './limiter.ts';
+import type { MultiplexOptions } from './schema.ts';
+import { ByteBudget, type SendContext, sendItem } from './send.ts';
+import { guardedConnector, type Resolve, TargetGuard } from './ssrf.ts';
+import type { Batch, BatchItem, BatchResult, ItemErrorCode, ItemResult } from './types.ts';
+
+export interface HandlerDeps {
+  /** Replaces system DNS (tests, embedding); answers still pass the TTL cache and the guard. */
+  resolve?: Resolve;
+  /** Extra TLS options for target connections, e.g. `{ ca }` to trust a private CA. */
+  tls?: Pick<ConnectionOptions, 'ca' | 'cert' | 'key' | 'rejectUnauthorized'>;
+  /** Share one limiter between handlers to bound outbound requests across routes. */
+  limiter?: Limiter;
+}
+
+/** DNS answers without a TTL (getaddrinfo) are kept this long, in seconds. */
+const FALLBACK_TTL = 5;
+const DNS_QUERY_TIMEOUT_MS = 2000;
+/** Distinct names cached per route; batch authors choose names, so this must be bounded. */
+const DNS_MAX_ENTRIES = 10_000;
+
+function failure(code: ItemErrorCode, message: string, duration: number): ItemResult {
+  return { error: { code, message }, duration_msec: duration };
+}
+
+function isTimeoutReason(reason: unknown): boolean {
+  return reason instanceof DOMException && reason.name === 'TimeoutError';
+}
+
+export class MultiplexHandler {
+  readonly #opts: MultiplexOptions;
+  readonly #agent: Agent;
+  readonly #limiter: Limiter;
+
+  constructor(opts: MultiplexOptions, deps: HandlerDeps = {}) {
+    this.#opts = opts;
+    const dns = new DnsCache(
+      deps.resolve ?? systemResolve({ fallbackTtl: FALLBACK_TTL, timeoutMs: DNS_QUERY_TIMEOUT_MS }),
+      { maxTtlMs: opts.dnsMaxTtlMs, maxEntries: DNS_MAX_ENTRIES },
+    );
+    this.#agent = new Agent({
+      connect: guardedConnector(new TargetGuard(opts.allow), dns.resolve, {
+        timeout: opts.maxTimeoutMs,
+        ...deps.tls,
+      }),
+      keepAliveTimeout: opts.keepAliveTimeoutMs,
+      // A cap, not just a bound: undici's Pool opens a new connection when a request arrives
+      // in the tick between a response ending and its connection being marked free.
+      connections: opts.maxConnectionsPerOrigin,
+    });
+    this.#limiter = deps.limiter ?? new Limiter(opts.maxConcurrency);
+  }
+
+  /**
+   * Runs every item and resolves with one result per item, in order, by the batch deadline at
+   * the latest (unfinished items then report TIMEOUT). Per-item failures never reject. When
+   * `signal` aborts, everything in flight is aborted and the promise rejects with
+   * CLIENT_CLOSED (or the GatewayError given as reason) — except for a `TimeoutError` reason
+   * (`AbortSignal.timeout()`, a route timeout), which ends the batch like its own deadline.
+   */
+  run(batch: Batch, signal: AbortSignal): Promise<BatchResult> {
+    const started = performance.now();
+    const elapsed = () => Math.round(performance.now() - started);
+    const responses = new Array<ItemResult | undefined>(batch.items.length);
+    const inflight = new AbortController();
+    const ctx: SendContext = {
+      dispatcher: this.#agent,
+      maxItemBytes: this.#opts.maxItemBytes,
+      maxRedirects: this.#opts.maxRedirects,
+      decompress: this.#opts.decompress,
+      budget: new ByteBudget(this.#opts.maxTotalBytes),
+    };
+    let open = batch.items.length;
+
+    return new Promise<BatchResult>((resolve, reject) => {
+      let done = false;
+      const end = (finish: () => void) => {
+        if (done) return;
+        done = true;
+        clearTimeout(deadline);
+        signal.removeEventListener('abort', onAbort);
+        inflight.abort();
+        finish();
+      };
+      const answer = () => resolve({ responses: responses as ItemResult[] });
+      const settle = (i: number, result: ItemResult) => {
+        if (done || responses[i]) return;
+        responses[i] = result;
+        if (--open === 0) end(answer);
+      };
+      const expire = () => {
+        const message = `no complete response within ${batch.timeoutMs} ms (the batch timeout_msec)`;
+        for (let i = 0; i < responses.length; i++) responses[i] ??= failure('TIMEOUT', message, elapsed());
+        end(answer);
+      };
+      const onAbort = () => {
+        const reason: unknown = signal.reason;
+        if (isTimeoutReason(reason)) expire();
+        else
+          end(() =>
+            reject(
+              isGatewayError(reason)
+                ? reason
+                : new GatewayError('CLIENT_CLOSED', undefined, { cause: reason }),
+            ),
+          );
+      };
+      const deadline = setTimeout(expire, batch.timeoutMs);
+      if (signal.aborted) {
+        onAbort();
+        return;
+      }
+      signal.addEventListener('abort', onAbort, { once: true });
+      batch.items.forEach((item, i) => {
+        this.#runItem(ctx, item, batch.timeoutMs, inflight.signal, elapsed).then((r) => settle(i, r));
+      });
+    });
+  }
+
+  async #runItem(
+    ctx: SendContext,
+    item: BatchItem,
+    batchTimeoutMs: number,
+    batchSignal: AbortSignal,
+    elapsed: () => number,
+  ): Promise<ItemResult> {
+    const ctrl = new AbortController();
+    const onBatchAbort = () => ctrl.abort(batchSignal.reason);
+    batchSignal.addEventListener('abort', onBatchAbort, { once: true });
+    let timedOut = false;
+    const timer =
+      item.timeoutMs < batchTimeoutMs
+        ? setTimeout(() => {
+            timedOut = true;
+            ctrl.abort();
+          }, item.timeoutMs)
+        : undefined;
+    let release: (() => void) | undefined;
+    try {
+      release = await this.#limiter.acquire(ctrl.signal);
+      const res = await sendItem(ctx, item, ctrl.signal);
+      const text = isUtf8(res.body);
+      return {
+        status: res.status,
+        headers: res.headers,
+        ...(text ? { body: res.body.toString('utf8') } : { body_base64: res.body.toString('base64') }),
+        duration_msec: elapsed(),
+      };
+    } catch (err) {
+      if (timedOut) {
+        return failure(
+          'TIMEOUT',
+          `no complete response within ${item.timeoutMs} ms (timeout_msec)`,
+          elapsed(),
+        );
+      }
+      const { code, message } = classifyError(err);
+      return failure(code, message, elapsed());
+    } finally {
+      clearTimeout(timer);
+      release?.();
+      batchSignal.removeEventListener('abort', onBatchAbort);
+    }
+  }
+
+  /** Outbound requests in flight / waiting for a slot (for metrics and tests). */
+  get load(): { active: number; waiting: number } {
+    return { active: this.#limiter.active, waiting: this.#limiter.waiting };
+  }
+
+  /** Closes the target connections; waits for requests in flight (each bounded by its deadline). */
+  close(): Promise<void> {
+    return this.#agent.close();
+  }
+}
+
+export function createMultiplexHandler(opts: MultiplexOptions, deps?: HandlerDeps): MultiplexHandler {
+  return new MultiplexHandler(opts, deps);
+}

@@ -1,0 +1,227 @@
+/**
+ * The `multiplex:` block of a route: its JSON schema (with defaults, for config/schema.ts),
+ * its raw and compiled types, and `compileMultiplexOptions()`, which parses durations, sizes
+ * and the allow list once at config time. The batch body validator lives in batch.ts and is
+ * re-exported here.
+ */
+import { Ajv, type ErrorObject } from 'ajv';
+import { type AllowList, compileAllowList } from './ssrf.ts';
+
+export { parseBatch } from './batch.ts';
+
+const DURATION = '^\\d+(\\.\\d+)?(ms|s|m|h)$';
+const SIZE = '^\\d+\\s*(B|kB|KB|KiB|MB|MiB|GB|GiB)?$';
+const DURATION_RE = new RegExp(DURATION);
+
+const DURATION_HINT = 'must be a duration like "250ms", "10s", "1m" or integer milliseconds';
+const SIZE_HINT = 'must be a size like 1048576 (bytes), "512KiB" or "1MiB"';
+
+const SIZE_KEYS = new Set(['max_item_bytes', 'max_total_bytes', 'max_body_bytes']);
+
+const duration = (def: string, description: string) => ({
+  description,
+  anyOf: [
+    { type: 'integer', minimum: 1 },
+    { type: 'string', pattern: DURATION },
+  ],
+  default: def,
+});
+
+const size = (def: number, description: string) => ({
+  description,
+  anyOf: [
+    { type: 'integer', minimum: 1 },
+    { type: 'string', pattern: SIZE },
+  ],
+  default: def,
+});
+
+const count = (def: number, max: number, description: string) => ({
+  description,
+  type: 'integer',
+  minimum: 1,
+  maximum: max,
+  default: def,
+});
+
+/** JSON schema (draft-07) of a route's `multiplex:` block. Durations: ms integer or "250ms"/"10s". */
+export const multiplexSchema = Object.freeze({
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    max_requests: count(100, 10_000, 'Most requests in one batch; more is a 400. Bounds fan-out per call.'),
+    max_timeout: duration(
+      '10s',
+      'Longest batch deadline a caller may ask for, and the deadline when it asks for none.',
+    ),
+    allow: {
+      description:
+        'Targets allowed: host names, "*.domain" (any name below domain) and CIDRs or IPs. ' +
+        'Absent: any public address. Loopback, private, link-local, multicast and other ' +
+        'special-use addresses are refused unless inside a CIDR listed here. Risk: listing ' +
+        'internal ranges lets batch callers reach internal services.',
+      type: 'array',
+      minItems: 1,
+      items: { type: 'string', minLength: 1 },
+    },
+    max_item_bytes: size(
+      1_048_576,
+      'Largest decoded response body of one request; beyond it: BODY_TOO_LARGE.',
+    ),
+    max_total_bytes: size(8_388_608, 'Largest sum of decoded response bodies in one batch.'),
+    max_concurrency: count(
+      64,
+      100_000,
+      'Outbound requests in flight at once, over all batches of this route in this process; others wait.',
+    ),
+    max_connections_per_origin: count(
+      16,
+      10_000,
+      'Connections kept to one target origin; requests beyond wait for one. Spares targets from a batch-wide burst.',
+    ),
+    max_body_bytes: size(1_048_576, 'Largest batch request body accepted (413 beyond it).'),
+    max_redirects: count(5, 20, 'Redirect hops followed when a batch or request sets follow_redirects.'),
+    decompress: {
+      description: 'Ask targets for gzip/br and decode the answer (when a request sets no Accept-Encoding).',
+      type: 'boolean',
+      default: true,
+    },
+    dns_max_ttl: duration('60s', 'Longest time a DNS answer is reused, whatever its TTL says.'),
+    keep_alive_timeout: duration('4s', 'How long an idle connection to a target is kept for reuse.'),
+  },
+} as const);
+
+/** The raw block after schema defaults are applied. */
+export interface MultiplexConfig {
+  max_requests: number;
+  max_timeout: string | number;
+  allow?: string[];
+  max_item_bytes: string | number;
+  max_total_bytes: string | number;
+  max_concurrency: number;
+  max_connections_per_origin: number;
+  max_body_bytes: string | number;
+  max_redirects: number;
+  decompress: boolean;
+  dns_max_ttl: string | number;
+  keep_alive_timeout: string | number;
+}
+
+/** Compiled, frozen options; what the handler and `parseBatch` read. */
+export interface MultiplexOptions {
+  readonly maxRequests: number;
+  readonly maxTimeoutMs: number;
+  /** null: no allow list (any public address). */
+  readonly allow: AllowList | null;
+  readonly maxItemBytes: number;
+  readonly maxTotalBytes: number;
+  readonly maxConcurrency: number;
+  readonly maxConnectionsPerOrigin: number;
+  readonly maxBodyBytes: number;
+  readonly maxRedirects: number;
+  readonly decompress: boolean;
+  readonly dnsMaxTtlMs: number;
+  readonly keepAliveTimeoutMs: number;
+}
+
+/** A config error; `path` is the full key path, e.g. `routes[2].multiplex.allow[1]`. */
+export class MultiplexConfigError extends Error {
+  readonly path: string;
+  override readonly name = 'MultiplexConfigError';
+
+  constructor(path: string, problem: string) {
+    super(`${path}: ${problem}`);
+    this.path = path;
+  }
+}
+
+const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+const SIZES: Record<string, number> = {
+  B: 1,
+  kB: 1e3,
+  KB: 1e3,
+  KiB: 1024,
+  MB: 1e6,
+  MiB: 1024 ** 2,
+  GB: 1e9,
+  GiB: 1024 ** 3,
+};
+
+/** "250ms" | "10s" | "1.5m" | "1h" | integer milliseconds → milliseconds; NaN when malformed. */
+export function parseDuration(value: string | number): number {
+  if (typeof value === 'number') return Number.isInteger(value) && value > 0 ? value : Number.NaN;
+  const m = DURATION_RE.exec(value);
+  return m ? Math.round(Number.parseFloat(value) * UNITS[m[2]]) : Number.NaN;
+}
+
+/** 1048576 | "1MiB" | "512KiB" | "10MB" → bytes; NaN when malformed. */
+export function parseSize(value: string | number): number {
+  if (typeof value === 'number') return Number.isInteger(value) && value > 0 ? value : Number.NaN;
+  const m = /^(\d+)\s*([a-zA-Z]*)$/.exec(value);
+  return m && (m[2] === '' || m[2] in SIZES) ? Number(m[1]) * (SIZES[m[2]] ?? 1) : Number.NaN;
+}
+
+let validate: ReturnType<Ajv['compile']> | undefined;
+
+function schemaProblem(path: string, errors: ErrorObject[]): MultiplexConfigError {
+  // An anyOf (duration or size) reports each branch first; its own error says more.
+  const err = errors.find((e) => e.keyword === 'anyOf') ?? errors[0];
+  const at = path + err.instancePath.replace(/\/(\d+)/g, '[$1]').replace(/\//g, '.');
+  if (err.keyword === 'additionalProperties') {
+    return new MultiplexConfigError(`${at}.${err.params.additionalProperty}`, 'unknown key');
+  }
+  if (err.keyword === 'anyOf') {
+    return new MultiplexConfigError(at, SIZE_KEYS.has(err.instancePath.slice(1)) ? SIZE_HINT : DURATION_HINT);
+  }
+  return new MultiplexConfigError(at, err.message ?? 'invalid');
+}
+
+/**
+ * Validates `raw` (defaults applied to a copy) and compiles it. Throws MultiplexConfigError
+ * naming the key path (`path` is where the block sits in the config file).
+ */
+export function compileMultiplexOptions(raw: unknown, path = 'multiplex'): MultiplexOptions {
+  validate ??= new Ajv({ useDefaults: true, allErrors: false }).compile(multiplexSchema);
+  const cfg = structuredClone(raw ?? {});
+  if (!validate(cfg)) throw schemaProblem(path, validate.errors!);
+  const c = cfg as MultiplexConfig;
+
+  const ms = (key: keyof MultiplexConfig) => {
+    const v = parseDuration(c[key] as string | number);
+    if (!Number.isFinite(v) || v < 1) throw new MultiplexConfigError(`${path}.${key}`, 'not a duration');
+    return v;
+  };
+  const bytes = (key: keyof MultiplexConfig) => {
+    const v = parseSize(c[key] as string | number);
+    if (!Number.isSafeInteger(v) || v < 1) throw new MultiplexConfigError(`${path}.${key}`, 'not a size');
+    return v;
+  };
+
+  let allow: AllowList | null = null;
+  if (c.allow) {
+    const compiled = compileAllowList(c.allow);
+    if ('reason' in compiled)
+      throw new MultiplexConfigError(`${path}.allow[${compiled.index}]`, compiled.reason);
+    allow = compiled;
+  }
+
+  const maxItemBytes = bytes('max_item_bytes');
+  const maxTotalBytes = bytes('max_total_bytes');
+  if (maxTotalBytes < maxItemBytes) {
+    throw new MultiplexConfigError(`${path}.max_total_bytes`, 'must not be smaller than max_item_bytes');
+  }
+  return Object.freeze({
+    maxRequests: c.max_requests,
+    maxTimeoutMs: ms('max_timeout'),
+    allow,
+    maxItemBytes,
+    maxTotalBytes,
+    maxConcurrency: c.max_concurrency,
+    maxConnectionsPerOrigin: c.max_connections_per_origin,
+    maxBodyBytes: bytes('max_body_bytes'),
+    maxRedirects: c.max_redirects,
+    decompress: c.decompress,
+    dnsMaxTtlMs: ms('dns_max_ttl'),
+    keepAliveTimeoutMs: ms('keep_alive_timeout'),
+  });
+}

@@ -1,0 +1,179 @@
+/**
+ * Sends one batch item through the handler's dispatcher: follows redirects when asked (each
+ * hop dials through the same guarded connector, so it is re-checked), decodes gzip/br when
+ * the gateway asked for it, and reads the body within the per-item and per-batch byte limits.
+ */
+import type { Readable, Transform } from 'node:stream';
+import zlib from 'node:zlib';
+import type { Dispatcher } from 'undici';
+import type { BatchItem, ItemErrorCode, ResponseHeaders } from './types.ts';
+
+/** A failure the engine itself decided on (limits, redirects), already classified. */
+export class ItemError extends Error {
+  readonly code: ItemErrorCode;
+  override readonly name = 'ItemError';
+
+  constructor(code: ItemErrorCode, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+/** The batch-wide response byte allowance (`max_total_bytes`), shared by its items. */
+export class ByteBudget {
+  readonly limit: number;
+  #left: number;
+
+  constructor(limit: number) {
+    this.limit = limit;
+    this.#left = limit;
+  }
+
+  take(n: number): boolean {
+    if (n > this.#left) return false;
+    this.#left -= n;
+    return true;
+  }
+
+  give(n: number): void {
+    this.#left += n;
+  }
+}
+
+export interface SendContext {
+  readonly dispatcher: Dispatcher;
+  readonly maxItemBytes: number;
+  readonly maxRedirects: number;
+  readonly decompress: boolean;
+  readonly budget: ByteBudget;
+}
+
+export interface SendResult {
+  status: number;
+  headers: ResponseHeaders;
+  body: Buffer;
+}
+
+const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+const CREDENTIALS = new Set(['authorization', 'cookie', 'proxy-authorization']);
+const ACCEPT_ENCODING = 'gzip, br';
+/** Redirect bodies up to this size are drained so the connection can be reused. */
+const DRAIN_LIMIT = 64 * 1024;
+
+type Header = readonly [string, string];
+
+const DECODERS: Record<string, () => Transform> = {
+  gzip: () => zlib.createGunzip(),
+  'x-gzip': () => zlib.createGunzip(),
+  deflate: () => zlib.createInflate(),
+  br: () => zlib.createBrotliDecompress(),
+};
+
+/** Decoders for a Content-Encoding, outermost coding first; null if one is unknown. */
+function decodersFor(encoding: string | string[] | undefined): (() => Transform)[] | null {
+  if (encoding === undefined) return [];
+  const codings = String(encoding)
+    .split(',')
+    .map((c) => c.trim().toLowerCase())
+    .filter((c) => c !== '' && c !== 'identity');
+  const out = codings.reverse().map((c) => DECODERS[c]);
+  return out.every(Boolean) ? out : null;
+}
+
+export async function sendItem(ctx: SendContext, item: BatchItem, signal: AbortSignal): Promise<SendResult> {
+  let url = item.url;
+  let method = item.method;
+  let body = item.body;
+  let headers: Header[] = [...item.headers];
+  const ownEncoding = headers.some(([n]) => n.toLowerCase() === 'accept-encoding');
+  const decode = ctx.decompress && !ownEncoding;
+  for (let hop = 0; ; hop++) {
+    const flat = headers.flat();
+    if (decode) flat.push('accept-encoding', ACCEPT_ENCODING);
+    const res = await ctx.dispatcher.request({
+      origin: url.origin,
+      path: url.pathname + url.search,
+      method: method as Dispatcher.HttpMethod,
+      headers: flat,
+      body,
+      signal,
+    });
+    const location = res.headers.location;
+    if (!item.followRedirects || !REDIRECTS.has(res.statusCode) || typeof location !== 'string') {
+      return read(ctx, res, decode);
+    }
+    await res.body.dump({ limit: DRAIN_LIMIT }).catch(() => {});
+    if (hop >= ctx.maxRedirects) throw new ItemError('PROTOCOL', `more than ${ctx.maxRedirects} redirects`);
+    const next = URL.parse(location, url.href);
+    if (
+      !next ||
+      (next.protocol !== 'http:' && next.protocol !== 'https:') ||
+      next.username ||
+      next.password
+    ) {
+      throw new ItemError('PROTOCOL', `redirect to an unsupported location: ${location.slice(0, 200)}`);
+    }
+    next.hash = '';
+    if (next.origin !== url.origin) headers = headers.filter(([n]) => !CREDENTIALS.has(n.toLowerCase()));
+    // RFC 9110 §15.4: 303 turns into GET; 301/302 after POST do too, as every client does.
+    if ((res.statusCode === 303 && method !== 'HEAD') || (res.statusCode <= 302 && method === 'POST')) {
+      method = 'GET';
+      body = null;
+      headers = headers.filter(([n]) => !n.toLowerCase().startsWith('content-'));
+    }
+    url = next;
+  }
+}
+
+async function read(ctx: SendContext, res: Dispatcher.ResponseData, decode: boolean): Promise<SendResult> {
+  const headers: ResponseHeaders = {};
+  for (const [name, value] of Object.entries(res.headers)) if (value !== undefined) headers[name] = value;
+  const decoders = decode ? decodersFor(res.headers['content-encoding']) : [];
+  const decoding = decoders !== null && decoders.length > 0;
+  if (decoding) {
+    delete headers['content-encoding'];
+    delete headers['content-length'];
+  } else if (Number(res.headers['content-length']) > ctx.maxItemBytes) {
+    discard(res.body);
+    throw tooLarge(ctx);
+  }
+  const stages: Readable[] = [res.body];
+  if (decoding) {
+    for (const make of decoders) {
+      const stage = make();
+      const prev = stages[stages.length - 1];
+      prev.on('error', (err) => stage.destroy(err));
+      stages.push(prev.pipe(stage));
+    }
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of stages[stages.length - 1] as AsyncIterable<Buffer>) {
+      if (size + chunk.length > ctx.maxItemBytes) throw tooLarge(ctx);
+      if (!ctx.budget.take(chunk.length)) {
+        throw new ItemError(
+          'BODY_TOO_LARGE',
+          `responses of this batch exceed max_total_bytes (${ctx.budget.limit})`,
+        );
+      }
+      size += chunk.length;
+      chunks.push(chunk);
+    }
+  } catch (err) {
+    ctx.budget.give(size);
+    for (const stage of stages) discard(stage);
+    throw err;
+  }
+  return { status: res.statusCode, headers, body: Buffer.concat(chunks, size) };
+}
+
+/** Destroys a stream we gave up on; its late 'error' (undici: "Request aborted") is expected. */
+function discard(stream: Readable): void {
+  stream.on('error', () => {});
+  stream.destroy();
+}
+
+function tooLarge(ctx: SendContext): ItemError {
+  return new ItemError('BODY_TOO_LARGE', `response body exceeds max_item_bytes (${ctx.maxItemBytes})`);
+}
