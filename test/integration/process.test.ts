@@ -62,10 +62,10 @@ ${extra}`;
     const cli = spawnCli(['--config', configFile(yaml()), '--workers', '2', '--port', String(port)]);
     try {
       assert.equal(await cliPort(cli), port);
-      const workers = await until(
-        () => childPids(cli.child.pid!).length === 2 && childPids(cli.child.pid!),
-        'two workers',
-      );
+      const workers: number[] = await until(() => {
+        const pids = childPids(cli.child.pid!);
+        return pids.length === 2 ? pids : null;
+      }, 'two workers');
       assert.equal((await send(`http://127.0.0.1:${port}/x`)).status, 200);
       process.kill(workers[0], 'SIGKILL');
       await until(() => {
