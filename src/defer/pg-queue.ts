@@ -166,7 +166,8 @@ export class PgQueue implements Queue {
   }
 
   private constructor(options: PgQueueOptions) {
-    if (typeof options !== 'object' || options === null) throw new QueueOptionError('options', 'an object', options);
+    if (typeof options !== 'object' || options === null)
+      throw new QueueOptionError('options', 'an object', options);
     if (typeof options.connectionString !== 'string' || options.connectionString === '') {
       throw new QueueOptionError('connectionString', 'a postgres:// URL', options.connectionString);
     }
@@ -204,7 +205,8 @@ export class PgQueue implements Queue {
       maxWaiting,
       // Several INSERTs in flight hide the round trip; half the pool stays free for claims.
       concurrency: Math.max(1, Math.floor(poolSize / 2)),
-      overloaded: () => new GatewayError('QUEUE_UNAVAILABLE', 'the queue is overloaded: too many enqueues waiting'),
+      overloaded: () =>
+        new GatewayError('QUEUE_UNAVAILABLE', 'the queue is overloaded: too many enqueues waiting'),
     });
   }
 
@@ -240,7 +242,8 @@ export class PgQueue implements Queue {
 
   async fail(id: string, error: string, retryAt: number | null): Promise<JobState | null> {
     this.#open();
-    if (retryAt !== null && !Number.isFinite(retryAt)) throw new TypeError('retryAt must be a finite number or null');
+    if (retryAt !== null && !Number.isFinite(retryAt))
+      throw new TypeError('retryAt must be a finite number or null');
     const retry = retryAt === null ? null : Math.round(retryAt);
     const { rows } = await this.#write<{ state: JobState }>(this.#sql.fail, [
       id,
@@ -254,7 +257,11 @@ export class PgQueue implements Queue {
   async release(ids: readonly string[]): Promise<number> {
     this.#open();
     if (ids.length === 0) return 0;
-    const { rows } = await this.#write<{ route: string }>(this.#sql.release, [ids, this.#now(), this.#channel]);
+    const { rows } = await this.#write<{ route: string }>(this.#sql.release, [
+      ids,
+      this.#now(),
+      this.#channel,
+    ]);
     for (const route of new Set(rows.map((r) => r.route))) this.#hub.wake(route);
     return rows.length;
   }
@@ -297,7 +304,11 @@ export class PgQueue implements Queue {
 
   async retryDead(id: string): Promise<boolean> {
     this.#open();
-    const { rows } = await this.#write<{ route: string }>(this.#sql.retryDead, [id, this.#now(), this.#channel]);
+    const { rows } = await this.#write<{ route: string }>(this.#sql.retryDead, [
+      id,
+      this.#now(),
+      this.#channel,
+    ]);
     if (rows.length > 0) this.#hub.wake(rows[0].route);
     return rows.length > 0;
   }

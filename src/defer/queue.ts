@@ -216,7 +216,8 @@ export function intOption(options: object, name: string, min: number, max: numbe
 export function checkJobInput(job: JobInput): void {
   if (typeof job !== 'object' || job === null) throw new TypeError('job must be an object');
   for (const name of ['route', 'method', 'url'] as const) {
-    if (typeof job[name] !== 'string' || job[name] === '') throw new TypeError(`job.${name} must be a non-empty string`);
+    if (typeof job[name] !== 'string' || job[name] === '')
+      throw new TypeError(`job.${name} must be a non-empty string`);
   }
   if (!Array.isArray(job.headers) || !job.headers.every(isHeaderPair)) {
     throw new TypeError('job.headers must be an array of [name, value] string pairs');
@@ -229,11 +230,14 @@ export function checkJobInput(job: JobInput): void {
   if (!Number.isInteger(job.maxAttempts) || job.maxAttempts < 1) {
     throw new TypeError('job.maxAttempts must be an integer >= 1');
   }
-  if (job.runAt !== undefined && !Number.isFinite(job.runAt)) throw new TypeError('job.runAt must be a finite number');
+  if (job.runAt !== undefined && !Number.isFinite(job.runAt))
+    throw new TypeError('job.runAt must be a finite number');
 }
 
 function isHeaderPair(pair: unknown): boolean {
-  return Array.isArray(pair) && pair.length === 2 && typeof pair[0] === 'string' && typeof pair[1] === 'string';
+  return (
+    Array.isArray(pair) && pair.length === 2 && typeof pair[0] === 'string' && typeof pair[1] === 'string'
+  );
 }
 
 /** Check the arguments every store's `claim()` and `list()` share. */
@@ -291,7 +295,10 @@ export function emptyDepth(route: string): RouteDepth {
 }
 
 /** Fold `(route, state, count)` rows into one `RouteDepth` per route, sorted by route. */
-export function foldDepth(rows: Iterable<{ route: string; state: string; n: number }>, route?: string): RouteDepth[] {
+export function foldDepth(
+  rows: Iterable<{ route: string; state: string; n: number }>,
+  route?: string,
+): RouteDepth[] {
   const byRoute = new Map<string, RouteDepth>();
   if (route !== undefined) byRoute.set(route, emptyDepth(route));
   for (const row of rows) {
@@ -367,7 +374,7 @@ export class GroupCommit<T, R> {
     this.#scheduled = true;
     setImmediate(() => {
       this.#scheduled = false;
-      if (this.#queue.length > 0 && this.#active.size < this.#options.concurrency) this.#flush();
+      while (this.#queue.length > 0 && this.#active.size < this.#options.concurrency) this.#flush();
     });
   }
 

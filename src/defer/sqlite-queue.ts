@@ -12,6 +12,12 @@
  * block this thread. Group commit keeps that to one fsync per event-loop turn under load;
  * moving the store into a worker thread would take it off the loop entirely if the data plane
  * ever needs that.
+ *
+ * SQLite's busy handler is not fair: a waiting process sleeps with growing back-off while the
+ * holder may take the lock again at once, so a process writing back-to-back (a deliverer
+ * claiming one job at a time in a tight loop) can keep other processes' enqueues waiting up
+ * to `busyTimeoutMs`. Deliverers should claim in batches and pause when a claim comes back
+ * empty (`waitForWork`).
  */
 
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
@@ -136,7 +142,8 @@ export class SqliteQueue implements Queue {
 
   /** Opens (creating or migrating) the database; throws `QueueOptionError` on a bad option. */
   constructor(options: SqliteQueueOptions) {
-    if (typeof options !== 'object' || options === null) throw new QueueOptionError('options', 'an object', options);
+    if (typeof options !== 'object' || options === null)
+      throw new QueueOptionError('options', 'an object', options);
     if (typeof options.path !== 'string' || options.path === '' || options.path.startsWith(':memory:')) {
       throw new QueueOptionError('path', 'a file path', options.path);
     }
@@ -165,7 +172,8 @@ export class SqliteQueue implements Queue {
       maxBatch,
       maxWaiting,
       concurrency: 1,
-      overloaded: () => new GatewayError('QUEUE_UNAVAILABLE', 'the queue is overloaded: too many enqueues waiting'),
+      overloaded: () =>
+        new GatewayError('QUEUE_UNAVAILABLE', 'the queue is overloaded: too many enqueues waiting'),
     });
   }
 
@@ -207,7 +215,8 @@ export class SqliteQueue implements Queue {
 
   async fail(id: string, error: string, retryAt: number | null): Promise<JobState | null> {
     this.#open();
-    if (retryAt !== null && !Number.isFinite(retryAt)) throw new TypeError('retryAt must be a finite number or null');
+    if (retryAt !== null && !Number.isFinite(retryAt))
+      throw new TypeError('retryAt must be a finite number or null');
     const row = this.#write(() =>
       this.#sql.fail.get({
         id,
@@ -222,7 +231,9 @@ export class SqliteQueue implements Queue {
   async release(ids: readonly string[]): Promise<number> {
     this.#open();
     if (ids.length === 0) return 0;
-    const rows = this.#write(() => this.#sql.release.all({ ids: JSON.stringify(ids), now: this.#now() })) as Array<{
+    const rows = this.#write(() =>
+      this.#sql.release.all({ ids: JSON.stringify(ids), now: this.#now() }),
+    ) as Array<{
       route: string;
     }>;
     for (const route of new Set(rows.map((r) => r.route))) this.#hub.wake(route);
@@ -266,7 +277,9 @@ export class SqliteQueue implements Queue {
 
   async retryDead(id: string): Promise<boolean> {
     this.#open();
-    const row = this.#write(() => this.#sql.retryDead.get({ id, now: this.#now() })) as { route: string } | undefined;
+    const row = this.#write(() => this.#sql.retryDead.get({ id, now: this.#now() })) as
+      | { route: string }
+      | undefined;
     if (row !== undefined) this.#hub.wake(row.route);
     return row !== undefined;
   }
@@ -276,8 +289,10 @@ export class SqliteQueue implements Queue {
     const now = this.#now();
     const changes = this.#write(() =>
       Number(
-        (route === undefined ? this.#sql.retryAllDead.run({ now }) : this.#sql.retryRouteDead.run({ now, route }))
-          .changes,
+        (route === undefined
+          ? this.#sql.retryAllDead.run({ now })
+          : this.#sql.retryRouteDead.run({ now, route })
+        ).changes,
       ),
     );
     if (changes > 0) {
@@ -347,7 +362,8 @@ export class SqliteQueue implements Queue {
           }
           // Only the idempotency index can conflict; under the write lock the first job is there.
           const first = this.#sql.byKey.get({ route: row.route, key: row.key }) as { id: string } | undefined;
-          if (first === undefined) throw new Error(`idempotency conflict without a stored job (route ${row.route})`);
+          if (first === undefined)
+            throw new Error(`idempotency conflict without a stored job (route ${row.route})`);
           out.push({ id: first.id, duplicate: true });
         }
         return out;
@@ -464,7 +480,9 @@ function prepare(db: DatabaseSync) {
        RETURNING route`,
     ),
     depthAll: db.prepare('SELECT route, state, count(*) AS n FROM defer_jobs GROUP BY route, state'),
-    depthRoute: db.prepare('SELECT route, state, count(*) AS n FROM defer_jobs WHERE route = :route GROUP BY state'),
+    depthRoute: db.prepare(
+      'SELECT route, state, count(*) AS n FROM defer_jobs WHERE route = :route GROUP BY state',
+    ),
     get: db.prepare(`SELECT ${JOB_COLUMNS} FROM defer_jobs WHERE id = :id`),
     retryDead: db.prepare(
       `UPDATE defer_jobs SET state = 'pending', attempts = 0, run_at = :now, lease_until = NULL, updated_at = :now
