@@ -19,14 +19,20 @@ describe('backoffDelay', () => {
     assert.equal(backoffDelay(0, policy), 100);
     assert.equal(backoffDelay(-3, policy), 100);
     assert.equal(backoffDelay(10_000, policy), 60_000);
-    assert.equal(backoffDelay(Number.MAX_SAFE_INTEGER, { ...policy, jitter: 'full' }, undefined, high), 60_000);
+    assert.equal(
+      backoffDelay(Number.MAX_SAFE_INTEGER, { ...policy, jitter: 'full' }, undefined, high),
+      60_000,
+    );
   });
 
   it('full: spans [0, exponential ceiling], inclusive, as integers', () => {
     const policy: BackoffPolicy = { baseMs: 100, maxMs: 1000, jitter: 'full' };
     assert.equal(backoffDelay(3, policy, undefined, low), 0);
     assert.equal(backoffDelay(3, policy, undefined, high), 400);
-    assert.equal(backoffDelay(3, policy, undefined, () => 0.5), 200);
+    assert.equal(
+      backoffDelay(3, policy, undefined, () => 0.5),
+      200,
+    );
     assert.equal(backoffDelay(20, policy, undefined, high), 1000);
   });
 
