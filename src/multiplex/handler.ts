@@ -120,6 +120,10 @@ export class MultiplexHandler {
           );
       };
       const deadline = setTimeout(expire, batch.timeoutMs);
+      if (open === 0) {
+        end(answer);
+        return;
+      }
       if (signal.aborted) {
         onAbort();
         return;

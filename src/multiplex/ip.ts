@@ -82,13 +82,3 @@ export function cidrContains(cidr: Cidr, ip: IpBytes): boolean {
   const mask = (0xff00 >> rest) & 0xff;
   return (ip[whole] & mask) === cidr.bytes[whole];
 }
-
-/** Formats bytes back to text: dotted quad for IPv4-mapped, full lowercase groups otherwise. */
-export function formatIp(ip: IpBytes): string {
-  if (ip.subarray(0, 10).every((b) => b === 0) && ip[10] === 0xff && ip[11] === 0xff) {
-    return Array.from(ip.subarray(12)).join('.');
-  }
-  const groups: string[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push(((ip[i] << 8) | ip[i + 1]).toString(16));
-  return groups.join(':');
-}

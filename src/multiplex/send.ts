@@ -56,6 +56,8 @@ export interface SendResult {
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 const CREDENTIALS = new Set(['authorization', 'cookie', 'proxy-authorization']);
+/** They describe our connection to the target, not the answer the caller gets. */
+const CONNECTION_HEADERS = new Set(['connection', 'keep-alive', 'transfer-encoding']);
 const ACCEPT_ENCODING = 'gzip, br';
 /** Redirect bodies up to this size are drained so the connection can be reused. */
 const DRAIN_LIMIT = 64 * 1024;
@@ -100,7 +102,7 @@ export async function sendItem(ctx: SendContext, item: BatchItem, signal: AbortS
     });
     const location = res.headers.location;
     if (!item.followRedirects || !REDIRECTS.has(res.statusCode) || typeof location !== 'string') {
-      return read(ctx, res, decode);
+      return read(ctx, res, decode && hasBody(method, res));
     }
     await res.body.dump({ limit: DRAIN_LIMIT }).catch(() => {});
     if (hop >= ctx.maxRedirects) throw new ItemError('PROTOCOL', `more than ${ctx.maxRedirects} redirects`);
@@ -125,9 +127,21 @@ export async function sendItem(ctx: SendContext, item: BatchItem, signal: AbortS
   }
 }
 
+/** Whether a response carries body bytes to decode (a decoder fails on none at all). */
+function hasBody(method: string, res: Dispatcher.ResponseData): boolean {
+  return (
+    method !== 'HEAD' &&
+    res.statusCode !== 204 &&
+    res.statusCode !== 304 &&
+    res.headers['content-length'] !== '0'
+  );
+}
+
 async function read(ctx: SendContext, res: Dispatcher.ResponseData, decode: boolean): Promise<SendResult> {
   const headers: ResponseHeaders = {};
-  for (const [name, value] of Object.entries(res.headers)) if (value !== undefined) headers[name] = value;
+  for (const [name, value] of Object.entries(res.headers)) {
+    if (value !== undefined && !CONNECTION_HEADERS.has(name)) headers[name] = value;
+  }
   const decoders = decode ? decodersFor(res.headers['content-encoding']) : [];
   const decoding = decoders !== null && decoders.length > 0;
   if (decoding) {

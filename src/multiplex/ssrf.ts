@@ -168,15 +168,19 @@ export class TargetGuard {
     return `${host} is not in the allow list`;
   }
 
-  /** Refusal reason for connecting to `address` for the target host `host`, or null. */
+  /**
+   * Refusal reason for connecting to `address` for the target host `host`, or null. For a
+   * name the reason gives the address's class but not the address: batch callers must not
+   * learn how internal names resolve.
+   */
   refuseAddress(host: string, address: string): string | null {
     const ip = parseIp(address);
-    const subject = isIP(host) !== 0 || host === address ? address : `${host} (${address})`;
-    if (!ip) return `${subject} is not an IP address`;
+    const literal = isIP(host) !== 0;
+    if (!ip) return `${host} did not resolve to an IP address`;
     if (this.#allow?.cidrs.some((c) => cidrContains(c, ip))) return null;
     const cls = classifyAddress(ip);
-    if (cls) return `${subject} is a ${cls} address`;
-    if (!this.#nameAllowed(host)) return `${subject} is not in the allow list`;
+    if (cls) return literal ? `${address} is a ${cls} address` : `${host} resolves to a ${cls} address`;
+    if (!this.#nameAllowed(host)) return `${literal ? address : host} is not in the allow list`;
     return null;
   }
 }
