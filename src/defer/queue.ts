@@ -89,7 +89,7 @@ export interface EnqueueResult {
   duplicate: boolean;
 }
 
-/** Job counts of one route, by state. */
+/** Job counts of one route, by state (`pending` includes retries scheduled for later). */
 export type RouteDepth = { route: string } & Record<JobState, number>;
 
 export interface ListQuery {
@@ -240,7 +240,7 @@ function isHeaderPair(pair: unknown): boolean {
   );
 }
 
-/** Check the arguments every store's `claim()` and `list()` share. */
+/** Check `claim()` arguments (the same rules for every store). */
 export function checkClaim(route: string, limit: number, leaseMs: number): void {
   if (typeof route !== 'string' || route === '') throw new TypeError('route must be a non-empty string');
   if (!Number.isInteger(limit) || limit < 1 || limit > CLAIM_LIMIT_MAX) {
@@ -249,6 +249,7 @@ export function checkClaim(route: string, limit: number, leaseMs: number): void 
   if (!Number.isInteger(leaseMs) || leaseMs < 1) throw new RangeError('leaseMs must be a positive integer');
 }
 
+/** Check `list()` arguments (the same rules for every store). */
 export function checkList(query: ListQuery): void {
   if (!Number.isInteger(query.limit) || query.limit < 1 || query.limit > LIST_LIMIT_MAX) {
     throw new RangeError(`limit must be an integer from 1 to ${LIST_LIMIT_MAX}`);
@@ -289,7 +290,7 @@ export function newJobId(now = Date.now()): string {
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
-/** An array of zero counts for one route. */
+/** Zero counts for one route. */
 export function emptyDepth(route: string): RouteDepth {
   return { route, pending: 0, inflight: 0, done: 0, dead: 0 };
 }

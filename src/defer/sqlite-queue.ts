@@ -156,7 +156,13 @@ export class SqliteQueue implements Queue {
     }
     this.#now = options.now ?? Date.now;
 
-    this.#db = new DatabaseSync(options.path, { timeout: busyTimeoutMs });
+    try {
+      this.#db = new DatabaseSync(options.path, { timeout: busyTimeoutMs });
+    } catch (err) {
+      throw new Error(`cannot open the queue database "${options.path}": ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
     try {
       this.#db.exec('PRAGMA journal_mode = WAL');
       this.#db.exec('PRAGMA synchronous = FULL');
