@@ -4,7 +4,7 @@
  * matchers compiled and cross-references (route → pool) resolved here, once.
  */
 import { compileMatch, type Matcher } from '../routing/matcher.ts';
-import type { Config, PoolConfig, RouteConfig } from './schema.ts';
+import type { AdminConfig, Config, HealthConfig, PoolConfig, RouteConfig } from './schema.ts';
 import { parseDuration, parseSize } from './units.ts';
 
 export interface TargetSpec {
@@ -20,13 +20,41 @@ export interface TargetSpec {
   weight: number;
 }
 
+/** What the `hash` selector hashes (pool key `hash_key`). */
+export type HashKey = { kind: 'client_ip' } | { kind: 'header' | 'cookie'; name: string };
+
+/** Active health checks of a pool (key `health`), run by the primary. */
+export interface HealthSpec {
+  path: string;
+  method: string;
+  intervalMs: number;
+  timeoutMs: number;
+  /** Passing statuses as inclusive [low, high] ranges. */
+  expect: Array<[number, number]>;
+  fall: number;
+  rise: number;
+}
+
+/** Outlier ejection of a pool (key `passive`), decided in each worker. */
+export interface PassiveSpec {
+  failures: number;
+  ejectionMs: number;
+  maxEjectionMs: number;
+  maxEjectedPercent: number;
+}
+
 export interface PoolSpec {
   name: string;
   selector: PoolConfig['selector'];
+  hashKey: HashKey;
   connections: number;
   connectTimeoutMs: number;
   keepAliveTimeoutMs: number;
   targets: TargetSpec[];
+  health: HealthSpec | null;
+  passive: PassiveSpec | null;
+  /** Percent; below it the pool uses every target (panic). */
+  panicThreshold: number;
 }
 
 export type RouteAction =
@@ -76,6 +104,51 @@ export function targetSpec(entry: string | { url: string; weight?: number; id?: 
   };
 }
 
+export function compileHashKey(key: string): HashKey {
+  if (key === 'client_ip') return { kind: 'client_ip' };
+  const colon = key.indexOf(':');
+  const kind = key.slice(0, colon) === 'cookie' ? 'cookie' : 'header';
+  const name = key.slice(colon + 1);
+  return { kind, name: kind === 'header' ? name.toLowerCase() : name };
+}
+
+/** `204` → [204, 204]; `200-399` → [200, 399]; `2xx` → [200, 299]. */
+export function compileStatuses(list: ReadonlyArray<number | string>): Array<[number, number]> {
+  return list.map((e) => {
+    if (typeof e === 'number') return [e, e];
+    if (e.endsWith('xx')) return [Number(e[0]) * 100, Number(e[0]) * 100 + 99];
+    const [lo, hi] = e.split('-').map(Number);
+    return [lo, hi];
+  });
+}
+
+/** A check interval shorter than this would keep a CPU busy; tests use 50-100 ms. */
+const MIN_HEALTH_INTERVAL_MS = 10;
+
+function compileHealth(name: string, h: HealthConfig, problems: CompileProblem[]): HealthSpec {
+  const spec: HealthSpec = {
+    path: h.path,
+    method: h.method,
+    intervalMs: parseDuration(h.interval),
+    timeoutMs: parseDuration(h.timeout),
+    expect: compileStatuses(h.expect),
+    fall: h.fall,
+    rise: h.rise,
+  };
+  if (spec.intervalMs < MIN_HEALTH_INTERVAL_MS)
+    problems.push({
+      path: ['pools', name, 'health', 'interval'],
+      message: `must be at least ${MIN_HEALTH_INTERVAL_MS}ms`,
+    });
+  if (spec.timeoutMs <= 0)
+    problems.push({ path: ['pools', name, 'health', 'timeout'], message: 'must be more than 0' });
+  spec.expect.forEach(([lo, hi], i) => {
+    if (lo > hi)
+      problems.push({ path: ['pools', name, 'health', 'expect', i], message: 'range is empty (low > high)' });
+  });
+  return spec;
+}
+
 function compilePool(name: string, p: PoolConfig, problems: CompileProblem[]): PoolSpec {
   const targets = p.targets.map(targetSpec);
   const ids = new Set<string>();
@@ -87,11 +160,33 @@ function compilePool(name: string, p: PoolConfig, problems: CompileProblem[]): P
   return {
     name,
     selector: p.selector,
+    hashKey: compileHashKey(p.hash_key),
     connections: p.connections,
     connectTimeoutMs: parseDuration(p.connect_timeout),
     keepAliveTimeoutMs: parseDuration(p.keep_alive_timeout),
     targets,
+    health: p.health ? compileHealth(name, p.health, problems) : null,
+    passive: p.passive
+      ? {
+          failures: p.passive.failures,
+          ejectionMs: parseDuration(p.passive.ejection),
+          maxEjectionMs: Math.max(parseDuration(p.passive.max_ejection), parseDuration(p.passive.ejection)),
+          maxEjectedPercent: p.passive.max_ejected,
+        }
+      : null,
+    panicThreshold: p.panic_threshold,
   };
+}
+
+const LOOPBACK = /^(127(\.\d{1,3}){3}|::1|\[::1\]|localhost)$/i;
+
+/** The admin API changes where traffic goes: off loopback it needs a token (issue 3). */
+function checkAdmin(admin: AdminConfig | undefined, problems: CompileProblem[]): void {
+  if (!admin?.enabled || admin.token || LOOPBACK.test(admin.host)) return;
+  problems.push({
+    path: ['admin', 'host'],
+    message: `binding the admin API to non-loopback "${admin.host}" requires admin.token`,
+  });
 }
 
 /** The keys of a route that name its action; a route has exactly one. */
@@ -148,6 +243,7 @@ export function compile(config: Config): { compiled?: CompiledConfig; problems: 
   const problems: CompileProblem[] = [];
   const pools = Object.entries(config.pools).map(([name, p]) => compilePool(name, p, problems));
   const routes = config.routes.map((r, i) => compileRoute(r, i, config, problems));
+  checkAdmin(config.admin, problems);
   const ids = new Map<string, number>();
   routes.forEach((r, i) => {
     const first = ids.get(r.id);

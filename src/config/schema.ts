@@ -58,7 +58,83 @@ const targetSchema: Schema = {
   errorMessage: 'must be an http(s) URL or {url, weight}',
 };
 
-const poolSchema: Schema = {
+/** Issue 3: active checks, run once per target by the primary. Absent = no checks (always up). */
+const healthSchema: Schema = {
+  description:
+    'Active health checks, run once per target by the primary (not once per worker). Absent = none: every target counts as up.',
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    path: {
+      description: 'Path requested on the target origin (the target URL prefix is not added).',
+      type: 'string',
+      pattern: '^/',
+      default: '/',
+    },
+    method: { description: 'Method of the check.', type: 'string', pattern: '^[A-Z][A-Z0-9_-]*$', default: 'GET' },
+    interval: duration('Time between the end of one check of a target and the start of the next.', '30s'),
+    timeout: duration('Time a check may take, body included; longer counts as failed.', '2s'),
+    expect: {
+      description: 'Statuses that pass: codes (`204`), ranges (`200-399`) or classes (`2xx`).',
+      type: 'array',
+      minItems: 1,
+      items: {
+        anyOf: [
+          { type: 'integer', minimum: 100, maximum: 599 },
+          { type: 'string', pattern: '^([1-5]xx|[1-5][0-9][0-9]-[1-5][0-9][0-9])$' },
+        ],
+        errorMessage: 'must be a status (204), a range (200-399) or a class (2xx)',
+      },
+      default: ['2xx'],
+    },
+    fall: {
+      description: 'Consecutive failed checks that mark a target down.',
+      type: 'integer',
+      minimum: 1,
+      maximum: 1000,
+      default: 3,
+    },
+    rise: {
+      description: 'Consecutive passed checks that mark a down target up again.',
+      type: 'integer',
+      minimum: 1,
+      maximum: 1000,
+      default: 2,
+    },
+  },
+};
+
+/** Issue 3: outlier ejection from real traffic, decided in each worker. Absent = off. */
+const passiveSchema: Schema = {
+  description:
+    'Passive health (outlier ejection) from real traffic, decided by each worker for itself. Absent = off.',
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    failures: {
+      description:
+        'Consecutive failed attempts (connect errors, timeouts, invalid answers, 5xx) that eject a target.',
+      type: 'integer',
+      minimum: 1,
+      maximum: 10000,
+      default: 5,
+    },
+    ejection: duration('How long the first ejection lasts; each repeat doubles it.', '30s'),
+    max_ejection: duration(
+      'Longest ejection; a target that stays in this long is forgiven its earlier ejections.',
+      '5m',
+    ),
+    max_ejected: {
+      description: 'Percent of the pool that may be ejected at once (one target always may).',
+      type: 'integer',
+      minimum: 0,
+      maximum: 100,
+      default: 50,
+    },
+  },
+};
+
+export const poolSchema: Schema = {
   type: 'object',
   additionalProperties: false,
   required: ['targets'],
@@ -69,10 +145,29 @@ const poolSchema: Schema = {
       items: targetSchema,
     },
     selector: {
-      description: 'How an attempt picks a target.',
+      description:
+        'How an attempt picks a target: `round-robin`, `weighted` (smooth weighted round-robin by target `weight`), `least-inflight` (the less busy of two random targets), `random`, or `hash` (rendezvous hashing on `hash_key`).',
       type: 'string',
-      enum: ['round-robin'],
+      enum: ['round-robin', 'weighted', 'least-inflight', 'random', 'hash'],
       default: 'round-robin',
+    },
+    hash_key: {
+      description:
+        'What the `hash` selector hashes: `client_ip`, `header:NAME` or `cookie:NAME`. A request without it goes to a random target.',
+      type: 'string',
+      pattern: "^(client_ip|header:[A-Za-z0-9!#$%&'*+.^_`|~-]+|cookie:[^\\s;=,]+)$",
+      default: 'client_ip',
+      errorMessage: 'must be client_ip, header:NAME or cookie:NAME',
+    },
+    health: healthSchema,
+    passive: passiveSchema,
+    panic_threshold: {
+      description:
+        'When fewer than this percent of the targets are usable (up and not ejected), every target is used: trying a maybe-dead target beats a 503 for every request (Envoy\'s panic threshold). 0 = never.',
+      type: 'integer',
+      minimum: 0,
+      maximum: 100,
+      default: 50,
     },
     connections: {
       description: 'Most connections kept open to each target (undici Pool `connections`).',
@@ -230,6 +325,42 @@ export const configSchema: Schema = {
       additionalProperties: poolSchema,
       default: {},
     },
+    admin: object('The admin API (fastify) on its own port: pools, targets, stats, reload.', {
+      enabled: { type: 'boolean', default: true, description: 'Serve the admin API.' },
+      host: {
+        type: 'string',
+        default: '127.0.0.1',
+        description: 'Address to bind; anything but loopback requires `token`.',
+      },
+      port: {
+        type: 'integer',
+        minimum: 0,
+        maximum: 65535,
+        default: 8687,
+        description: 'Port (0 = any free one, logged at start).',
+      },
+      token: {
+        description:
+          'Bearer token every admin call must send (`Authorization: Bearer …`); empty or null = none. Read it from the environment: `$MANIFOLD_ADMIN_TOKEN` with a `:-` default.',
+        anyOf: [{ type: 'string' }, { type: 'null' }],
+        default: null,
+      },
+      default_pool: {
+        type: 'string',
+        default: 'default',
+        description: 'The pool `POST /servers` and `DELETE /servers/:ip/:port` act on.',
+      },
+      drain_timeout: duration(
+        'Longest `DELETE …/targets/:id?wait=true` waits for a removed target\'s in-flight attempts.',
+        '30s',
+      ),
+    }),
+    state_file: {
+      description:
+        'JSON file keeping pool changes made through the admin API, read back at start; null = changes last until restart.',
+      anyOf: [{ type: 'string', minLength: 1 }, { type: 'null' }],
+      default: null,
+    },
     routes: {
       description: 'Ordered routes; the first that matches takes the request.',
       type: 'array',
@@ -250,9 +381,41 @@ export interface TargetConfig {
   id?: string;
 }
 
+export type SelectorName = 'round-robin' | 'weighted' | 'least-inflight' | 'random' | 'hash';
+
+export interface HealthConfig {
+  path: string;
+  method: string;
+  interval: Duration;
+  timeout: Duration;
+  expect: Array<number | string>;
+  fall: number;
+  rise: number;
+}
+
+export interface PassiveConfig {
+  failures: number;
+  ejection: Duration;
+  max_ejection: Duration;
+  max_ejected: number;
+}
+
+export interface AdminConfig {
+  enabled: boolean;
+  host: string;
+  port: number;
+  token: string | null;
+  default_pool: string;
+  drain_timeout: Duration;
+}
+
 export interface PoolConfig {
   targets: Array<string | TargetConfig>;
-  selector: 'round-robin';
+  selector: SelectorName;
+  hash_key: string;
+  health?: HealthConfig;
+  passive?: PassiveConfig;
+  panic_threshold: number;
   connections: number;
   connect_timeout: Duration;
   keep_alive_timeout: Duration;
@@ -303,5 +466,7 @@ export interface Config {
   shutdown: { grace: Duration };
   log: { level: LogLevel; access: boolean };
   pools: Record<string, PoolConfig>;
+  admin: AdminConfig;
+  state_file: string | null;
   routes: RouteConfig[];
 }

@@ -1,5 +1,5 @@
+import type { PickContext, Selector } from './selectors/types.ts';
 import type { Target } from './target.ts';
-import type { Selector } from './selectors/types.ts';
 
 /** A named set of targets plus a selector. Immutable once published in a snapshot. */
 export class Pool {
@@ -13,8 +13,12 @@ export class Pool {
     this.#selector = selector;
   }
 
-  /** One target for the next attempt, never one in `tried`; undefined when none is available. */
-  pick(tried: ReadonlySet<Target> | null = null): Target | undefined {
-    return this.#selector.select(this.targets, tried);
+  /**
+   * One target for the next attempt, never one in `tried`; undefined when none is available.
+   * `ctx` is the downstream request (a node:http IncomingMessage will do; only the `hash`
+   * selector reads it); without it a hash pool picks as for a request without the hash key.
+   */
+  pick(tried: ReadonlySet<Target> | null = null, ctx: PickContext | null = null): Target | undefined {
+    return this.#selector.select(this.targets, ctx, tried);
   }
 }
