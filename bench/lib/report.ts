@@ -1,0 +1,40 @@
+/** Small statistics and plain-text table helpers shared by the suites. */
+
+/** Median of the finite values; NaN when there are none. */
+export function median(values: readonly number[]): number {
+  const v = values.filter(Number.isFinite).sort((a, b) => a - b);
+  if (v.length === 0) return Number.NaN;
+  const mid = v.length >> 1;
+  return v.length % 2 === 1 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
+}
+
+export function fmtInt(n: number): string {
+  return Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '—';
+}
+
+export function fmtFixed(n: number, digits: number): string {
+  return Number.isFinite(n) ? n.toFixed(digits) : '—';
+}
+
+/** Rounds for the JSON summary (null for NaN, which JSON cannot carry). */
+export function round(n: number, digits: number): number | null {
+  if (!Number.isFinite(n)) return null;
+  const f = 10 ** digits;
+  return Math.round(n * f) / f;
+}
+
+export type Align = 'left' | 'right';
+
+/** A plain-text table: the first row is the header, columns padded to their widest cell. */
+export function table(rows: readonly (readonly string[])[], align: readonly Align[]): string {
+  const widths: number[] = [];
+  for (const row of rows)
+    for (let i = 0; i < row.length; i++) widths[i] = Math.max(widths[i] ?? 0, row[i].length);
+  const line = (row: readonly string[]) =>
+    row
+      .map((cell, i) => (align[i] === 'right' ? cell.padStart(widths[i]) : cell.padEnd(widths[i])))
+      .join('  ')
+      .trimEnd();
+  const [head, ...body] = rows;
+  return [line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n');
+}

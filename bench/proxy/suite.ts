@@ -1,0 +1,349 @@
+/**
+ * The proxy suite (DESIGN.md, "Performance targets"): throughput and p50/p99 latency of the
+ * same upstream reached directly, through one Manifold worker, and through peer proxies, all
+ * inside one run. Every contestant is warmed up first, then measured over interleaved rounds
+ * (each round visits every contestant, starting one further along each time); results are
+ * medians over rounds, and ratios are medians of the per-round ratios, so slow drift in the
+ * machine's load hits both sides of a ratio alike.
+ */
+import { mkdtempSync } from 'node:fs';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type Measurement, measure } from '../lib/load.ts';
+import { httpGet, installCleanup, removeAtExit, stopAll, waitReady } from '../lib/processes.ts';
+import { fmtFixed, fmtInt, median, round, table } from '../lib/report.ts';
+import type { BenchOptions, Suite } from '../lib/suite.ts';
+import { BODIES, type BodySpec } from '../peers/bodies.ts';
+import { CONTESTANTS, type Contestant, type Started, startUpstream } from './contestants.ts';
+
+/** Ratios reported: Manifold (or a variant) over another contestant, with DESIGN.md's target. */
+const RATIOS: ReadonlyArray<{ num: string; den: string; label: string; target?: number }> = [
+  { num: 'manifold', den: 'direct', label: 'Manifold / direct' },
+  { num: 'manifold', den: 'undici', label: 'Manifold / undici minimal', target: 0.9 },
+  { num: 'manifold', den: 'http-proxy', label: 'Manifold / node-http-proxy', target: 2 },
+  { num: 'manifold', den: 'nginx', label: 'Manifold / nginx' },
+  { num: 'manifold+access', den: 'manifold', label: 'access log on / off (its cost)' },
+];
+
+/** Pause between two measurements, so closing connections settle before the next starts. */
+const SETTLE_MS = 300;
+
+interface Running {
+  contestant: Contestant;
+  started: Started;
+  origin: string;
+  /** Why its later measurements were skipped (the process died). */
+  dead: string | null;
+}
+
+type Key = `${string}|${string}`;
+const key = (contestant: string, body: string): Key => `${contestant}|${body}`;
+
+function log(line = ''): void {
+  process.stdout.write(`${line}\n`);
+}
+
+function describeMeasurement(m: Measurement): string {
+  const base = `${fmtInt(m.rps).padStart(8)} req/s  p50 ${fmtFixed(m.p50, 2).padStart(6)} ms  p99 ${fmtFixed(m.p99, 2).padStart(6)} ms`;
+  return m.problems.length === 0 ? base : `${base}  INVALID: ${m.problems.join(', ')}`;
+}
+
+/** GETs every body through a contestant and compares it byte for byte with the upstream's. */
+async function checkBodies(origin: string): Promise<void> {
+  for (const body of BODIES) {
+    const res = await httpGet(`${origin}${body.path}`);
+    if (res.status !== 200) throw new Error(`GET ${body.path} answered ${res.status}`);
+    if (!res.body.equals(body.bytes))
+      throw new Error(`GET ${body.path} returned ${res.body.length} bytes that differ from the upstream's`);
+  }
+}
+
+async function run(options: BenchOptions): Promise<Record<string, unknown>> {
+  installCleanup();
+  const tmp = mkdtempSync(join(tmpdir(), 'manifold-bench-'));
+  removeAtExit(tmp);
+  try {
+    return await runIn(tmp, options);
+  } finally {
+    await stopAll();
+  }
+}
+
+async function runIn(tmp: string, options: BenchOptions): Promise<Record<string, unknown>> {
+  const selected = CONTESTANTS.filter((c) => options.only.length === 0 || options.only.includes(c.id));
+  const unknown = options.only.filter((id) => !CONTESTANTS.some((c) => c.id === id));
+  if (unknown.length > 0)
+    throw new Error(
+      `unknown contestant(s) ${unknown.join(', ')}; known: ${CONTESTANTS.map((c) => c.id).join(', ')}`,
+    );
+
+  const measurements = options.rounds * BODIES.length * selected.length;
+  const estimate = selected.length * options.warmup + measurements * (options.duration + SETTLE_MS / 1000);
+  log('Manifold proxy benchmark');
+  log(
+    `node ${process.version}, ${availableParallelism()} cores, load average ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}`,
+  );
+  log(
+    `${options.connections} connections, keep-alive, no pipelining; ${options.warmup} s warm-up per contestant, ` +
+      `${options.rounds} round(s) × ${BODIES.length} bodies × ${options.duration} s; about ${Math.ceil(estimate)} s in all`,
+  );
+  log('load generator: autocannon in the bench process; upstream: node:http in its own process');
+  if (availableParallelism() < 4)
+    log(
+      `note: ${availableParallelism()} cores for load generator, upstream and proxy: they compete, numbers are noisy — read the ratios`,
+    );
+  log();
+
+  const skipped: Array<{ id: string; reason: string }> = [];
+  const versions: Record<string, string> = {};
+
+  // Upstream first; everything proxies to it.
+  const upstream = await startUpstream();
+  const upstreamOrigin = `http://127.0.0.1:${upstream.port}`;
+  await waitReady(upstream.child, `${upstreamOrigin}${BODIES[0].path}`);
+  await checkBodies(upstreamOrigin);
+  const ctx = { upstream: upstreamOrigin, upstreamPort: upstream.port, tmp };
+
+  // Then each contestant, one at a time (starting them together would slow each other's start).
+  const running: Running[] = [];
+  for (const contestant of selected) {
+    const reason = contestant.unavailable();
+    if (reason !== null) {
+      if (contestant.required) throw new Error(`${contestant.label} cannot run: ${reason}`);
+      skipped.push({ id: contestant.id, reason });
+      log(`skip ${contestant.id}: ${reason}`);
+      continue;
+    }
+    const version = contestant.version?.();
+    if (version) versions[contestant.id] = version;
+    let started: Started | null = null;
+    try {
+      started = await contestant.start(ctx);
+      const origin = `http://127.0.0.1:${started.port}`;
+      await waitReady(started.child, `${origin}${BODIES[0].path}`);
+      await checkBodies(origin);
+      running.push({ contestant, started, origin, dead: null });
+      log(
+        `ready ${contestant.id}${started.child ? ` (pid ${started.child.pid}, port ${started.port})` : ''}`,
+      );
+    } catch (err) {
+      await started?.child?.stop();
+      const message = `could not start or check ${contestant.label}: ${(err as Error).message}`;
+      if (contestant.required) throw new Error(message);
+      skipped.push({ id: contestant.id, reason: message });
+      log(`skip ${contestant.id}: ${message}`);
+    }
+  }
+  log();
+
+  /** True when the contestant's process (or the upstream's) is still there to be measured. */
+  const usable = (r: Running): boolean => {
+    if (!upstream.child!.alive) throw new Error(`the upstream died: ${upstream.child!.describeExit()}`);
+    if (r.dead === null && r.started.child !== null && !r.started.child.alive) {
+      r.dead = r.started.child.describeExit();
+      log(`${r.contestant.id} died; its remaining measurements are skipped: ${r.dead}`);
+    }
+    return r.dead === null;
+  };
+
+  // Warm-up: a fresh process runs ~30% slow for its first seconds.
+  for (const r of running) {
+    if (!usable(r)) continue;
+    const m = await measure({
+      origin: r.origin,
+      paths: BODIES.map((b) => b.path),
+      connections: options.connections,
+      duration: options.warmup,
+    });
+    log(`warm-up ${r.contestant.id.padEnd(16)} ${describeMeasurement(m)}`);
+    await sleep(SETTLE_MS);
+  }
+  log();
+
+  // Interleaved rounds.
+  const results = new Map<Key, Measurement[]>();
+  for (let round = 0; round < options.rounds; round++) {
+    const order = running.map((_, i) => running[(i + round) % running.length]);
+    for (const body of BODIES) {
+      for (const r of order) {
+        if (!usable(r)) continue;
+        const m = await measure({
+          origin: r.origin,
+          paths: [body.path],
+          connections: options.connections,
+          duration: options.duration,
+        });
+        const list = results.get(key(r.contestant.id, body.id)) ?? [];
+        list.push(m);
+        results.set(key(r.contestant.id, body.id), list);
+        log(
+          `round ${round + 1}/${options.rounds}  ${body.id.padEnd(5)}  ${r.contestant.id.padEnd(16)} ${describeMeasurement(m)}`,
+        );
+        await sleep(SETTLE_MS);
+      }
+    }
+  }
+  await stopAll();
+  log();
+
+  return report(running, results, skipped, versions, options);
+}
+
+interface Summarised {
+  rps: number;
+  p50: number;
+  p99: number;
+  minRps: number;
+  maxRps: number;
+  rounds: number;
+  problems: string[];
+}
+
+function summarise(list: readonly Measurement[] | undefined, dead: string | null): Summarised {
+  const ms = list ?? [];
+  const problems = [...new Set(ms.flatMap((m) => m.problems))];
+  if (dead !== null) problems.push('process died during the run');
+  if (ms.length === 0) problems.push('not measured');
+  const rps = ms.map((m) => m.rps);
+  return {
+    rps: median(rps),
+    p50: median(ms.map((m) => m.p50)),
+    p99: median(ms.map((m) => m.p99)),
+    minRps: Math.min(...rps),
+    maxRps: Math.max(...rps),
+    rounds: ms.length,
+    problems,
+  };
+}
+
+/** Median over rounds of num/den req/s measured in the same round; NaN when either is invalid. */
+function pairedRatio(
+  num: readonly Measurement[] | undefined,
+  den: readonly Measurement[] | undefined,
+  valid: (id: 'num' | 'den') => boolean,
+): number {
+  if (!num || !den || !valid('num') || !valid('den')) return Number.NaN;
+  const n = Math.min(num.length, den.length);
+  const ratios: number[] = [];
+  for (let i = 0; i < n; i++) ratios.push(num[i].rps / den[i].rps);
+  return median(ratios);
+}
+
+function report(
+  running: readonly Running[],
+  results: Map<Key, Measurement[]>,
+  skipped: ReadonlyArray<{ id: string; reason: string }>,
+  versions: Record<string, string>,
+  options: BenchOptions,
+): Record<string, unknown> {
+  const summaries = new Map<Key, Summarised>();
+  for (const r of running)
+    for (const body of BODIES)
+      summaries.set(
+        key(r.contestant.id, body.id),
+        summarise(results.get(key(r.contestant.id, body.id)), r.dead),
+      );
+
+  const rows: string[][] = [
+    ['body', 'contestant', 'req/s', 'min–max over rounds', 'p50 ms', 'p99 ms', 'vs direct', 'status'],
+  ];
+  for (const body of BODIES) {
+    const direct = summaries.get(key('direct', body.id));
+    for (const r of running) {
+      const s = summaries.get(key(r.contestant.id, body.id))!;
+      const valid = s.problems.length === 0;
+      const vsDirect =
+        direct && direct.problems.length === 0 && valid && r.contestant.id !== 'direct'
+          ? `${fmtFixed(s.rps / direct.rps, 2)}×`
+          : '';
+      rows.push([
+        body.label,
+        r.contestant.label,
+        fmtInt(s.rps),
+        s.rounds > 1 ? `${fmtInt(s.minRps)}–${fmtInt(s.maxRps)}` : '',
+        fmtFixed(s.p50, 2),
+        fmtFixed(s.p99, 2),
+        vsDirect,
+        valid ? 'ok' : `INVALID: ${s.problems.join(', ')}`,
+      ]);
+    }
+  }
+  log(`Results (median over ${options.rounds} round(s); only 200 answers counted)`);
+  log(table(rows, ['left', 'left', 'right', 'right', 'right', 'right', 'right', 'left']));
+  log();
+
+  const isValid = (id: string, body: BodySpec) => summaries.get(key(id, body.id))?.problems.length === 0;
+  const ratioRows: string[][] = [['ratio of req/s', ...BODIES.map((b) => b.label), 'DESIGN.md target']];
+  const ratios: Record<string, Record<string, number | null>> = {};
+  for (const spec of RATIOS) {
+    if (
+      !running.some((r) => r.contestant.id === spec.num) ||
+      !running.some((r) => r.contestant.id === spec.den)
+    )
+      continue;
+    const name = `${spec.num}/${spec.den}`;
+    ratios[name] = {};
+    const cells = BODIES.map((body) => {
+      const value = pairedRatio(
+        results.get(key(spec.num, body.id)),
+        results.get(key(spec.den, body.id)),
+        (which) => isValid(which === 'num' ? spec.num : spec.den, body),
+      );
+      ratios[name][body.id] = round(value, 3);
+      if (!Number.isFinite(value)) return 'n/a (invalid)';
+      const mark = spec.target === undefined ? '' : value >= spec.target ? ' (met)' : ' (below)';
+      return `${value.toFixed(2)}×${mark}`;
+    });
+    ratioRows.push([spec.label, ...cells, spec.target === undefined ? '' : `≥ ${spec.target}×`]);
+  }
+  if (ratioRows.length > 1) {
+    log('Ratios (median over rounds of the ratio measured within each round)');
+    log(table(ratioRows, ['left', ...BODIES.map(() => 'right' as const), 'right']));
+    log();
+  }
+
+  log('Setup');
+  for (const r of running) if (r.contestant.note) log(`  ${r.contestant.note}`);
+  for (const [id, v] of Object.entries(versions)) log(`  ${id} version: ${v}`);
+  for (const s of skipped) log(`  skipped ${s.id}: ${s.reason}`);
+  log(
+    `  load average at the end: ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}`,
+  );
+  log();
+
+  const contestants: Record<string, Record<string, unknown>> = {};
+  for (const r of running) {
+    contestants[r.contestant.id] = {};
+    for (const body of BODIES) {
+      const s = summaries.get(key(r.contestant.id, body.id))!;
+      contestants[r.contestant.id][body.id] = {
+        rps: round(s.rps, 0),
+        p50_ms: round(s.p50, 3),
+        p99_ms: round(s.p99, 3),
+        rounds_rps: (results.get(key(r.contestant.id, body.id)) ?? []).map((m) => round(m.rps, 0)),
+        valid: s.problems.length === 0,
+        ...(s.problems.length > 0 ? { problems: s.problems } : {}),
+      };
+    }
+  }
+  const invalid = [...summaries.values()].some((s) => s.problems.length > 0);
+  return {
+    node: process.version,
+    cores: availableParallelism(),
+    versions,
+    contestants,
+    ratios,
+    skipped,
+    valid: !invalid,
+  };
+}
+
+export const suite: Suite = {
+  description: 'throughput and p50/p99 latency: direct vs one Manifold worker vs peer proxies',
+  run,
+};
