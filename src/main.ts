@@ -3,6 +3,7 @@
  * prints every config problem and exits non-zero when there is one.
  */
 import { readFileSync } from 'node:fs';
+import { type AddressInfo, createServer } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { startPrimary } from './cluster/primary.ts';
@@ -57,6 +58,17 @@ const FLAG_KEYS: Record<string, Array<string>> = {
   'log-level': ['log', 'level'],
 };
 
+async function freePort(host: string): Promise<number> {
+  const probe = createServer();
+  await new Promise<void>((resolve, reject) => {
+    probe.once('error', reject);
+    probe.listen(0, host, () => resolve());
+  });
+  const { port } = probe.address() as AddressInfo;
+  await new Promise((resolve) => probe.close(resolve));
+  return port;
+}
+
 function fail(message: string, code = 2): never {
   process.stderr.write(`manifold: ${message}\n`);
   process.exit(code);
@@ -83,6 +95,8 @@ async function run(loaded: LoadedConfig): Promise<void> {
     log.info({ port: runtime.port, workers: 0, config: loaded.file }, 'manifold listening');
     shutdown = () => runtime.close();
   } else {
+    // Every worker binds its own socket, so "any free port" must be chosen once, here.
+    if (config.listen.port === 0) config.listen.port = await freePort(config.listen.host);
     const primary = startPrimary(config, workers, log);
     shutdown = () => primary.shutdown();
     try {

@@ -2,6 +2,7 @@
  * One data-plane runtime: listener + pipeline + upstream registry, built from a validated
  * config. A worker process runs one; `--workers 0/1` runs one in the only process.
  */
+import cluster from 'node:cluster';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { compile } from '../config/compile.ts';
@@ -35,7 +36,13 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
   const server = createListener(config, pipeline, log);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen({ host: config.listen.host, port: config.listen.port }, () => {
+    // Workers each bind their own SO_REUSEPORT socket instead of sharing the primary's:
+    // the kernel spreads connections, and a draining worker's closed socket no longer
+    // receives connections it would never serve (with cluster's round-robin handle a
+    // connection accepted by the primary during shutdown could be handed to a closed
+    // worker and hang).
+    const shared = cluster.isWorker ? { exclusive: true, reusePort: true } : {};
+    server.listen({ host: config.listen.host, port: config.listen.port, ...shared }, () => {
       server.off('error', reject);
       resolve();
     });
