@@ -15,6 +15,8 @@ export const ERRORS = Object.freeze({
   TARGET_UNREACHABLE: { status: 502, message: 'target could not be reached' },
   TARGET_PROTOCOL: { status: 502, message: 'target sent an invalid response' },
   TARGET_TIMEOUT: { status: 504, message: 'target did not answer in time' },
+  // Why a losing attempt (fanout, hedge) was aborted: logged per attempt, never sent to a client.
+  ATTEMPT_CANCELLED: { status: 502, message: 'another attempt answered first' },
   NO_TARGET_AVAILABLE: { status: 503, message: 'no target is available' },
   SHUTTING_DOWN: { status: 503, message: 'gateway is shutting down' },
   QUEUE_UNAVAILABLE: { status: 503, message: 'the queue could not store the request' },

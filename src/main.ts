@@ -8,11 +8,13 @@ import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { startPrimary } from './cluster/primary.ts';
 import { startRuntime } from './cluster/runtime.ts';
+import { pino } from 'pino';
 import {
   ConfigError,
   formatProblem,
   type LoadedConfig,
   loadConfigFile,
+  loadConfigText,
   type Override,
   scalar,
 } from './config/load.ts';
@@ -23,6 +25,7 @@ const VERSION: string = JSON.parse(readFileSync(new URL('../package.json', impor
 export const USAGE = `Usage:
   manifold [--config FILE] [options]      run the gateway
   manifold validate --config FILE         check a config file, print every problem
+  manifold --endpoints URL,URL [options]  quick mode: no file, one pool, one catch-all route
 
 Options:
   -c, --config FILE      YAML config file (default: $MANIFOLD_CONFIG)
@@ -30,8 +33,19 @@ Options:
       --host ADDR        listen address (overrides listen.host)
   -w, --workers N|auto   worker processes; 0 or 1 = a single process (overrides workers)
       --log-level LEVEL  fatal|error|warn|info|debug|trace|silent (overrides log.level)
+      --log-file PATH    append the logs to PATH instead of stdout (one process only)
   -h, --help             show this help
   -v, --version          print the version
+
+Quick mode (no config file; one process unless --workers is given):
+  -e, --endpoints URLS   comma-separated targets, e.g. http://a/apis,http://b/public-apis,
+                         tried in the order given (failover): the next only after the previous
+                         failed or answered with a status that is not accepted
+  -f, --fanout           send every request to all endpoints at once; the first accepted
+                         answer is returned, the others are aborted
+  -t, --terminal-responses LIST
+                         accepted statuses (default 100,200,300,400): a class (400 = 400-499),
+                         a code (429) or a range (500-503); any other answer means "try the next"
 
 Environment:
   MANIFOLD_CONFIG        config file when --config is not given
@@ -46,6 +60,10 @@ const OPTIONS = {
   host: { type: 'string' },
   workers: { type: 'string', short: 'w' },
   'log-level': { type: 'string' },
+  'log-file': { type: 'string' },
+  endpoints: { type: 'string', short: 'e' },
+  fanout: { type: 'boolean', short: 'f' },
+  'terminal-responses': { type: 'string', short: 't' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean', short: 'v' },
 } as const;
@@ -74,21 +92,80 @@ function fail(message: string, code = 2): never {
   process.exit(code);
 }
 
+/**
+ * Quick mode (issue 4), for users of balancing-reverse-proxy: the config is built in memory. The
+ * base (one process, no admin API) may be overridden by env and flags like a file; the pool and
+ * route come from the flags, so every problem names the flag it came from.
+ */
+const QUICK_BASE = 'workers: 0\nadmin: { enabled: false }\n';
+const QUICK_SOURCE = 'quick mode';
+
+function quickOverrides(values: Record<string, unknown>): Override[] {
+  const endpoints = String(values.endpoints)
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  const fanout = values.fanout === true;
+  const overrides: Override[] = [
+    { path: ['pools', 'endpoints', 'targets'], value: endpoints, source: 'flag --endpoints' },
+    {
+      path: ['routes'],
+      value: [
+        {
+          id: 'quick',
+          match: {},
+          proxy: {
+            pool: 'endpoints',
+            host: 'target',
+            strategy: fanout ? 'fanout' : 'failover',
+            order: 'listed',
+            ...(fanout ? {} : { max_attempts: Math.max(1, Math.min(10, endpoints.length)) }),
+          },
+        },
+      ],
+      source: 'flag --endpoints',
+    },
+  ];
+  const terminal = values['terminal-responses'];
+  if (typeof terminal === 'string') {
+    overrides.push({
+      path: ['routes', 0, 'proxy', 'terminal'],
+      value: terminal.split(',').map((s) => (/^\s*\d+\s*$/.test(s) ? Number(s) : s.trim())),
+      source: 'flag --terminal-responses',
+    });
+  }
+  return overrides;
+}
+
 function load(values: Record<string, unknown>): LoadedConfig {
-  const file = (values.config as string | undefined) ?? process.env.MANIFOLD_CONFIG;
+  const quick = typeof values.endpoints === 'string';
+  if (quick && values.config !== undefined) fail('--endpoints (quick mode) and --config exclude each other');
+  if (!quick && (values.fanout !== undefined || values['terminal-responses'] !== undefined))
+    fail('--fanout and --terminal-responses need --endpoints (quick mode)');
+  const file = quick ? QUICK_SOURCE : ((values.config as string | undefined) ?? process.env.MANIFOLD_CONFIG);
   if (!file) fail(`no config file: pass --config FILE or set MANIFOLD_CONFIG\n\n${USAGE}`);
-  const overrides: Override[] = [];
+  const overrides: Override[] = quick ? quickOverrides(values) : [];
   for (const [flag, path] of Object.entries(FLAG_KEYS)) {
     const v = values[flag];
     if (typeof v === 'string') overrides.push({ path, value: scalar(v), source: `flag --${flag}` });
   }
-  return loadConfigFile(file, { overrides });
+  return quick ? loadConfigText(QUICK_BASE, file, { overrides }) : loadConfigFile(file, { overrides });
 }
 
-async function run(loaded: LoadedConfig): Promise<void> {
+/** `--log-file`: an asynchronous (SonicBoom) destination appending to the file. */
+function logDestination(file: string | undefined): NodeJS.WritableStream | undefined {
+  if (file === undefined) return undefined;
+  const dest = pino.destination({ dest: file, append: true, mkdir: true, sync: false });
+  return dest as unknown as NodeJS.WritableStream;
+}
+
+async function run(loaded: LoadedConfig, logFile: string | undefined): Promise<void> {
   const { config } = loaded;
-  const log = createLogger(config.log.level);
   const workers = config.workers === 'auto' ? availableParallelism() : config.workers;
+  // Worker processes create their own logger on stdout, so a file is for one process only.
+  if (logFile !== undefined && workers > 1)
+    fail('--log-file needs a single process (--workers 0); workers would still log to stdout');
+  const log = createLogger(config.log.level, logDestination(logFile));
   let shutdown: () => Promise<void>;
   if (workers <= 1) {
     const runtime = await startRuntime(config, log);
@@ -167,7 +244,7 @@ export async function main(argv: string[]): Promise<void> {
     return;
   }
   try {
-    await run(loaded);
+    await run(loaded, values['log-file']);
   } catch (err) {
     fail(`could not start: ${(err as Error).message}`, 1);
   }

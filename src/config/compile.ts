@@ -4,6 +4,8 @@
  * matchers compiled and cross-references (route → pool) resolved here, once.
  */
 import { compileMatch, type Matcher } from '../routing/matcher.ts';
+import { compileStrategy } from '../strategy/spec.ts';
+import type { StrategySpec } from '../strategy/types.ts';
 import type { AdminConfig, Config, HealthConfig, PoolConfig, RouteConfig } from './schema.ts';
 import { parseDuration, parseSize } from './units.ts';
 
@@ -63,6 +65,10 @@ export type RouteAction =
       pool: string;
       host: 'preserve' | 'target' | { literal: string };
       stripPrefix: string | null;
+      /** How attempts are spent (issue 4), compiled by strategy/spec.ts. */
+      strategy: StrategySpec;
+      /** Add `x-manifold-target` to the response. */
+      targetHeader: boolean;
     }
   | { kind: 'respond'; status: number; body: Buffer; headers: Record<string, string> };
 
@@ -222,6 +228,8 @@ function compileRoute(
       pool: r.proxy.pool,
       host: host === 'preserve' || host === 'target' ? host : { literal: host },
       stripPrefix: r.proxy.strip_prefix?.replace(/\/+$/, '') || null,
+      strategy: compileStrategy(r.proxy, ['routes', index, 'proxy'], problems),
+      targetHeader: r.proxy.target_header,
     };
   } else {
     const s = r.respond ?? { status: 404, body: '', headers: {} };

@@ -233,6 +233,82 @@ const proxySchema: Schema = {
       type: 'string',
       pattern: '^/',
     },
+    // Issue 4: strategies over several targets (src/strategy/).
+    strategy: {
+      description:
+        'How the route spends attempts. `single`: one attempt; only a connect failure (nothing was sent) is tried again on another target. `failover`: targets one after another, the next only after the previous answered with a status not in `terminal` or failed; never two in flight (for per-call-paid APIs). `fanout`: `width` targets at once, the first accepted answer is streamed, the others aborted; costs `width`× upstream load. `hedge`: one attempt, another to a different target when none is accepted `hedge_after` later, within `hedge_budget`.',
+      type: 'string',
+      enum: ['single', 'failover', 'fanout', 'hedge'],
+      default: 'single',
+    },
+    max_attempts: {
+      description:
+        'Most attempts for one request (failover, hedge, and connect retries of single); each target is tried at most once, so the pool size also bounds it. Every attempt fits inside the route `timeout`.',
+      type: 'integer',
+      minimum: 1,
+      maximum: 10,
+      default: 3,
+    },
+    order: {
+      description:
+        "Which target goes first: `listed` (the pool's targets in config order, primary first) or `selector` (the pool's selector, which spreads first attempts). Default: `listed` for failover, `selector` otherwise.",
+      type: 'string',
+      enum: ['listed', 'selector'],
+    },
+    width: {
+      description: 'Fanout only: targets sent to at once (default: every target of the pool, at most 32).',
+      type: 'integer',
+      minimum: 1,
+      maximum: 32,
+    },
+    hedge_after: {
+      description:
+        "Hedge only: when the next attempt is sent if none was accepted yet: a duration (`50ms`) or a percentile of the route's recent attempt latency (`p95`, per worker, over the last 512 attempts). A percentile hedges nothing until 20 attempts have been seen.",
+      anyOf: [
+        { type: 'string', pattern: DURATION_PATTERN },
+        { type: 'integer', minimum: 0 },
+        { type: 'string', pattern: '^p\\d{1,2}(\\.\\d+)?$' },
+      ],
+      errorMessage: 'must be a duration such as 50ms or a percentile such as p95',
+      default: 'p95',
+    },
+    hedge_budget: {
+      description:
+        'Hedge only: hedges allowed per request over `hedge_budget_window` (0.1 = at most 10% extra attempts, plus one per window). Keeps a slow target from doubling the load; 0 = no hedges.',
+      type: 'number',
+      minimum: 0,
+      maximum: 1,
+      default: 0.1,
+    },
+    hedge_budget_window: duration('Hedge only: the sliding window `hedge_budget` is counted over.', '10s'),
+    terminal: {
+      description:
+        'Statuses accepted as the answer; any other (and connect errors, per-try timeouts) means "try another target" while the strategy may, else it is relayed. A multiple of 100 is its class (`400` = 400-499), other codes are exact (`429`), `500-503` is a range, `4xx` a class. Default: every status below 500.',
+      type: 'array',
+      items: {
+        anyOf: [
+          { type: 'integer', minimum: 100, maximum: 599 },
+          { type: 'string', pattern: '^([1-5][0-9][0-9](-[1-5][0-9][0-9])?|[1-5]xx)$' },
+        ],
+        errorMessage: 'must be a status (429), a class (400 or 4xx) or a range (500-503)',
+      },
+      default: [100, 200, 300, 400],
+    },
+    max_replay_bytes: size(
+      'Largest request body buffered so that it can be sent again (failover, fanout, hedge). A larger body, or a chunked one that grows past it, streams to one target with a single attempt.',
+      '1MiB',
+    ),
+    retry_non_idempotent: {
+      description:
+        'Also retry and hedge POST, PATCH and other non-idempotent requests after the target saw them (risk: the target may act twice). Without it they are retried only after connect failures. Fanout always sends to several targets: choosing it is the consent.',
+      type: 'boolean',
+      default: false,
+    },
+    target_header: {
+      description: 'Add `x-manifold-target: <target id>` to the response, naming the target that served it.',
+      type: 'boolean',
+      default: true,
+    },
   },
 };
 
@@ -432,6 +508,17 @@ export interface ProxyConfig {
   pool: string;
   host: string;
   strip_prefix?: string;
+  strategy: 'single' | 'failover' | 'fanout' | 'hedge';
+  max_attempts: number;
+  order?: 'listed' | 'selector';
+  width?: number;
+  hedge_after: Duration;
+  hedge_budget: number;
+  hedge_budget_window: Duration;
+  terminal: Array<number | string>;
+  max_replay_bytes: Size;
+  retry_non_idempotent: boolean;
+  target_header: boolean;
 }
 
 export interface RespondConfig {

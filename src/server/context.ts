@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { CompiledRoute } from '../config/compile.ts';
+import type { AttemptRecord } from '../strategy/types.ts';
 
 const VALID_REQUEST_ID = /^[\w\-.:@+=/]{1,128}$/;
 
@@ -18,6 +19,8 @@ export class RequestContext {
   status = 0;
   bytesOut = 0;
   errorCode: string | null = null;
+  /** Every attempt of a proxied request, in launch order (the access log lists them). */
+  attempts: AttemptRecord[] | null = null;
 
   constructor(req: IncomingMessage, now: number) {
     const incoming = req.headers['x-request-id'];

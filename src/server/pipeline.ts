@@ -21,7 +21,9 @@ import { downstreamResponseHeaders, joinPath, outboundRequestHeaders } from '../
 import { tunnelUpgrade } from '../proxy/upgrade.ts';
 import { findRoute } from '../routing/route-table.ts';
 import type { MatchInput } from '../routing/matcher.ts';
-import { runSingle } from '../strategy/single.ts';
+import { isIdempotent, runStrategy } from '../strategy/index.ts';
+import { prepareBody } from '../strategy/replay.ts';
+import type { AttemptRecord } from '../strategy/types.ts';
 import { RequestContext } from './context.ts';
 import { sendError, sendErrorOnSocket } from './respond.ts';
 import type { Snapshot } from './snapshot.ts';
@@ -224,9 +226,35 @@ export class Pipeline {
       };
       return this.#forward(target, attempt, s);
     };
+    // Issue 4: the route's strategy spends attempts; a body is buffered only when it may be replayed.
+    const attempts: AttemptRecord[] = [];
+    ctx.attempts = attempts;
     let result: AttemptResult;
     try {
-      result = await runSingle(pool, request, forward, signal);
+      let replayable = true;
+      if (body !== null) {
+        const declared = req.headers['content-length'];
+        const prepared = await prepareBody(
+          body,
+          declared === undefined ? undefined : Number(declared),
+          action.strategy,
+          signal,
+        );
+        request.body = prepared.body;
+        replayable = prepared.replayable;
+      }
+      result = await runStrategy({
+        routeId: route.id,
+        pool,
+        pickContext: req,
+        spec: action.strategy,
+        request,
+        forward,
+        signal,
+        replayable,
+        idempotent: isIdempotent(request.method),
+        attempts,
+      });
     } catch (err) {
       clearTimeout(timer);
       throw err;
@@ -236,7 +264,9 @@ export class Pipeline {
       return;
     }
     ctx.status = result.status;
+    ctx.target = result.target.id;
     const headers = downstreamResponseHeaders(result.rawHeaders, ctx.id);
+    if (action.targetHeader) headers.push('x-manifold-target', result.target.id);
     if (this.#draining) headers.push('connection', 'close');
     res.writeHead(result.status, headers);
     const sink = new ResponseSink(res, ctx);
@@ -276,6 +306,8 @@ export class Pipeline {
           bytes: ctx.bytesOut,
           duration_ms: Math.round((performance.now() - ctx.startedAt) * 1000) / 1000,
           ...(ctx.errorCode ? { error: ctx.errorCode } : {}),
+          // A single attempt is already described by target, status and error.
+          ...(ctx.attempts !== null && ctx.attempts.length > 1 ? { attempts: ctx.attempts } : {}),
         },
         'request',
       );

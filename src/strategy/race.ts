@@ -1,0 +1,273 @@
+/**
+ * The bookkeeping every strategy shares, so each policy is a short loop (STYLE.md §3):
+ * launching attempts, receiving their outcomes in order, aborting losers, keeping the last
+ * answer that was not accepted, and building the final error with every attempt listed.
+ *
+ * Losers. With `parallel`, each attempt gets its own AbortController (one listener on the
+ * route's deadline aborts them all): aborting a pending attempt makes `forward` destroy its
+ * connection, an answered loser is dropped with `AttemptResult.abort()`. Sequential strategies
+ * pass the route's signal through and never have two attempts to choose between.
+ *
+ * The fallback answer (issue #4 point 3): a response that was not accepted is held, paused
+ * after its first chunk, until a newer answer replaces it (then it is aborted) or nothing
+ * better comes: then it is relayed as is, so a client whose targets all said 503 gets the last
+ * 503 with its headers and body rather than a gateway-made 502. Holding it keeps one
+ * connection busy while the next attempt runs; that is the price of relaying a real answer.
+ */
+import { performance } from 'node:perf_hooks';
+import { GatewayError, isGatewayError } from '../errors.ts';
+import { AttemptError, type AttemptResult } from '../proxy/forward.ts';
+import type { Target } from '../upstream/target.ts';
+import { countersFor, type StrategyCounters } from './stats.ts';
+import type { AttemptRecord, StrategyRun } from './types.ts';
+
+/** Why a losing attempt was aborted; never sent to a client. */
+function lost(): GatewayError {
+  return new GatewayError('ATTEMPT_CANCELLED', 'another attempt answered first');
+}
+
+export interface Attempt {
+  readonly target: Target;
+  readonly record: AttemptRecord;
+  readonly startedAt: number;
+  readonly hedge: boolean;
+  readonly controller: AbortController | null;
+  result: AttemptResult | null;
+  settled: boolean;
+  /** Its answer was aborted (superseded fallback, loser). */
+  dropped: boolean;
+}
+
+export type Outcome =
+  | { kind: 'answer'; attempt: Attempt; result: AttemptResult; accepted: boolean }
+  | { kind: 'error'; attempt: Attempt; error: GatewayError };
+
+const round = (ms: number) => Math.round(ms * 1000) / 1000;
+
+export class Race {
+  readonly run: StrategyRun;
+  readonly counters: StrategyCounters;
+  readonly tried = new Set<Target>();
+  readonly #parallel: boolean;
+  readonly #attempts: Attempt[] = [];
+  readonly #queue: Outcome[] = [];
+  #wake: (() => void) | null = null;
+  #inflight = 0;
+  #fallback: Attempt | null = null;
+  #lastError: GatewayError | null = null;
+  #done = false;
+  #lastLaunchAt = 0;
+  #onAbort: (() => void) | null = null;
+  /** Called with each attempt's duration when it answers or is cancelled (hedge latency). */
+  onLatency: ((ms: number) => void) | null = null;
+
+  constructor(run: StrategyRun, parallel: boolean) {
+    this.run = run;
+    this.counters = countersFor(run.routeId);
+    this.#parallel = parallel;
+    if (parallel) {
+      this.#onAbort = () => {
+        for (const a of this.#attempts) if (!a.settled) a.controller!.abort(run.signal.reason);
+        if (this.#fallback !== null) this.#drop(this.#fallback, run.signal.reason as Error);
+      };
+      run.signal.addEventListener('abort', this.#onAbort, { once: true });
+    }
+  }
+
+  /** Attempts launched so far. */
+  get count(): number {
+    return this.#attempts.length;
+  }
+
+  get inflight(): number {
+    return this.#inflight;
+  }
+
+  /** Attempts still running or outcomes not yet read with `next()`. */
+  get busy(): boolean {
+    return this.#inflight > 0 || this.#queue.length > 0;
+  }
+
+  get lastLaunchAt(): number {
+    return this.#lastLaunchAt;
+  }
+
+  /** The next target in the route's order that was not tried yet and is available. */
+  pickNext(): Target | undefined {
+    const { pool, spec } = this.run;
+    if (spec.order === 'selector') return pool.pick(this.tried, this.run.pickContext);
+    for (const t of pool.targets) if (!this.tried.has(t) && t.available()) return t;
+    return undefined;
+  }
+
+  launch(target: Target, hedge = false): void {
+    const now = performance.now();
+    const controller = this.#parallel ? new AbortController() : null;
+    const record: AttemptRecord = { target: target.id, duration_ms: 0, outcome: 'pending' };
+    if (hedge) record.hedge = true;
+    const attempt: Attempt = {
+      target,
+      record,
+      startedAt: now,
+      hedge,
+      controller,
+      result: null,
+      settled: false,
+      dropped: false,
+    };
+    this.tried.add(target);
+    this.#attempts.push(attempt);
+    this.run.attempts.push(record);
+    this.#inflight++;
+    this.#lastLaunchAt = now;
+    this.counters.attempts++;
+    if (this.#attempts.length > 1 && !hedge) this.counters.retries++;
+    const signal = controller?.signal ?? this.run.signal;
+    this.run.forward(target, this.run.request, signal).then(
+      (result) => this.#settle(attempt, result, null),
+      (err) => this.#settle(attempt, null, err),
+    );
+  }
+
+  #settle(attempt: Attempt, result: AttemptResult | null, err: unknown): void {
+    attempt.settled = true;
+    this.#inflight--;
+    const record = attempt.record;
+    const duration = performance.now() - attempt.startedAt;
+    record.duration_ms = round(duration);
+    if (result !== null) {
+      attempt.result = result;
+      record.status = result.status;
+      this.onLatency?.(duration);
+      const accepted = this.run.spec.verdicts.accepts(result.status);
+      record.outcome = accepted ? 'pending' : 'rejected';
+      // Answered after the race was decided: a loser that was a moment too slow to cancel.
+      if (this.#done) this.#drop(attempt, lost());
+      else this.#push({ kind: 'answer', attempt, result, accepted });
+      return;
+    }
+    const error = isGatewayError(err) ? err : new GatewayError('INTERNAL', undefined, { cause: err });
+    record.error = error.code;
+    if (error.code === 'ATTEMPT_CANCELLED') {
+      record.outcome = 'cancelled';
+      this.counters.cancelled++;
+      this.onLatency?.(duration);
+    } else {
+      record.outcome = 'failed';
+      record.message = error.message;
+    }
+    if (this.#done) return;
+    this.#lastError = error;
+    this.#push({ kind: 'error', attempt, error });
+  }
+
+  #push(o: Outcome): void {
+    this.#queue.push(o);
+    const wake = this.#wake;
+    this.#wake = null;
+    wake?.();
+  }
+
+  /**
+   * The next outcome, in the order they happened; `null` when `timeoutMs` passes first (the
+   * hedge timer). A non-accepted answer becomes the fallback, replacing (and aborting) the older.
+   */
+  async next(timeoutMs?: number): Promise<Outcome | null> {
+    if (this.#queue.length === 0) {
+      if (timeoutMs !== undefined && timeoutMs <= 0) return null;
+      let timer: NodeJS.Timeout | undefined;
+      await new Promise<void>((resolve) => {
+        this.#wake = resolve;
+        if (timeoutMs !== undefined) timer = setTimeout(resolve, timeoutMs);
+      });
+      clearTimeout(timer);
+      this.#wake = null;
+      if (this.#queue.length === 0) return null;
+    }
+    const o = this.#queue.shift()!;
+    if (o.kind === 'answer' && !o.accepted) {
+      if (this.#fallback !== null) this.#drop(this.#fallback, lost());
+      this.#fallback = o.attempt;
+    }
+    return o;
+  }
+
+  /**
+   * Whether the failure in `o` allows another attempt (STYLE.md §7): never after the deadline or
+   * with a body that cannot be sent again; after a connect failure always (nothing was sent);
+   * after the target saw the request only for idempotent methods or with the route's consent.
+   */
+  mayRetry(o: Outcome, consent: boolean): boolean {
+    if (this.run.signal.aborted || !this.run.replayable) return false;
+    if (o.kind === 'error') {
+      if (o.error.code === 'ATTEMPT_CANCELLED') return false;
+      if (o.error instanceof AttemptError && o.error.phase === 'connect') return true;
+    }
+    return this.run.idempotent || consent;
+  }
+
+  /** Ends the race with `o` as the answer to stream: every other attempt is aborted at once. */
+  win(o: Extract<Outcome, { kind: 'answer' }>): AttemptResult {
+    return this.#win(o.attempt, o.accepted);
+  }
+
+  #win(winner: Attempt, accepted: boolean): AttemptResult {
+    this.#end();
+    winner.record.outcome = accepted ? 'accepted' : 'relayed';
+    this.#fallback = null;
+    for (const a of this.#attempts) {
+      if (a === winner) continue;
+      if (!a.settled) a.controller?.abort(lost());
+      else this.#drop(a, lost());
+    }
+    return winner.result!;
+  }
+
+  /** Aborts an answered attempt's response (once); an accepted one becomes `cancelled`. */
+  #drop(a: Attempt, reason: Error): void {
+    if (a.result === null || a.dropped) return;
+    a.dropped = true;
+    if (a.record.outcome === 'pending') {
+      a.record.outcome = 'cancelled';
+      this.counters.cancelled++;
+    }
+    a.result.abort(reason);
+  }
+
+  /**
+   * Ends the race with nothing accepted: the last answer is relayed if there is one; otherwise
+   * a 502/504 (the code of the deadline or of the last failure) listing every attempt.
+   */
+  finish(): AttemptResult {
+    const signal = this.run.signal;
+    if (this.#fallback !== null && !signal.aborted) return this.#win(this.#fallback, false);
+    this.#end();
+    for (const a of this.#attempts) {
+      if (!a.settled) a.controller?.abort(signal.reason ?? lost());
+      else this.#drop(a, (signal.reason as Error | undefined) ?? lost());
+    }
+    const details = { attempts: this.run.attempts };
+    const reason = signal.aborted ? signal.reason : null;
+    if (isGatewayError(reason)) {
+      if (reason.code === 'CLIENT_CLOSED') throw reason;
+      throw new GatewayError(reason.code, reason.message, { details });
+    }
+    const last = this.#lastError;
+    if (last === null)
+      throw new GatewayError(
+        'NO_TARGET_AVAILABLE',
+        `no target is available in pool "${this.run.pool.name}"`,
+        { details },
+      );
+    const n = this.#attempts.length;
+    throw new GatewayError(last.code, n > 1 ? `${n} attempts failed; last: ${last.message}` : last.message, {
+      cause: last,
+      details,
+    });
+  }
+
+  #end(): void {
+    this.#done = true;
+    if (this.#onAbort !== null) this.run.signal.removeEventListener('abort', this.#onAbort);
+  }
+}

@@ -1,0 +1,48 @@
+/**
+ * A route's `proxy` block → StrategySpec, once at config time (STYLE.md §5): the terminal list
+ * becomes a verdict table, durations and sizes numbers, the hedge delay a fixed delay or a
+ * percentile. Problems are reported with their key path like every other config problem.
+ */
+import type { ProxyConfig } from '../config/schema.ts';
+import { parseDuration, parseSize } from '../config/units.ts';
+import { Verdicts } from './acceptance.ts';
+import type { HedgeDelay, StrategySpec } from './types.ts';
+
+type Problem = { path: Array<string | number>; message: string };
+
+export const PERCENTILE_PATTERN = '^p(\\d{1,2}(\\.\\d+)?)$';
+const PERCENTILE = new RegExp(PERCENTILE_PATTERN);
+
+function hedgeDelay(value: string | number): HedgeDelay {
+  const m = typeof value === 'string' ? PERCENTILE.exec(value) : null;
+  return m ? { kind: 'percentile', q: Number(m[1]) } : { kind: 'fixed', ms: parseDuration(value) };
+}
+
+export function compileStrategy(
+  p: ProxyConfig,
+  path: Array<string | number>,
+  problems: Problem[],
+): StrategySpec {
+  const verdicts = Verdicts.compile(p.terminal, (i, message) =>
+    problems.push({ path: [...path, 'terminal', i], message }),
+  );
+  if (p.width !== undefined && p.strategy !== 'fanout') {
+    problems.push({ path: [...path, 'width'], message: 'only applies to strategy: fanout' });
+  }
+  const hedgeAfter = hedgeDelay(p.hedge_after);
+  if (hedgeAfter.kind === 'percentile' && !(hedgeAfter.q > 0 && hedgeAfter.q < 100)) {
+    problems.push({ path: [...path, 'hedge_after'], message: 'percentile must be between p0 and p100' });
+  }
+  return Object.freeze({
+    name: p.strategy,
+    maxAttempts: p.max_attempts,
+    width: p.width ?? 0,
+    order: p.order ?? (p.strategy === 'failover' ? 'listed' : 'selector'),
+    hedgeAfter,
+    hedgeBudget: p.hedge_budget,
+    hedgeBudgetWindowMs: parseDuration(p.hedge_budget_window),
+    verdicts,
+    maxReplayBytes: parseSize(p.max_replay_bytes),
+    retryNonIdempotent: p.retry_non_idempotent,
+  });
+}

@@ -1,0 +1,39 @@
+/**
+ * Strategy counters, per route id, kept in this one place (issue #4 point 5) until the metrics
+ * issue turns them into Prometheus counters. Route ids come from the config only, so the map
+ * is bounded by it (STYLE.md §10). Counts are per process: in cluster mode each worker has its own.
+ */
+
+export interface StrategyCounters {
+  /** Attempts sent (every strategy). */
+  attempts: number;
+  /** Attempts sent after an earlier one failed or was not accepted. */
+  retries: number;
+  /** Attempts a hedge timer launched. */
+  hedgesFired: number;
+  /** Hedges whose answer was the one streamed downstream. */
+  hedgesWon: number;
+  /** Hedge timers that fired but found the budget spent. */
+  hedgesDenied: number;
+  /** Attempts aborted because another one won (fanout and hedge losers). */
+  cancelled: number;
+}
+
+const byRoute = new Map<string, StrategyCounters>();
+
+/** The live counters of one route (created on first use). */
+export function countersFor(routeId: string): StrategyCounters {
+  let c = byRoute.get(routeId);
+  if (c === undefined) {
+    c = { attempts: 0, retries: 0, hedgesFired: 0, hedgesWon: 0, hedgesDenied: 0, cancelled: 0 };
+    byRoute.set(routeId, c);
+  }
+  return c;
+}
+
+/** A copy of every route's counters. */
+export function strategyStats(): Record<string, StrategyCounters> {
+  const out: Record<string, StrategyCounters> = {};
+  for (const [id, c] of byRoute) out[id] = { ...c };
+  return out;
+}

@@ -1,0 +1,94 @@
+/** Issue #4 point 1: the `terminal` list compiled into a verdict table. */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { loadConfigText } from '../../src/config/load.ts';
+import { DEFAULT_TERMINAL, parseTerminalEntry, Verdicts } from '../../src/strategy/acceptance.ts';
+
+const accepted = (v: Verdicts) => {
+  const out: number[] = [];
+  for (let s = 0; s < 1000; s++) if (v.accepts(s)) out.push(s);
+  return out;
+};
+
+test('the default accepts every status below 500 and nothing else', () => {
+  const v = Verdicts.compile(DEFAULT_TERMINAL);
+  assert.equal(v.accepts(100), true);
+  assert.equal(v.accepts(200), true);
+  assert.equal(v.accepts(304), true);
+  assert.equal(v.accepts(404), true);
+  assert.equal(v.accepts(499), true);
+  assert.equal(v.accepts(500), false);
+  assert.equal(v.accepts(503), false);
+  assert.equal(v.accepts(599), false);
+  assert.equal(v.accepts(600), false);
+  assert.equal(v.accepts(99), false);
+  assert.equal(accepted(v).length, 400);
+});
+
+test('a multiple of 100 is its class; other codes are exact; ranges and Nxx', () => {
+  assert.deepEqual(parseTerminalEntry(200), [200, 299]);
+  assert.deepEqual(parseTerminalEntry(429), [429, 429]);
+  assert.deepEqual(parseTerminalEntry('429'), [429, 429]);
+  assert.deepEqual(parseTerminalEntry('400'), [400, 499]);
+  assert.deepEqual(parseTerminalEntry('500-503'), [500, 503]);
+  assert.deepEqual(parseTerminalEntry('200-200'), [200, 200]);
+  assert.deepEqual(parseTerminalEntry('3xx'), [300, 399]);
+  const v = Verdicts.compile([200, 404, '500-502']);
+  assert.deepEqual(
+    accepted(v),
+    [...Array.from({ length: 100 }, (_, i) => 200 + i), 404, 500, 501, 502],
+  );
+});
+
+test('invalid entries are reported with their index', () => {
+  const problems: Array<[number, string]> = [];
+  Verdicts.compile([200, 99, '503-500', 'abc', 600], (i, m) => problems.push([i, m]));
+  assert.deepEqual(
+    problems.map(([i]) => i),
+    [1, 2, 3, 4],
+  );
+  assert.match(problems[1][1], /ends before it starts/);
+});
+
+test('config: terminal problems name the key path; the table is built at load time', () => {
+  const yaml = (terminal: string) => `
+pools: { p: { targets: [http://127.0.0.1:1] } }
+routes:
+  - match: {}
+    proxy: { pool: p, strategy: failover, terminal: ${terminal} }
+`;
+  const ok = loadConfigText(yaml('[100, 200, 300]'), 't.yaml');
+  const action = ok.compiled.routes[0].action;
+  assert.equal(action.kind, 'proxy');
+  if (action.kind !== 'proxy') return;
+  assert.equal(action.strategy.verdicts.accepts(404), false);
+  assert.equal(action.strategy.verdicts.accepts(302), true);
+  assert.equal(action.strategy.order, 'listed');
+  assert.equal(action.targetHeader, true);
+  assert.throws(
+    () => loadConfigText(yaml('[200, "503-500"]'), 't.yaml'),
+    (err: Error) => /routes\[0\]\.proxy\.terminal\[1\]: range "503-500" ends before it starts/.test(err.message),
+  );
+  assert.throws(
+    () => loadConfigText(yaml('[700]'), 't.yaml'),
+    (err: Error) => /routes\[0\]\.proxy\.terminal\[0\]/.test(err.message),
+  );
+});
+
+test('config: width only on fanout, hedge_after takes durations and percentiles', () => {
+  const route = (proxy: string) => `
+pools: { p: { targets: [http://127.0.0.1:1] } }
+routes: [{ match: {}, proxy: { pool: p, ${proxy} } }]
+`;
+  assert.throws(
+    () => loadConfigText(route('strategy: failover, width: 2'), 't.yaml'),
+    /proxy\.width: only applies to strategy: fanout/,
+  );
+  const p95 = loadConfigText(route('strategy: hedge'), 't.yaml').compiled.routes[0].action;
+  const fixed = loadConfigText(route('strategy: hedge, hedge_after: 50ms'), 't.yaml').compiled.routes[0].action;
+  assert.ok(p95.kind === 'proxy' && fixed.kind === 'proxy');
+  assert.deepEqual(p95.strategy.hedgeAfter, { kind: 'percentile', q: 95 });
+  assert.deepEqual(fixed.strategy.hedgeAfter, { kind: 'fixed', ms: 50 });
+  assert.equal(fixed.strategy.maxReplayBytes, 1024 * 1024);
+  assert.throws(() => loadConfigText(route('strategy: hedge, hedge_after: fast'), 't.yaml'), /hedge_after/);
+});
