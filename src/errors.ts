@@ -26,6 +26,7 @@ export const ERRORS = Object.freeze({
   NOT_FOUND: { status: 404, message: 'not found' },
   INVALID_BODY: { status: 400, message: 'invalid request body' },
   CONFLICT: { status: 409, message: 'conflict' },
+  CONFIG_INVALID: { status: 422, message: 'the configuration is invalid; the old one keeps serving' },
 } as const);
 
 export type ErrorCode = keyof typeof ERRORS;

@@ -6,6 +6,8 @@ import { readFileSync } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
+import { startAdmin } from './admin/app.ts';
+import { type DataPlane, localPlane, Manager } from './cluster/manager.ts';
 import { startPrimary } from './cluster/primary.ts';
 import { startRuntime } from './cluster/runtime.ts';
 import { pino } from 'pino';
@@ -159,23 +161,38 @@ function logDestination(file: string | undefined): NodeJS.WritableStream | undef
   return dest as unknown as NodeJS.WritableStream;
 }
 
-async function run(loaded: LoadedConfig, logFile: string | undefined): Promise<void> {
-  const { config } = loaded;
-  const workers = config.workers === 'auto' ? availableParallelism() : config.workers;
+async function run(loaded: LoadedConfig, logFile: string | undefined, reread: () => LoadedConfig): Promise<void> {
+  const workers = loaded.config.workers === 'auto' ? availableParallelism() : loaded.config.workers;
   // Worker processes create their own logger on stdout, so a file is for one process only.
   if (logFile !== undefined && workers > 1)
     fail('--log-file needs a single process (--workers 0); workers would still log to stdout');
-  const log = createLogger(config.log.level, logDestination(logFile));
+  const log = createLogger(loaded.config.log.level, logDestination(logFile));
+  // Every worker binds its own socket, so "any free port" must be chosen once, here.
+  const port = workers > 1 && loaded.config.listen.port === 0 ? await freePort(loaded.config.listen.host) : null;
+  if (port !== null) loaded.config.listen.port = port;
+  // The control plane (issue 3): config file + admin changes, health checks, admin API.
+  const manager = new Manager({
+    loaded,
+    log,
+    reload: () => {
+      const next = reread();
+      if (port !== null && next.config.listen.port === 0) next.config.listen.port = port;
+      return next;
+    },
+  });
+  await manager.restore();
+  const config = manager.config;
   let shutdown: () => Promise<void>;
+  let plane: DataPlane;
   if (workers <= 1) {
     const runtime = await startRuntime(config, log);
     log.info({ port: runtime.port, workers: 0, config: loaded.file }, 'manifold listening');
     shutdown = () => runtime.close();
+    plane = localPlane(runtime);
   } else {
-    // Every worker binds its own socket, so "any free port" must be chosen once, here.
-    if (config.listen.port === 0) config.listen.port = await freePort(config.listen.host);
     const primary = startPrimary(config, workers, log);
     shutdown = () => primary.shutdown();
+    plane = primary;
     try {
       const port = await primary.ready;
       log.info({ port, workers, config: loaded.file }, 'manifold listening');
@@ -185,6 +202,27 @@ async function run(loaded: LoadedConfig, logFile: string | undefined): Promise<v
       fail(`could not start: ${(err as Error).message}`, 1);
     }
   }
+  await manager.start(plane);
+  // The admin API is the way to change pools, not the data plane: when its port is taken the
+  // gateway keeps serving and says so loudly, rather than refusing traffic.
+  const admin = config.admin.enabled
+    ? await startAdmin(manager, log).catch((err: Error) => {
+        log.error(
+          { err: err.message, host: config.admin.host, port: config.admin.port },
+          'admin API could not start; serving without it',
+        );
+        return null;
+      })
+    : null;
+  const stopData = shutdown;
+  // LIFO: the admin API and health checks stop before the data plane drains.
+  shutdown = async () => {
+    await admin?.close();
+    await manager.close();
+    await stopData();
+  };
+  // SIGHUP re-reads the config file; a refusal is logged by the manager and changes nothing.
+  process.on('SIGHUP', () => void manager.reload().catch(() => {}));
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
@@ -244,7 +282,7 @@ export async function main(argv: string[]): Promise<void> {
     return;
   }
   try {
-    await run(loaded, values['log-file']);
+    await run(loaded, values['log-file'], () => load(values));
   } catch (err) {
     fail(`could not start: ${(err as Error).message}`, 1);
   }

@@ -1,9 +1,18 @@
 /** The typed IPC between the primary and its workers. */
 import type { Config } from '../config/schema.ts';
+import type { DownTargets } from '../upstream/registry.ts';
+import type { WorkerStats } from '../upstream/stats.ts';
 
 export type PrimaryMessage =
-  /** The validated config to serve (sent at start and on every change). */
-  | { type: 'config'; config: Config }
+  /**
+   * The validated config to serve: the file's plus admin API changes. Sent at start, to each
+   * new worker, and on every change; `version` grows by one per change.
+   */
+  | { type: 'config'; config: Config; version: number }
+  /** The targets active health checks found down; sent to new workers and on change only. */
+  | { type: 'health'; down: DownTargets }
+  /** Asks for the worker's counters; answered by a `stats` message with the same id. */
+  | { type: 'stats'; id: number }
   /** Drain and exit 0 within the grace period. */
   | { type: 'shutdown' };
 
@@ -11,4 +20,7 @@ export type WorkerMessage =
   /** The worker's listener is bound and serving. */
   | { type: 'ready'; port: number }
   /** The worker could not start (bad listen address…); the primary stops. */
-  | { type: 'fatal'; message: string };
+  | { type: 'fatal'; message: string }
+  /** The worker serves config `version` now (or could not build it: `error`). */
+  | { type: 'applied'; version: number; error?: string }
+  | { type: 'stats'; id: number; stats: WorkerStats };

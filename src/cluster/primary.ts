@@ -1,30 +1,45 @@
 /**
- * The primary (manager): forks one worker per core, hands each the validated config,
- * replaces workers that die, and coordinates graceful shutdown.
+ * The primary (manager) side of `node:cluster`: forks one worker per core, hands each the
+ * served config and the health verdicts, replaces workers that die (re-sending both, so a
+ * restarted worker loses no admin change), collects stats, and coordinates graceful shutdown.
+ * What to serve is decided by the Manager (manager.ts); this file only moves it.
  */
 import cluster, { type Worker } from 'node:cluster';
 import { fileURLToPath } from 'node:url';
 import type { Config } from '../config/schema.ts';
 import { parseDuration } from '../config/units.ts';
 import type { Logger } from '../observability/logger.ts';
+import type { DownTargets } from '../upstream/registry.ts';
+import type { WorkerStats } from '../upstream/stats.ts';
+import type { DataPlane } from './manager.ts';
 import type { PrimaryMessage, WorkerMessage } from './messages.ts';
 
-export interface Primary {
+export interface Primary extends DataPlane {
   /** Resolves when every worker has reported ready. */
   ready: Promise<number>;
-  apply(config: Config): void;
   shutdown(): Promise<void>;
 }
 
 /** A worker dying this soon after start counts as a crash loop and delays the next fork. */
 const EARLY_DEATH_MS = 2000;
 const MAX_RESTART_DELAY_MS = 10_000;
+/** Longest wait for every worker to confirm a config (the issue's bound is one second). */
+const APPLY_WAIT_MS = 1000;
+/** Longest wait for a stats answer; a stuck worker's counters are left out. */
+const STATS_WAIT_MS = 1000;
 
 export function startPrimary(initial: Config, workers: number, log: Logger): Primary {
   let config = initial;
+  let version = 0;
+  let down: DownTargets = {};
   let stopping = false;
   let restartDelay = 0;
   const started = new Map<Worker, number>();
+  /** Config version each serving worker confirmed. */
+  const applied = new Map<Worker, number>();
+  let appliedWaiters: Array<{ version: number; resolve: () => void }> = [];
+  let statsId = 0;
+  const statsWaiters = new Map<number, { pending: Set<Worker>; reports: WorkerStats[]; done: () => void }>();
   cluster.setupPrimary({
     exec: fileURLToPath(new URL('./worker.ts', import.meta.url)),
     args: [],
@@ -42,15 +57,43 @@ export function startPrimary(initial: Config, workers: number, log: Logger): Pri
   const send = (w: Worker, m: PrimaryMessage) => {
     if (w.isConnected()) w.send(m);
   };
+  const live = () =>
+    Object.values(cluster.workers ?? {}).filter((w): w is Worker => w?.isConnected() === true);
+
+  const settleApplied = () => {
+    const serving = live().filter((w) => applied.has(w));
+    appliedWaiters = appliedWaiters.filter((waiter) => {
+      if (serving.some((w) => (applied.get(w) ?? 0) < waiter.version)) return true;
+      waiter.resolve();
+      return false;
+    });
+  };
+
+  /** A worker that died answers no stats request. */
+  const settleStats = (w: Worker) => {
+    for (const s of statsWaiters.values()) if (s.pending.delete(w) && s.pending.size === 0) s.done();
+  };
 
   const fork = () => {
     const w = cluster.fork();
     started.set(w, Date.now());
-    w.on('online', () => send(w, { type: 'config', config }));
+    w.on('online', () => {
+      send(w, { type: 'config', config, version });
+      send(w, { type: 'health', down });
+    });
     w.on('message', (m: WorkerMessage) => {
       if (m.type === 'ready') {
         restartDelay = 0;
         if (++readyCount === workers) resolveReady(m.port);
+      } else if (m.type === 'applied') {
+        applied.set(w, Math.max(applied.get(w) ?? 0, m.version));
+        settleApplied();
+      } else if (m.type === 'stats') {
+        const s = statsWaiters.get(m.id);
+        if (s?.pending.delete(w)) {
+          s.reports.push(m.stats);
+          if (s.pending.size === 0) s.done();
+        }
       } else if (m.type === 'fatal') {
         log.fatal({ worker: w.id, message: m.message }, 'worker could not start');
         rejectReady(new Error(m.message));
@@ -62,6 +105,9 @@ export function startPrimary(initial: Config, workers: number, log: Logger): Pri
   cluster.on('exit', (w, code, signal) => {
     const lived = Date.now() - (started.get(w) ?? 0);
     started.delete(w);
+    applied.delete(w);
+    settleApplied();
+    settleStats(w);
     if (stopping) return;
     restartDelay =
       lived < EARLY_DEATH_MS ? Math.min(MAX_RESTART_DELAY_MS, Math.max(250, restartDelay * 2)) : 0;
@@ -76,9 +122,44 @@ export function startPrimary(initial: Config, workers: number, log: Logger): Pri
 
   return {
     ready,
-    apply(next: Config) {
+    apply(next: Config, v: number) {
       config = next;
-      for (const w of Object.values(cluster.workers ?? {})) if (w) send(w, { type: 'config', config });
+      version = v;
+      for (const w of live()) send(w, { type: 'config', config, version });
+      return new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          log.warn({ version: v }, 'not every worker confirmed the new config within 1 s');
+          resolve();
+        }, APPLY_WAIT_MS);
+        appliedWaiters.push({
+          version: v,
+          resolve: () => {
+            clearTimeout(timer);
+            resolve();
+          },
+        });
+        settleApplied();
+      });
+    },
+    health(next: DownTargets) {
+      down = next;
+      for (const w of live()) send(w, { type: 'health', down });
+    },
+    stats() {
+      const id = ++statsId;
+      const pending = new Set(live().filter((w) => applied.has(w)));
+      const reports: WorkerStats[] = [];
+      if (pending.size === 0) return Promise.resolve(reports);
+      return new Promise<WorkerStats[]>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          statsWaiters.delete(id);
+          resolve(reports);
+        };
+        const timer = setTimeout(done, STATS_WAIT_MS);
+        statsWaiters.set(id, { pending, reports, done });
+        for (const w of pending) send(w, { type: 'stats', id });
+      });
     },
     async shutdown() {
       stopping = true;

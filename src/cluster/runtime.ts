@@ -12,15 +12,25 @@ import type { Logger } from '../observability/logger.ts';
 import { createListener } from '../server/listener.ts';
 import { Pipeline } from '../server/pipeline.ts';
 import { buildSnapshot } from '../server/snapshot.ts';
-import { Registry } from '../upstream/registry.ts';
+import { forward as baseForward } from '../proxy/forward.ts';
+import { recordOutcomes } from '../upstream/outcomes.ts';
+import { type DownTargets, Registry } from '../upstream/registry.ts';
+import type { WorkerStats } from '../upstream/stats.ts';
 
 export interface Runtime {
   readonly server: Server;
   readonly pipeline: Pipeline;
   /** The port actually bound (useful with port 0). */
   readonly port: number;
-  /** Swaps in a new validated config (routes and pools; listener settings need a restart). */
-  apply(config: Config): void;
+  /**
+   * Swaps in a new validated config (routes and pools; listener settings need a restart).
+   * `version` is the primary's count of changes, reported back in `stats()`.
+   */
+  apply(config: Config, version?: number): void;
+  /** Applies the active health verdicts (targets found down by the primary's checks). */
+  setDown(down: DownTargets): void;
+  /** This process's counters: downstream answers and per-target attempts. */
+  stats(): WorkerStats;
   /** Graceful: stop accepting, let in-flight requests finish within the grace period, close. */
   close(graceMs?: number): Promise<void>;
 }
@@ -32,8 +42,18 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
     if (!compiled) throw new Error(`invalid config: ${problems.map((p) => p.message).join('; ')}`);
     return buildSnapshot(compiled, registry, c.log.access);
   };
-  const pipeline = new Pipeline(build(config), { logger: log });
+  // Every attempt's outcome feeds its target's counters and passive health (issue 3).
+  const pipeline = new Pipeline(build(config), { logger: log, forward: recordOutcomes(baseForward) });
   const server = createListener(config, pipeline, log);
+  let version = 0;
+  const downstream = { success: 0, failed: 0 };
+  // Counted here rather than in the pipeline: one listener, and `GET /stats` needs no more.
+  server.on('request', (_req, res) => {
+    res.once('close', () => {
+      if (res.writableFinished && res.statusCode < 500) downstream.success++;
+      else downstream.failed++;
+    });
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     // Workers each bind their own SO_REUSEPORT socket instead of sharing the primary's:
@@ -53,8 +73,15 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
     server,
     pipeline,
     port: (server.address() as AddressInfo).port,
-    apply(c: Config) {
+    apply(c: Config, v = version + 1) {
       pipeline.setSnapshot(build(c));
+      version = v;
+    },
+    setDown(down: DownTargets) {
+      registry.setDown(down);
+    },
+    stats(): WorkerStats {
+      return { version, downstream: { ...downstream }, targets: registry.stats() };
     },
     close(graceMs = parseDuration(config.shutdown.grace)) {
       closing ??= (async () => {

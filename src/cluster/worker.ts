@@ -1,15 +1,20 @@
 /**
- * Worker process entry: waits for its config from the primary, serves it, and drains on
- * `shutdown` (or on SIGTERM sent to it directly).
+ * Worker process entry: waits for its config from the primary, serves it, applies config and
+ * health updates, answers stats requests, and drains on `shutdown` (or on SIGTERM sent to it
+ * directly).
  */
 import { parseDuration } from '../config/units.ts';
 import { createLogger, type Logger } from '../observability/logger.ts';
+import type { DownTargets } from '../upstream/registry.ts';
 import type { PrimaryMessage, WorkerMessage } from './messages.ts';
 import { type Runtime, startRuntime } from './runtime.ts';
 
 let runtime: Runtime | null = null;
 let log: Logger | null = null;
 let starting = false;
+/** Health and config that arrived while the runtime was starting. */
+let pendingDown: DownTargets | null = null;
+let pendingConfig: Extract<PrimaryMessage, { type: 'config' }> | null = null;
 
 const send = (m: WorkerMessage) => process.send?.(m);
 
@@ -22,19 +27,39 @@ async function shutdown(): Promise<void> {
 process.on('message', async (msg: PrimaryMessage) => {
   if (msg.type === 'config') {
     if (runtime) {
-      runtime.apply(msg.config);
+      try {
+        runtime.apply(msg.config, msg.version);
+        send({ type: 'applied', version: msg.version });
+      } catch (err) {
+        // The primary validated it; failing here is a bug, and the old snapshot keeps serving.
+        log?.error({ err, version: msg.version }, 'could not apply config');
+        send({ type: 'applied', version: msg.version, error: (err as Error).message });
+      }
       return;
     }
-    if (starting) return;
+    if (starting) {
+      pendingConfig = msg;
+      return;
+    }
     starting = true;
     log = createLogger(msg.config.log.level);
     try {
-      runtime = await startRuntime(msg.config, log);
-      send({ type: 'ready', port: runtime.port });
+      const r = await startRuntime(msg.config, log);
+      const latest = pendingConfig ?? msg;
+      r.apply(latest.config, latest.version);
+      if (pendingDown) r.setDown(pendingDown);
+      runtime = r;
+      send({ type: 'ready', port: r.port });
+      send({ type: 'applied', version: latest.version });
     } catch (err) {
       send({ type: 'fatal', message: (err as Error).message });
       process.exit(1);
     }
+  } else if (msg.type === 'health') {
+    if (runtime) runtime.setDown(msg.down);
+    else pendingDown = msg.down;
+  } else if (msg.type === 'stats') {
+    if (runtime) send({ type: 'stats', id: msg.id, stats: runtime.stats() });
   } else if (msg.type === 'shutdown') {
     await shutdown();
   }
@@ -44,6 +69,8 @@ process.on('message', async (msg: PrimaryMessage) => {
 // so that the primary's grace period is the one that counts.
 process.on('SIGTERM', () => {});
 process.on('SIGINT', () => {});
+// SIGHUP (reload) is the primary's: a worker must not die of one sent to the process group.
+process.on('SIGHUP', () => {});
 // Without the primary there is nothing to serve for.
 process.on('disconnect', () => {
   void runtime?.close(runtime ? parseDuration('5s') : 0).finally(() => process.exit(0));

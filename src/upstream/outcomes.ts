@@ -27,7 +27,7 @@ export const recordOutcomes: ForwardWrapper = (next) => (target, request, signal
       const reason = signal.aborted && isGatewayError(signal.reason) ? signal.reason.code : null;
       const blamed = signal.aborted ? reason === 'TARGET_TIMEOUT' : TARGET_FAULTS.has(code);
       if (blamed) state.failed(null);
-      else state.cancelled();
+      else state.cancel();
       throw err;
     },
   );

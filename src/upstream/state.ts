@@ -63,6 +63,7 @@ export class TargetState {
   inflight = 0;
   requests = 0;
   failures = 0;
+  cancelled = 0;
   readonly latency = new Histogram();
   readonly outlier: Outlier;
 
@@ -101,8 +102,9 @@ export class TargetState {
   }
 
   /** An attempt the caller gave up on (client gone, a losing hedge): counted, never blamed. */
-  cancelled(): void {
+  cancel(): void {
     this.requests++;
+    this.cancelled++;
   }
 
   stats(retired: boolean): TargetStats {
@@ -112,6 +114,7 @@ export class TargetState {
       url: this.url,
       requests: this.requests,
       failures: this.failures,
+      cancelled: this.cancelled,
       inflight: this.inflight,
       ejected: this.outlier.ejected,
       retired,

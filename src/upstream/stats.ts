@@ -56,6 +56,8 @@ export interface TargetStats {
   requests: number;
   /** Attempts that failed because of the target: connect errors, timeouts, invalid answers, 5xx. */
   failures: number;
+  /** Attempts the caller gave up on (client gone, a hedge won elsewhere): neither outcome. */
+  cancelled: number;
   inflight: number;
   /** Passively ejected in this process right now. */
   ejected: boolean;
@@ -79,6 +81,7 @@ export interface TargetTotals {
   url: string;
   requests: number;
   failures: number;
+  cancelled: number;
   inflight: number;
   /** Workers that have the target passively ejected now. */
   ejected: number;
@@ -93,11 +96,23 @@ export function mergeTargetStats(reports: readonly WorkerStats[]): Map<string, T
       const key = `${t.pool}\u0000${t.id}`;
       let m = out.get(key);
       if (!m) {
-        m = { ...t, requests: 0, failures: 0, inflight: 0, ejected: 0, retired: true, latency: new Histogram() };
+        m = {
+          pool: t.pool,
+          id: t.id,
+          url: t.url,
+          requests: 0,
+          failures: 0,
+          cancelled: 0,
+          inflight: 0,
+          ejected: 0,
+          retired: true,
+          latency: new Histogram(),
+        };
         out.set(key, m);
       }
       m.requests += t.requests;
       m.failures += t.failures;
+      m.cancelled += t.cancelled;
       m.inflight += t.inflight;
       if (t.ejected) m.ejected++;
       // Live in any worker wins over retired in another.

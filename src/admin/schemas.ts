@@ -1,0 +1,98 @@
+/**
+ * Admin API bodies, params and query strings: every shape check of the admin API is here
+ * (STYLE.md §9), in JSON schema that fastify compiles once. Pool definitions reuse the config
+ * file's own pool schema, so a pool created through the API takes exactly the keys and
+ * defaults a pool in the file does.
+ */
+import { poolSchema } from '../config/schema.ts';
+
+type Schema = Record<string, unknown>;
+
+/** Same rule as the config loader's `target-url` format (config/load.ts). */
+export function isTargetUrl(s: string): boolean {
+  try {
+    const u = new URL(s);
+    return (u.protocol === 'http:' || u.protocol === 'https:') && !u.search && !u.hash && !u.username;
+  } catch {
+    return false;
+  }
+}
+
+/** Options for fastify's ajv: strict shapes, defaults filled in, every error reported. */
+export const AJV_OPTIONS = {
+  customOptions: {
+    allErrors: true,
+    coerceTypes: false,
+    removeAdditional: false,
+    useDefaults: true,
+    allowUnionTypes: true,
+    strictRequired: false,
+    keywords: ['errorMessage'],
+    formats: { 'target-url': isTargetUrl },
+  },
+};
+
+const NAME = '^[A-Za-z0-9._-]+$';
+const poolProperties = (poolSchema as { properties: Record<string, Schema> }).properties;
+
+export const targetBody: Schema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['url'],
+  properties: {
+    url: { type: 'string', format: 'target-url', description: 'Origin URL of the target, with an optional path prefix.' },
+    weight: { type: 'integer', minimum: 1, maximum: 10000, default: 1, description: 'Relative weight (`weighted`).' },
+    id: { type: 'string', pattern: '^[A-Za-z0-9._:-]+$', description: 'Stable id (default: host:port[/prefix]).' },
+  },
+};
+
+export const weightBody: Schema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['weight'],
+  properties: { weight: (targetBody.properties as Record<string, Schema>).weight },
+};
+
+export const poolBody: Schema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['name'],
+  properties: {
+    name: { type: 'string', pattern: NAME, description: 'Pool name.' },
+    ...poolProperties,
+    targets: { ...poolProperties.targets, default: [] },
+  },
+};
+
+export const poolParams: Schema = {
+  type: 'object',
+  required: ['pool'],
+  properties: { pool: { type: 'string', minLength: 1 } },
+};
+
+export const targetParams: Schema = {
+  type: 'object',
+  required: ['pool', 'id'],
+  properties: { pool: { type: 'string', minLength: 1 }, id: { type: 'string', minLength: 1 } },
+};
+
+export const serverParams: Schema = {
+  type: 'object',
+  required: ['ip', 'port'],
+  properties: {
+    ip: { type: 'string', minLength: 1 },
+    port: { type: 'string', pattern: '^[0-9]{1,5}$' },
+  },
+};
+
+export const drainQuery: Schema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    wait: {
+      type: 'string',
+      enum: ['true', 'false', '1', '0'],
+      description: 'Answer only once the target has no attempt in flight (or admin.drain_timeout passed).',
+    },
+  },
+};

@@ -1,0 +1,493 @@
+/**
+ * The Manager: the control plane that the primary runs (or the only process, with
+ * `--workers 0/1`). It holds the truth about what is served — the config file plus the
+ * admin API's pool changes (upstream/membership.ts) — runs the active health checks once per
+ * target, and pushes both to the data plane, which is either the local runtime or, through
+ * primary.ts, every worker (re-sent to a worker that restarts). Changes are serialized, each
+ * is validated by compile() before anything moves, and identical health updates are dropped.
+ */
+import { readFile, rename, writeFile } from 'node:fs/promises';
+import { type CompileProblem, type CompiledConfig, compile, targetSpec } from '../config/compile.ts';
+import { ConfigError, formatPath, formatProblem, type LoadedConfig } from '../config/load.ts';
+import type { Config, PoolConfig, TargetConfig } from '../config/schema.ts';
+import { parseDuration } from '../config/units.ts';
+import { GatewayError } from '../errors.ts';
+import type { Logger } from '../observability/logger.ts';
+import type { Runtime } from './runtime.ts';
+import { ActiveHealth } from '../upstream/health/active.ts';
+import { applyOverlay, change, emptyOverlay, findTarget, type Overlay } from '../upstream/membership.ts';
+import type { DownTargets } from '../upstream/registry.ts';
+import { mergeTargetStats, type TargetTotals, type WorkerStats } from '../upstream/stats.ts';
+
+/** Where the Manager's decisions go: the local runtime, or every worker through IPC. */
+export interface DataPlane {
+  /** Serve `config` from now on; resolves once every serving process does (bounded wait). */
+  apply(config: Config, version: number): Promise<void>;
+  /** The targets active checks found down (the whole set, sent only when it changes). */
+  health(down: DownTargets): void;
+  /** One report per serving process. */
+  stats(): Promise<WorkerStats[]>;
+}
+
+export const TARGET_STATES = Object.freeze({
+  /** Available: active checks pass (or none are configured) and no worker ejected it. */
+  UP: 'up',
+  /** Active checks failed `fall` times in a row. */
+  DOWN: 'down',
+  /** Passively ejected by at least one worker (see `ejected_workers`). */
+  EJECTED: 'ejected',
+  /** Removed: no new attempts; shown until its in-flight attempts end. */
+  DRAINING: 'draining',
+} as const);
+export type TargetStateName = (typeof TARGET_STATES)[keyof typeof TARGET_STATES];
+
+export interface TargetView {
+  pool: string;
+  id: string;
+  url: string;
+  weight: number;
+  state: TargetStateName;
+  requests: number;
+  failures: number;
+  inflight: number;
+  ejected_workers: number;
+  latency_ms: { p50: number | null; p99: number | null };
+}
+
+export interface PoolView {
+  name: string;
+  selector: string;
+  health_checks: boolean;
+  passive: boolean;
+  targets: TargetView[];
+}
+
+export interface ReloadResult {
+  version: number;
+  /** Keys that changed but only take effect after a restart. */
+  restart_required: string[];
+}
+
+/** Keys read once at start; a reload that changes them says so instead of pretending. */
+const RESTART_KEYS: ReadonlyArray<readonly string[]> = [
+  ['listen'],
+  ['workers'],
+  ['limits'],
+  ['shutdown'],
+  ['state_file'],
+  ['log', 'level'],
+  ['admin', 'enabled'],
+  ['admin', 'host'],
+  ['admin', 'port'],
+];
+
+const STATE_FILE_VERSION = 1;
+
+interface Draining {
+  pool: string;
+  id: string;
+  url: string;
+  weight: number;
+  /** Config version without the target: once every worker serves it, nothing new starts. */
+  version: number;
+}
+
+export interface ManagerOptions {
+  loaded: LoadedConfig;
+  /** Re-reads the config file with the same env and flag overrides; throws ConfigError. */
+  reload: () => LoadedConfig;
+  log: Logger;
+}
+
+/** The data plane of `--workers 0/1`: the runtime in this very process. */
+export function localPlane(runtime: Runtime): DataPlane {
+  return {
+    apply: async (config, version) => runtime.apply(config, version),
+    health: (down) => runtime.setDown(down),
+    stats: async () => [runtime.stats()],
+  };
+}
+
+/** Until `start()`: nothing to push to yet. */
+const NO_PLANE: DataPlane = { apply: async () => {}, health: () => {}, stats: async () => [] };
+
+function problemsText(problems: readonly CompileProblem[]): string {
+  return problems.map((p) => `${formatPath(p.path)}: ${p.message}`).join('; ');
+}
+
+export class Manager {
+  #file: Config;
+  #overlay: Overlay = emptyOverlay();
+  #config: Config;
+  #compiled: CompiledConfig;
+  #version = 1;
+  #lastDown = '{}';
+  readonly #reload: () => LoadedConfig;
+  #plane: DataPlane = NO_PLANE;
+  readonly #log: Logger;
+  readonly #health: ActiveHealth;
+  readonly #draining = new Map<string, Draining>();
+  /** Changes run one after another: each is validated against the result of the previous. */
+  #queue: Promise<unknown> = Promise.resolve();
+
+  constructor(options: ManagerOptions) {
+    this.#file = options.loaded.config;
+    this.#config = options.loaded.config;
+    this.#compiled = options.loaded.compiled;
+    this.#reload = options.reload;
+    this.#log = options.log;
+    this.#health = new ActiveHealth(options.log, (down) => this.#publishHealth(down));
+  }
+
+  /** The config served now (file + admin changes). */
+  get config(): Config {
+    return this.#config;
+  }
+
+  get version(): number {
+    return this.#version;
+  }
+
+  /**
+   * Reads `state_file` (when set): afterwards `config` is what to start the data plane with,
+   * so admin changes kept from the last run are served from the first request on.
+   */
+  async restore(): Promise<void> {
+    const file = this.#file.state_file;
+    if (file !== null) {
+      const overlay = await this.#readState(file);
+      if (overlay !== null) {
+        const next = applyOverlay(this.#file, overlay);
+        const { compiled, problems } = compile(next);
+        if (compiled) {
+          this.#overlay = overlay;
+          this.#config = next;
+          this.#compiled = compiled;
+          this.#log.info({ state_file: file }, 'pool changes restored from the state file');
+        } else {
+          this.#log.error(
+            { state_file: file, problems: problemsText(problems) },
+            'state file ignored: with it the config would be invalid',
+          );
+        }
+      }
+    }
+  }
+
+  /** Attaches the data plane (serving `config` already) and starts the health checks. */
+  async start(plane: DataPlane): Promise<void> {
+    this.#plane = plane;
+    this.#version++;
+    await plane.apply(this.#config, this.#version);
+    this.#health.sync(this.#compiled.pools);
+  }
+
+  async close(): Promise<void> {
+    await this.#queue.catch(() => {});
+    await this.#health.close();
+  }
+
+  // ---- changes ----
+
+  addTarget(pool: string, body: TargetConfig): Promise<TargetView> {
+    return this.#serial(async () => {
+      this.#pool(pool);
+      const id = targetSpec(body).id;
+      if (findTarget(this.#config, pool, id))
+        throw new GatewayError('CONFLICT', `pool "${pool}" already has a target "${id}"`);
+      await this.#commit(change.addTarget(this.#overlay, pool, body), `adding target "${id}"`);
+      this.#draining.delete(`${pool}\u0000${id}`);
+      this.#log.info({ pool, target: id, url: body.url }, 'target added');
+      return this.#view(pool, id);
+    });
+  }
+
+  setWeight(pool: string, id: string, weight: number): Promise<TargetView> {
+    return this.#serial(async () => {
+      const t = this.#target(pool, id);
+      await this.#commit(change.setTarget(this.#overlay, pool, { ...t, weight }), `re-weighting "${id}"`);
+      this.#log.info({ pool, target: id, weight }, 'target weight changed');
+      return this.#view(pool, id);
+    });
+  }
+
+  /**
+   * Removes a target: from the next snapshot on no attempt starts on it; attempts in flight
+   * finish (its dispatcher closes gracefully). With `wait`, resolves once none is left in any
+   * worker or `admin.drain_timeout` passed.
+   */
+  async removeTarget(pool: string, id: string, wait: boolean): Promise<{ target: TargetView; drained: boolean }> {
+    const entry = await this.#serial(async () => {
+      const t = this.#target(pool, id);
+      await this.#commit(change.removeTarget(this.#overlay, pool, id), `removing target "${id}"`);
+      const d: Draining = { pool, id, url: t.url, weight: t.weight ?? 1, version: this.#version };
+      this.#draining.set(`${pool}\u0000${id}`, d);
+      this.#log.info({ pool, target: id }, 'target removed; draining');
+      return d;
+    });
+    let drained = false;
+    if (wait) {
+      const deadline = Date.now() + parseDuration(this.#config.admin.drain_timeout);
+      while (!(drained = await this.#drained(entry)) && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    const totals = mergeTargetStats(await this.#plane.stats()).get(`${pool}\u0000${id}`);
+    return { target: this.#targetView(entry, totals, TARGET_STATES.DRAINING), drained };
+  }
+
+  createPool(name: string, pool: PoolConfig): Promise<PoolView> {
+    return this.#serial(async () => {
+      if (Object.hasOwn(this.#config.pools, name))
+        throw new GatewayError('CONFLICT', `pool "${name}" already exists`);
+      await this.#commit(change.createPool(this.#overlay, name, pool), `creating pool "${name}"`);
+      this.#log.info({ pool: name, targets: pool.targets.length }, 'pool created');
+      return (await this.pools(name))[0];
+    });
+  }
+
+  deletePool(name: string): Promise<void> {
+    return this.#serial(async () => {
+      this.#pool(name);
+      await this.#commit(change.deletePool(this.#overlay, name, this.#file), `deleting pool "${name}"`);
+      this.#log.info({ pool: name }, 'pool deleted');
+    });
+  }
+
+  /**
+   * Re-reads the config file. Valid (with the admin changes on top) → served, without
+   * dropping a connection; invalid → refused with every problem, and the old config serves on.
+   */
+  reload(): Promise<ReloadResult> {
+    return this.#serial(async () => {
+      let loaded: LoadedConfig;
+      try {
+        loaded = this.#reload();
+      } catch (err) {
+        if (!(err instanceof ConfigError)) throw err;
+        const problems = err.problems.map(formatProblem);
+        this.#log.error({ problems }, 'config reload refused; the old config keeps serving');
+        throw new GatewayError('CONFIG_INVALID', `config reload refused: ${problems.join('; ')}`, {
+          details: { problems },
+        });
+      }
+      const restart = restartKeys(this.#file, loaded.config);
+      const file = keepRunning(this.#file, loaded.config);
+      const next = applyOverlay(file, this.#overlay);
+      const { compiled, problems } = compile(next);
+      if (!compiled) {
+        const text = problems.map((p) => `${formatPath(p.path)}: ${p.message} (with the admin API's pool changes)`);
+        this.#log.error({ problems: text }, 'config reload refused; the old config keeps serving');
+        throw new GatewayError('CONFIG_INVALID', `config reload refused: ${text.join('; ')}`, {
+          details: { problems: text },
+        });
+      }
+      if (restart.length > 0)
+        this.#log.warn({ keys: restart }, 'config reloaded; these keys take effect only after a restart');
+      this.#file = file;
+      await this.#publish(next, compiled);
+      this.#log.info({ version: this.#version }, 'config reloaded');
+      return { version: this.#version, restart_required: restart };
+    });
+  }
+
+  // ---- views ----
+
+  /** Pools with their targets' state and counters (all pools, or the one named). */
+  async pools(only?: string): Promise<PoolView[]> {
+    if (only !== undefined) this.#pool(only);
+    const totals = mergeTargetStats(await this.#plane.stats());
+    const out: PoolView[] = [];
+    for (const spec of this.#compiled.pools) {
+      if (only !== undefined && spec.name !== only) continue;
+      const targets = spec.targets.map((t) =>
+        this.#targetView(
+          { pool: spec.name, id: t.id, url: t.url, weight: t.weight, version: 0 },
+          totals.get(`${spec.name}\u0000${t.id}`),
+          null,
+        ),
+      );
+      for (const d of this.#draining.values()) {
+        if (d.pool !== spec.name) continue;
+        const tot = totals.get(`${d.pool}\u0000${d.id}`);
+        if (targets.some((t) => t.id === d.id)) continue;
+        targets.push(this.#targetView(d, tot, TARGET_STATES.DRAINING));
+      }
+      out.push({
+        name: spec.name,
+        selector: spec.selector,
+        health_checks: spec.health !== null,
+        passive: spec.passive !== null,
+        targets,
+      });
+    }
+    await this.#forgetDrained();
+    return out;
+  }
+
+  /** `GET /stats`: totals across workers. */
+  async stats(): Promise<Record<string, unknown>> {
+    const reports = await this.#plane.stats();
+    const downstream = { success: 0, failed: 0 };
+    const upstream = { success: 0, failed: 0 };
+    for (const r of reports) {
+      downstream.success += r.downstream.success;
+      downstream.failed += r.downstream.failed;
+      for (const t of r.targets) {
+        upstream.success += t.requests - t.failures - t.cancelled;
+        upstream.failed += t.failures;
+      }
+    }
+    return { downstream, upstream, workers: reports.length, config_version: this.#version };
+  }
+
+  /** `GET /stats/detail`: one entry per target, draining ones included. */
+  async statsDetail(): Promise<TargetView[]> {
+    return (await this.pools()).flatMap((p) => p.targets);
+  }
+
+  // ---- internals ----
+
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(fn, fn);
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  #pool(name: string): PoolConfig {
+    const p = this.#config.pools[name];
+    if (!p || !Object.hasOwn(this.#config.pools, name))
+      throw new GatewayError('NOT_FOUND', `no pool "${name}"`, { details: { pool: name } });
+    return p;
+  }
+
+  #target(pool: string, id: string): TargetConfig {
+    this.#pool(pool);
+    const t = findTarget(this.#config, pool, id);
+    if (!t) throw new GatewayError('NOT_FOUND', `pool "${pool}" has no target "${id}"`, { details: { pool, id } });
+    return t;
+  }
+
+  /** Validates the overlay's result; refuses (nothing changes) or publishes and persists it. */
+  async #commit(overlay: Overlay, what: string): Promise<void> {
+    const next = applyOverlay(this.#file, overlay);
+    const { compiled, problems } = compile(next);
+    if (!compiled)
+      throw new GatewayError('CONFLICT', `${what} would leave the config invalid: ${problemsText(problems)}`, {
+        details: { problems: problems.map((p) => ({ path: formatPath(p.path), message: p.message })) },
+      });
+    this.#overlay = overlay;
+    await this.#publish(next, compiled);
+    await this.#persist();
+  }
+
+  async #publish(config: Config, compiled: CompiledConfig): Promise<void> {
+    this.#config = config;
+    this.#compiled = compiled;
+    this.#version++;
+    this.#health.sync(compiled.pools);
+    await this.#plane.apply(config, this.#version);
+  }
+
+  #publishHealth(down: DownTargets): void {
+    const key = JSON.stringify(down);
+    if (key === this.#lastDown) return;
+    this.#lastDown = key;
+    this.#plane.health(down);
+  }
+
+  async #persist(): Promise<void> {
+    const file = this.#file.state_file;
+    if (file === null) return;
+    const tmp = `${file}.${process.pid}.tmp`;
+    try {
+      await writeFile(tmp, `${JSON.stringify({ version: STATE_FILE_VERSION, overlay: this.#overlay }, null, 2)}\n`);
+      await rename(tmp, file);
+    } catch (err) {
+      // The change is served already; losing it at the next restart is the lesser harm.
+      this.#log.error({ err, state_file: file }, 'could not write the state file');
+    }
+  }
+
+  async #readState(file: string): Promise<Overlay | null> {
+    let text: string;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      this.#log.error({ err, state_file: file }, 'cannot read the state file; starting from the config file');
+      return null;
+    }
+    try {
+      const parsed = JSON.parse(text) as { version?: number; overlay?: Overlay };
+      const o = parsed.overlay;
+      if (parsed.version !== STATE_FILE_VERSION || !o || typeof o.created !== 'object' || !Array.isArray(o.deleted))
+        throw new Error(`not a version ${STATE_FILE_VERSION} state file`);
+      return { created: o.created ?? {}, deleted: o.deleted, targets: o.targets ?? {} };
+    } catch (err) {
+      this.#log.error({ err, state_file: file }, 'state file is not valid; starting from the config file');
+      return null;
+    }
+  }
+
+  async #drained(d: Draining): Promise<boolean> {
+    const reports = await this.#plane.stats();
+    return reports.every(
+      (r) => r.version >= d.version && !r.targets.some((t) => t.pool === d.pool && t.id === d.id && t.inflight > 0),
+    );
+  }
+
+  async #forgetDrained(): Promise<void> {
+    for (const [key, d] of this.#draining) if (await this.#drained(d)) this.#draining.delete(key);
+  }
+
+  async #view(pool: string, id: string): Promise<TargetView> {
+    const view = (await this.pools(pool))[0].targets.find((t) => t.id === id);
+    if (!view) throw new GatewayError('NOT_FOUND', `pool "${pool}" has no target "${id}"`);
+    return view;
+  }
+
+  #targetView(t: Draining, totals: TargetTotals | undefined, forced: TargetStateName | null): TargetView {
+    let state: TargetStateName = forced ?? TARGET_STATES.UP;
+    if (forced === null) {
+      if (this.#health.state(t.pool, t.id) === false) state = TARGET_STATES.DOWN;
+      else if ((totals?.ejected ?? 0) > 0) state = TARGET_STATES.EJECTED;
+    }
+    return {
+      pool: t.pool,
+      id: t.id,
+      url: t.url,
+      weight: t.weight,
+      state,
+      requests: totals?.requests ?? 0,
+      failures: totals?.failures ?? 0,
+      inflight: totals?.inflight ?? 0,
+      ejected_workers: totals?.ejected ?? 0,
+      latency_ms: { p50: totals?.latency.quantile(0.5) ?? null, p99: totals?.latency.quantile(0.99) ?? null },
+    };
+  }
+}
+
+type Tree = Record<string, unknown>;
+const getIn = (o: Tree, path: readonly string[]) => path.reduce<unknown>((v, k) => (v as Tree)?.[k], o);
+
+/**
+ * The reloaded config with the keys read only at start kept at their running values: a worker
+ * forked after the reload must bind what the others bound.
+ */
+function keepRunning(running: Config, next: Config): Config {
+  const out = structuredClone(next) as unknown as Tree;
+  for (const path of RESTART_KEYS) {
+    const parent = getIn(out, path.slice(0, -1)) as Tree;
+    parent[path[path.length - 1]] = structuredClone(getIn(running as unknown as Tree, path));
+  }
+  return out as unknown as Config;
+}
+
+function restartKeys(before: Config, after: Config): string[] {
+  return RESTART_KEYS.filter(
+    (path) =>
+      JSON.stringify(getIn(before as unknown as Tree, path)) !==
+      JSON.stringify(getIn(after as unknown as Tree, path)),
+  ).map((path) => path.join('.'));
+}
