@@ -1,7 +1,7 @@
 /**
- * `npm run bench -- [suite] [flags]`: runs one benchmark suite and prints its tables, then one
- * JSON summary line (prefixed `BENCH_JSON `) for scripts. The exit code is 1 when a result is
- * invalid (non-200 answers, errors) or the run failed.
+ * `npm run bench -- [suite] [flags]`: runs one benchmark suite and prints its tables, then its
+ * summary as one JSON line, always the last line of stdout (`npm run bench | tail -1 | jq`).
+ * The exit code is 1 when a result is invalid (non-200 answers, errors) or the run failed.
  *
  * To add a suite: write bench/<name>/suite.ts exporting `suite: Suite` (see lib/suite.ts) and
  * add one line to SUITES below.
@@ -43,6 +43,9 @@ Options:
   -q, --quick           a smoke run of about 30 s (explicit flags still win)
       --only A,B        only these contestants (e.g. direct,manifold,undici)
   -h, --help            show this help
+
+The last line of output is a JSON summary. Exit code 1 when a result is invalid (an answer
+other than 200, a socket error or timeout) or the run failed.
 `;
 
 function fail(message: string): never {
@@ -105,7 +108,7 @@ async function main(argv: string[]): Promise<void> {
 
   const summary = await suite.run(options);
   const { extra: _extra, ...shown } = options;
-  process.stdout.write(`BENCH_JSON ${JSON.stringify({ suite: name, options: shown, ...summary })}\n`);
+  process.stdout.write(`${JSON.stringify({ suite: name, options: shown, ...summary })}\n`);
   if (summary.valid === false) process.exitCode = 1;
 }
 

@@ -3,7 +3,7 @@
  * connections, no pipelining. Latency percentiles are computed here from every response's
  * own time (autocannon's histogram rounds to whole milliseconds, too coarse for a proxy on
  * loopback); only 200 answers count towards req/s and latency, and anything else — another
- * status, a socket error, a timeout — makes the measurement invalid.
+ * status, a socket error, a timeout, a request left unanswered — makes the measurement invalid.
  */
 import autocannon from 'autocannon';
 
@@ -76,9 +76,16 @@ export async function measure(options: LoadOptions): Promise<Measurement> {
     const timeouts = result.timeouts > 0 ? ` (${result.timeouts} timeouts)` : '';
     problems.push(`${result.errors} errors${timeouts}`);
   }
+  let answered = 0;
   for (const [status, { count }] of Object.entries(result.statusCodeStats)) {
+    answered += count;
     if (status !== '200') problems.push(`${count} × status ${status}`);
   }
+  // autocannon silently reconnects when the server closes a connection, and the request in
+  // flight is lost without an error. Sent minus answered may exceed what was still in flight
+  // when the run stopped (one per connection) only by such losses (or by errors, counted above).
+  const lost = result.requests.sent - answered - result.errors - options.connections;
+  if (lost > 0) problems.push(`${lost} requests never answered (connection closed)`);
   if (ok === 0 && problems.length === 0) problems.push('no answers at all');
   const [p50, p99] = latencies.percentiles([0.5, 0.99]);
   const seconds = result.duration > 0 ? result.duration : options.duration;

@@ -250,15 +250,18 @@ function report(
   const rows: string[][] = [
     ['body', 'contestant', 'req/s', 'min–max over rounds', 'p50 ms', 'p99 ms', 'vs direct', 'status'],
   ];
+  const isValid = (id: string, body: BodySpec) => summaries.get(key(id, body.id))?.problems.length === 0;
   for (const body of BODIES) {
-    const direct = summaries.get(key('direct', body.id));
     for (const r of running) {
       const s = summaries.get(key(r.contestant.id, body.id))!;
       const valid = s.problems.length === 0;
+      const id = r.contestant.id;
       const vsDirect =
-        direct && direct.problems.length === 0 && valid && r.contestant.id !== 'direct'
-          ? `${fmtFixed(s.rps / direct.rps, 2)}×`
-          : '';
+        id === 'direct'
+          ? ''
+          : pairedRatio(results.get(key(id, body.id)), results.get(key('direct', body.id)), (which) =>
+              isValid(which === 'num' ? id : 'direct', body),
+            );
       rows.push([
         body.label,
         r.contestant.label,
@@ -266,16 +269,17 @@ function report(
         s.rounds > 1 ? `${fmtInt(s.minRps)}–${fmtInt(s.maxRps)}` : '',
         fmtFixed(s.p50, 2),
         fmtFixed(s.p99, 2),
-        vsDirect,
+        typeof vsDirect === 'number' && Number.isFinite(vsDirect) ? `${vsDirect.toFixed(2)}×` : '',
         valid ? 'ok' : `INVALID: ${s.problems.join(', ')}`,
       ]);
     }
   }
-  log(`Results (median over ${options.rounds} round(s); only 200 answers counted)`);
+  log(
+    `Results (median over ${options.rounds} round(s); only 200 answers counted; "vs direct" as the ratios below)`,
+  );
   log(table(rows, ['left', 'left', 'right', 'right', 'right', 'right', 'right', 'left']));
   log();
 
-  const isValid = (id: string, body: BodySpec) => summaries.get(key(id, body.id))?.problems.length === 0;
   const ratioRows: string[][] = [['ratio of req/s', ...BODIES.map((b) => b.label), 'DESIGN.md target']];
   const ratios: Record<string, Record<string, number | null>> = {};
   for (const spec of RATIOS) {
