@@ -17,6 +17,7 @@ import {
   checkClaim,
   checkJobInput,
   checkList,
+  checkPurge,
   type EnqueueResult,
   foldDepth,
   GroupCommit,
@@ -96,6 +97,8 @@ const MIGRATIONS: ReadonlyArray<(s: string) => string> = [
    CREATE INDEX jobs_pending ON ${s}.jobs (route, run_at, id) WHERE state = 'pending';
    CREATE INDEX jobs_inflight ON ${s}.jobs (route, lease_until) WHERE state = 'inflight';
    CREATE INDEX jobs_route_state ON ${s}.jobs (route, state, id);`,
+  // Issue 6: the janitor purges done jobs by age.
+  (s) => `CREATE INDEX jobs_done ON ${s}.jobs (updated_at) WHERE state = 'done';`,
 ];
 
 interface Row {
@@ -142,6 +145,7 @@ export class PgQueue implements Queue {
   #reconnectMs: number;
   #hub = new WakeHub();
   #batcher: GroupCommit<NewRow, EnqueueResult>;
+  #completer: GroupCommit<string, boolean>;
   #listener: pg.Client | undefined;
   #reconnectTimer: NodeJS.Timeout | undefined;
   #closed = false;
@@ -208,13 +212,21 @@ export class PgQueue implements Queue {
       overloaded: () =>
         new GatewayError('QUEUE_UNAVAILABLE', 'the queue is overloaded: too many enqueues waiting'),
     });
+    // Completions arrive one per delivered job: one UPDATE per batch instead of one per job.
+    this.#completer = new GroupCommit({
+      commit: (ids) => this.#completeBatch(ids),
+      maxBatch,
+      maxWaiting: Number.MAX_SAFE_INTEGER,
+      concurrency: 1,
+      overloaded: () => closedError(),
+    });
   }
 
   async enqueue(job: JobInput): Promise<EnqueueResult> {
     checkJobInput(job);
     if (this.#closed) throw closedError();
     return this.#batcher.add({
-      id: newJobId(this.#now()),
+      id: job.id ?? newJobId(this.#now()),
       route: job.route,
       method: job.method,
       url: job.url,
@@ -237,7 +249,7 @@ export class PgQueue implements Queue {
 
   async complete(id: string): Promise<boolean> {
     this.#open();
-    return ((await this.#write(this.#sql.complete, [id, this.#now()])).rowCount ?? 0) > 0;
+    return this.#completer.add(id);
   }
 
   async fail(id: string, error: string, retryAt: number | null): Promise<JobState | null> {
@@ -333,6 +345,12 @@ export class PgQueue implements Queue {
     return ((await this.#write(this.#sql.delete, [id])).rowCount ?? 0) > 0;
   }
 
+  async purge(before: number, limit: number): Promise<number> {
+    checkPurge(before, limit);
+    this.#open();
+    return (await this.#write(this.#sql.purge, [Math.round(before), limit])).rowCount ?? 0;
+  }
+
   waitForWork(route: string, options: WaitOptions): Promise<boolean> {
     return this.#hub.wait(route, options);
   }
@@ -349,6 +367,7 @@ export class PgQueue implements Queue {
   async #close(): Promise<void> {
     this.#closed = true;
     await this.#batcher.drain();
+    await this.#completer.drain();
     this.#hub.close();
     clearTimeout(this.#reconnectTimer);
     const listener = this.#listener;
@@ -374,6 +393,12 @@ export class PgQueue implements Queue {
     const result = await this.#pool.query<R>(sql, params);
     this.#commits++;
     return result;
+  }
+
+  async #completeBatch(ids: string[]): Promise<boolean[]> {
+    const { rows } = await this.#write<{ id: string }>(this.#sql.complete, [ids, this.#now()]);
+    const done = new Set(rows.map((r) => r.id));
+    return ids.map((id) => done.has(id));
   }
 
   async #commitBatch(rows: NewRow[]): Promise<EnqueueResult[]> {
@@ -542,7 +567,8 @@ function statements(s: string) {
             WHERE id IN (SELECT id FROM picked)
             RETURNING ${JOB_COLUMNS}`,
     complete: `UPDATE ${s}.jobs SET state = 'done', lease_until = NULL, updated_at = $2
-               WHERE id = $1 AND state = 'inflight'`,
+               WHERE id = ANY($1::text[]) AND state = 'inflight'
+               RETURNING id`,
     fail: `UPDATE ${s}.jobs SET
              state = CASE WHEN $3::int8 IS NULL OR attempts >= max_attempts THEN 'dead' ELSE 'pending' END,
              run_at = CASE WHEN $3::int8 IS NULL OR attempts >= max_attempts THEN run_at ELSE $3::int8 END,
@@ -567,6 +593,8 @@ function statements(s: string) {
                    )
                    SELECT route, count(*) AS n, pg_notify($3, route) FROM retried GROUP BY route`,
     delete: `DELETE FROM ${s}.jobs WHERE id = $1`,
+    purge: `DELETE FROM ${s}.jobs WHERE id IN (
+              SELECT id FROM ${s}.jobs WHERE state = 'done' AND updated_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)`,
   };
 }
 

@@ -40,6 +40,12 @@ export type HeaderPairs = Array<[name: string, value: string]>;
 
 /** What the accept handler hands to `enqueue()`. */
 export interface JobInput {
+  /**
+   * A pre-assigned id from `newJobId()`. Default: a new one. The accept handler sets it when a
+   * direct delivery (overflow mode) failed and the job is queued after it, so the receiver sees
+   * one `x-manifold-job-id` for both and can de-duplicate.
+   */
+  id?: string | undefined;
   /** Id of the route that deferred the request (from config, never a raw path). */
   route: string;
   method: string;
@@ -132,7 +138,10 @@ export interface Queue {
    * (`lastError: 'lease expired'`): a job that crashes its deliverer cannot loop forever.
    */
   claim(route: string, limit: number, leaseMs: number): Promise<Job[]>;
-  /** Mark an inflight job delivered. False if the job is not inflight (e.g. deleted). */
+  /**
+   * Mark an inflight job delivered. False if the job is not inflight (e.g. deleted).
+   * Concurrent calls share one commit, as enqueues do: one fsync per batch, not per delivery.
+   */
   complete(id: string): Promise<boolean>;
   /**
    * Record a failed attempt of an inflight job. With `retryAt` (ms epoch) and attempts left,
@@ -156,6 +165,12 @@ export interface Queue {
   retryAllDead(route?: string): Promise<number>;
   /** Remove a job in any state. False if it did not exist. */
   delete(id: string): Promise<boolean>;
+  /**
+   * Remove up to `limit` done jobs last updated before `before` (ms epoch); returns how many.
+   * Done jobs are kept until then because they remember their idempotency key (the janitor,
+   * janitor.ts, calls this; dead letters are never purged: an operator decides).
+   */
+  purge(before: number, limit: number): Promise<number>;
   /**
    * Wait cheaply until new work may be available for `route` (an enqueue, retry or release,
    * in this or another process), `maxWaitMs` passes, the signal aborts or the store closes.
@@ -183,6 +198,10 @@ export const LIST_LIMIT_MAX = 1000;
 export const CLAIM_LIMIT_MAX = 1000;
 /** Longest idempotency key, in characters (it is indexed). */
 export const IDEMPOTENCY_KEY_MAX = 256;
+/** Largest `purge()` batch: a delete this size holds SQLite's write lock for a few ms only. */
+export const PURGE_LIMIT_MAX = 10_000;
+/** A job id as `newJobId()` writes it (any UUID version is accepted). */
+export const JOB_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** A store constructor got a bad option; `option` names it. */
 export class QueueOptionError extends TypeError {
@@ -223,6 +242,9 @@ export function checkJobInput(job: JobInput): void {
     throw new TypeError('job.headers must be an array of [name, value] string pairs');
   }
   if (!(job.body instanceof Uint8Array)) throw new TypeError('job.body must be a Buffer or Uint8Array');
+  if (job.id !== undefined && (typeof job.id !== 'string' || !JOB_ID.test(job.id))) {
+    throw new TypeError('job.id must be a job id from newJobId()');
+  }
   const key = job.idempotencyKey;
   if (key !== undefined && (typeof key !== 'string' || key === '' || key.length > IDEMPOTENCY_KEY_MAX)) {
     throw new TypeError(`job.idempotencyKey must be a string of 1 to ${IDEMPOTENCY_KEY_MAX} characters`);
@@ -247,6 +269,14 @@ export function checkClaim(route: string, limit: number, leaseMs: number): void 
     throw new RangeError(`limit must be an integer from 1 to ${CLAIM_LIMIT_MAX}`);
   }
   if (!Number.isInteger(leaseMs) || leaseMs < 1) throw new RangeError('leaseMs must be a positive integer');
+}
+
+/** Check `purge()` arguments (the same rules for every store). */
+export function checkPurge(before: number, limit: number): void {
+  if (!Number.isFinite(before)) throw new TypeError('before must be a finite number');
+  if (!Number.isInteger(limit) || limit < 1 || limit > PURGE_LIMIT_MAX) {
+    throw new RangeError(`limit must be an integer from 1 to ${PURGE_LIMIT_MAX}`);
+  }
 }
 
 /** Check `list()` arguments (the same rules for every store). */

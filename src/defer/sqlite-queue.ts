@@ -26,6 +26,7 @@ import {
   checkClaim,
   checkJobInput,
   checkList,
+  checkPurge,
   type EnqueueResult,
   foldDepth,
   GroupCommit,
@@ -90,6 +91,8 @@ const MIGRATIONS: readonly string[] = [
    CREATE INDEX defer_jobs_pending ON defer_jobs (route, run_at, id) WHERE state = 'pending';
    CREATE INDEX defer_jobs_inflight ON defer_jobs (route, lease_until) WHERE state = 'inflight';
    CREATE INDEX defer_jobs_route_state ON defer_jobs (route, state, id);`,
+  // Issue 6: the janitor purges done jobs by age.
+  `CREATE INDEX defer_jobs_done ON defer_jobs (updated_at) WHERE state = 'done';`,
 ];
 
 interface Row {
@@ -131,6 +134,7 @@ export class SqliteQueue implements Queue {
   #pollMs: number;
   #hub = new WakeHub();
   #batcher: GroupCommit<NewRow, EnqueueResult>;
+  #completer: GroupCommit<string, boolean>;
   #pollTimer: NodeJS.Timeout | undefined;
   #dataVersion = 0;
   #closed = false;
@@ -181,13 +185,26 @@ export class SqliteQueue implements Queue {
       overloaded: () =>
         new GatewayError('QUEUE_UNAVAILABLE', 'the queue is overloaded: too many enqueues waiting'),
     });
+    // A deliverer completes jobs as their answers arrive: one transaction per completion would
+    // cost one fsync each (about 1 ms here) and cap deliveries near 1,000/s.
+    this.#completer = new GroupCommit({
+      commit: (ids) =>
+        this.#write(() => {
+          const now = this.#now();
+          return ids.map((id) => Number(this.#sql.complete.run({ id, now }).changes) > 0);
+        }),
+      maxBatch,
+      maxWaiting: Number.MAX_SAFE_INTEGER,
+      concurrency: 1,
+      overloaded: () => closedError(),
+    });
   }
 
   async enqueue(job: JobInput): Promise<EnqueueResult> {
     checkJobInput(job);
     if (this.#closed) throw closedError();
     return this.#batcher.add({
-      id: newJobId(this.#now()),
+      id: job.id ?? newJobId(this.#now()),
       route: job.route,
       method: job.method,
       url: job.url,
@@ -216,7 +233,7 @@ export class SqliteQueue implements Queue {
 
   async complete(id: string): Promise<boolean> {
     this.#open();
-    return this.#write(() => Number(this.#sql.complete.run({ id, now: this.#now() }).changes) > 0);
+    return this.#completer.add(id);
   }
 
   async fail(id: string, error: string, retryAt: number | null): Promise<JobState | null> {
@@ -313,6 +330,12 @@ export class SqliteQueue implements Queue {
     return this.#write(() => Number(this.#sql.delete.run({ id }).changes) > 0);
   }
 
+  async purge(before: number, limit: number): Promise<number> {
+    checkPurge(before, limit);
+    this.#open();
+    return this.#write(() => Number(this.#sql.purge.run({ before: Math.round(before), limit }).changes));
+  }
+
   waitForWork(route: string, options: WaitOptions): Promise<boolean> {
     const woken = this.#hub.wait(route, options);
     this.#startPolling();
@@ -331,6 +354,7 @@ export class SqliteQueue implements Queue {
   async #close(): Promise<void> {
     this.#closed = true;
     await this.#batcher.drain();
+    await this.#completer.drain();
     this.#hub.close();
     clearTimeout(this.#pollTimer);
     this.#pollTimer = undefined;
@@ -504,6 +528,10 @@ function prepare(db: DatabaseSync) {
        WHERE route = :route AND state = 'dead'`,
     ),
     delete: db.prepare('DELETE FROM defer_jobs WHERE id = :id'),
+    purge: db.prepare(
+      `DELETE FROM defer_jobs WHERE id IN (
+         SELECT id FROM defer_jobs WHERE state = 'done' AND updated_at < :before LIMIT :limit)`,
+    ),
   };
 }
 

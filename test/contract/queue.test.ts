@@ -16,7 +16,13 @@ import { after, describe, it, type TestContext } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { isGatewayError } from '../../src/errors.ts';
 import { PgQueue } from '../../src/defer/pg-queue.ts';
-import { type JobInput, LAST_ERROR_MAX, type Queue, QueueOptionError } from '../../src/defer/queue.ts';
+import {
+  type JobInput,
+  LAST_ERROR_MAX,
+  newJobId,
+  type Queue,
+  QueueOptionError,
+} from '../../src/defer/queue.ts';
 import { SqliteQueue } from '../../src/defer/sqlite-queue.ts';
 import { dropSchema, newSchemaName, PG_URL, pgQuery } from '../helpers/pg.ts';
 
@@ -294,6 +300,53 @@ function runQueueContract(name: string, newStore: NewStore): void {
       assert.equal(await queue.get(pending), null);
       assert.equal(await queue.delete(pending), false);
       assert.equal(await queue.complete(inflight), false, 'completing a deleted job');
+    });
+
+    it('purge removes done jobs older than a time, at most limit, and nothing else (issue 6)', async (t) => {
+      const clock = fakeClock();
+      const { queue } = await newStore(t, { now: clock.now });
+      const ids = [];
+      for (let i = 0; i < 4; i++) ids.push((await queue.enqueue(job({ idempotencyKey: `k${i}` }))).id);
+      const pending = (await queue.enqueue(job())).id;
+      const claimed = await queue.claim('r1', 4, 1000);
+      assert.equal(claimed.length, 4);
+      await Promise.all(ids.slice(0, 3).map((id) => queue.complete(id)));
+      await queue.fail(ids[3], 'boom', null); // a dead letter: never purged
+      clock.advance(1000);
+      assert.equal(await queue.purge(T0, 10), 0, 'updated at T0 is not before T0');
+      assert.equal(await queue.purge(T0 + 1, 2), 2, 'at most limit');
+      assert.equal(await queue.purge(T0 + 1, 2), 1);
+      assert.equal(await queue.purge(T0 + 1, 2), 0);
+      const left = (await queue.list({ limit: 10 })).map((j) => [j.id, j.state]);
+      assert.deepEqual(left, [
+        [ids[3], 'dead'],
+        [pending, 'pending'],
+      ]);
+      // A purged job forgets its idempotency key.
+      assert.equal((await queue.enqueue(job({ idempotencyKey: 'k0' }))).duplicate, false);
+      await assert.rejects(queue.purge(T0, 0), RangeError);
+    });
+
+    it('concurrent completes share commits and each resolves with its own result (issue 6)', async (t) => {
+      const { queue } = await newStore(t);
+      for (let i = 0; i < 20; i++) await queue.enqueue(job());
+      const jobs = await queue.claim('r1', 20, 60_000);
+      const before = queue.stats().commits;
+      const results = await Promise.all([
+        ...jobs.map((j) => queue.complete(j.id)),
+        queue.complete(jobs[0].id),
+      ]);
+      assert.deepEqual(results.slice(0, 20), Array(20).fill(true));
+      assert.ok(queue.stats().commits - before < 20, 'fewer commits than completions');
+      assert.equal((await queue.depth('r1'))[0].done, 20);
+    });
+
+    it('keeps a pre-assigned job id (issue 6: a direct delivery queued afterwards)', async (t) => {
+      const { queue } = await newStore(t);
+      const id = newJobId();
+      assert.deepEqual(await queue.enqueue(job({ id })), { id, duplicate: false });
+      assert.equal((await queue.get(id))?.id, id);
+      await assert.rejects(queue.enqueue(job({ id: 'not-an-id' })), /job\.id/);
     });
 
     it('an idempotency key returns the first job, per route', async (t) => {
@@ -769,7 +822,7 @@ describe('PgQueue', () => {
     });
     const { id } = await queues[0].enqueue(job());
     assert.equal((await queues[3].get(id))?.id, id);
-    const { rows } = await pgQuery(`SELECT version FROM "${schema}".schema_version`);
-    assert.deepEqual(rows, [{ version: 1 }]);
+    const { rows } = await pgQuery(`SELECT version FROM "${schema}".schema_version ORDER BY version`);
+    assert.deepEqual(rows, [{ version: 1 }, { version: 2 }]);
   });
 });
