@@ -10,7 +10,7 @@ import { Race } from './race.ts';
 import type { StrategyRun } from './types.ts';
 
 export async function failover(run: StrategyRun): Promise<AttemptResult> {
-  const race = new Race(run, false);
+  const race = new Race(run, true);
   let target = race.pickNext();
   while (target !== undefined) {
     race.launch(target);

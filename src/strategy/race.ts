@@ -3,16 +3,18 @@
  * launching attempts, receiving their outcomes in order, aborting losers, keeping the last
  * answer that was not accepted, and building the final error with every attempt listed.
  *
- * Losers. With `parallel`, each attempt gets its own AbortController (one listener on the
+ * Losers. With `cancellable`, each attempt gets its own AbortController (one listener on the
  * route's deadline aborts them all): aborting a pending attempt makes `forward` destroy its
- * connection, an answered loser is dropped with `AttemptResult.abort()`. Sequential strategies
- * pass the route's signal through and never have two attempts to choose between.
+ * connection, an answered loser is dropped with `AttemptResult.abort()`. `single`, which takes
+ * the first answer whatever it is, passes the route's signal through and allocates nothing.
  *
  * The fallback answer (issue #4 point 3): a response that was not accepted is held, paused
  * after its first chunk, until a newer answer replaces it (then it is aborted) or nothing
  * better comes: then it is relayed as is, so a client whose targets all said 503 gets the last
- * 503 with its headers and body rather than a gateway-made 502. Holding it keeps one
- * connection busy while the next attempt runs; that is the price of relaying a real answer.
+ * 503 with its headers and body rather than a gateway-made 502. That holds when the route
+ * deadline ends the race too (a real 503 says more than our 504); only a client that went away
+ * drops it. Holding it keeps one connection busy while the next attempt runs: the price of
+ * relaying a real answer.
  */
 import { performance } from 'node:perf_hooks';
 import { GatewayError, isGatewayError } from '../errors.ts';
@@ -44,11 +46,13 @@ export type Outcome =
 
 const round = (ms: number) => Math.round(ms * 1000) / 1000;
 
+const clientClosed = (reason: unknown) => isGatewayError(reason) && reason.code === 'CLIENT_CLOSED';
+
 export class Race {
   readonly run: StrategyRun;
   readonly counters: StrategyCounters;
   readonly tried = new Set<Target>();
-  readonly #parallel: boolean;
+  readonly #cancellable: boolean;
   readonly #attempts: Attempt[] = [];
   readonly #queue: Outcome[] = [];
   #wake: (() => void) | null = null;
@@ -61,14 +65,15 @@ export class Race {
   /** Called with each attempt's duration when it answers or is cancelled (hedge latency). */
   onLatency: ((ms: number) => void) | null = null;
 
-  constructor(run: StrategyRun, parallel: boolean) {
+  constructor(run: StrategyRun, cancellable: boolean) {
     this.run = run;
     this.counters = countersFor(run.routeId);
-    this.#parallel = parallel;
-    if (parallel) {
+    this.#cancellable = cancellable;
+    if (cancellable) {
       this.#onAbort = () => {
-        for (const a of this.#attempts) if (!a.settled) a.controller!.abort(run.signal.reason);
-        if (this.#fallback !== null) this.#drop(this.#fallback, run.signal.reason as Error);
+        const reason = run.signal.reason as Error;
+        for (const a of this.#attempts) if (!a.settled) a.controller!.abort(reason);
+        if (this.#fallback !== null && clientClosed(reason)) this.#drop(this.#fallback, reason);
       };
       run.signal.addEventListener('abort', this.#onAbort, { once: true });
     }
@@ -94,7 +99,8 @@ export class Race {
 
   /** The next target in the route's order that was not tried yet and is available. */
   pickNext(): Target | undefined {
-    const { pool, spec } = this.run;
+    const { pool, spec, signal } = this.run;
+    if (signal.aborted) return undefined;
     if (spec.order === 'selector') return pool.pick(this.tried, this.run.pickContext);
     for (const t of pool.targets) if (!this.tried.has(t) && t.available()) return t;
     return undefined;
@@ -102,7 +108,7 @@ export class Race {
 
   launch(target: Target, hedge = false): void {
     const now = performance.now();
-    const controller = this.#parallel ? new AbortController() : null;
+    const controller = this.#cancellable ? new AbortController() : null;
     const record: AttemptRecord = { target: target.id, duration_ms: 0, outcome: 'pending' };
     if (hedge) record.hedge = true;
     const attempt: Attempt = {
@@ -240,14 +246,14 @@ export class Race {
    */
   finish(): AttemptResult {
     const signal = this.run.signal;
-    if (this.#fallback !== null && !signal.aborted) return this.#win(this.#fallback, false);
+    const reason = signal.aborted ? signal.reason : null;
+    if (this.#fallback !== null && !clientClosed(reason)) return this.#win(this.#fallback, false);
     this.#end();
     for (const a of this.#attempts) {
       if (!a.settled) a.controller?.abort(signal.reason ?? lost());
       else this.#drop(a, (signal.reason as Error | undefined) ?? lost());
     }
     const details = { attempts: this.run.attempts };
-    const reason = signal.aborted ? signal.reason : null;
     if (isGatewayError(reason)) {
       if (reason.code === 'CLIENT_CLOSED') throw reason;
       throw new GatewayError(reason.code, reason.message, { details });

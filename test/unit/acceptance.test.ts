@@ -34,10 +34,7 @@ test('a multiple of 100 is its class; other codes are exact; ranges and Nxx', ()
   assert.deepEqual(parseTerminalEntry('200-200'), [200, 200]);
   assert.deepEqual(parseTerminalEntry('3xx'), [300, 399]);
   const v = Verdicts.compile([200, 404, '500-502']);
-  assert.deepEqual(
-    accepted(v),
-    [...Array.from({ length: 100 }, (_, i) => 200 + i), 404, 500, 501, 502],
-  );
+  assert.deepEqual(accepted(v), [...Array.from({ length: 100 }, (_, i) => 200 + i), 404, 500, 501, 502]);
 });
 
 test('invalid entries are reported with their index', () => {
@@ -67,7 +64,8 @@ routes:
   assert.equal(action.targetHeader, true);
   assert.throws(
     () => loadConfigText(yaml('[200, "503-500"]'), 't.yaml'),
-    (err: Error) => /routes\[0\]\.proxy\.terminal\[1\]: range "503-500" ends before it starts/.test(err.message),
+    (err: Error) =>
+      /routes\[0\]\.proxy\.terminal\[1\]: range "503-500" ends before it starts/.test(err.message),
   );
   assert.throws(
     () => loadConfigText(yaml('[700]'), 't.yaml'),
@@ -85,7 +83,8 @@ routes: [{ match: {}, proxy: { pool: p, ${proxy} } }]
     /proxy\.width: only applies to strategy: fanout/,
   );
   const p95 = loadConfigText(route('strategy: hedge'), 't.yaml').compiled.routes[0].action;
-  const fixed = loadConfigText(route('strategy: hedge, hedge_after: 50ms'), 't.yaml').compiled.routes[0].action;
+  const fixed = loadConfigText(route('strategy: hedge, hedge_after: 50ms'), 't.yaml').compiled.routes[0]
+    .action;
   assert.ok(p95.kind === 'proxy' && fixed.kind === 'proxy');
   assert.deepEqual(p95.strategy.hedgeAfter, { kind: 'percentile', q: 95 });
   assert.deepEqual(fixed.strategy.hedgeAfter, { kind: 'fixed', ms: 50 });
