@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { compile } from '../config/compile.ts';
 import type { Config } from '../config/schema.ts';
 import { parseDuration } from '../config/units.ts';
+import { MultiplexRegistry } from '../multiplex/registry.ts';
 import type { Logger } from '../observability/logger.ts';
 import { createListener } from '../server/listener.ts';
 import { Pipeline } from '../server/pipeline.ts';
@@ -37,10 +38,12 @@ export interface Runtime {
 
 export async function startRuntime(config: Config, log: Logger): Promise<Runtime> {
   const registry = new Registry();
+  // Batch handlers own undici agents: built per snapshot, kept while a route's options hold (issue 5).
+  const batches = new MultiplexRegistry();
   const build = (c: Config) => {
     const { compiled, problems } = compile(c);
     if (!compiled) throw new Error(`invalid config: ${problems.map((p) => p.message).join('; ')}`);
-    return buildSnapshot(compiled, registry, c.log.access);
+    return buildSnapshot(compiled, registry, c.log.access, batches);
   };
   // Every attempt's outcome feeds its target's counters and passive health (issue 3).
   const pipeline = new Pipeline(build(config), { logger: log, forward: recordOutcomes(baseForward) });
@@ -97,6 +100,7 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
         if (timedOut)
           log.warn({ inflight: pipeline.inflight }, 'grace period over: closing remaining connections');
         server.closeAllConnections();
+        await (timedOut ? batches.destroy() : batches.close());
         await (timedOut ? registry.destroy() : registry.close());
       })();
       return closing;

@@ -3,6 +3,12 @@
  * validate and in every worker to build the same result. Durations and sizes are parsed,
  * matchers compiled and cross-references (route → pool) resolved here, once.
  */
+import {
+  compileMultiplexOptions,
+  type MultiplexOptions,
+  MultiplexConfigError,
+  multiplexSchema,
+} from '../multiplex/schema.ts';
 import { compileMatch, type Matcher } from '../routing/matcher.ts';
 import { compileStrategy } from '../strategy/spec.ts';
 import type { StrategySpec } from '../strategy/types.ts';
@@ -70,7 +76,14 @@ export type RouteAction =
       /** Add `x-manifold-target` to the response. */
       targetHeader: boolean;
     }
-  | { kind: 'respond'; status: number; body: Buffer; headers: Record<string, string> };
+  | { kind: 'respond'; status: number; body: Buffer; headers: Record<string, string> }
+  | {
+      kind: 'multiplex';
+      /** Compiled once here; the runtime builds the route's live handler from them (issue 5). */
+      options: MultiplexOptions;
+      /** Equal keys mean equal options: a new snapshot then keeps the route's handler. */
+      key: string;
+    };
 
 export interface CompiledRoute {
   id: string;
@@ -196,7 +209,37 @@ function checkAdmin(admin: AdminConfig | undefined, problems: CompileProblem[]):
 }
 
 /** The keys of a route that name its action; a route has exactly one. */
-export const ACTION_KEYS = ['proxy', 'respond'] as const;
+export const ACTION_KEYS = ['proxy', 'respond', 'multiplex'] as const;
+
+const MULTIPLEX_KEYS = Object.keys(multiplexSchema.properties);
+
+/** `routes[2].multiplex` + `.allow[1]` → ['routes', 2, 'multiplex', 'allow', 1]. */
+function keyPath(base: Array<string | number>, prefix: string, path: string): Array<string | number> {
+  const out = [...base];
+  for (const m of path.slice(prefix.length).matchAll(/\.([^.[]+)|\[(\d+)\]/g)) {
+    out.push(m[1] ?? Number(m[2]));
+  }
+  return out;
+}
+
+function compileMultiplex(
+  raw: NonNullable<RouteConfig['multiplex']>,
+  index: number,
+  problems: CompileProblem[],
+): RouteAction {
+  const base = ['routes', index, 'multiplex'];
+  const prefix = `routes[${index}].multiplex`;
+  // Schema order, not the file's: the same options always give the same key.
+  const key = JSON.stringify(MULTIPLEX_KEYS.map((k) => raw[k as keyof typeof raw] ?? null));
+  try {
+    return { kind: 'multiplex', options: compileMultiplexOptions(raw, prefix), key };
+  } catch (err) {
+    if (!(err instanceof MultiplexConfigError)) throw err;
+    problems.push({ path: keyPath(base, prefix, err.path), message: err.problem });
+    // Never served: with a problem, compile() returns no config.
+    return { kind: 'respond', status: 500, body: Buffer.alloc(0), headers: {} };
+  }
+}
 
 function compileRoute(
   r: RouteConfig,
@@ -231,6 +274,8 @@ function compileRoute(
       strategy: compileStrategy(r.proxy, ['routes', index, 'proxy'], problems),
       targetHeader: r.proxy.target_header,
     };
+  } else if (r.multiplex) {
+    action = compileMultiplex(r.multiplex, index, problems);
   } else {
     const s = r.respond ?? { status: 404, body: '', headers: {} };
     action = { kind: 'respond', status: s.status, body: Buffer.from(s.body), headers: s.headers };

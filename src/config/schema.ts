@@ -4,6 +4,13 @@
  * TypeScript types of the validated result. Cross-references (a route naming a pool) are
  * checked in compile.ts; everything about a single value's shape is checked here.
  */
+import {
+  DURATION_HINT,
+  type MultiplexConfig,
+  multiplexSchema,
+  SIZE_HINT,
+  SIZE_KEYS,
+} from '../multiplex/schema.ts';
 import { DURATION_PATTERN, SIZE_PATTERN } from './units.ts';
 
 type Schema = Record<string, unknown>;
@@ -328,6 +335,21 @@ const respondSchema: Schema = {
   },
 };
 
+/**
+ * Issue 5: the engine's own `multiplex:` schema (src/multiplex/schema.ts, which also compiles
+ * it), with this loader's one-line message for its duration and size values.
+ */
+const multiplexRouteSchema: Schema = {
+  ...multiplexSchema,
+  description: 'Answer with a batch: run the HTTP requests listed in the body, answer every result.',
+  properties: Object.fromEntries(
+    Object.entries(multiplexSchema.properties).map(([key, s]) => [
+      key,
+      'anyOf' in s ? { ...s, errorMessage: SIZE_KEYS.has(key) ? SIZE_HINT : DURATION_HINT } : s,
+    ]),
+  ),
+};
+
 const routeSchema: Schema = {
   type: 'object',
   additionalProperties: false,
@@ -341,6 +363,7 @@ const routeSchema: Schema = {
     match: matchSchema,
     proxy: proxySchema,
     respond: respondSchema,
+    multiplex: multiplexRouteSchema,
     timeout: duration('One overall deadline for the whole exchange, body included; 0 = none.', '60s'),
     headers_timeout: duration('Time a target may take to send its response headers.', '30s'),
     idle_timeout: duration('Longest pause allowed between two chunks of the response body.', '30s'),
@@ -532,6 +555,7 @@ export interface RouteConfig {
   match: MatchConfig;
   proxy?: ProxyConfig;
   respond?: RespondConfig;
+  multiplex?: MultiplexConfig;
   timeout: Duration;
   headers_timeout: Duration;
   idle_timeout: Duration;

@@ -181,6 +181,11 @@ export class MultiplexHandler {
     }
   }
 
+  /** The route options it was built from (the HTTP layer reads max_body_bytes, parseBatch the rest). */
+  get options(): MultiplexOptions {
+    return this.#opts;
+  }
+
   /** Outbound requests in flight / waiting for a slot (for metrics and tests). */
   get load(): { active: number; waiting: number } {
     return { active: this.#limiter.active, waiting: this.#limiter.waiting };
@@ -189,6 +194,11 @@ export class MultiplexHandler {
   /** Closes the target connections; waits for requests in flight (each bounded by its deadline). */
   close(): Promise<void> {
     return this.#agent.close();
+  }
+
+  /** Immediate: aborts whatever is in flight (after a shutdown grace period ran out). */
+  destroy(): Promise<void> {
+    return this.#agent.destroy();
   }
 }
 

@@ -13,10 +13,14 @@ const DURATION = '^\\d+(\\.\\d+)?(ms|s|m|h)$';
 const SIZE = '^\\d+\\s*(B|kB|KB|KiB|MB|MiB|GB|GiB)?$';
 const DURATION_RE = new RegExp(DURATION);
 
-const DURATION_HINT = 'must be a duration like "250ms", "10s", "1m" or integer milliseconds';
-const SIZE_HINT = 'must be a size like 1048576 (bytes), "512KiB" or "1MiB"';
+export const DURATION_HINT = 'must be a duration like "250ms", "10s", "1m" or integer milliseconds';
+export const SIZE_HINT = 'must be a size like 1048576 (bytes), "512KiB" or "1MiB"';
 
-const SIZE_KEYS = new Set(['max_item_bytes', 'max_total_bytes', 'max_body_bytes']);
+export const SIZE_KEYS: ReadonlySet<string> = new Set([
+  'max_item_bytes',
+  'max_total_bytes',
+  'max_body_bytes',
+]);
 
 const duration = (def: string, description: string) => ({
   description,
@@ -124,14 +128,19 @@ export interface MultiplexOptions {
   readonly keepAliveTimeoutMs: number;
 }
 
-/** A config error; `path` is the full key path, e.g. `routes[2].multiplex.allow[1]`. */
+/**
+ * A config error; `path` is the full key path, e.g. `routes[2].multiplex.allow[1]`, and
+ * `problem` the message without it (what config/compile.ts reports next to the path).
+ */
 export class MultiplexConfigError extends Error {
   readonly path: string;
+  readonly problem: string;
   override readonly name = 'MultiplexConfigError';
 
   constructor(path: string, problem: string) {
     super(`${path}: ${problem}`);
     this.path = path;
+    this.problem = problem;
   }
 }
 

@@ -8,8 +8,10 @@ import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import type { CompiledRoute } from '../config/compile.ts';
 import { GatewayError, isGatewayError } from '../errors.ts';
+import { parseBatch } from '../multiplex/batch.ts';
+import type { MultiplexHandler } from '../multiplex/handler.ts';
 import type { Logger } from '../observability/logger.ts';
-import { hasBody, limitBody } from '../proxy/body.ts';
+import { hasBody, limitBody, readBody } from '../proxy/body.ts';
 import {
   type AttemptResult,
   type BodySink,
@@ -152,6 +154,14 @@ export class Pipeline {
         res.end(action.body);
         return;
       }
+      if (action.kind === 'multiplex') {
+        // use() now, not after the body is read: a reload meanwhile must not close the handler.
+        snapshot.multiplex
+          .get(route.id)!
+          .use((handler) => this.#multiplex(req, res, ctx, route, handler))
+          .catch((err) => this.#fail(res, ctx, err));
+        return;
+      }
       this.#proxy(req, res, ctx, route, action, snapshot).catch((err) => this.#fail(res, ctx, err));
     } catch (err) {
       this.#fail(res, ctx, err);
@@ -272,6 +282,55 @@ export class Pipeline {
     const sink = new ResponseSink(res, ctx);
     signal.addEventListener('abort', () => result.abort(signal.reason as Error), { once: true });
     result.pipeTo(sink);
+  }
+
+  /**
+   * Issue 5: reads the batch (bounded), runs it under one deadline and answers 200 with every
+   * result in order. The downstream going away aborts the batch (499); the route timeout, when
+   * shorter than the batch's, ends it early with partial results, as the batch deadline would.
+   */
+  async #multiplex(
+    req: IncomingMessage,
+    res: ServerResponse,
+    ctx: RequestContext,
+    route: CompiledRoute,
+    handler: MultiplexHandler,
+  ): Promise<void> {
+    const controller = new AbortController();
+    const timer =
+      route.timeoutMs > 0
+        ? setTimeout(
+            () =>
+              controller.abort(
+                new DOMException(`route deadline of ${route.timeoutMs} ms passed`, 'TimeoutError'),
+              ),
+            route.timeoutMs,
+          )
+        : undefined;
+    res.once('close', () => {
+      if (!res.writableFinished) controller.abort(new GatewayError('CLIENT_CLOSED'));
+    });
+    try {
+      const opts = handler.options;
+      const max = Math.min(route.maxBodyBytes ?? opts.maxBodyBytes, opts.maxBodyBytes);
+      const batch = parseBatch(await readBody(req, max), opts);
+      const body = Buffer.from(JSON.stringify(await handler.run(batch, controller.signal)));
+      ctx.status = 200;
+      ctx.bytesOut = body.length;
+      const headers = [
+        'content-type',
+        'application/json',
+        'content-length',
+        String(body.length),
+        'x-request-id',
+        ctx.id,
+      ];
+      if (this.#draining) headers.push('connection', 'close');
+      res.writeHead(200, headers);
+      res.end(body);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   #fail(res: ServerResponse, ctx: RequestContext, err: unknown): void {

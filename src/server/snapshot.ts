@@ -3,16 +3,25 @@
  * pools they name. Built fully before it is published, then swapped by one assignment.
  */
 import type { CompiledConfig, CompiledRoute } from '../config/compile.ts';
+import type { MultiplexLease, MultiplexRegistry } from '../multiplex/registry.ts';
 import type { Pool } from '../upstream/pool.ts';
 import type { Registry } from '../upstream/registry.ts';
 
 export interface Snapshot {
   readonly routes: readonly CompiledRoute[];
   readonly pools: ReadonlyMap<string, Pool>;
+  /** The live batch handler of each multiplex route, by route id (issue 5). */
+  readonly multiplex: ReadonlyMap<string, MultiplexLease>;
   readonly accessLog: boolean;
 }
 
-export function buildSnapshot(compiled: CompiledConfig, registry: Registry, accessLog: boolean): Snapshot {
+export function buildSnapshot(
+  compiled: CompiledConfig,
+  registry: Registry,
+  accessLog: boolean,
+  batches: MultiplexRegistry,
+): Snapshot {
   const pools = registry.provision(compiled.pools);
-  return Object.freeze({ routes: Object.freeze([...compiled.routes]), pools, accessLog });
+  const multiplex = batches.provision(compiled.routes);
+  return Object.freeze({ routes: Object.freeze([...compiled.routes]), pools, multiplex, accessLog });
 }
