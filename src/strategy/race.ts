@@ -145,18 +145,22 @@ export class Race {
       attempt.result = result;
       record.status = result.status;
       this.onLatency?.(duration);
+      if (this.#done) {
+        // A loser that answered a moment too late to be cancelled while pending.
+        this.#markCancelled(attempt);
+        attempt.dropped = true;
+        result.abort(lost());
+        return;
+      }
       const accepted = this.run.spec.verdicts.accepts(result.status);
-      record.outcome = accepted ? 'pending' : 'rejected';
-      // Answered after the race was decided: a loser that was a moment too slow to cancel.
-      if (this.#done) this.#drop(attempt, lost());
-      else this.#push({ kind: 'answer', attempt, result, accepted });
+      if (!accepted) record.outcome = 'rejected';
+      this.#push({ kind: 'answer', attempt, result, accepted });
       return;
     }
     const error = isGatewayError(err) ? err : new GatewayError('INTERNAL', undefined, { cause: err });
     record.error = error.code;
-    if (error.code === 'ATTEMPT_CANCELLED') {
-      record.outcome = 'cancelled';
-      this.counters.cancelled++;
+    if (error.code === 'ATTEMPT_CANCELLED' || record.outcome === 'cancelled') {
+      this.#markCancelled(attempt);
       this.onLatency?.(duration);
     } else {
       record.outcome = 'failed';
@@ -223,8 +227,11 @@ export class Race {
     this.#fallback = null;
     for (const a of this.#attempts) {
       if (a === winner) continue;
-      if (!a.settled) a.controller?.abort(lost());
-      else this.#drop(a, lost());
+      if (a.settled) this.#drop(a, lost());
+      else {
+        this.#markCancelled(a);
+        a.controller?.abort(lost());
+      }
     }
     return winner.result!;
   }
@@ -233,11 +240,14 @@ export class Race {
   #drop(a: Attempt, reason: Error): void {
     if (a.result === null || a.dropped) return;
     a.dropped = true;
-    if (a.record.outcome === 'pending') {
-      a.record.outcome = 'cancelled';
-      this.counters.cancelled++;
-    }
+    if (a.record.outcome === 'pending') this.#markCancelled(a);
     a.result.abort(reason);
+  }
+
+  #markCancelled(a: Attempt): void {
+    if (a.record.outcome === 'cancelled') return;
+    a.record.outcome = 'cancelled';
+    this.counters.cancelled++;
   }
 
   /**
@@ -250,8 +260,11 @@ export class Race {
     if (this.#fallback !== null && !clientClosed(reason)) return this.#win(this.#fallback, false);
     this.#end();
     for (const a of this.#attempts) {
-      if (!a.settled) a.controller?.abort(signal.reason ?? lost());
-      else this.#drop(a, (signal.reason as Error | undefined) ?? lost());
+      if (a.settled) this.#drop(a, (signal.reason as Error | undefined) ?? lost());
+      else {
+        this.#markCancelled(a);
+        a.controller?.abort(signal.reason ?? lost());
+      }
     }
     const details = { attempts: this.run.attempts };
     if (isGatewayError(reason)) {
