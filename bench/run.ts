@@ -13,7 +13,7 @@ import type { BenchOptions, Suite } from './lib/suite.ts';
 /** Suite name → its module, loaded only when chosen. The first entry is the default. */
 const SUITES: Record<string, () => Promise<Suite>> = {
   proxy: async () => (await import('./proxy/suite.ts')).suite,
-  // hedge: async () => (await import('./hedge/suite.ts')).suite,
+  hedge: async () => (await import('./hedge/suite.ts')).suite,
   // multiplex: async () => (await import('./multiplex/suite.ts')).suite,
   // defer: async () => (await import('./defer/suite.ts')).suite,
 };
