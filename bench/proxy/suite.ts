@@ -44,8 +44,9 @@ function log(line = ''): void {
   process.stdout.write(`${line}\n`);
 }
 
+/** One progress line; the 1-minute load average explains an outlier round on a shared machine. */
 function describeMeasurement(m: Measurement): string {
-  const base = `${fmtInt(m.rps).padStart(8)} req/s  p50 ${fmtFixed(m.p50, 2).padStart(6)} ms  p99 ${fmtFixed(m.p99, 2).padStart(6)} ms`;
+  const base = `${fmtInt(m.rps).padStart(8)} req/s  p50 ${fmtFixed(m.p50, 2).padStart(6)} ms  p99 ${fmtFixed(m.p99, 2).padStart(6)} ms  load ${loadavg()[0].toFixed(1)}`;
   return m.problems.length === 0 ? base : `${base}  INVALID: ${m.problems.join(', ')}`;
 }
 
