@@ -116,6 +116,9 @@ export function classify(err: unknown, target: Target, connected: boolean, respo
   }
 }
 
+/** Body bytes held per attempt before its consumer is attached (see onResponseData). */
+const EARLY_LIMIT = 64 * 1024;
+
 /** The dispatch handler of one attempt; also the AttemptResult it resolves with. */
 class AttemptHandler implements Dispatcher.DispatchHandler, AttemptResult {
   readonly target: Target;
@@ -132,6 +135,7 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptResult {
   #sink: BodySink | null = null;
   /** Chunks that arrived before a sink was attached. */
   #early: Buffer[] | null = null;
+  #earlyBytes = 0;
   #earlyEnd = false;
   #earlyError: AttemptError | null = null;
 
@@ -180,8 +184,12 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptResult {
       if (!sink.write(chunk)) controller.pause();
       return;
     }
+    // The body often arrives in the same read as the headers, before the strategy has
+    // handed the result to its consumer. Pausing undici's parser for that costs a re-parse
+    // per response, so a little is held here and the parser is paused only past the limit.
     (this.#early ??= []).push(chunk);
-    controller.pause();
+    this.#earlyBytes += chunk.length;
+    if (this.#earlyBytes >= EARLY_LIMIT) controller.pause();
   }
 
   onResponseEnd(): void {
@@ -206,16 +214,15 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptResult {
   pipeTo(sink: BodySink): void {
     this.#sink = sink;
     sink.onDrain(() => this.#controller?.resume());
+    let open = true;
     if (this.#early !== null) {
       const early = this.#early;
       this.#early = null;
-      let open = true;
       for (const chunk of early) open = sink.write(chunk);
-      if (!open) return; // the drain callback resumes
     }
     if (this.#earlyError !== null) sink.error(this.#earlyError);
     else if (this.#earlyEnd) sink.end();
-    else this.#controller?.resume();
+    else if (open) this.#controller?.resume(); // otherwise the sink's drain resumes
   }
 
   abort(reason: Error): void {
