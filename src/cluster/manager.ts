@@ -216,7 +216,11 @@ export class Manager {
    * finish (its dispatcher closes gracefully). With `wait`, resolves once none is left in any
    * worker or `admin.drain_timeout` passed.
    */
-  async removeTarget(pool: string, id: string, wait: boolean): Promise<{ target: TargetView; drained: boolean }> {
+  async removeTarget(
+    pool: string,
+    id: string,
+    wait: boolean,
+  ): Promise<{ target: TargetView; drained: boolean }> {
     const entry = await this.#serial(async () => {
       const t = this.#target(pool, id);
       await this.#commit(change.removeTarget(this.#overlay, pool, id), `removing target "${id}"`);
@@ -276,7 +280,9 @@ export class Manager {
       const next = applyOverlay(file, this.#overlay);
       const { compiled, problems } = compile(next);
       if (!compiled) {
-        const text = problems.map((p) => `${formatPath(p.path)}: ${p.message} (with the admin API's pool changes)`);
+        const text = problems.map(
+          (p) => `${formatPath(p.path)}: ${p.message} (with the admin API's pool changes)`,
+        );
         this.#log.error({ problems: text }, 'config reload refused; the old config keeps serving');
         throw new GatewayError('CONFIG_INVALID', `config reload refused: ${text.join('; ')}`, {
           details: { problems: text },
@@ -364,7 +370,8 @@ export class Manager {
   #target(pool: string, id: string): TargetConfig {
     this.#pool(pool);
     const t = findTarget(this.#config, pool, id);
-    if (!t) throw new GatewayError('NOT_FOUND', `pool "${pool}" has no target "${id}"`, { details: { pool, id } });
+    if (!t)
+      throw new GatewayError('NOT_FOUND', `pool "${pool}" has no target "${id}"`, { details: { pool, id } });
     return t;
   }
 
@@ -373,9 +380,13 @@ export class Manager {
     const next = applyOverlay(this.#file, overlay);
     const { compiled, problems } = compile(next);
     if (!compiled)
-      throw new GatewayError('CONFLICT', `${what} would leave the config invalid: ${problemsText(problems)}`, {
-        details: { problems: problems.map((p) => ({ path: formatPath(p.path), message: p.message })) },
-      });
+      throw new GatewayError(
+        'CONFLICT',
+        `${what} would leave the config invalid: ${problemsText(problems)}`,
+        {
+          details: { problems: problems.map((p) => ({ path: formatPath(p.path), message: p.message })) },
+        },
+      );
     this.#overlay = overlay;
     await this.#publish(next, compiled);
     await this.#persist();
@@ -401,7 +412,10 @@ export class Manager {
     if (file === null) return;
     const tmp = `${file}.${process.pid}.tmp`;
     try {
-      await writeFile(tmp, `${JSON.stringify({ version: STATE_FILE_VERSION, overlay: this.#overlay }, null, 2)}\n`);
+      await writeFile(
+        tmp,
+        `${JSON.stringify({ version: STATE_FILE_VERSION, overlay: this.#overlay }, null, 2)}\n`,
+      );
       await rename(tmp, file);
     } catch (err) {
       // The change is served already; losing it at the next restart is the lesser harm.
@@ -421,7 +435,12 @@ export class Manager {
     try {
       const parsed = JSON.parse(text) as { version?: number; overlay?: Overlay };
       const o = parsed.overlay;
-      if (parsed.version !== STATE_FILE_VERSION || !o || typeof o.created !== 'object' || !Array.isArray(o.deleted))
+      if (
+        parsed.version !== STATE_FILE_VERSION ||
+        !o ||
+        typeof o.created !== 'object' ||
+        !Array.isArray(o.deleted)
+      )
         throw new Error(`not a version ${STATE_FILE_VERSION} state file`);
       return { created: o.created ?? {}, deleted: o.deleted, targets: o.targets ?? {} };
     } catch (err) {
@@ -433,7 +452,9 @@ export class Manager {
   async #drained(d: Draining): Promise<boolean> {
     const reports = await this.#plane.stats();
     return reports.every(
-      (r) => r.version >= d.version && !r.targets.some((t) => t.pool === d.pool && t.id === d.id && t.inflight > 0),
+      (r) =>
+        r.version >= d.version &&
+        !r.targets.some((t) => t.pool === d.pool && t.id === d.id && t.inflight > 0),
     );
   }
 

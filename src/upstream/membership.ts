@@ -71,7 +71,8 @@ export const change = {
     delete created[name];
     const targets = { ...o.targets };
     delete targets[name];
-    const deleted = Object.hasOwn(file.pools, name) && !o.deleted.includes(name) ? [...o.deleted, name] : o.deleted;
+    const deleted =
+      Object.hasOwn(file.pools, name) && !o.deleted.includes(name) ? [...o.deleted, name] : o.deleted;
     return { created, deleted, targets };
   },
 };

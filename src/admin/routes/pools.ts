@@ -12,11 +12,15 @@ export const waitFlag = (q: { wait?: string }) => q.wait === 'true' || q.wait ==
 export const poolRoutes = (manager: Manager) => async (app: FastifyInstance) => {
   app.get('/pools', async () => ({ pools: await manager.pools() }));
 
-  app.post<{ Body: PoolConfig & { name: string } }>('/pools', { schema: { body: poolBody } }, async (req, reply) => {
-    const { name, ...pool } = req.body;
-    reply.code(201);
-    return { pool: await manager.createPool(name, pool) };
-  });
+  app.post<{ Body: PoolConfig & { name: string } }>(
+    '/pools',
+    { schema: { body: poolBody } },
+    async (req, reply) => {
+      const { name, ...pool } = req.body;
+      reply.code(201);
+      return { pool: await manager.createPool(name, pool) };
+    },
+  );
 
   app.get<{ Params: PoolParams }>('/pools/:pool', { schema: { params: poolParams } }, async (req) => ({
     pool: (await manager.pools(req.params.pool))[0],
@@ -27,9 +31,13 @@ export const poolRoutes = (manager: Manager) => async (app: FastifyInstance) => 
     return { deleted: req.params.pool };
   });
 
-  app.get<{ Params: PoolParams }>('/pools/:pool/targets', { schema: { params: poolParams } }, async (req) => ({
-    targets: (await manager.pools(req.params.pool))[0].targets,
-  }));
+  app.get<{ Params: PoolParams }>(
+    '/pools/:pool/targets',
+    { schema: { params: poolParams } },
+    async (req) => ({
+      targets: (await manager.pools(req.params.pool))[0].targets,
+    }),
+  );
 
   app.post<{ Params: PoolParams; Body: TargetConfig }>(
     '/pools/:pool/targets',
