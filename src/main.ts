@@ -20,6 +20,9 @@ import {
   type Override,
   scalar,
 } from './config/load.ts';
+import { parseDuration } from './config/units.ts';
+import { startDeliveryHost, withDeliveries } from './defer/host.ts';
+import type { Queue } from './defer/queue.ts';
 import { createLogger } from './observability/logger.ts';
 
 const VERSION: string = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version;
@@ -28,6 +31,7 @@ export const USAGE = `Usage:
   manifold [--config FILE] [options]      run the gateway
   manifold validate --config FILE         check a config file, print every problem
   manifold --endpoints URL,URL [options]  quick mode: no file, one pool, one catch-all route
+  manifold --defer-to URL [options]       quick mode: answer 202 now, deliver to URL later
 
 Options:
   -c, --config FILE      YAML config file (default: $MANIFOLD_CONFIG)
@@ -48,6 +52,9 @@ Quick mode (no config file; one process unless --workers is given):
   -t, --terminal-responses LIST
                          accepted statuses (default 100,200,300,400): a class (400 = 400-499),
                          a code (429) or a range (500-503); any other answer means "try the next"
+      --defer-to URL     answer every request 202 {"id"} once it is stored (./data/queue.db)
+                         and deliver it to URL with the same path and query, retried with
+                         backoff; tune it with MANIFOLD_ROUTES__0__DEFER__* and MANIFOLD_QUEUE__*
 
 Environment:
   MANIFOLD_CONFIG        config file when --config is not given
@@ -66,6 +73,7 @@ const OPTIONS = {
   endpoints: { type: 'string', short: 'e' },
   fanout: { type: 'boolean', short: 'f' },
   'terminal-responses': { type: 'string', short: 't' },
+  'defer-to': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean', short: 'v' },
 } as const;
@@ -139,18 +147,40 @@ function quickOverrides(values: Record<string, unknown>): Override[] {
   return overrides;
 }
 
+/**
+ * `--defer-to URL` (issue 6), asyncproxy's mode. The route is part of the base rather than a
+ * flag override, so env overrides reach it like asyncproxy's env settings do:
+ * MANIFOLD_ROUTES__0__DEFER__RATE=100/s, MANIFOLD_ROUTES__0__DEFER__STATUS=200 (README).
+ */
+const QUICK_DEFER_BASE = `${QUICK_BASE}routes:
+  - id: deferred
+    match: {}
+    defer: { pool: remote, host: target }
+`;
+
 function load(values: Record<string, unknown>): LoadedConfig {
   const quick = typeof values.endpoints === 'string';
+  const deferTo = typeof values['defer-to'] === 'string';
+  if (deferTo && (quick || values.config !== undefined))
+    fail('--defer-to (quick mode) excludes --config and --endpoints');
   if (quick && values.config !== undefined) fail('--endpoints (quick mode) and --config exclude each other');
   if (!quick && (values.fanout !== undefined || values['terminal-responses'] !== undefined))
     fail('--fanout and --terminal-responses need --endpoints (quick mode)');
-  const file = quick ? QUICK_SOURCE : ((values.config as string | undefined) ?? process.env.MANIFOLD_CONFIG);
+  const file =
+    quick || deferTo ? QUICK_SOURCE : ((values.config as string | undefined) ?? process.env.MANIFOLD_CONFIG);
   if (!file) fail(`no config file: pass --config FILE or set MANIFOLD_CONFIG\n\n${USAGE}`);
   const overrides: Override[] = quick ? quickOverrides(values) : [];
+  if (deferTo)
+    overrides.push({
+      path: ['pools', 'remote', 'targets'],
+      value: [values['defer-to']],
+      source: 'flag --defer-to',
+    });
   for (const [flag, path] of Object.entries(FLAG_KEYS)) {
     const v = values[flag];
     if (typeof v === 'string') overrides.push({ path, value: scalar(v), source: `flag --${flag}` });
   }
+  if (deferTo) return loadConfigText(QUICK_DEFER_BASE, file, { overrides });
   return quick ? loadConfigText(QUICK_BASE, file, { overrides }) : loadConfigFile(file, { overrides });
 }
 
@@ -184,20 +214,29 @@ async function run(loaded: LoadedConfig, logFile: string | undefined, reread: ()
   const config = manager.config;
   let shutdown: () => Promise<void>;
   let plane: DataPlane;
+  let queue: () => Queue | null;
   if (workers <= 1) {
     const runtime = await startRuntime(config, log);
     log.info({ port: runtime.port, workers: 0, config: loaded.file }, 'manifold listening');
     shutdown = () => runtime.close();
     plane = localPlane(runtime);
+    queue = () => runtime.defer.queue;
   } else {
+    // Issue 6: workers accept deferred requests, the primary delivers them (it opens the
+    // store first, so the workers find it created).
+    const deliveries = await startDeliveryHost(config, log);
     const primary = startPrimary(config, workers, log);
-    shutdown = () => primary.shutdown();
-    plane = primary;
+    const grace = parseDuration(config.shutdown.grace);
+    shutdown = async () => {
+      await Promise.all([primary.shutdown(), deliveries.close(grace)]);
+    };
+    plane = withDeliveries(primary, deliveries);
+    queue = () => deliveries.service.queue;
     try {
       const port = await primary.ready;
       log.info({ port, workers, config: loaded.file }, 'manifold listening');
     } catch (err) {
-      await primary.shutdown();
+      await shutdown();
       log.flush();
       fail(`could not start: ${(err as Error).message}`, 1);
     }
@@ -206,7 +245,7 @@ async function run(loaded: LoadedConfig, logFile: string | undefined, reread: ()
   // The admin API is the way to change pools, not the data plane: when its port is taken the
   // gateway keeps serving and says so loudly, rather than refusing traffic.
   const admin = config.admin.enabled
-    ? await startAdmin(manager, log).catch((err: Error) => {
+    ? await startAdmin(manager, log, { queue }).catch((err: Error) => {
         log.error(
           { err: err.message, host: config.admin.host, port: config.admin.port },
           'admin API could not start; serving without it',

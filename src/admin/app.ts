@@ -8,10 +8,12 @@ import { timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import type { Manager } from '../cluster/manager.ts';
+import type { Queue } from '../defer/queue.ts';
 import { errorBody, GatewayError, isGatewayError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import { configRoutes } from './routes/config.ts';
 import { poolRoutes } from './routes/pools.ts';
+import { queueRoutes } from './routes/queue.ts';
 import { serverRoutes } from './routes/servers.ts';
 import { statsRoutes } from './routes/stats.ts';
 import { AJV_OPTIONS } from './schemas.ts';
@@ -52,7 +54,12 @@ function validationMessage(err: FastifyError): string {
     .join('; ');
 }
 
-export function buildAdmin(manager: Manager, log: Logger): FastifyInstance {
+export interface AdminOptions {
+  /** The queue of defer routes where this process delivers (issue 6); null while none is open. */
+  queue?: () => Queue | null;
+}
+
+export function buildAdmin(manager: Manager, log: Logger, options: AdminOptions = {}): FastifyInstance {
   const app = Fastify({
     // Changes are logged by the Manager; fastify's per-request lines would only repeat them.
     loggerInstance: log.child({ component: 'admin' }, { level: 'warn' }) as FastifyBaseLogger,
@@ -88,13 +95,18 @@ export function buildAdmin(manager: Manager, log: Logger): FastifyInstance {
   app.register(serverRoutes(manager));
   app.register(statsRoutes(manager));
   app.register(configRoutes(manager));
+  app.register(queueRoutes(options.queue ?? (() => null)));
   return app;
 }
 
 /** Builds the admin API and binds it to `admin.host:admin.port`. */
-export async function startAdmin(manager: Manager, log: Logger): Promise<AdminServer> {
+export async function startAdmin(
+  manager: Manager,
+  log: Logger,
+  options: AdminOptions = {},
+): Promise<AdminServer> {
   const { host, port } = manager.config.admin;
-  const app = buildAdmin(manager, log);
+  const app = buildAdmin(manager, log, options);
   await app.listen({ host, port });
   const bound = (app.server.address() as AddressInfo).port;
   log.info({ host, port: bound, token: Boolean(manager.config.admin.token) }, 'admin API listening');

@@ -111,3 +111,39 @@ export const drainQuery: Schema = {
   },
 };
 
+// ---- the queue of defer routes (issue 6; routes/queue.ts) ----
+
+const JOB_STATE = { type: 'string', enum: ['pending', 'inflight', 'done', 'dead'] };
+const PAGE = { type: 'string', pattern: '^[0-9]{1,4}$', description: 'Page size, 1 to 1000 (default 100).' };
+const AFTER = { type: 'string', minLength: 1, description: 'Cursor: the `next` of the previous page.' };
+const ROUTE = { type: 'string', pattern: NAME, description: 'Only this route.' };
+
+export const queueDepthQuery: Schema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { route: ROUTE },
+};
+
+export const jobListQuery: Schema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { route: ROUTE, state: JOB_STATE, limit: PAGE, after: AFTER },
+};
+
+export const deadListQuery: Schema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { route: ROUTE, limit: PAGE, after: AFTER },
+};
+
+export const jobParams: Schema = {
+  type: 'object',
+  required: ['id'],
+  properties: { id: { type: 'string', minLength: 1, maxLength: 64 } },
+};
+
+export const retryAllQuery: Schema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { route: { ...ROUTE, description: 'Only the dead letters of this route (default: all).' } },
+};

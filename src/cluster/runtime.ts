@@ -13,6 +13,7 @@ import type { Logger } from '../observability/logger.ts';
 import { createListener } from '../server/listener.ts';
 import { Pipeline } from '../server/pipeline.ts';
 import { buildSnapshot } from '../server/snapshot.ts';
+import { DeferService } from '../defer/service.ts';
 import { forward as baseForward } from '../proxy/forward.ts';
 import { recordOutcomes } from '../upstream/outcomes.ts';
 import { type DownTargets, Registry } from '../upstream/registry.ts';
@@ -21,6 +22,8 @@ import type { WorkerStats } from '../upstream/stats.ts';
 export interface Runtime {
   readonly server: Server;
   readonly pipeline: Pipeline;
+  /** Issue 6: the queue of `defer` routes; this process delivers too unless it is a worker. */
+  readonly defer: DeferService;
   /** The port actually bound (useful with port 0). */
   readonly port: number;
   /**
@@ -46,7 +49,12 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
     return buildSnapshot(compiled, registry, c.log.access, batches);
   };
   // Every attempt's outcome feeds its target's counters and passive health (issue 3).
-  const pipeline = new Pipeline(build(config), { logger: log, forward: recordOutcomes(baseForward) });
+  const forward = recordOutcomes(baseForward);
+  // Issue 6: workers accept and enqueue; the primary delivers (defer/host.ts), or this process
+  // when it is the only one — through the same pools and forward as the proxy routes.
+  const defer = new DeferService({ log, forward, view: () => pipeline.snapshot, deliver: !cluster.isWorker });
+  const pipeline = new Pipeline(build(config), { logger: log, forward, acceptor: defer.acceptor });
+  await defer.apply(config);
   const server = createListener(config, pipeline, log);
   let version = 0;
   const downstream = { success: 0, failed: 0 };
@@ -75,10 +83,12 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
   return {
     server,
     pipeline,
+    defer,
     port: (server.address() as AddressInfo).port,
     apply(c: Config, v = version + 1) {
       pipeline.setSnapshot(build(c));
       version = v;
+      defer.apply(c).catch((err) => log.error({ err }, 'queue: could not apply the new config'));
     },
     setDown(down: DownTargets) {
       registry.setDown(down);
@@ -90,6 +100,8 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
       closing ??= (async () => {
         server.close();
         server.closeIdleConnections();
+        // Deliveries get the same grace period, alongside the drain; their leases are released after it.
+        const delivering = defer.stopDelivering(graceMs);
         let timer: NodeJS.Timeout | undefined;
         const expired = new Promise<boolean>((resolve) => {
           timer = setTimeout(() => resolve(true), graceMs);
@@ -100,6 +112,8 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
         if (timedOut)
           log.warn({ inflight: pipeline.inflight }, 'grace period over: closing remaining connections');
         server.closeAllConnections();
+        await delivering;
+        await defer.close();
         await (timedOut ? batches.destroy() : batches.close());
         await (timedOut ? registry.destroy() : registry.close());
       })();

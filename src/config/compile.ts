@@ -9,6 +9,7 @@ import {
   MultiplexConfigError,
   multiplexSchema,
 } from '../multiplex/schema.ts';
+import { compileDefer, compileQueue, type DeferSpec } from '../defer/spec.ts';
 import { compileMatch, type Matcher } from '../routing/matcher.ts';
 import { compileStrategy } from '../strategy/spec.ts';
 import type { StrategySpec } from '../strategy/types.ts';
@@ -77,6 +78,8 @@ export type RouteAction =
       targetHeader: boolean;
     }
   | { kind: 'respond'; status: number; body: Buffer; headers: Record<string, string> }
+  /** Store the request, answer at once, deliver it later (issue 6; src/defer/). */
+  | { kind: 'defer'; spec: DeferSpec }
   | {
       kind: 'multiplex';
       /** Compiled once here; the runtime builds the route's live handler from them (issue 5). */
@@ -209,7 +212,7 @@ function checkAdmin(admin: AdminConfig | undefined, problems: CompileProblem[]):
 }
 
 /** The keys of a route that name its action; a route has exactly one. */
-export const ACTION_KEYS = ['proxy', 'respond', 'multiplex'] as const;
+export const ACTION_KEYS = ['proxy', 'respond', 'multiplex', 'defer'] as const;
 
 const MULTIPLEX_KEYS = Object.keys(multiplexSchema.properties);
 
@@ -276,6 +279,15 @@ function compileRoute(
     };
   } else if (r.multiplex) {
     action = compileMultiplex(r.multiplex, index, problems);
+  } else if (r.defer) {
+    if (!Object.hasOwn(config.pools, r.defer.pool)) {
+      problems.push({
+        path: ['routes', index, 'defer', 'pool'],
+        message: `unknown pool "${r.defer.pool}" (pools: ${Object.keys(config.pools).join(', ') || 'none defined'})`,
+      });
+    }
+    const path = ['routes', index, 'defer'];
+    action = { kind: 'defer', spec: compileDefer(r.defer, parseDuration(r.timeout), path, problems) };
   } else {
     const s = r.respond ?? { status: 404, body: '', headers: {} };
     action = { kind: 'respond', status: s.status, body: Buffer.from(s.body), headers: s.headers };
@@ -297,6 +309,7 @@ export function compile(config: Config): { compiled?: CompiledConfig; problems: 
   const pools = Object.entries(config.pools).map(([name, p]) => compilePool(name, p, problems));
   const routes = config.routes.map((r, i) => compileRoute(r, i, config, problems));
   checkAdmin(config.admin, problems);
+  if (config.queue) compileQueue(config.queue, problems);
   const ids = new Map<string, number>();
   routes.forEach((r, i) => {
     const first = ids.get(r.id);

@@ -350,6 +350,111 @@ const multiplexRouteSchema: Schema = {
   ),
 };
 
+/** `100/s`, `20/m`, `1000/h`: a rate (issue 6). */
+const RATE_PATTERN = '^\\d+(\\.\\d+)?/(s|m|h)$';
+const rate = (description: string, dflt?: null): Schema => ({
+  description,
+  anyOf: [{ type: 'string', pattern: RATE_PATTERN }, ...(dflt === null ? [{ type: 'null' }] : [])],
+  errorMessage: 'must be a rate such as 100/s, 20/m or 1000/h',
+  ...(dflt === undefined ? {} : { default: dflt }),
+});
+
+/** Issue 6: accept now, deliver later (src/defer/). */
+const deferSchema: Schema = {
+  description:
+    'Answer at once (after the request is durably stored in the queue) and deliver it to a pool later, with retries.',
+  type: 'object',
+  additionalProperties: false,
+  required: ['pool'],
+  properties: {
+    pool: {
+      type: 'string',
+      description: 'Name of the pool deliveries go to (same selectors and health as proxy routes).',
+    },
+    status: {
+      description: 'Status of the answer once the job is stored; the body is `{"id": "<job id>"}`.',
+      type: 'integer',
+      minimum: 200,
+      maximum: 299,
+      default: 202,
+    },
+    host: {
+      description:
+        '`preserve` delivers with the downstream Host; `target` uses the target URL host; anything else is sent as is.',
+      type: 'string',
+      minLength: 1,
+      default: 'preserve',
+    },
+    max_attempts: {
+      description: 'Delivery attempts before the job becomes a dead letter (kept, with its last error).',
+      type: 'integer',
+      minimum: 1,
+      maximum: 1000,
+      default: 10,
+    },
+    rate: rate(
+      'Most deliveries started per second, per gateway process that delivers (bursts of a tenth of a second); null = no limit.',
+      null,
+    ),
+    concurrency: {
+      description: 'Most deliveries of this route in flight at once, per gateway process that delivers.',
+      type: 'integer',
+      minimum: 1,
+      maximum: 10000,
+      default: 32,
+    },
+    success: {
+      description:
+        'Statuses that complete a job: codes (`204`), ranges (`200-299`) or classes (`2xx`). Any other answer, or none, is retried.',
+      type: 'array',
+      minItems: 1,
+      items: {
+        anyOf: [
+          { type: 'integer', minimum: 100, maximum: 599 },
+          { type: 'string', pattern: '^([1-5]xx|[1-5][0-9][0-9]-[1-5][0-9][0-9])$' },
+        ],
+        errorMessage: 'must be a status (204), a range (200-299) or a class (2xx)',
+      },
+      default: ['2xx'],
+    },
+    backoff: {
+      description: 'Delay before a failed delivery is tried again: exponential, capped, with jitter.',
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        base: duration('Delay scale of the first retry (doubles per attempt).', '1s'),
+        max: duration('Longest delay between two attempts.', '5m'),
+        jitter: {
+          description:
+            '`full` (uniform up to the delay: spreads retries of jobs that failed together), `decorrelated`, or `none` (exact delays).',
+          type: 'string',
+          enum: ['full', 'decorrelated', 'none'],
+          default: 'full',
+        },
+      },
+    },
+    lease: duration(
+      'How long a claimed job belongs to its deliverer; after it (a deliverer died) another takes it. Must be longer than the route timeout.',
+      '5m',
+    ),
+    max_body_bytes: size(
+      'Largest request body stored (413 beyond); the body is kept whole in the queue.',
+      '1MiB',
+    ),
+    overflow: {
+      description:
+        "Deliver directly while under `rate` and queue only the excess (asyncproxy's enqueue rate). The answer waits for the target; a failed direct delivery is queued. Absent = always queue first.",
+      type: 'object',
+      additionalProperties: false,
+      required: ['rate'],
+      properties: {
+        rate: rate('Direct deliveries per second, per process that accepts.'),
+      },
+    },
+  },
+};
+
 const routeSchema: Schema = {
   type: 'object',
   additionalProperties: false,
@@ -364,6 +469,7 @@ const routeSchema: Schema = {
     proxy: proxySchema,
     respond: respondSchema,
     multiplex: multiplexRouteSchema,
+    defer: deferSchema,
     timeout: duration('One overall deadline for the whole exchange, body included; 0 = none.', '60s'),
     headers_timeout: duration('Time a target may take to send its response headers.', '30s'),
     idle_timeout: duration('Longest pause allowed between two chunks of the response body.', '30s'),
@@ -460,6 +566,65 @@ export const configSchema: Schema = {
       anyOf: [{ type: 'string', minLength: 1 }, { type: 'null' }],
       default: null,
     },
+    queue: object('The durable queue behind `defer` routes (issue 6); opened only when a route defers.', {
+      driver: {
+        description:
+          '`sqlite` (one file shared by the processes of one machine) or `postgres` (shared by several gateways).',
+        type: 'string',
+        enum: ['sqlite', 'postgres'],
+        default: 'sqlite',
+      },
+      path: {
+        description: 'SQLite: the database file (its directory is created).',
+        type: 'string',
+        minLength: 1,
+        default: './data/queue.db',
+      },
+      url: {
+        description:
+          'PostgreSQL: connection URL, `postgres://user:pass@host:5432/db`; required with `postgres`.',
+        anyOf: [{ type: 'string', pattern: '^postgres(ql)?://' }, { type: 'null' }],
+        errorMessage: 'must be a postgres:// URL',
+        default: null,
+      },
+      schema: {
+        description: 'PostgreSQL: the schema holding the queue tables, created and migrated at start.',
+        type: 'string',
+        pattern: '^[a-z_][a-z0-9_]{0,47}$',
+        default: 'manifold',
+      },
+      pool_size: {
+        description: 'PostgreSQL: connections per gateway process.',
+        type: 'integer',
+        minimum: 1,
+        maximum: 1000,
+        default: 10,
+      },
+      busy_timeout: duration(
+        "SQLite: how long a write waits for another process's lock before the request gets 503.",
+        '5s',
+      ),
+      max_waiting: {
+        description:
+          'Accepted requests waiting for their commit, per process; beyond it: 503 `QUEUE_UNAVAILABLE`.',
+        type: 'integer',
+        minimum: 1,
+        maximum: 10000000,
+        default: 10000,
+      },
+      retention: {
+        description:
+          'How long delivered jobs are kept (an `Idempotency-Key` is remembered as long); null = forever (the file grows). Dead letters are never purged.',
+        anyOf: [
+          { type: 'string', pattern: DURATION_PATTERN },
+          { type: 'integer', minimum: 0 },
+          { type: 'null' },
+        ],
+        errorMessage: 'must be a duration such as 1h, or null',
+        default: '24h',
+      },
+      janitor_interval: duration('How often delivered jobs older than `retention` are purged.', '1m'),
+    }),
     routes: {
       description: 'Ordered routes; the first that matches takes the request.',
       type: 'array',
@@ -550,12 +715,39 @@ export interface RespondConfig {
   headers: Record<string, string>;
 }
 
+export interface DeferConfig {
+  pool: string;
+  status: number;
+  host: string;
+  max_attempts: number;
+  rate: string | null;
+  concurrency: number;
+  success: Array<number | string>;
+  backoff: { base: Duration; max: Duration; jitter: 'full' | 'decorrelated' | 'none' };
+  lease: Duration;
+  max_body_bytes: Size;
+  overflow?: { rate: string };
+}
+
+export interface QueueConfig {
+  driver: 'sqlite' | 'postgres';
+  path: string;
+  url: string | null;
+  schema: string;
+  pool_size: number;
+  busy_timeout: Duration;
+  max_waiting: number;
+  retention: Duration | null;
+  janitor_interval: Duration;
+}
+
 export interface RouteConfig {
   id?: string;
   match: MatchConfig;
   proxy?: ProxyConfig;
   respond?: RespondConfig;
   multiplex?: MultiplexConfig;
+  defer?: DeferConfig;
   timeout: Duration;
   headers_timeout: Duration;
   idle_timeout: Duration;
@@ -579,5 +771,6 @@ export interface Config {
   pools: Record<string, PoolConfig>;
   admin: AdminConfig;
   state_file: string | null;
+  queue: QueueConfig;
   routes: RouteConfig[];
 }

@@ -7,6 +7,9 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import type { CompiledRoute } from '../config/compile.ts';
+import type { Acceptor } from '../defer/accept.ts';
+import { JOB_ID_HEADER } from '../defer/delivery.ts';
+import type { DeferSpec } from '../defer/spec.ts';
 import { GatewayError, isGatewayError } from '../errors.ts';
 import { parseBatch } from '../multiplex/batch.ts';
 import type { MultiplexHandler } from '../multiplex/handler.ts';
@@ -81,6 +84,8 @@ export interface PipelineOptions {
   logger: Logger;
   proto?: 'http' | 'https';
   forward?: Forward;
+  /** Stores the requests of `defer` routes (issue 6); without it they get 503. */
+  acceptor?: Acceptor;
 }
 
 export class Pipeline {
@@ -88,6 +93,7 @@ export class Pipeline {
   readonly #log: Logger;
   readonly #proto: 'http' | 'https';
   readonly #forward: Forward;
+  readonly #acceptor: Acceptor | undefined;
   #inflight = 0;
   #draining = false;
   #idleWaiters: Array<() => void> = [];
@@ -97,6 +103,7 @@ export class Pipeline {
     this.#log = options.logger;
     this.#proto = options.proto ?? 'http';
     this.#forward = options.forward ?? baseForward;
+    this.#acceptor = options.acceptor;
   }
 
   get snapshot(): Snapshot {
@@ -152,6 +159,10 @@ export class Pipeline {
           'x-request-id': ctx.id,
         });
         res.end(action.body);
+        return;
+      }
+      if (action.kind === 'defer') {
+        this.#defer(req, res, ctx, route, action.spec, snapshot).catch((err) => this.#fail(res, ctx, err));
         return;
       }
       if (action.kind === 'multiplex') {
@@ -331,6 +342,39 @@ export class Pipeline {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /**
+   * Issue 6: the request is stored (or, in overflow mode, delivered) before anything is
+   * answered; then the route's status with `{"id"}` and `x-manifold-job-id`.
+   */
+  async #defer(
+    req: IncomingMessage,
+    res: ServerResponse,
+    ctx: RequestContext,
+    route: CompiledRoute,
+    spec: DeferSpec,
+    snapshot: Snapshot,
+  ): Promise<void> {
+    if (this.#acceptor === undefined) throw new GatewayError('QUEUE_UNAVAILABLE', 'no queue in this process');
+    const pool = snapshot.pools.get(spec.pool);
+    const accepted = await this.#acceptor.accept(req, ctx, route, spec, pool, this.#proto);
+    const body = JSON.stringify({ id: accepted.id });
+    ctx.status = accepted.status;
+    ctx.bytesOut = body.length;
+    const headers = [
+      'content-type',
+      'application/json',
+      'content-length',
+      String(body.length),
+      JOB_ID_HEADER,
+      accepted.id,
+      'x-request-id',
+      ctx.id,
+    ];
+    if (this.#draining) headers.push('connection', 'close');
+    res.writeHead(accepted.status, headers);
+    res.end(body);
   }
 
   #fail(res: ServerResponse, ctx: RequestContext, err: unknown): void {

@@ -1,0 +1,148 @@
+/**
+ * The accept side of a `defer` route (DESIGN.md "Request flow", issue 6 point 1): read the
+ * request whole (bounded), store it as a job, and only once the store has durably committed
+ * say so — the pipeline then answers the route's status with `{"id"}`. A store that cannot
+ * commit rejects with QUEUE_UNAVAILABLE (503): nothing is acknowledged that was not stored.
+ *
+ * Headers are stored as they will be sent: hop-by-hop ones removed and `X-Forwarded-*`,
+ * `Via` and `x-request-id` added by the proxy's own rules (proxy/headers.ts), because the
+ * client address and protocol are only known now. `Content-Length` is recomputed at delivery.
+ *
+ * Overflow mode (asyncproxy's enqueue rate): while under the route's overflow rate the
+ * request is delivered directly and acknowledged once the target accepted it; a failed
+ * direct delivery, and everything over the rate, is queued. A request with an
+ * `Idempotency-Key` is always queued, so that the key is remembered.
+ */
+import type { IncomingMessage } from 'node:http';
+import type { CompiledRoute } from '../config/compile.ts';
+import { GatewayError } from '../errors.ts';
+import type { Logger } from '../observability/logger.ts';
+import { readBody } from '../proxy/body.ts';
+import type { Forward } from '../proxy/forward.ts';
+import { outboundRequestHeaders } from '../proxy/headers.ts';
+import type { RequestContext } from '../server/context.ts';
+import type { Pool } from '../upstream/pool.ts';
+import { ATTEMPT_HEADER, deliver, JOB_ID_HEADER } from './delivery.ts';
+import { IDEMPOTENCY_KEY_MAX, newJobId, type Queue } from './queue.ts';
+import { RateLimiter } from './rate.ts';
+import type { DeferSpec } from './spec.ts';
+
+export interface Accepted {
+  status: number;
+  id: string;
+  /** The Idempotency-Key was seen before: `id` is the first job's. */
+  duplicate: boolean;
+  /** Overflow mode delivered it directly (the target accepted it); nothing was stored. */
+  direct: boolean;
+}
+
+export interface AcceptorOptions {
+  forward: Forward;
+  log: Logger;
+}
+
+/** Headers a client must not set: the gateway sets them on every delivery. */
+const RESERVED = new Set(['content-length', JOB_ID_HEADER, ATTEMPT_HEADER]);
+
+export class Acceptor {
+  #queue: Queue | null = null;
+  readonly #forward: Forward;
+  readonly #log: Logger;
+  /** Per route id: its overflow limiter, kept across snapshots while the rate is the same. */
+  readonly #overflow = new Map<string, RateLimiter>();
+
+  constructor(options: AcceptorOptions) {
+    this.#forward = options.forward;
+    this.#log = options.log;
+  }
+
+  /** The store to enqueue into; null while none is open (requests then get 503). */
+  setQueue(queue: Queue | null): void {
+    this.#queue = queue;
+  }
+
+  async accept(
+    req: IncomingMessage,
+    ctx: RequestContext,
+    route: CompiledRoute,
+    spec: DeferSpec,
+    pool: Pool | undefined,
+    proto: 'http' | 'https',
+  ): Promise<Accepted> {
+    const key = idempotencyKey(req);
+    const max = Math.min(route.maxBodyBytes ?? Number.POSITIVE_INFINITY, spec.maxBodyBytes);
+    const body = await readBody(req, max);
+    const queue = this.#queue;
+    if (queue === null) throw new GatewayError('QUEUE_UNAVAILABLE', 'the queue is not open');
+    const flat = outboundRequestHeaders(req.rawHeaders, {
+      clientIp: req.socket.remoteAddress ?? '',
+      proto,
+      host: req.headers.host ?? '',
+      requestId: ctx.id,
+      hostOverride: undefined,
+    });
+    const headers: Array<[string, string]> = [];
+    for (let i = 0; i < flat.length; i += 2) {
+      if (!RESERVED.has(flat[i].toLowerCase())) headers.push([flat[i], flat[i + 1]]);
+    }
+    const job = {
+      route: route.id,
+      method: req.method ?? 'GET',
+      url: req.url ?? '/',
+      headers,
+      body,
+      idempotencyKey: key,
+      maxAttempts: spec.maxAttempts,
+    };
+    let id: string | undefined;
+    if (spec.overflowPerSecond !== null && key === undefined && this.#limiter(route.id, spec).tryTake()) {
+      id = newJobId();
+      if (await this.#direct(ctx, route, spec, pool, { ...job, id }))
+        return { status: spec.status, id, duplicate: false, direct: true };
+      // Failed: queued under the same id, eligible at once; its own attempts and backoff follow.
+    }
+    const stored = await queue.enqueue({ ...job, id });
+    return { status: spec.status, id: stored.id, duplicate: stored.duplicate, direct: false };
+  }
+
+  /** Overflow mode: one delivery now, bounded by the route timeout; true when accepted. */
+  async #direct(
+    ctx: RequestContext,
+    route: CompiledRoute,
+    spec: DeferSpec,
+    pool: Pool | undefined,
+    job: { id: string; method: string; url: string; headers: Array<[string, string]>; body: Buffer },
+  ): Promise<boolean> {
+    // Not tied to the client: once sent, the outcome decides whether the job must be stored.
+    const signal = route.timeoutMs > 0 ? AbortSignal.timeout(route.timeoutMs) : new AbortController().signal;
+    const outcome = await deliver({ ...job, attempt: 0 }, route, spec, pool, this.#forward, signal);
+    ctx.target = outcome.target;
+    if (!outcome.ok)
+      this.#log.debug(
+        { req_id: ctx.id, job: job.id, error: outcome.error },
+        'direct delivery failed; queued',
+      );
+    return outcome.ok;
+  }
+
+  #limiter(routeId: string, spec: DeferSpec): RateLimiter {
+    const rate = spec.overflowPerSecond!;
+    let limiter = this.#overflow.get(routeId);
+    if (limiter === undefined || limiter.perSecond !== rate) {
+      limiter = new RateLimiter(rate);
+      this.#overflow.set(routeId, limiter);
+    }
+    return limiter;
+  }
+}
+
+/** The `Idempotency-Key` header (IETF draft-ietf-httpapi-idempotency-key-header), bounded. */
+function idempotencyKey(req: IncomingMessage): string | undefined {
+  const value = req.headers['idempotency-key'];
+  if (value === undefined) return undefined;
+  const key = (Array.isArray(value) ? value.join(', ') : value).trim();
+  if (key === '' || key.length > IDEMPOTENCY_KEY_MAX) {
+    throw new GatewayError('BAD_REQUEST', `Idempotency-Key must be 1 to ${IDEMPOTENCY_KEY_MAX} characters`);
+  }
+  return key;
+}

@@ -1,0 +1,308 @@
+/**
+ * The Deliverer of one `defer` route: claims its jobs with a lease, delivers each once
+ * (delivery.ts), and completes it, schedules a retry with backoff and jitter, or lets the
+ * store dead-letter it after `max_attempts`. At most `concurrency` deliveries run at once and
+ * at most `rate` start per second.
+ *
+ * Claims come in batches, sized by the free slots and the rate tokens, and only once a
+ * quarter of the slots is free: each claim is a write transaction, and SQLite's lock is not
+ * fair across processes, so a deliverer claiming one job at a time would starve the workers'
+ * enqueues. When a claim comes back empty the deliverer waits for a wake-up (an enqueue, a
+ * release, a retry it scheduled itself) instead of polling in a loop.
+ *
+ * Shutdown (`stop(graceMs)`): stop claiming, let in-flight deliveries finish within the
+ * grace period, then abort the rest and release their leases without counting the attempt.
+ */
+import type { CompiledRoute } from '../config/compile.ts';
+import { GatewayError } from '../errors.ts';
+import type { Logger } from '../observability/logger.ts';
+import type { Forward } from '../proxy/forward.ts';
+import type { Pool } from '../upstream/pool.ts';
+import { backoffDelay } from './backoff.ts';
+import { deliver } from './delivery.ts';
+import type { Job, Queue } from './queue.ts';
+import { RateLimiter } from './rate.ts';
+import type { DeferSpec } from './spec.ts';
+
+/** The route as served now, or null once it is gone (or no longer defers). */
+export interface DeliveryTarget {
+  route: CompiledRoute;
+  spec: DeferSpec;
+  pool: Pool | undefined;
+}
+
+export interface DelivererOptions {
+  routeId: string;
+  queue: Queue;
+  forward: Forward;
+  log: Logger;
+  resolve: () => DeliveryTarget | null;
+  /** Injected for tests: the jitter source. */
+  random?: () => number;
+}
+
+/** Longest a claim batch gets (also bounded by free slots and rate tokens). */
+const CLAIM_BATCH_MAX = 256;
+/** An idle deliverer still claims this often: jobs retried by other processes, leases expiring. */
+const IDLE_POLL_MS = 1000;
+/** Pause after a store error before claiming again. */
+const ERROR_PAUSE_MS = 1000;
+/** Retry times remembered for wake-ups; beyond this the idle poll finds them. */
+const RETRY_TIMES_MAX = 10_000;
+
+interface Inflight {
+  controller: AbortController;
+  /** Set at shutdown: the lease was given back, so the outcome must not be recorded. */
+  released: boolean;
+  done: Promise<void>;
+}
+
+interface Idle {
+  controller: AbortController;
+  until: number;
+  timer: NodeJS.Timeout | undefined;
+}
+
+export class Deliverer {
+  readonly routeId: string;
+  readonly #queue: Queue;
+  readonly #forward: Forward;
+  readonly #log: Logger;
+  readonly #resolve: () => DeliveryTarget | null;
+  readonly #random: () => number;
+  readonly #inflight = new Map<string, Inflight>();
+  readonly #stop = new AbortController();
+  #limiter: RateLimiter | null = null;
+  #slotWaiter: (() => void) | null = null;
+  /** Sorted times (ms epoch) of retries this deliverer scheduled: when to claim again. */
+  #retryTimes: number[] = [];
+  #idle: Idle | null = null;
+  #loop: Promise<void> | null = null;
+  #stopping: Promise<void> | null = null;
+
+  constructor(options: DelivererOptions) {
+    this.routeId = options.routeId;
+    this.#queue = options.queue;
+    this.#forward = options.forward;
+    this.#log = options.log.child({ route: options.routeId, component: 'deliverer' });
+    this.#resolve = options.resolve;
+    this.#random = options.random ?? Math.random;
+  }
+
+  get inflight(): number {
+    return this.#inflight.size;
+  }
+
+  start(): void {
+    this.#loop ??= this.#supervise();
+  }
+
+  /** Idempotent; resolves when every delivery has ended or been released. */
+  stop(graceMs: number): Promise<void> {
+    this.#stopping ??= this.#shutdown(graceMs);
+    return this.#stopping;
+  }
+
+  /** A bug in the loop must not silently stop a route's deliveries: log it and start over. */
+  async #supervise(): Promise<void> {
+    const signal = this.#stop.signal;
+    while (!signal.aborted) {
+      try {
+        await this.#run();
+        return;
+      } catch (err) {
+        this.#log.error({ err }, 'deliverer failed; restarting it');
+        await sleep(ERROR_PAUSE_MS, signal);
+      }
+    }
+  }
+
+  async #run(): Promise<void> {
+    const signal = this.#stop.signal;
+    while (!signal.aborted) {
+      const current = this.#resolve();
+      if (current === null) return;
+      const { spec } = current;
+      const limiter = this.#rateLimiter(spec.ratePerSecond);
+      const free = spec.concurrency - this.#inflight.size;
+      if (free <= 0 || (this.#inflight.size > 0 && free < Math.ceil(spec.concurrency / 4))) {
+        await this.#slotFreed();
+        continue;
+      }
+      let n = Math.min(free, CLAIM_BATCH_MAX);
+      if (limiter !== null) {
+        const tokens = limiter.available();
+        if (tokens < 1) {
+          await sleep(limiter.waitMs(), signal);
+          continue;
+        }
+        n = Math.min(n, tokens);
+      }
+      let jobs: Job[];
+      try {
+        jobs = await this.#queue.claim(this.routeId, n, spec.leaseMs);
+      } catch (err) {
+        if (signal.aborted) return;
+        this.#log.error({ err }, 'claim failed; retrying');
+        await sleep(ERROR_PAUSE_MS, signal);
+        continue;
+      }
+      if (signal.aborted) {
+        await this.#release(jobs.map((j) => j.id));
+        return;
+      }
+      if (jobs.length === 0) {
+        await this.#waitIdle(signal);
+        continue;
+      }
+      limiter?.take(jobs.length);
+      for (const job of jobs) this.#start(job, current);
+    }
+  }
+
+  #start(job: Job, current: DeliveryTarget): void {
+    const { route, spec, pool } = current;
+    const controller = new AbortController();
+    const timeoutMs = route.timeoutMs > 0 ? route.timeoutMs : spec.leaseMs;
+    const timer = setTimeout(
+      () =>
+        controller.abort(new GatewayError('TARGET_TIMEOUT', `delivery deadline of ${timeoutMs} ms passed`)),
+      timeoutMs,
+    );
+    const entry: Inflight = { controller, released: false, done: Promise.resolve() };
+    this.#inflight.set(job.id, entry);
+    entry.done = (async () => {
+      try {
+        const request = { ...job, attempt: job.attempts };
+        const outcome = await deliver(request, route, spec, pool, this.#forward, controller.signal);
+        clearTimeout(timer);
+        if (entry.released) return;
+        if (outcome.ok) {
+          await this.#queue.complete(job.id);
+          this.#log.debug({ job: job.id, attempt: job.attempts, target: outcome.target }, 'delivered');
+          return;
+        }
+        const retryAt = Date.now() + backoffDelay(job.attempts, spec.backoff, undefined, this.#random);
+        const state = await this.#queue.fail(job.id, outcome.error, retryAt);
+        if (state === 'dead') {
+          this.#log.warn(
+            { job: job.id, attempts: job.attempts, target: outcome.target, error: outcome.error },
+            'job dead-lettered',
+          );
+        } else if (state === 'pending') {
+          this.#rememberRetry(retryAt);
+          this.#log.debug(
+            { job: job.id, attempt: job.attempts, error: outcome.error, retry_at: retryAt },
+            'retry',
+          );
+        }
+      } catch (err) {
+        // The lease runs out and the job is delivered again: at least once.
+        this.#log.error({ err, job: job.id }, 'could not record a delivery outcome');
+      } finally {
+        clearTimeout(timer);
+        this.#inflight.delete(job.id);
+        const waiter = this.#slotWaiter;
+        this.#slotWaiter = null;
+        waiter?.();
+      }
+    })();
+  }
+
+  #slotFreed(): Promise<void> {
+    return new Promise((resolve) => {
+      this.#slotWaiter = resolve;
+    });
+  }
+
+  #rateLimiter(perSecond: number | null): RateLimiter | null {
+    if (perSecond === null) return (this.#limiter = null);
+    if (this.#limiter?.perSecond !== perSecond) this.#limiter = new RateLimiter(perSecond);
+    return this.#limiter;
+  }
+
+  #rememberRetry(at: number): void {
+    const times = this.#retryTimes;
+    if (times.length >= RETRY_TIMES_MAX) return;
+    let lo = 0;
+    let hi = times.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (times[mid] < at) lo = mid + 1;
+      else hi = mid;
+    }
+    times.splice(lo, 0, at);
+    // An idle wait in progress must end when this retry falls due.
+    const idle = this.#idle;
+    if (idle !== null && at < idle.until) {
+      clearTimeout(idle.timer);
+      idle.until = at;
+      idle.timer = setTimeout(() => idle.controller.abort(), Math.max(0, at - Date.now()));
+    }
+  }
+
+  /** Waits for new work: a wake-up from the store, the next retry this deliverer scheduled, or IDLE_POLL_MS. */
+  async #waitIdle(signal: AbortSignal): Promise<void> {
+    const now = Date.now();
+    const times = this.#retryTimes;
+    let due = 0;
+    while (due < times.length && times[due] <= now) due++;
+    if (due > 0) times.splice(0, due);
+    const wait = Math.max(1, Math.min(IDLE_POLL_MS, (times[0] ?? Number.POSITIVE_INFINITY) - now));
+    const idle: Idle = { controller: new AbortController(), until: now + wait, timer: undefined };
+    this.#idle = idle;
+    try {
+      await this.#queue.waitForWork(this.routeId, {
+        maxWaitMs: wait,
+        signal: AbortSignal.any([signal, idle.controller.signal]),
+      });
+    } finally {
+      clearTimeout(idle.timer);
+      this.#idle = null;
+    }
+  }
+
+  async #release(ids: string[]): Promise<void> {
+    if (ids.length === 0) return;
+    try {
+      await this.#queue.release(ids);
+    } catch (err) {
+      this.#log.error({ err, jobs: ids.length }, 'could not release leases; they expire instead');
+    }
+  }
+
+  async #shutdown(graceMs: number): Promise<void> {
+    this.#stop.abort();
+    this.#slotWaiter?.();
+    await this.#loop;
+    if (this.#inflight.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      const expired = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, graceMs);
+      });
+      await Promise.race([Promise.all([...this.#inflight.values()].map((e) => e.done)), expired]);
+      clearTimeout(timer);
+    }
+    if (this.#inflight.size === 0) return;
+    const left = [...this.#inflight.entries()];
+    for (const [, e] of left) e.released = true;
+    for (const [, e] of left) e.controller.abort(new GatewayError('SHUTTING_DOWN'));
+    this.#log.warn({ jobs: left.length }, 'grace period over: deliveries aborted, leases released');
+    await this.#release(left.map(([id]) => id));
+    await Promise.all(left.map(([, e]) => e.done));
+  }
+}
+
+/** Resolves after `ms` or when `signal` aborts, whichever is first. */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}

@@ -1,0 +1,80 @@
+/**
+ * Deliveries in the primary (cluster mode, issue 6): workers accept and enqueue, the primary
+ * delivers (DESIGN.md "Processes"). The primary serves no traffic, so it keeps its own
+ * upstream Registry with just the pools that defer routes name: the same selectors, target
+ * states and passive health as a worker's, and the active-health verdicts the Manager pushes.
+ * With `--workers 0` the runtime's own DeferService delivers instead (cluster/runtime.ts).
+ */
+import type { DataPlane } from '../cluster/manager.ts';
+import { compile } from '../config/compile.ts';
+import type { Config } from '../config/schema.ts';
+import type { Logger } from '../observability/logger.ts';
+import { forward as baseForward } from '../proxy/forward.ts';
+import { recordOutcomes } from '../upstream/outcomes.ts';
+import { type DownTargets, Registry } from '../upstream/registry.ts';
+import { DeferService, type DeferView, deferRoutes } from './service.ts';
+
+export interface DeliveryHost {
+  readonly service: DeferService;
+  /** A new served config (the Manager validated it). */
+  apply(config: Config): void;
+  health(down: DownTargets): void;
+  /** Stop claiming, finish or release within `graceMs`, close the store and connections. */
+  close(graceMs: number): Promise<void>;
+}
+
+export async function startDeliveryHost(config: Config, log: Logger): Promise<DeliveryHost> {
+  const registry = new Registry();
+  let view: DeferView = { routes: [], pools: new Map() };
+  const build = (c: Config) => {
+    const { compiled, problems } = compile(c);
+    if (!compiled) throw new Error(`invalid config: ${problems.map((p) => p.message).join('; ')}`);
+    const routes = deferRoutes(compiled.routes);
+    const names = new Set(routes.map((r) => (r.action.kind === 'defer' ? r.action.spec.pool : '')));
+    view = Object.freeze({
+      routes,
+      pools: registry.provision(compiled.pools.filter((p) => names.has(p.name))),
+    });
+  };
+  const service = new DeferService({
+    log,
+    forward: recordOutcomes(baseForward),
+    view: () => view,
+    deliver: true,
+  });
+  build(config);
+  try {
+    await service.apply(config);
+  } catch (err) {
+    await registry.destroy();
+    throw err;
+  }
+  return {
+    service,
+    apply(c) {
+      build(c);
+      service.apply(c).catch((err) => log.error({ err }, 'deliveries: could not apply the new config'));
+    },
+    health: (down) => registry.setDown(down),
+    async close(graceMs) {
+      await service.stopDelivering(graceMs);
+      await service.close();
+      await registry.close();
+    },
+  };
+}
+
+/** The Manager's data plane plus the primary's deliverers: config and health reach both. */
+export function withDeliveries(plane: DataPlane, host: DeliveryHost): DataPlane {
+  return {
+    apply: async (config, version) => {
+      host.apply(config);
+      await plane.apply(config, version);
+    },
+    health: (down) => {
+      host.health(down);
+      plane.health(down);
+    },
+    stats: () => plane.stats(),
+  };
+}

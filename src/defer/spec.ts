@@ -1,0 +1,136 @@
+/**
+ * A `defer` route's settings and the `queue` block, compiled once at config time (STYLE.md §5):
+ * durations parsed, rates turned into per-second numbers, the `success` list into a status
+ * table. config/compile.ts calls these; the accept handler and the deliverers only read the
+ * result.
+ */
+import type { CompileProblem } from '../config/compile.ts';
+import type { DeferConfig, QueueConfig } from '../config/schema.ts';
+import { parseDuration, parseSize } from '../config/units.ts';
+import type { BackoffPolicy } from './backoff.ts';
+
+type Path = Array<string | number>;
+
+export interface DeferSpec {
+  readonly pool: string;
+  /** Status of the answer once the job is stored (2xx). */
+  readonly status: number;
+  readonly host: 'preserve' | 'target' | { readonly literal: string };
+  readonly maxAttempts: number;
+  /** Deliveries started per second by one delivering process; null = no limit. */
+  readonly ratePerSecond: number | null;
+  readonly concurrency: number;
+  /** Statuses that complete a job, one byte per status (1 = success). */
+  readonly success: Uint8Array;
+  readonly backoff: BackoffPolicy;
+  readonly leaseMs: number;
+  readonly maxBodyBytes: number;
+  /** Overflow mode: direct deliveries per second per accepting process; null = always queue. */
+  readonly overflowPerSecond: number | null;
+}
+
+export interface QueueSpec {
+  readonly driver: 'sqlite' | 'postgres';
+  readonly path: string;
+  readonly url: string | null;
+  readonly schema: string;
+  readonly poolSize: number;
+  readonly busyTimeoutMs: number;
+  readonly maxWaiting: number;
+  /** Delivered jobs older than this are purged; null = kept forever. */
+  readonly retentionMs: number | null;
+  readonly janitorIntervalMs: number;
+}
+
+const RATE = /^(\d+(?:\.\d+)?)\/(s|m|h)$/;
+const PER = { s: 1, m: 60, h: 3600 } as const;
+
+/** `100/s` → 100, `30/m` → 0.5: events per second. */
+export function parseRate(text: string): number {
+  const m = RATE.exec(text);
+  if (!m) throw new Error(`not a rate: ${JSON.stringify(text)} (use e.g. 100/s, 20/m)`);
+  return Number(m[1]) / PER[m[2] as keyof typeof PER];
+}
+
+/** `[204, '2xx', '200-299']` → a 600-entry table, 1 where the status is listed. */
+export function statusTable(list: ReadonlyArray<number | string>): Uint8Array {
+  const table = new Uint8Array(600);
+  for (const e of list) {
+    if (typeof e === 'number') table[e] = 1;
+    else if (e.endsWith('xx')) table.fill(1, Number(e[0]) * 100, Number(e[0]) * 100 + 100);
+    else {
+      const [lo, hi] = e.split('-').map(Number);
+      table.fill(1, lo, hi + 1);
+    }
+  }
+  return table;
+}
+
+/**
+ * The route's `timeout` bounds each delivery; the lease must outlast it, or another deliverer
+ * could take the job while the first is still sending it (a duplicate for the target).
+ */
+export function compileDefer(
+  d: DeferConfig,
+  routeTimeoutMs: number,
+  path: Path,
+  problems: CompileProblem[],
+): DeferSpec {
+  const rateOf = (value: string | null | undefined, key: Path): number | null => {
+    if (value === null || value === undefined) return null;
+    const perSecond = parseRate(value);
+    if (perSecond <= 0) problems.push({ path: [...path, ...key], message: 'must be more than 0' });
+    return perSecond;
+  };
+  const baseMs = parseDuration(d.backoff.base);
+  const maxMs = parseDuration(d.backoff.max);
+  const leaseMs = parseDuration(d.lease);
+  if (baseMs <= 0) problems.push({ path: [...path, 'backoff', 'base'], message: 'must be more than 0' });
+  if (maxMs < baseMs)
+    problems.push({ path: [...path, 'backoff', 'max'], message: 'must be at least backoff.base' });
+  if (leaseMs < 1000) problems.push({ path: [...path, 'lease'], message: 'must be at least 1s' });
+  else if (routeTimeoutMs > 0 && routeTimeoutMs >= leaseMs)
+    problems.push({
+      path: [...path, 'lease'],
+      message: `must be longer than the route timeout (${routeTimeoutMs}ms): a delivery must end before its lease`,
+    });
+  d.success.forEach((e, i) => {
+    if (typeof e === 'string' && e.includes('-')) {
+      const [lo, hi] = e.split('-').map(Number);
+      if (lo > hi) problems.push({ path: [...path, 'success', i], message: 'range is empty (low > high)' });
+    }
+  });
+  const host = d.host;
+  return {
+    pool: d.pool,
+    status: d.status,
+    host: host === 'preserve' || host === 'target' ? host : { literal: host },
+    maxAttempts: d.max_attempts,
+    ratePerSecond: rateOf(d.rate, ['rate']),
+    concurrency: d.concurrency,
+    success: statusTable(d.success),
+    backoff: { baseMs, maxMs, jitter: d.backoff.jitter },
+    leaseMs,
+    maxBodyBytes: parseSize(d.max_body_bytes),
+    overflowPerSecond: rateOf(d.overflow?.rate, ['overflow', 'rate']),
+  };
+}
+
+export function compileQueue(q: QueueConfig, problems: CompileProblem[]): QueueSpec {
+  if (q.driver === 'postgres' && !q.url)
+    problems.push({ path: ['queue', 'url'], message: 'is required with driver postgres' });
+  const intervalMs = parseDuration(q.janitor_interval);
+  if (intervalMs < 1000)
+    problems.push({ path: ['queue', 'janitor_interval'], message: 'must be at least 1s' });
+  return {
+    driver: q.driver,
+    path: q.path,
+    url: q.url,
+    schema: q.schema,
+    poolSize: q.pool_size,
+    busyTimeoutMs: parseDuration(q.busy_timeout),
+    maxWaiting: q.max_waiting,
+    retentionMs: q.retention === null ? null : parseDuration(q.retention),
+    janitorIntervalMs: intervalMs,
+  };
+}

@@ -1,0 +1,120 @@
+/** Issue 6: the defer config (schema + compile) and the rate limiter, without sockets. */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { ConfigError, loadConfigText } from '../../src/config/load.ts';
+import { RateLimiter } from '../../src/defer/rate.ts';
+import { parseRate, statusTable } from '../../src/defer/spec.ts';
+
+function problems(yaml: string): string[] {
+  try {
+    loadConfigText(yaml, 'test.yaml', { env: {} });
+    return [];
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    return err.problems.map((p) => `${p.path}: ${p.message}`);
+  }
+}
+
+const base = (defer: string, extra = '') => `
+pools: { hooks: { targets: [http://127.0.0.1:9] } }
+routes:
+  - { id: h, match: { path: /hooks/* }, defer: ${defer}${extra} }
+`;
+
+describe('defer config', () => {
+  test('defaults', () => {
+    const { config, compiled } = loadConfigText(base('{ pool: hooks }'), 'test.yaml', { env: {} });
+    assert.deepEqual(config.queue, {
+      driver: 'sqlite',
+      path: './data/queue.db',
+      url: null,
+      schema: 'manifold',
+      pool_size: 10,
+      busy_timeout: '5s',
+      max_waiting: 10000,
+      retention: '24h',
+      janitor_interval: '1m',
+    });
+    const action = compiled.routes[0].action;
+    assert.equal(action.kind, 'defer');
+    if (action.kind !== 'defer') return;
+    const { success, ...spec } = action.spec;
+    assert.deepEqual(spec, {
+      pool: 'hooks',
+      status: 202,
+      host: 'preserve',
+      maxAttempts: 10,
+      ratePerSecond: null,
+      concurrency: 32,
+      backoff: { baseMs: 1000, maxMs: 300_000, jitter: 'full' },
+      leaseMs: 300_000,
+      maxBodyBytes: 1024 * 1024,
+      overflowPerSecond: null,
+    });
+    assert.equal(success[200], 1);
+    assert.equal(success[299], 1);
+    assert.equal(success[300], 0);
+  });
+
+  test('every problem names its key', () => {
+    assert.deepEqual(problems(base('{ pool: nope }')), ['routes[0].defer.pool: unknown pool "nope" (pools: hooks)']);
+    assert.deepEqual(problems(base('{ pool: hooks, rate: fast }')), [
+      'routes[0].defer.rate: must be a rate such as 100/s, 20/m or 1000/h',
+    ]);
+    assert.deepEqual(problems(base('{ pool: hooks, status: 500 }')), ['routes[0].defer.status: must be <= 299']);
+    assert.deepEqual(problems(base('{ pool: hooks, backoff: { base: 2s, max: 1s } }')), [
+      'routes[0].defer.backoff.max: must be at least backoff.base',
+    ]);
+    assert.deepEqual(problems(base('{ pool: hooks, lease: 30s }')), [
+      'routes[0].defer.lease: must be longer than the route timeout (60000ms): a delivery must end before its lease',
+    ]);
+    assert.deepEqual(problems(base('{ pool: hooks, lease: 30s }', ', timeout: 10s')), []);
+    assert.deepEqual(problems(base('{ pool: hooks, success: [300-200] }')), [
+      'routes[0].defer.success[0]: range is empty (low > high)',
+    ]);
+    assert.deepEqual(problems(base('{ pool: hooks, overflow: {} }')), ['routes[0].defer.overflow.rate: is required']);
+    assert.deepEqual(problems(`${base('{ pool: hooks }')}queue: { driver: postgres }\n`), [
+      'queue.url: is required with driver postgres',
+    ]);
+    assert.deepEqual(problems(`${base('{ pool: hooks }')}queue: { url: mysql://x }\n`), [
+      'queue.url: must be a postgres:// URL',
+    ]);
+    assert.match(problems(`${base('{ pool: hooks }', ', proxy: { pool: hooks }')}`)[0], /several actions/);
+  });
+
+  test('rates and status lists', () => {
+    assert.equal(parseRate('100/s'), 100);
+    assert.equal(parseRate('30/m'), 0.5);
+    assert.equal(parseRate('3600/h'), 1);
+    assert.throws(() => parseRate('fast'));
+    const t = statusTable([204, '4xx', '500-502']);
+    assert.deepEqual(
+      [200, 204, 399, 400, 499, 500, 502, 503].map((s) => t[s]),
+      [0, 1, 0, 1, 1, 1, 1, 0],
+    );
+  });
+});
+
+describe('RateLimiter', () => {
+  test('a burst, then one token per 1/rate', () => {
+    let now = 0;
+    const limiter = new RateLimiter(100, 10, () => now); // 100/s: one per 10 ms, bursts of 10
+    assert.equal(limiter.available(), 10);
+    limiter.take(10);
+    assert.equal(limiter.tryTake(), false);
+    assert.equal(limiter.waitMs(), 10);
+    now += 25;
+    assert.equal(limiter.available(), 2);
+    assert.equal(limiter.tryTake(), true);
+    assert.equal(limiter.tryTake(), true);
+    assert.equal(limiter.tryTake(), false);
+    now += 10_000;
+    assert.equal(limiter.available(), 10, 'never more than the burst');
+  });
+
+  test('the default burst is a tenth of a second, at least one', () => {
+    assert.equal(new RateLimiter(100).burst, 10);
+    assert.equal(new RateLimiter(2).burst, 1);
+    assert.throws(() => new RateLimiter(0), RangeError);
+  });
+});
