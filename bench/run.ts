@@ -14,7 +14,7 @@ import type { BenchOptions, Suite } from './lib/suite.ts';
 const SUITES: Record<string, () => Promise<Suite>> = {
   proxy: async () => (await import('./proxy/suite.ts')).suite,
   hedge: async () => (await import('./hedge/suite.ts')).suite,
-  // multiplex: async () => (await import('./multiplex/suite.ts')).suite,
+  multiplex: async () => (await import('./multiplex/suite.ts')).suite,
   // defer: async () => (await import('./defer/suite.ts')).suite,
 };
 

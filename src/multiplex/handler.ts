@@ -93,7 +93,9 @@ export class MultiplexHandler {
         done = true;
         clearTimeout(deadline);
         signal.removeEventListener('abort', onAbort);
-        inflight.abort();
+        // Nothing to stop when every item settled (and abort() without a reason builds a
+        // DOMException, stack trace included: not free once per batch).
+        if (open > 0) inflight.abort();
         finish();
       };
       const answer = () => resolve({ responses: responses as ItemResult[] });
