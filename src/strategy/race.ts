@@ -6,7 +6,7 @@
  * Losers. With `cancellable`, each attempt gets its own AbortController (one listener on the
  * route's deadline aborts them all): aborting a pending attempt makes `forward` destroy its
  * connection, an answered loser is dropped with `AttemptResult.abort()`. `single`, which takes
- * the first answer whatever it is, passes the route's signal through and allocates nothing.
+ * the first answer whatever it is, passes the route's signal through: no controller per attempt.
  *
  * The fallback answer (issue #4 point 3): a response that was not accepted is held, paused
  * after its first chunk, until a newer answer replaces it (then it is aborted) or nothing
@@ -273,11 +273,7 @@ export class Race {
     }
     const last = this.#lastError;
     if (last === null)
-      throw new GatewayError(
-        'NO_TARGET_AVAILABLE',
-        `no target is available in pool "${this.run.pool.name}"`,
-        { details },
-      );
+      throw new GatewayError('NO_TARGET_AVAILABLE', `no target is available in pool "${this.run.pool.name}"`);
     const n = this.#attempts.length;
     throw new GatewayError(last.code, n > 1 ? `${n} attempts failed; last: ${last.message}` : last.message, {
       cause: last,
