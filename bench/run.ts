@@ -15,7 +15,7 @@ const SUITES: Record<string, () => Promise<Suite>> = {
   proxy: async () => (await import('./proxy/suite.ts')).suite,
   hedge: async () => (await import('./hedge/suite.ts')).suite,
   multiplex: async () => (await import('./multiplex/suite.ts')).suite,
-  // defer: async () => (await import('./defer/suite.ts')).suite,
+  defer: async () => (await import('./defer/suite.ts')).suite,
 };
 
 const DEFAULTS = { duration: 10, warmup: 3, connections: 50, rounds: 3 };

@@ -133,7 +133,8 @@ export class Deliverer {
       if (limiter !== null) {
         const tokens = limiter.available();
         if (tokens < 1) {
-          await sleep(limiter.waitMs(), signal);
+          // Capped, so that a reload raising a very low rate takes effect within IDLE_POLL_MS.
+          await sleep(Math.min(limiter.waitMs(), IDLE_POLL_MS), signal);
           continue;
         }
         n = Math.min(n, tokens);

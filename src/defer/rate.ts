@@ -14,7 +14,11 @@ export class RateLimiter {
   #tokens: number;
   #last: number;
 
-  constructor(perSecond: number, burst = Math.max(1, perSecond / 10), now: () => number = () => performance.now()) {
+  constructor(
+    perSecond: number,
+    burst = Math.max(1, perSecond / 10),
+    now: () => number = () => performance.now(),
+  ) {
     if (!(perSecond > 0) || !Number.isFinite(perSecond))
       throw new RangeError('perSecond must be a positive number');
     if (!(burst >= 1)) throw new RangeError('burst must be at least 1');

@@ -219,7 +219,12 @@ for (const store of STORES) {
 
     test('out of attempts → dead letter with the last error; a replay delivers it', async (t) => {
       const rx = await startReceiver(t);
-      const { gw, queue } = await gateway(t, store, rx.up, 'max_attempts: 2, backoff: { base: 10ms, max: 10ms }');
+      const { gw, queue } = await gateway(
+        t,
+        store,
+        rx.up,
+        'max_attempts: 2, backoff: { base: 10ms, max: 10ms }',
+      );
       let healthy = false;
       rx.answer((_d, res) => {
         res.statusCode = healthy ? 200 : 500;
@@ -297,7 +302,9 @@ for (const store of STORES) {
         assert.equal(r.json<{ id: string }>().id, id);
         assert.equal(r.headers['x-manifold-job-id'], id);
       }
-      const other = (await post(gw, '/hooks/a', '{}', { 'idempotency-key': 'order-43' })).json<{ id: string }>();
+      const other = (await post(gw, '/hooks/a', '{}', { 'idempotency-key': 'order-43' })).json<{
+        id: string;
+      }>();
       assert.notEqual(other.id, id);
       await until(async () => (await queue.depth('hooks'))[0].done === 2, 'both jobs done');
       assert.equal(rx.of(id).length, 1);
@@ -345,7 +352,12 @@ for (const store of STORES) {
     test('overflow: under the rate a request is delivered directly and acknowledged after the target accepted it', async (t) => {
       const rx = await startReceiver(t);
       // One direct delivery per minute (a burst of one): the first request goes direct, the next is queued.
-      const { gw, queue } = await gateway(t, store, rx.up, 'overflow: { rate: 1/m }, backoff: { base: 10ms }');
+      const { gw, queue } = await gateway(
+        t,
+        store,
+        rx.up,
+        'overflow: { rate: 1/m }, backoff: { base: 10ms }',
+      );
       let hold: (() => void) | null = null;
       rx.answer((d, res) => {
         if (d.attempt === 0) hold = () => res.end('ok');
@@ -375,7 +387,12 @@ for (const store of STORES) {
 
     test('overflow: a failed direct delivery is queued under the same job id', async (t) => {
       const rx = await startReceiver(t);
-      const { gw, queue } = await gateway(t, store, rx.up, 'overflow: { rate: 100/s }, backoff: { base: 10ms }');
+      const { gw, queue } = await gateway(
+        t,
+        store,
+        rx.up,
+        'overflow: { rate: 100/s }, backoff: { base: 10ms }',
+      );
       rx.answer((d, res) => {
         res.statusCode = d.attempt === 0 ? 500 : 200;
         res.end();
@@ -421,11 +438,7 @@ for (const store of STORES) {
 }
 
 /** Opens the store a closed gateway used, runs `fn`, closes it. */
-async function reopen<R>(
-  store: Store,
-  where: Where,
-  fn: (q: Queue) => Promise<R>,
-): Promise<R> {
+async function reopen<R>(store: Store, where: Where, fn: (q: Queue) => Promise<R>): Promise<R> {
   let q: Queue;
   if (store.name === 'sqlite') {
     const { SqliteQueue } = await import('../../src/defer/sqlite-queue.ts');

@@ -57,11 +57,15 @@ describe('defer config', () => {
   });
 
   test('every problem names its key', () => {
-    assert.deepEqual(problems(base('{ pool: nope }')), ['routes[0].defer.pool: unknown pool "nope" (pools: hooks)']);
+    assert.deepEqual(problems(base('{ pool: nope }')), [
+      'routes[0].defer.pool: unknown pool "nope" (pools: hooks)',
+    ]);
     assert.deepEqual(problems(base('{ pool: hooks, rate: fast }')), [
       'routes[0].defer.rate: must be a rate such as 100/s, 20/m or 1000/h',
     ]);
-    assert.deepEqual(problems(base('{ pool: hooks, status: 500 }')), ['routes[0].defer.status: must be <= 299']);
+    assert.deepEqual(problems(base('{ pool: hooks, status: 500 }')), [
+      'routes[0].defer.status: must be <= 299',
+    ]);
     assert.deepEqual(problems(base('{ pool: hooks, backoff: { base: 2s, max: 1s } }')), [
       'routes[0].defer.backoff.max: must be at least backoff.base',
     ]);
@@ -72,7 +76,9 @@ describe('defer config', () => {
     assert.deepEqual(problems(base('{ pool: hooks, success: [300-200] }')), [
       'routes[0].defer.success[0]: range is empty (low > high)',
     ]);
-    assert.deepEqual(problems(base('{ pool: hooks, overflow: {} }')), ['routes[0].defer.overflow.rate: is required']);
+    assert.deepEqual(problems(base('{ pool: hooks, overflow: {} }')), [
+      'routes[0].defer.overflow.rate: is required',
+    ]);
     assert.deepEqual(problems(`${base('{ pool: hooks }')}queue: { driver: postgres }\n`), [
       'queue.url: is required with driver postgres',
     ]);
