@@ -75,6 +75,8 @@ const RESTART_KEYS: ReadonlyArray<readonly string[]> = [
   ['limits'],
   ['shutdown'],
   ['state_file'],
+  // Issue 6: each process opens its store once (defer/service.ts).
+  ['queue'],
   ['log', 'level'],
   ['admin', 'enabled'],
   ['admin', 'host'],
