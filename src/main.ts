@@ -197,6 +197,18 @@ async function run(loaded: LoadedConfig, logFile: string | undefined, reread: ()
   if (logFile !== undefined && workers > 1)
     fail('--log-file needs a single process (--workers 0); workers would still log to stdout');
   const log = createLogger(loaded.config.log.level, logDestination(logFile));
+  // Signals are taken from the first moment: one that arrives while the gateway is still
+  // starting (workers forking, admin API binding) waits for the start to finish and then
+  // drains, instead of killing the primary with requests in flight.
+  let stopping: string | null = null;
+  let stopNow: ((signal: string) => void) | null = null;
+  const onSignal = (signal: string) => {
+    if (stopping !== null) return;
+    stopping = signal;
+    stopNow?.(signal);
+  };
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+  process.on('SIGINT', () => onSignal('SIGINT'));
   // Every worker binds its own socket, so "any free port" must be chosen once, here.
   const port = workers > 1 && loaded.config.listen.port === 0 ? await freePort(loaded.config.listen.host) : null;
   if (port !== null) loaded.config.listen.port = port;
@@ -262,10 +274,7 @@ async function run(loaded: LoadedConfig, logFile: string | undefined, reread: ()
   };
   // SIGHUP re-reads the config file; a refusal is logged by the manager and changes nothing.
   process.on('SIGHUP', () => void manager.reload().catch(() => {}));
-  let stopping = false;
   const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
     log.info({ signal }, 'draining');
     shutdown().then(
       () => {
@@ -279,8 +288,8 @@ async function run(loaded: LoadedConfig, logFile: string | undefined, reread: ()
       },
     );
   };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  stopNow = stop;
+  if (stopping !== null) stop(stopping);
 }
 
 export async function main(argv: string[]): Promise<void> {

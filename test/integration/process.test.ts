@@ -116,7 +116,9 @@ ${extra}`;
       await until(() => held.length > before, 'request in flight at the target');
       cli.kill('SIGTERM');
       await until(() => cli.logs().some((l) => l.msg === 'draining'), 'draining');
-      // The listener is closed: a new connection is refused while the old request runs.
+      // The listener is closed: a new connection is refused while the old request runs. (With
+      // SO_REUSEPORT, a connection the kernel queued on a worker's socket in the instant it
+      // closed is reset rather than refused; either way it is never served nor left hanging.)
       await until(
         () =>
           send(`http://127.0.0.1:${port}/x`).then(
