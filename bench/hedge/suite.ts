@@ -47,13 +47,13 @@ const STRATEGIES: readonly Strategy[] = [
   { id: 'single', proxy: 'strategy: single', note: 'one attempt, round-robin over the three targets' },
   {
     id: 'hedge',
-    proxy: `strategy: hedge, hedge_after: ${HEDGE_AFTER}, max_attempts: 2`,
-    note: `a second attempt ${HEDGE_AFTER} after the first when no answer yet; budget 10%`,
+    proxy: `strategy: hedge, hedge_after: ${HEDGE_AFTER}`,
+    note: `another attempt every ${HEDGE_AFTER} without an answer, up to 3; budget 10%`,
   },
   {
     id: 'hedge-p95',
-    proxy: 'strategy: hedge, hedge_after: p95, max_attempts: 2',
-    note: "a second attempt at the route's recent p95; budget 10%",
+    proxy: 'strategy: hedge, hedge_after: p95',
+    note: "another attempt at the route's recent p95, up to 3; budget 10%",
   },
   { id: 'fanout', proxy: 'strategy: fanout', note: 'all three targets at once, the first answer wins' },
 ];
