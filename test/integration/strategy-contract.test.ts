@@ -16,7 +16,6 @@ import { DEFAULT_TERMINAL, Verdicts } from '../../src/strategy/acceptance.ts';
 import { runStrategy, STRATEGIES } from '../../src/strategy/index.ts';
 import type { AttemptRecord, StrategyName, StrategyRun, StrategySpec } from '../../src/strategy/types.ts';
 import type { Pool } from '../../src/upstream/pool.ts';
-import type { Target } from '../../src/upstream/target.ts';
 
 /** What a scripted target does with an attempt. */
 type Script = 'ok' | 'refuse' | 'stall' | number;
