@@ -40,7 +40,19 @@ export async function startManaged(
   const file = join(tmpdir(), `manifold-pools-${process.pid}-${++seq}.yaml`);
   writeFileSync(file, yaml);
   const cli = spawnCli(
-    ['--config', file, '--workers', String(workers), '--host', '127.0.0.1', '--port', '0'],
+    // The start lines waited for below are logged at info, whatever the config's level.
+    [
+      '--config',
+      file,
+      '--workers',
+      String(workers),
+      '--host',
+      '127.0.0.1',
+      '--port',
+      '0',
+      '--log-level',
+      'info',
+    ],
     {
       MANIFOLD_ADMIN__PORT: '0',
       ...env,
