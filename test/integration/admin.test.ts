@@ -191,7 +191,7 @@ routes:
           upstream: { success: number; failed: number };
           workers: number;
         }>();
-        return s.downstream.success + s.downstream.failed === 35 && s;
+        return s.downstream.success + s.downstream.failed === 35 ? s : null;
       }, 'all 35 answers counted');
       assert.deepEqual(stats.downstream, { success: 30, failed: 5 });
       assert.deepEqual(stats.upstream, { success: 30, failed: 5 });

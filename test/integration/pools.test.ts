@@ -165,7 +165,7 @@ for (const mode of MODES) {
           async () => {
             try {
               const s = await spread(gw, 20);
-              return s.b > 0 && s.a > 0 && s;
+              return s.b > 0 && s.a > 0 ? s : null;
             } catch {
               return false;
             }
