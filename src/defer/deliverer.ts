@@ -77,6 +77,7 @@ export class Deliverer {
   /** Sorted times (ms epoch) of retries this deliverer scheduled: when to claim again. */
   #retryTimes: number[] = [];
   #idle: Idle | null = null;
+  #nudge = new AbortController();
   #loop: Promise<void> | null = null;
   #stopping: Promise<void> | null = null;
 
@@ -87,6 +88,13 @@ export class Deliverer {
     this.#log = options.log.child({ route: options.routeId, component: 'deliverer' });
     this.#resolve = options.resolve;
     this.#random = options.random ?? Math.random;
+  }
+
+  /** The route's settings changed (a reload): end a rate or idle wait now and re-read them. */
+  wake(): void {
+    const nudge = this.#nudge;
+    this.#nudge = new AbortController();
+    nudge.abort();
   }
 
   get inflight(): number {
@@ -134,7 +142,10 @@ export class Deliverer {
         const tokens = limiter.available();
         if (tokens < 1) {
           // Capped, so that a reload raising a very low rate takes effect within IDLE_POLL_MS.
-          await sleep(Math.min(limiter.waitMs(), IDLE_POLL_MS), signal);
+          await sleep(
+            Math.min(limiter.waitMs(), IDLE_POLL_MS),
+            AbortSignal.any([signal, this.#nudge.signal]),
+          );
           continue;
         }
         n = Math.min(n, tokens);
@@ -255,7 +266,7 @@ export class Deliverer {
     try {
       await this.#queue.waitForWork(this.routeId, {
         maxWaitMs: wait,
-        signal: AbortSignal.any([signal, idle.controller.signal]),
+        signal: AbortSignal.any([signal, idle.controller.signal, this.#nudge.signal]),
       });
     } finally {
       clearTimeout(idle.timer);

@@ -122,7 +122,11 @@ export class DeferService {
       void d.stop(REMOVED_ROUTE_GRACE_MS);
     }
     for (const route of routes) {
-      if (this.#deliverers.has(route.id)) continue;
+      const running = this.#deliverers.get(route.id);
+      if (running !== undefined) {
+        running.wake();
+        continue;
+      }
       const d = new Deliverer({
         routeId: route.id,
         queue,

@@ -14,6 +14,7 @@ import { performance } from 'node:perf_hooks';
 import { DatabaseSync } from 'node:sqlite';
 import { after, describe, test } from 'node:test';
 import type { Job, JobState, Queue } from '../../src/defer/queue.ts';
+import { loadConfigText } from '../../src/config/load.ts';
 import { type Gateway, startGateway, startUpstream, type Upstream, until } from '../helpers/index.ts';
 import { send } from '../helpers/http.ts';
 import { dropSchema, newSchemaName, PG_URL, pgQuery } from '../helpers/pg.ts';
@@ -117,22 +118,25 @@ type T = { after: (fn: () => Promise<void>) => void };
 
 async function gateway(t: T, store: Store, receiver: Upstream, defer: string, extra = '') {
   const q = store.queueYaml();
-  const gw: Gateway = await startGateway(`
+  const yaml = (d: string) => `
 log: { level: warn }
 pools: { hooks: { targets: [${receiver.url}] } }
 ${q.yaml}
 routes:
   - id: hooks
     match: { path: /hooks/* }
-    defer: { pool: hooks, ${defer} }
+    defer: { pool: hooks, ${d} }
 ${extra}
-`);
+`;
+  const gw: Gateway = await startGateway(yaml(defer));
   t.after(async () => {
     await gw.close();
     await q.remove();
   });
   const queue = gw.runtime.defer.queue as Queue;
-  return { gw, queue, where: q.where };
+  /** Serves the same gateway with other `defer` settings, as a reload does. */
+  const reload = (d: string) => gw.runtime.apply(loadConfigText(yaml(d), 'reload.yaml', { env: {} }).config);
+  return { gw, queue, where: q.where, reload };
 }
 
 function post(gw: Gateway, path: string, body = '{}', headers: Record<string, string> = {}) {
@@ -286,6 +290,20 @@ for (const store of STORES) {
       await Promise.all(Array.from({ length: N }, (_, i) => post(gw, `/hooks/${i}`)));
       await until(async () => (await queue.depth('hooks'))[0].done === N, 'all done', 20_000);
       assert.equal(maxOpen, 3, 'the receiver saw exactly the limit in flight, never more');
+    });
+
+    test('a reload changes the rate of a running deliverer (no restart)', async (t) => {
+      const rx = await startReceiver(t);
+      // One delivery an hour (the burst of one goes at once), then the rest wait.
+      const { gw, queue, reload } = await gateway(t, store, rx.up, 'rate: 1/h');
+      for (let i = 0; i < 5; i++) await post(gw, `/hooks/${i}`);
+      await until(() => rx.deliveries.length === 1, 'the one delivery the rate allows');
+      assert.equal((await queue.depth('hooks'))[0].pending, 4, 'the rest is held back');
+      reload('concurrency: 8');
+      await until(
+        async () => (await queue.depth('hooks'))[0].done === 5,
+        'the backlog delivered after the reload',
+      );
     });
 
     test('Idempotency-Key: a repeated request gets the first job id and is delivered once', async (t) => {
