@@ -1,8 +1,14 @@
 /** Issue 6: the defer config (schema + compile) and the rate limiter, without sockets. */
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { ConfigError, loadConfigText } from '../../src/config/load.ts';
+import { Janitor } from '../../src/defer/janitor.ts';
 import { RateLimiter } from '../../src/defer/rate.ts';
+import { SqliteQueue } from '../../src/defer/sqlite-queue.ts';
+import { createLogger } from '../../src/observability/logger.ts';
 import { parseRate, statusTable } from '../../src/defer/spec.ts';
 
 function problems(yaml: string): string[] {
@@ -122,5 +128,36 @@ describe('RateLimiter', () => {
     assert.equal(new RateLimiter(100).burst, 10);
     assert.equal(new RateLimiter(2).burst, 1);
     assert.throws(() => new RateLimiter(0), RangeError);
+  });
+});
+
+describe('Janitor', () => {
+  test('purges delivered jobs older than the retention, in batches, and nothing else', async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'manifold-janitor-'));
+    let now = 1_700_000_000_000;
+    const queue = new SqliteQueue({ path: join(dir, 'q.db'), now: () => now });
+    t.after(async () => {
+      await queue.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const job = { route: 'r', method: 'POST', url: '/', headers: [], body: Buffer.alloc(0), maxAttempts: 1 };
+    await Promise.all(Array.from({ length: 1500 }, () => queue.enqueue(job)));
+    const kept = (await queue.enqueue(job)).id;
+    const claimed = await queue.claim('r', 1000, 60_000);
+    claimed.push(...(await queue.claim('r', 1000, 60_000)));
+    await Promise.all(claimed.filter((j) => j.id !== kept).map((j) => queue.complete(j.id)));
+    await queue.fail(kept, 'gone', null); // a dead letter
+    const janitor = new Janitor({
+      queue,
+      log: createLogger('silent'),
+      retentionMs: 60_000,
+      intervalMs: 60_000,
+      now: () => now,
+    });
+    assert.equal(await janitor.purge(), 0, 'nothing is old enough yet');
+    now += 60_001;
+    assert.equal(await janitor.purge(), 1500);
+    assert.deepEqual((await queue.depth('r'))[0], { route: 'r', pending: 0, inflight: 0, done: 0, dead: 1 });
+    await janitor.close();
   });
 });
