@@ -203,7 +203,7 @@ for (const store of STORES) {
         t,
         store,
         rx.up,
-        'max_attempts: 5, backoff: { base: 60ms, max: 1s, jitter: none }',
+        'max_attempts: 5, backoff: { base: 100ms, max: 1s, jitter: none }',
       );
       rx.answer((d, res) => {
         res.statusCode = d.attempt < 3 ? 503 : 204;
@@ -216,9 +216,10 @@ for (const store of STORES) {
         seen.map((d) => d.attempt),
         [1, 2, 3],
       );
-      // Backoff without jitter: 60 ms after the first failure, 120 ms after the second (lower bounds).
-      assert.ok(seen[1].at - seen[0].at >= 55, `first retry after ${seen[1].at - seen[0].at} ms`);
-      assert.ok(seen[2].at - seen[1].at >= 115, `second retry after ${seen[2].at - seen[1].at} ms`);
+      // Backoff without jitter: 100 ms after the first failure, 200 ms after the second. Lower
+      // bounds, with room for the receiver (in this process) stamping an arrival late.
+      assert.ok(seen[1].at - seen[0].at >= 80, `first retry after ${seen[1].at - seen[0].at} ms`);
+      assert.ok(seen[2].at - seen[1].at >= 170, `second retry after ${seen[2].at - seen[1].at} ms`);
     });
 
     test('out of attempts → dead letter with the last error; a replay delivers it', async (t) => {
@@ -255,21 +256,23 @@ for (const store of STORES) {
 
     test('rate: deliveries start no faster than the route allows', async (t) => {
       const rx = await startReceiver(t);
-      // 20/s with bursts of 2: 30 jobs take at least (30 - 2) / 20 s = 1.4 s.
+      // 20/s with bursts of 2: 40 jobs take at least (40 - 2) / 20 s = 1.9 s; without the limit,
+      // a few ms. The bounds leave room for arrivals stamped late by a busy test process.
+      const N = 40;
       const { gw, queue } = await gateway(t, store, rx.up, 'rate: 20/s');
       const ids = await Promise.all(
-        Array.from({ length: 30 }, async (_, i) => (await post(gw, `/hooks/${i}`)).json<{ id: string }>().id),
+        Array.from({ length: N }, async (_, i) => (await post(gw, `/hooks/${i}`)).json<{ id: string }>().id),
       );
-      await until(() => rx.deliveries.length >= 30, 'every delivery', 20_000);
+      await until(() => rx.deliveries.length >= N, 'every delivery', 20_000);
       const at = rx.deliveries.map((d) => d.at).sort((a, b) => a - b);
-      const span = at[29] - at[0];
-      assert.ok(span >= 1400 * 0.85, `30 deliveries at 20/s spanned only ${Math.round(span)} ms`);
+      const span = at[N - 1] - at[0];
+      assert.ok(span >= 1900 * 0.75, `${N} deliveries at 20/s spanned only ${Math.round(span)} ms`);
       // Over any one second, no more than the rate plus the burst (and some arrival jitter).
       for (let i = 0; i < at.length; i++) {
         const inWindow = at.filter((x) => x >= at[i] && x < at[i] + 1000).length;
-        assert.ok(inWindow <= 20 + 2 + 3, `${inWindow} deliveries within one second`);
+        assert.ok(inWindow <= 20 + 2 + 6, `${inWindow} deliveries within one second`);
       }
-      await until(async () => (await queue.depth('hooks'))[0].done === 30, 'all done');
+      await until(async () => (await queue.depth('hooks'))[0].done === N, 'all done');
       assert.equal(new Set(rx.deliveries.map((d) => d.id)).size, ids.length);
     });
 
