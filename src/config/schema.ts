@@ -45,6 +45,21 @@ const object = (description: string, properties: Record<string, Schema>, extra: 
   ...extra,
 });
 
+/** A list of statuses: codes (`204`), ranges (`200-399`) or classes (`2xx`); default `[2xx]`. */
+const statusList = (description: string, exampleRange: string): Schema => ({
+  description,
+  type: 'array',
+  minItems: 1,
+  items: {
+    anyOf: [
+      { type: 'integer', minimum: 100, maximum: 599 },
+      { type: 'string', pattern: '^([1-5]xx|[1-5][0-9][0-9]-[1-5][0-9][0-9])$' },
+    ],
+    errorMessage: `must be a status (204), a range (${exampleRange}) or a class (2xx)`,
+  },
+  default: ['2xx'],
+});
+
 const HTTP_METHOD = '^[A-Z][A-Z0-9_-]*$';
 
 const targetSchema: Schema = {
@@ -81,19 +96,7 @@ const healthSchema: Schema = {
     method: { description: 'Method of the check.', type: 'string', pattern: '^[A-Z][A-Z0-9_-]*$', default: 'GET' },
     interval: duration('Time between the end of one check of a target and the start of the next.', '30s'),
     timeout: duration('Time a check may take, body included; longer counts as failed.', '2s'),
-    expect: {
-      description: 'Statuses that pass: codes (`204`), ranges (`200-399`) or classes (`2xx`).',
-      type: 'array',
-      minItems: 1,
-      items: {
-        anyOf: [
-          { type: 'integer', minimum: 100, maximum: 599 },
-          { type: 'string', pattern: '^([1-5]xx|[1-5][0-9][0-9]-[1-5][0-9][0-9])$' },
-        ],
-        errorMessage: 'must be a status (204), a range (200-399) or a class (2xx)',
-      },
-      default: ['2xx'],
-    },
+    expect: statusList('Statuses that pass: codes (`204`), ranges (`200-399`) or classes (`2xx`).', '200-399'),
     fall: {
       description: 'Consecutive failed checks that mark a target down.',
       type: 'integer',
@@ -403,20 +406,10 @@ const deferSchema: Schema = {
       maximum: 10000,
       default: 32,
     },
-    success: {
-      description:
-        'Statuses that complete a job: codes (`204`), ranges (`200-299`) or classes (`2xx`). Any other answer, or none, is retried.',
-      type: 'array',
-      minItems: 1,
-      items: {
-        anyOf: [
-          { type: 'integer', minimum: 100, maximum: 599 },
-          { type: 'string', pattern: '^([1-5]xx|[1-5][0-9][0-9]-[1-5][0-9][0-9])$' },
-        ],
-        errorMessage: 'must be a status (204), a range (200-299) or a class (2xx)',
-      },
-      default: ['2xx'],
-    },
+    success: statusList(
+      'Statuses that complete a job: codes (`204`), ranges (`200-299`) or classes (`2xx`). Any other answer, or none, is retried.',
+      '200-299',
+    ),
     backoff: {
       description: 'Delay before a failed delivery is tried again: exponential, capped, with jitter.',
       type: 'object',
