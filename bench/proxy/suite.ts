@@ -133,7 +133,7 @@ async function runIn(tmp: string, options: BenchOptions): Promise<Record<string,
     } catch (err) {
       await started?.child?.stop();
       const message = `could not start or check ${contestant.label}: ${(err as Error).message}`;
-      if (contestant.required) throw new Error(message);
+      if (contestant.required) throw new Error(message, { cause: err });
       skipped.push({ id: contestant.id, reason: message });
       log(`skip ${contestant.id}: ${message}`);
     }

@@ -12,7 +12,7 @@ import { MultiplexRegistry } from '../multiplex/registry.ts';
 import type { Logger } from '../observability/logger.ts';
 import { createListener } from '../server/listener.ts';
 import { Pipeline } from '../server/pipeline.ts';
-import { buildSnapshot } from '../server/snapshot.ts';
+import { buildSnapshot, type Snapshot } from '../server/snapshot.ts';
 import { DeferService } from '../defer/service.ts';
 import { forward as baseForward } from '../proxy/forward.ts';
 import { recordOutcomes } from '../upstream/outcomes.ts';
@@ -52,7 +52,7 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
   const forward = recordOutcomes(baseForward);
   // Issue 6: workers accept and enqueue; the primary delivers (defer/host.ts), or this process
   // when it is the only one — through the same pools and forward as the proxy routes.
-  const defer = new DeferService({ log, forward, view: () => pipeline.snapshot, deliver: !cluster.isWorker });
+  const defer = new DeferService({ log, forward, view: (): Snapshot => pipeline.snapshot, deliver: !cluster.isWorker });
   const pipeline = new Pipeline(build(config), { logger: log, forward, acceptor: defer.acceptor });
   await defer.apply(config);
   const server = createListener(config, pipeline, log);

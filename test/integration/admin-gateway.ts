@@ -70,7 +70,7 @@ export async function startManaged(
     adminPort = line.port as number;
   } catch (err) {
     cli.kill('SIGKILL');
-    throw new Error(`${(err as Error).message}\nstderr: ${cli.stderr}\nstdout: ${cli.stdout}`);
+    throw new Error(`${(err as Error).message}\nstderr: ${cli.stderr}\nstdout: ${cli.stdout}`, { cause: err });
   }
   const url = `http://127.0.0.1:${port}`;
   const adminUrl = `http://127.0.0.1:${adminPort}`;

@@ -172,7 +172,7 @@ async function startManaged(args: string[], env: NodeJS.ProcessEnv = {}) {
     return { cli, url: `http://127.0.0.1:${port}`, adminUrl: `http://127.0.0.1:${admin.port as number}` };
   } catch (err) {
     cli.kill('SIGKILL');
-    throw new Error(`${(err as Error).message}\nstderr: ${cli.stderr}\nstdout: ${cli.stdout.slice(-2000)}`);
+    throw new Error(`${(err as Error).message}\nstderr: ${cli.stderr}\nstdout: ${cli.stdout.slice(-2000)}`, { cause: err });
   }
 }
 

@@ -51,6 +51,7 @@ let inflight = 0;
 let maxInflight = 0;
 
 async function target(name: string, behaviour: Behaviour): Promise<Target> {
+  // eslint-disable-next-line prefer-const -- assigned after the handler closure that reads it is created
   let self: Target;
   const up = await startUpstream((req, res) => {
     arrivals.push(name);
