@@ -338,6 +338,37 @@ export function newJobId(now = Date.now()): string {
 }
 
 /** Zero counts for one route. */
+/** The row both stores insert for a job: validated, with its id and run time settled. */
+export interface NewRow {
+  id: string;
+  route: string;
+  method: string;
+  url: string;
+  /** JSON of the header pairs. */
+  headers: string;
+  body: Uint8Array;
+  key: string | null;
+  maxAttempts: number;
+  runAt: number;
+}
+
+/** Validates a job and turns it into its row; throws the store's closed error when closed. */
+export function newRow(job: JobInput, now: number, closed: boolean, closedError: () => Error): NewRow {
+  checkJobInput(job);
+  if (closed) throw closedError();
+  return {
+    id: job.id ?? newJobId(now),
+    route: job.route,
+    method: job.method,
+    url: job.url,
+    headers: JSON.stringify(job.headers),
+    body: job.body,
+    key: job.idempotencyKey ?? null,
+    maxAttempts: job.maxAttempts,
+    runAt: Math.round(job.runAt ?? now),
+  };
+}
+
 export function emptyDepth(route: string): RouteDepth {
   return { route, pending: 0, inflight: 0, done: 0, dead: 0 };
 }

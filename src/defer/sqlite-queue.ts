@@ -25,7 +25,6 @@ import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { GatewayError } from '../errors.ts';
 import {
   checkClaim,
-  checkJobInput,
   checkList,
   checkPurge,
   type EnqueueResult,
@@ -36,7 +35,6 @@ import {
   type JobInput,
   type JobState,
   type ListQuery,
-  newJobId,
   type Queue,
   QueueOptionError,
   type QueueStats,
@@ -44,6 +42,8 @@ import {
   truncateError,
   type WaitOptions,
   WakeHub,
+  newRow,
+  type NewRow,
 } from './queue.ts';
 
 export interface SqliteQueueOptions {
@@ -112,18 +112,6 @@ interface Row {
   last_error: string | null;
   created_at: number;
   updated_at: number;
-}
-
-interface NewRow {
-  id: string;
-  route: string;
-  method: string;
-  url: string;
-  headers: string;
-  body: Uint8Array;
-  key: string | null;
-  maxAttempts: number;
-  runAt: number;
 }
 
 const JOB_COLUMNS = `id, route, method, url, headers, body, idempotency_key, attempts, max_attempts, state,
@@ -204,19 +192,7 @@ export class SqliteQueue implements Queue {
   }
 
   async enqueue(job: JobInput): Promise<EnqueueResult> {
-    checkJobInput(job);
-    if (this.#closed) throw closedError();
-    return this.#batcher.add({
-      id: job.id ?? newJobId(this.#now()),
-      route: job.route,
-      method: job.method,
-      url: job.url,
-      headers: JSON.stringify(job.headers),
-      body: job.body,
-      key: job.idempotencyKey ?? null,
-      maxAttempts: job.maxAttempts,
-      runAt: Math.round(job.runAt ?? this.#now()),
-    });
+    return this.#batcher.add(newRow(job, this.#now(), this.#closed, closedError));
   }
 
   async claim(route: string, limit: number, leaseMs: number): Promise<Job[]> {
