@@ -57,14 +57,6 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
   await defer.apply(config);
   const server = createListener(config, pipeline, log);
   let version = 0;
-  const downstream = { success: 0, failed: 0 };
-  // Counted here rather than in the pipeline: one listener, and `GET /stats` needs no more.
-  server.on('request', (_req, res) => {
-    res.once('close', () => {
-      if (res.writableFinished && res.statusCode < 500) downstream.success++;
-      else downstream.failed++;
-    });
-  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     // Workers each bind their own SO_REUSEPORT socket instead of sharing the primary's:
@@ -94,7 +86,7 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
       registry.setDown(down);
     },
     stats(): WorkerStats {
-      return { version, downstream: { ...downstream }, targets: registry.stats() };
+      return { version, downstream: { ...pipeline.downstream }, targets: registry.stats() };
     },
     close(graceMs = parseDuration(config.shutdown.grace)) {
       closing ??= (async () => {

@@ -95,6 +95,8 @@ export class Pipeline {
   readonly #forward: Forward;
   readonly #acceptor: Acceptor | undefined;
   #inflight = 0;
+  /** Answers given (`GET /stats`): success = complete and below 500. Read by the runtime. */
+  readonly downstream = { success: 0, failed: 0 };
   #draining = false;
   #idleWaiters: Array<() => void> = [];
 
@@ -397,6 +399,8 @@ export class Pipeline {
       ctx.errorCode = 'CLIENT_CLOSED';
       ctx.status = 499;
     }
+    if (res.writableFinished && res.statusCode < 500) this.downstream.success++;
+    else this.downstream.failed++;
     if (snapshot.accessLog) {
       this.#log.info(
         {
