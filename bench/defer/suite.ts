@@ -14,8 +14,8 @@
  * PostgreSQL is the local one (MANIFOLD_BENCH_PG_URL, default the test database), each run in
  * its own schema, dropped at the end; it is skipped, saying why, when it cannot be reached.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { availableParallelism, loadavg, tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
+import { availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import autocannon from 'autocannon';
@@ -24,10 +24,9 @@ import {
   Child,
   freePort,
   httpGet,
-  installCleanup,
-  removeAtExit,
   stopAll,
   waitReady,
+  inTempDir,
 } from '../lib/processes.ts';
 import { fmtFixed, fmtInt, median, round, table } from '../lib/report.ts';
 import type { BenchOptions, Suite } from '../lib/suite.ts';
@@ -154,14 +153,10 @@ function describe(m: AcceptMeasurement): string {
 }
 
 async function run(options: BenchOptions): Promise<Record<string, unknown>> {
-  installCleanup();
-  const tmp = mkdtempSync(join(tmpdir(), 'manifold-bench-defer-'));
-  removeAtExit(tmp);
   const schemas: string[] = [];
   try {
-    return await runIn(tmp, options, schemas);
+    return await inTempDir('manifold-bench-defer-', (tmp) => runIn(tmp, options, schemas));
   } finally {
-    await stopAll();
     await dropSchemas(schemas).catch(() => {});
   }
 }

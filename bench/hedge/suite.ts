@@ -10,8 +10,8 @@
  * machine can serve: tail latency is the point, and a saturated run would measure queueing
  * instead. Every strategy is offered the same requests per second. `--connections` is unused.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { availableParallelism, loadavg, tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
+import { availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Pool as UndiciPool } from 'undici';
@@ -19,10 +19,8 @@ import {
   Child,
   freePort,
   httpGet,
-  installCleanup,
-  removeAtExit,
-  stopAll,
   waitReady,
+  inTempDir,
 } from '../lib/processes.ts';
 import { fmtFixed, fmtInt, median, round, table } from '../lib/report.ts';
 import type { BenchOptions, Suite } from '../lib/suite.ts';
@@ -167,15 +165,8 @@ async function measureTail(
   };
 }
 
-async function run(options: BenchOptions): Promise<Record<string, unknown>> {
-  installCleanup();
-  const tmp = mkdtempSync(join(tmpdir(), 'manifold-bench-hedge-'));
-  removeAtExit(tmp);
-  try {
-    return await runIn(tmp, options);
-  } finally {
-    await stopAll();
-  }
+function run(options: BenchOptions): Promise<Record<string, unknown>> {
+  return inTempDir('manifold-bench-hedge-', (tmp) => runIn(tmp, options));
 }
 
 async function runIn(tmp: string, options: BenchOptions): Promise<Record<string, unknown>> {

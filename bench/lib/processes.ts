@@ -5,9 +5,11 @@
  * which covers a parent killed with SIGKILL.
  */
 import { type ChildProcess, spawn, type StdioOptions } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 
@@ -149,6 +151,21 @@ export function atExit(hook: () => void): void {
 export function removeAtExit(dir: string): void {
   atExit(() => rmSync(dir, { recursive: true, force: true }));
   reap({ remove: dir });
+}
+
+/**
+ * Runs a suite's body with a fresh temp dir (prefix `prefix`): children die with the run, every
+ * child it started is stopped when it ends, and the dir is removed at exit.
+ */
+export async function inTempDir<T>(prefix: string, body: (tmp: string) => Promise<T>): Promise<T> {
+  installCleanup();
+  const tmp = mkdtempSync(join(tmpdir(), prefix));
+  removeAtExit(tmp);
+  try {
+    return await body(tmp);
+  } finally {
+    await stopAll();
+  }
 }
 
 let installed = false;

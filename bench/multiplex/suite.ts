@@ -12,12 +12,12 @@
  * batch to many bidders would; the route's limits are set so that nothing waits for a
  * connection or a concurrency slot (the overhead measured is not a queue).
  */
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { availableParallelism, loadavg, tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent, Client, request } from 'undici';
-import { Child, freePort, installCleanup, removeAtExit, stopAll, waitReady } from '../lib/processes.ts';
+import { Child, freePort, waitReady, inTempDir } from '../lib/processes.ts';
 import { fmtFixed, fmtInt, median, round, table } from '../lib/report.ts';
 import type { BenchOptions, Suite } from '../lib/suite.ts';
 
@@ -154,15 +154,8 @@ function directSender(agent: Agent, uris: readonly string[]): Sender {
   };
 }
 
-async function run(options: BenchOptions): Promise<Record<string, unknown>> {
-  installCleanup();
-  const tmp = mkdtempSync(join(tmpdir(), 'manifold-bench-'));
-  removeAtExit(tmp);
-  try {
-    return await runIn(tmp, options);
-  } finally {
-    await stopAll();
-  }
+function run(options: BenchOptions): Promise<Record<string, unknown>> {
+  return inTempDir('manifold-bench-', (tmp) => runIn(tmp, options));
 }
 
 async function runIn(tmp: string, options: BenchOptions): Promise<Record<string, unknown>> {

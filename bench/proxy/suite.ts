@@ -6,12 +6,10 @@
  * medians over rounds, and ratios are medians of the per-round ratios, so slow drift in the
  * machine's load hits both sides of a ratio alike.
  */
-import { mkdtempSync } from 'node:fs';
-import { availableParallelism, loadavg, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { availableParallelism, loadavg } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Measurement, measure } from '../lib/load.ts';
-import { httpGet, installCleanup, removeAtExit, stopAll, waitReady } from '../lib/processes.ts';
+import { httpGet, stopAll, waitReady, inTempDir } from '../lib/processes.ts';
 import { fmtFixed, fmtInt, median, round, table } from '../lib/report.ts';
 import type { BenchOptions, Suite } from '../lib/suite.ts';
 import { BODIES, type BodySpec } from '../peers/bodies.ts';
@@ -60,15 +58,8 @@ async function checkBodies(origin: string): Promise<void> {
   }
 }
 
-async function run(options: BenchOptions): Promise<Record<string, unknown>> {
-  installCleanup();
-  const tmp = mkdtempSync(join(tmpdir(), 'manifold-bench-'));
-  removeAtExit(tmp);
-  try {
-    return await runIn(tmp, options);
-  } finally {
-    await stopAll();
-  }
+function run(options: BenchOptions): Promise<Record<string, unknown>> {
+  return inTempDir('manifold-bench-', (tmp) => runIn(tmp, options));
 }
 
 async function runIn(tmp: string, options: BenchOptions): Promise<Record<string, unknown>> {
