@@ -17,7 +17,8 @@ import {
 } from '../../src/multiplex/handler.ts';
 import { compileMultiplexOptions, type MultiplexOptions, parseBatch } from '../../src/multiplex/schema.ts';
 import type { Resolve } from '../../src/multiplex/ssrf.ts';
-import type { BatchResult, ItemFailure, ItemResult, ItemSuccess } from '../../src/multiplex/types.ts';
+import type { BatchResult } from '../../src/multiplex/types.ts';
+import { failed, ok } from '../helpers/multiplex.ts';
 
 // ---------------------------------------------------------------- helpers
 
@@ -95,16 +96,6 @@ function run(
   return handler.run(parseBatch(Buffer.from(JSON.stringify(body)), opts), signal);
 }
 
-function ok(result: ItemResult | undefined): ItemSuccess {
-  assert.ok(result && 'status' in result, `expected a response, got ${JSON.stringify(result)}`);
-  return result;
-}
-
-function failed(result: ItemResult | undefined, code: string): ItemFailure {
-  assert.ok(result && 'error' in result, `expected ${code}, got ${JSON.stringify(result)}`);
-  assert.equal(result.error.code, code, result.error.message);
-  return result;
-}
 
 // ---------------------------------------------------------------- upstreams
 

@@ -9,7 +9,8 @@ import type { ServerResponse } from 'node:http';
 import { connect, createServer, type Server } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { loadConfigText } from '../../src/config/load.ts';
-import type { BatchResult, ItemFailure, ItemResult, ItemSuccess } from '../../src/multiplex/types.ts';
+import type { BatchResult, ItemResult } from '../../src/multiplex/types.ts';
+import { failed, ok } from '../helpers/multiplex.ts';
 import {
   deadAddress,
   type Gateway,
@@ -22,16 +23,6 @@ import { type Reply, send } from '../helpers/http.ts';
 
 type ErrorReply = { error: { code: string; message: string } };
 
-function ok(result: ItemResult | undefined): ItemSuccess {
-  assert.ok(result && 'status' in result, `expected a response, got ${JSON.stringify(result)}`);
-  return result;
-}
-
-function failed(result: ItemResult | undefined, code: string): ItemFailure {
-  assert.ok(result && 'error' in result, `expected ${code}, got ${JSON.stringify(result)}`);
-  assert.equal(result.error.code, code, result.error.message);
-  return result;
-}
 
 // ---------------------------------------------------------------- upstream
 
