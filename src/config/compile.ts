@@ -12,6 +12,7 @@ import {
 import { compileDefer, compileQueue, type DeferSpec } from '../defer/spec.ts';
 import { compileMatch, type Matcher } from '../routing/matcher.ts';
 import { compileStrategy } from '../strategy/spec.ts';
+import type { HostMode } from '../proxy/headers.ts';
 import type { StrategySpec } from '../strategy/types.ts';
 import type { AdminConfig, Config, HealthConfig, PoolConfig, RouteConfig } from './schema.ts';
 import { parseDuration, parseSize } from './units.ts';
@@ -70,7 +71,7 @@ export type RouteAction =
   | {
       kind: 'proxy';
       pool: string;
-      host: 'preserve' | 'target' | { literal: string };
+      host: HostMode;
       stripPrefix: string | null;
       /** How attempts are spent (issue 4), compiled by strategy/spec.ts. */
       strategy: StrategySpec;

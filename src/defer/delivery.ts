@@ -11,7 +11,7 @@
 import type { CompiledRoute } from '../config/compile.ts';
 import { isGatewayError } from '../errors.ts';
 import type { AttemptError, BodySink, Forward, OutboundRequest } from '../proxy/forward.ts';
-import { joinPath } from '../proxy/headers.ts';
+import { hostFor, joinPath } from '../proxy/headers.ts';
 import type { Pool } from '../upstream/pool.ts';
 import type { Target } from '../upstream/target.ts';
 import type { HeaderPairs } from './queue.ts';
@@ -75,18 +75,17 @@ class DrainSink implements BodySink {
 
 function outboundHeaders(req: DeliveryRequest, spec: DeferSpec, target: Target): string[] {
   const out: string[] = [];
-  const host =
-    spec.host === 'preserve' ? null : spec.host === 'target' ? target.spec.host : spec.host.literal;
+  const host = hostFor(spec.host, target);
   let hostSent = false;
   for (const [name, value] of req.headers) {
-    if (host !== null && name.length === 4 && name.toLowerCase() === 'host') {
+    if (host !== undefined && name.length === 4 && name.toLowerCase() === 'host') {
       if (!hostSent) out.push(name, host);
       hostSent = true;
       continue;
     }
     out.push(name, value);
   }
-  if (host !== null && !hostSent) out.push('host', host);
+  if (host !== undefined && !hostSent) out.push('host', host);
   out.push(JOB_ID_HEADER, req.id, ATTEMPT_HEADER, String(req.attempt));
   return out;
 }

@@ -7,6 +7,7 @@
 import type { CompileProblem } from '../config/compile.ts';
 import type { DeferConfig, QueueConfig } from '../config/schema.ts';
 import { parseDuration, parseSize } from '../config/units.ts';
+import type { HostMode } from '../proxy/headers.ts';
 import type { BackoffPolicy } from './backoff.ts';
 
 type Path = Array<string | number>;
@@ -15,7 +16,7 @@ export interface DeferSpec {
   readonly pool: string;
   /** Status of the answer once the job is stored (2xx). */
   readonly status: number;
-  readonly host: 'preserve' | 'target' | { readonly literal: string };
+  readonly host: HostMode;
   readonly maxAttempts: number;
   /** Deliveries started per second by one delivering process; null = no limit. */
   readonly ratePerSecond: number | null;

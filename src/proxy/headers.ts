@@ -38,6 +38,15 @@ function isHopByHop(lower: string, tokens: Set<string> | null): boolean {
   return HOP_BY_HOP.has(lower) || tokens?.has(lower) === true;
 }
 
+/** A route's `host` setting, compiled: keep the client's, use the target's, or a literal. */
+export type HostMode = 'preserve' | 'target' | { readonly literal: string };
+
+/** The Host header to send to `target` under `mode`; undefined keeps the client's. */
+export function hostFor(mode: HostMode, target: { spec: { host: string } }): string | undefined {
+  if (mode === 'preserve') return undefined;
+  return mode === 'target' ? target.spec.host : mode.literal;
+}
+
 export interface ForwardedInfo {
   clientIp: string;
   proto: 'http' | 'https';

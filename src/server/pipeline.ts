@@ -22,7 +22,7 @@ import {
   forward as baseForward,
   type OutboundRequest,
 } from '../proxy/forward.ts';
-import { downstreamResponseHeaders, joinPath, outboundRequestHeaders } from '../proxy/headers.ts';
+import { downstreamResponseHeaders, hostFor, joinPath, outboundRequestHeaders } from '../proxy/headers.ts';
 import { tunnelUpgrade } from '../proxy/upgrade.ts';
 import { findRoute } from '../routing/route-table.ts';
 import type { MatchInput } from '../routing/matcher.ts';
@@ -224,7 +224,6 @@ export class Pipeline {
       : route.maxBodyBytes !== null && req.headers['content-length'] === undefined
         ? limitBody(req, route.maxBodyBytes)
         : req;
-    const hostOverride = typeof action.host === 'object' ? action.host.literal : undefined;
     const request: OutboundRequest = {
       method: req.method ?? 'GET',
       path: '',
@@ -244,7 +243,7 @@ export class Pipeline {
           proto: this.#proto,
           host: req.headers.host ?? '',
           requestId: ctx.id,
-          hostOverride: action.host === 'target' ? target.spec.host : hostOverride,
+          hostOverride: hostFor(action.host, target),
         }),
       };
       return this.#forward(target, attempt, s);
@@ -445,12 +444,7 @@ export class Pipeline {
         proto: this.#proto,
         host: req.headers.host ?? '',
         requestId: ctx.id,
-        hostOverride:
-          action.host === 'preserve'
-            ? undefined
-            : action.host === 'target'
-              ? target.spec.host
-              : action.host.literal,
+        hostOverride: hostFor(action.host, target),
       });
       tunnelUpgrade({
         target,
