@@ -5,13 +5,13 @@
  * re-exported here.
  */
 import { Ajv, type ErrorObject } from 'ajv';
+import { parseDuration, parseSize } from '../config/units.ts';
 import { type AllowList, compileAllowList } from './ssrf.ts';
 
 export { parseBatch } from './batch.ts';
 
 const DURATION = '^\\d+(\\.\\d+)?(ms|s|m|h)$';
 const SIZE = '^\\d+\\s*(B|kB|KB|KiB|MB|MiB|GB|GiB)?$';
-const DURATION_RE = new RegExp(DURATION);
 
 export const DURATION_HINT = 'must be a duration like "250ms", "10s", "1m" or integer milliseconds';
 export const SIZE_HINT = 'must be a size like 1048576 (bytes), "512KiB" or "1MiB"';
@@ -144,32 +144,6 @@ export class MultiplexConfigError extends Error {
   }
 }
 
-const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-const SIZES: Record<string, number> = {
-  B: 1,
-  kB: 1e3,
-  KB: 1e3,
-  KiB: 1024,
-  MB: 1e6,
-  MiB: 1024 ** 2,
-  GB: 1e9,
-  GiB: 1024 ** 3,
-};
-
-/** "250ms" | "10s" | "1.5m" | "1h" | integer milliseconds → milliseconds; NaN when malformed. */
-export function parseDuration(value: string | number): number {
-  if (typeof value === 'number') return Number.isInteger(value) && value > 0 ? value : Number.NaN;
-  const m = DURATION_RE.exec(value);
-  return m ? Math.round(Number.parseFloat(value) * UNITS[m[2]]) : Number.NaN;
-}
-
-/** 1048576 | "1MiB" | "512KiB" | "10MB" → bytes; NaN when malformed. */
-export function parseSize(value: string | number): number {
-  if (typeof value === 'number') return Number.isInteger(value) && value > 0 ? value : Number.NaN;
-  const m = /^(\d+)\s*([a-zA-Z]*)$/.exec(value);
-  return m && (m[2] === '' || m[2] in SIZES) ? Number(m[1]) * (SIZES[m[2]] ?? 1) : Number.NaN;
-}
-
 let validate: ReturnType<Ajv['compile']> | undefined;
 
 function schemaProblem(path: string, errors: ErrorObject[]): MultiplexConfigError {
@@ -195,13 +169,21 @@ export function compileMultiplexOptions(raw: unknown, path = 'multiplex'): Multi
   if (!validate(cfg)) throw schemaProblem(path, validate.errors!);
   const c = cfg as MultiplexConfig;
 
+  // The schema has checked the shapes; the units come from config/units.ts like every key's.
+  const parsed = (parse: (v: string | number) => number, value: unknown) => {
+    try {
+      return parse(value as string | number);
+    } catch {
+      return Number.NaN;
+    }
+  };
   const ms = (key: keyof MultiplexConfig) => {
-    const v = parseDuration(c[key] as string | number);
+    const v = parsed(parseDuration, c[key]);
     if (!Number.isFinite(v) || v < 1) throw new MultiplexConfigError(`${path}.${key}`, 'not a duration');
     return v;
   };
   const bytes = (key: keyof MultiplexConfig) => {
-    const v = parseSize(c[key] as string | number);
+    const v = parsed(parseSize, c[key]);
     if (!Number.isSafeInteger(v) || v < 1) throw new MultiplexConfigError(`${path}.${key}`, 'not a size');
     return v;
   };

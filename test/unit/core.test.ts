@@ -14,6 +14,7 @@ test('durations and sizes', () => {
   assert.throws(() => parseDuration('5 seconds'), /not a duration/);
   assert.equal(parseSize('16KiB'), 16384);
   assert.equal(parseSize('10MB'), 10_000_000);
+  assert.equal(parseSize('2kB'), 2000);
   assert.equal(parseSize(7), 7);
   assert.throws(() => parseSize('lots'), /not a size/);
 });
