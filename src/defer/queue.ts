@@ -337,7 +337,6 @@ export function newJobId(now = Date.now()): string {
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
-/** Zero counts for one route. */
 /** The row both stores insert for a job: validated, with its id and run time settled. */
 export interface NewRow {
   id: string;
@@ -369,6 +368,7 @@ export function newRow(job: JobInput, now: number, closed: boolean, closedError:
   };
 }
 
+/** Zero counts for one route. */
 export function emptyDepth(route: string): RouteDepth {
   return { route, pending: 0, inflight: 0, done: 0, dead: 0 };
 }
