@@ -30,7 +30,7 @@ import { isIdempotent, runStrategy } from '../strategy/index.ts';
 import { prepareBody } from '../strategy/replay.ts';
 import type { AttemptRecord } from '../strategy/types.ts';
 import { RequestContext } from './context.ts';
-import { sendError, sendErrorOnSocket } from './respond.ts';
+import { sendError, sendErrorOnSocket, sendJson } from './respond.ts';
 import type { Snapshot } from './snapshot.ts';
 
 /** Dot segments (also percent-encoded) would let a path escape the prefix a route matched. */
@@ -326,20 +326,9 @@ export class Pipeline {
       const opts = handler.options;
       const max = Math.min(route.maxBodyBytes ?? opts.maxBodyBytes, opts.maxBodyBytes);
       const batch = parseBatch(await readBody(req, max), opts);
-      const body = Buffer.from(JSON.stringify(await handler.run(batch, controller.signal)));
+      const body = JSON.stringify(await handler.run(batch, controller.signal));
       ctx.status = 200;
-      ctx.bytesOut = body.length;
-      const headers = [
-        'content-type',
-        'application/json',
-        'content-length',
-        String(body.length),
-        'x-request-id',
-        ctx.id,
-      ];
-      if (this.#draining) headers.push('connection', 'close');
-      res.writeHead(200, headers);
-      res.end(body);
+      ctx.bytesOut = sendJson(res, 200, body, ctx.id, this.#draining);
     } finally {
       clearTimeout(timer);
     }
@@ -360,22 +349,11 @@ export class Pipeline {
     if (this.#acceptor === undefined) throw new GatewayError('QUEUE_UNAVAILABLE', 'no queue in this process');
     const pool = snapshot.pools.get(spec.pool);
     const accepted = await this.#acceptor.accept(req, ctx, route, spec, pool, this.#proto);
-    const body = JSON.stringify({ id: accepted.id });
     ctx.status = accepted.status;
-    ctx.bytesOut = body.length;
-    const headers = [
-      'content-type',
-      'application/json',
-      'content-length',
-      String(body.length),
+    ctx.bytesOut = sendJson(res, accepted.status, JSON.stringify({ id: accepted.id }), ctx.id, this.#draining, [
       JOB_ID_HEADER,
       accepted.id,
-      'x-request-id',
-      ctx.id,
-    ];
-    if (this.#draining) headers.push('connection', 'close');
-    res.writeHead(accepted.status, headers);
-    res.end(body);
+    ]);
   }
 
   #fail(res: ServerResponse, ctx: RequestContext, err: unknown): void {

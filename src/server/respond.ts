@@ -8,23 +8,30 @@ import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { errorBody, type GatewayError } from '../errors.ts';
 
+/** A whole JSON answer with its length, request id and any `extra` headers; returns its size. */
+export function sendJson(
+  res: ServerResponse,
+  status: number,
+  json: string | Buffer,
+  requestId: string,
+  close: boolean,
+  extra: readonly string[] = [],
+): number {
+  const body = typeof json === 'string' ? Buffer.from(json) : json;
+  const headers = ['content-type', 'application/json', 'content-length', String(body.length), ...extra];
+  headers.push('x-request-id', requestId);
+  if (close) headers.push('connection', 'close');
+  res.writeHead(status, headers);
+  res.end(body);
+  return body.length;
+}
+
 export function sendError(res: ServerResponse, err: GatewayError, requestId: string, close = false): void {
   if (res.headersSent) {
     res.destroy(err);
     return;
   }
-  const body = errorBody(err);
-  const headers: string[] = [
-    'content-type',
-    'application/json',
-    'content-length',
-    String(Buffer.byteLength(body)),
-    'x-request-id',
-    requestId,
-  ];
-  if (close) headers.push('connection', 'close');
-  res.writeHead(err.status, headers);
-  res.end(body);
+  sendJson(res, err.status, errorBody(err), requestId, close);
 }
 
 /** For sockets outside a ServerResponse (parse errors, upgrades). Closes the connection. */
