@@ -23,7 +23,10 @@ export const ERRORS = Object.freeze({
   INTERNAL: { status: 500, message: 'internal gateway error' },
   // Admin API
   UNAUTHORIZED: { status: 401, message: 'missing or invalid bearer token' },
+  // A dashboard session (cookie) changing something without the page's own header: CSRF guard.
+  FORBIDDEN: { status: 403, message: 'this request is not allowed' },
   NOT_FOUND: { status: 404, message: 'not found' },
+  METHOD_NOT_ALLOWED: { status: 405, message: 'method not allowed' },
   INVALID_BODY: { status: 400, message: 'invalid request body' },
   CONFLICT: { status: 409, message: 'conflict' },
   CONFIG_INVALID: { status: 422, message: 'the configuration is invalid; the old one keeps serving' },

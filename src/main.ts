@@ -2,11 +2,11 @@
  * CLI entry: `manifold [--config FILE] [flags]` runs the gateway; `manifold validate --config FILE`
  * prints every config problem and exits non-zero when there is one.
  */
-import { readFileSync } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { startAdmin } from './admin/app.ts';
+import { startMetricsServer } from './admin/metrics-server.ts';
 import { type DataPlane, localPlane, Manager } from './cluster/manager.ts';
 import { startPrimary } from './cluster/primary.ts';
 import { startRuntime } from './cluster/runtime.ts';
@@ -24,8 +24,9 @@ import { parseDuration } from './config/units.ts';
 import { startDeliveryHost, withDeliveries } from './defer/host.ts';
 import type { Queue } from './defer/queue.ts';
 import { createLogger } from './observability/logger.ts';
+import { Metrics } from './observability/metrics.ts';
+import { VERSION } from './version.ts';
 
-const VERSION: string = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version;
 
 export const USAGE = `Usage:
   manifold [--config FILE] [options]      run the gateway
@@ -197,6 +198,9 @@ async function run(loaded: LoadedConfig, logFile: string | undefined, reread: ()
   if (logFile !== undefined && workers > 1)
     fail('--log-file needs a single process (--workers 0); workers would still log to stdout');
   const log = createLogger(loaded.config.log.level, logDestination(logFile));
+  // Issue 7: this process's metrics — the control plane's, the deliveries', and with one
+  // process also the data plane's; workers make their own and the Manager sums them.
+  const metrics = loaded.config.metrics.enabled ? new Metrics({ version: VERSION }) : null;
   // Signals are taken from the first moment: one that arrives while the gateway is still
   // starting (workers forking, admin API binding) waits for the start to finish and then
   // drains, instead of killing the primary with requests in flight.
@@ -216,6 +220,7 @@ async function run(loaded: LoadedConfig, logFile: string | undefined, reread: ()
   const manager = new Manager({
     loaded,
     log,
+    metrics,
     reload: () => {
       const next = reread();
       if (port !== null && next.config.listen.port === 0) next.config.listen.port = port;
@@ -228,7 +233,7 @@ async function run(loaded: LoadedConfig, logFile: string | undefined, reread: ()
   let plane: DataPlane;
   let queue: () => Queue | null;
   if (workers <= 1) {
-    const runtime = await startRuntime(config, log);
+    const runtime = await startRuntime(config, log, { metrics });
     log.info({ port: runtime.port, workers: 0, config: loaded.file }, 'manifold listening');
     shutdown = () => runtime.close();
     plane = localPlane(runtime);
@@ -236,7 +241,7 @@ async function run(loaded: LoadedConfig, logFile: string | undefined, reread: ()
   } else {
     // Issue 6: workers accept deferred requests, the primary delivers them (it opens the
     // store first, so the workers find it created).
-    const deliveries = await startDeliveryHost(config, log);
+    const deliveries = await startDeliveryHost(config, log, metrics);
     const primary = startPrimary(config, workers, log);
     const grace = parseDuration(config.shutdown.grace);
     shutdown = async () => {
@@ -265,9 +270,22 @@ async function run(loaded: LoadedConfig, logFile: string | undefined, reread: ()
         return null;
       })
     : null;
+  // Scrapers without the admin token get their own port; like the admin API, a port that is
+  // taken is logged and the gateway serves on.
+  const metricsServer =
+    config.metrics.enabled && config.metrics.port !== null
+      ? await startMetricsServer(manager, log).catch((err: Error) => {
+          log.error(
+            { err: err.message, host: config.metrics.host, port: config.metrics.port },
+            'metrics port could not start; metrics stay on the admin API',
+          );
+          return null;
+        })
+      : null;
   const stopData = shutdown;
-  // LIFO: the admin API and health checks stop before the data plane drains.
+  // LIFO: the metrics port, the admin API and health checks stop before the data plane drains.
   shutdown = async () => {
+    await metricsServer?.close();
     await admin?.close();
     await manager.close();
     await stopData();

@@ -57,14 +57,30 @@ export const targetBody: Schema = {
       pattern: '^[A-Za-z0-9._:-]+$',
       description: 'Stable id (default: host:port[/prefix]).',
     },
+    drain: {
+      type: 'boolean',
+      description: 'Add it drained: no new attempts until `PATCH … {"drain": false}`.',
+    },
   },
 };
 
-export const weightBody: Schema = {
+/** `PATCH /pools/:pool/targets/:id`: re-weight, drain or enable; at least one of them. */
+export const targetPatchBody: Schema = {
   type: 'object',
   additionalProperties: false,
-  required: ['weight'],
-  properties: { weight: (targetBody.properties as Record<string, Schema>).weight },
+  minProperties: 1,
+  properties: {
+    weight: {
+      type: 'integer',
+      minimum: 1,
+      maximum: 10000,
+      description: 'Relative weight (`weighted`).',
+    },
+    drain: {
+      type: 'boolean',
+      description: 'true: no new attempts (in-flight ones finish); false: takes traffic again.',
+    },
+  },
 };
 
 export const poolBody: Schema = {

@@ -13,6 +13,8 @@ import type { Config, PoolConfig, TargetConfig } from '../config/schema.ts';
 import { parseDuration } from '../config/units.ts';
 import { GatewayError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
+import { aggregate, type Metrics, type MetricsSnapshot } from '../observability/metrics.ts';
+import type { Registry } from 'prom-client';
 import type { Runtime } from './runtime.ts';
 import { ActiveHealth } from '../upstream/health/active.ts';
 import { applyOverlay, change, emptyOverlay, findTarget, type Overlay } from '../upstream/membership.ts';
@@ -27,6 +29,10 @@ export interface DataPlane {
   health(down: DownTargets): void;
   /** One report per serving process. */
   stats(): Promise<WorkerStats[]>;
+  /** The metrics of every serving process other than this one (issue 7). */
+  metrics(): Promise<MetricsSnapshot[]>;
+  /** Processes serving traffic now. */
+  workers(): number;
 }
 
 export const TARGET_STATES = Object.freeze({
@@ -47,11 +53,21 @@ export interface TargetView {
   url: string;
   weight: number;
   state: TargetStateName;
+  /** Drained by an operator: no new attempts (the state still shows its health). */
+  drain: boolean;
   requests: number;
   failures: number;
   inflight: number;
   ejected_workers: number;
+  /** Passive ejections so far, summed over workers. */
+  ejections: number;
   latency_ms: { p50: number | null; p99: number | null };
+}
+
+/** What `PATCH /pools/:pool/targets/:id` may change. */
+export interface TargetPatch {
+  weight?: number;
+  drain?: boolean;
 }
 
 export interface PoolView {
@@ -81,6 +97,8 @@ const RESTART_KEYS: ReadonlyArray<readonly string[]> = [
   ['admin', 'enabled'],
   ['admin', 'host'],
   ['admin', 'port'],
+  // Issue 7: the metrics registry and its listener are made once, at start.
+  ['metrics'],
 ];
 
 const STATE_FILE_VERSION = 1;
@@ -90,6 +108,7 @@ interface Draining {
   id: string;
   url: string;
   weight: number;
+  drain?: boolean;
   /** Config version without the target: once every worker serves it, nothing new starts. */
   version: number;
 }
@@ -99,6 +118,8 @@ export interface ManagerOptions {
   /** Re-reads the config file with the same env and flag overrides; throws ConfigError. */
   reload: () => LoadedConfig;
   log: Logger;
+  /** This process's metrics: the control plane's gauges are read from the Manager at scrape time. */
+  metrics?: Metrics | null;
 }
 
 /** The data plane of `--workers 0/1`: the runtime in this very process. */
@@ -107,11 +128,20 @@ export function localPlane(runtime: Runtime): DataPlane {
     apply: async (config, version) => runtime.apply(config, version),
     health: (down) => runtime.setDown(down),
     stats: async () => [runtime.stats()],
+    // The runtime counts into this process's Metrics, which the Manager reads itself.
+    metrics: async () => [],
+    workers: () => 1,
   };
 }
 
 /** Until `start()`: nothing to push to yet. */
-const NO_PLANE: DataPlane = { apply: async () => {}, health: () => {}, stats: async () => [] };
+const NO_PLANE: DataPlane = {
+  apply: async () => {},
+  health: () => {},
+  stats: async () => [],
+  metrics: async () => [],
+  workers: () => 0,
+};
 
 function problemsText(problems: readonly CompileProblem[]): string {
   return problems.map((p) => `${formatPath(p.path)}: ${p.message}`).join('; ');
@@ -127,6 +157,7 @@ export class Manager {
   readonly #reload: () => LoadedConfig;
   #plane: DataPlane = NO_PLANE;
   readonly #log: Logger;
+  readonly #metrics: Metrics | null;
   readonly #health: ActiveHealth;
   readonly #draining = new Map<string, Draining>();
   /** Changes run one after another: each is validated against the result of the previous. */
@@ -139,6 +170,41 @@ export class Manager {
     this.#reload = options.reload;
     this.#log = options.log;
     this.#health = new ActiveHealth(options.log, (down) => this.#publishHealth(down));
+    this.#metrics = options.metrics ?? null;
+    this.#metrics?.setControl({
+      configVersion: () => this.#version,
+      workers: () => this.#plane.workers(),
+      pools: () => this.#compiled.pools.map((p) => ({ name: p.name, targets: p.targets.length })),
+      targets: () =>
+        this.#compiled.pools.flatMap((p) =>
+          p.targets.map((t) => ({
+            pool: p.name,
+            id: t.id,
+            up: this.#health.state(p.name, t.id) !== false,
+            drain: t.drain,
+          })),
+        ),
+    });
+  }
+
+  /** The compiled config served now (routes and pools), for views. */
+  get compiled(): CompiledConfig {
+    return this.#compiled;
+  }
+
+  /** Processes serving traffic now. */
+  get workers(): number {
+    return this.#plane.workers();
+  }
+
+  /**
+   * Every process's metrics summed into one registry (`.metrics()` is the exposition text);
+   * null with `metrics.enabled: false`.
+   */
+  async metrics(): Promise<Registry | null> {
+    if (this.#metrics === null) return null;
+    const [own, others] = await Promise.all([this.#metrics.snapshot(), this.#plane.metrics()]);
+    return aggregate([own, ...others]);
   }
 
   /** The config served now (file + admin changes). */
@@ -204,11 +270,19 @@ export class Manager {
     });
   }
 
-  setWeight(pool: string, id: string, weight: number): Promise<TargetView> {
+  /**
+   * Re-weights, drains or enables a target. Drained (issue 7): no new attempt or delivery picks
+   * it from the next snapshot on, attempts in flight finish, health checks go on; kept like
+   * any admin change (overlay, state file) until `drain: false`.
+   */
+  updateTarget(pool: string, id: string, patch: TargetPatch): Promise<TargetView> {
     return this.#serial(async () => {
       const t = this.#target(pool, id);
-      await this.#commit(change.setTarget(this.#overlay, pool, { ...t, weight }), `re-weighting "${id}"`);
-      this.#log.info({ pool, target: id, weight }, 'target weight changed');
+      const next: TargetConfig = { ...t, ...patch };
+      if (next.drain === false) delete next.drain;
+      const what = patch.drain === undefined ? 're-weighting' : patch.drain ? 'draining' : 'enabling';
+      await this.#commit(change.setTarget(this.#overlay, pool, next), `${what} "${id}"`);
+      this.#log.info({ pool, target: id, ...patch }, patch.drain === undefined ? 'target weight changed' : patch.drain ? 'target drained' : 'target enabled');
       return this.#view(pool, id);
     });
   }
@@ -310,7 +384,7 @@ export class Manager {
       if (only !== undefined && spec.name !== only) continue;
       const targets = spec.targets.map((t) =>
         this.#targetView(
-          { pool: spec.name, id: t.id, url: t.url, weight: t.weight, version: 0 },
+          { pool: spec.name, id: t.id, url: t.url, weight: t.weight, drain: t.drain, version: 0 },
           totals.get(`${spec.name}\u0000${t.id}`),
           null,
         ),
@@ -482,10 +556,12 @@ export class Manager {
       url: t.url,
       weight: t.weight,
       state,
+      drain: t.drain ?? false,
       requests: totals?.requests ?? 0,
       failures: totals?.failures ?? 0,
       inflight: totals?.inflight ?? 0,
       ejected_workers: totals?.ejected ?? 0,
+      ejections: totals?.ejections ?? 0,
       latency_ms: { p50: totals?.latency.quantile(0.5) ?? null, p99: totals?.latency.quantile(0.99) ?? null },
     };
   }

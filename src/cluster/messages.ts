@@ -1,5 +1,6 @@
 /** The typed IPC between the primary and its workers. */
 import type { Config } from '../config/schema.ts';
+import type { MetricsSnapshot } from '../observability/metrics.ts';
 import type { DownTargets } from '../upstream/registry.ts';
 import type { WorkerStats } from '../upstream/stats.ts';
 
@@ -13,6 +14,8 @@ export type PrimaryMessage =
   | { type: 'health'; down: DownTargets }
   /** Asks for the worker's counters; answered by a `stats` message with the same id. */
   | { type: 'stats'; id: number }
+  /** Asks for the worker's Prometheus metrics; answered by a `metrics` message with the same id. */
+  | { type: 'metrics'; id: number }
   /** Drain and exit 0 within the grace period. */
   | { type: 'shutdown' };
 
@@ -23,4 +26,6 @@ export type WorkerMessage =
   | { type: 'fatal'; message: string }
   /** The worker serves config `version` now (or could not build it: `error`). */
   | { type: 'applied'; version: number; error?: string }
-  | { type: 'stats'; id: number; stats: WorkerStats };
+  | { type: 'stats'; id: number; stats: WorkerStats }
+  /** `snapshot` is empty with `metrics.enabled: false`. */
+  | { type: 'metrics'; id: number; snapshot: MetricsSnapshot };

@@ -1,7 +1,8 @@
 /**
  * The primary (manager) side of `node:cluster`: forks one worker per core, hands each the
  * served config and the health verdicts, replaces workers that die (re-sending both, so a
- * restarted worker loses no admin change), collects stats, and coordinates graceful shutdown.
+ * restarted worker loses no admin change), collects stats and metrics, and coordinates graceful
+ * shutdown.
  * What to serve is decided by the Manager (manager.ts); this file only moves it.
  */
 import cluster, { type Worker } from 'node:cluster';
@@ -9,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import type { Config } from '../config/schema.ts';
 import { parseDuration } from '../config/units.ts';
 import type { Logger } from '../observability/logger.ts';
+import type { MetricsSnapshot } from '../observability/metrics.ts';
 import type { DownTargets } from '../upstream/registry.ts';
 import type { WorkerStats } from '../upstream/stats.ts';
 import type { DataPlane } from './manager.ts';
@@ -25,7 +27,7 @@ const EARLY_DEATH_MS = 2000;
 const MAX_RESTART_DELAY_MS = 10_000;
 /** Longest wait for every worker to confirm a config (the issue's bound is one second). */
 const APPLY_WAIT_MS = 1000;
-/** Longest wait for a stats answer; a stuck worker's counters are left out. */
+/** Longest wait for a stats or metrics answer; a stuck worker's counters are left out. */
 const STATS_WAIT_MS = 1000;
 
 export function startPrimary(initial: Config, workers: number, log: Logger): Primary {
@@ -39,7 +41,7 @@ export function startPrimary(initial: Config, workers: number, log: Logger): Pri
   const applied = new Map<Worker, number>();
   let appliedWaiters: Array<{ version: number; resolve: () => void }> = [];
   let statsId = 0;
-  const statsWaiters = new Map<number, { pending: Set<Worker>; reports: WorkerStats[]; done: () => void }>();
+  const statsWaiters = new Map<number, { pending: Set<Worker>; reports: unknown[]; done: () => void }>();
   cluster.setupPrimary({
     exec: fileURLToPath(new URL('./worker.ts', import.meta.url)),
     args: [],
@@ -88,10 +90,10 @@ export function startPrimary(initial: Config, workers: number, log: Logger): Pri
       } else if (m.type === 'applied') {
         applied.set(w, Math.max(applied.get(w) ?? 0, m.version));
         settleApplied();
-      } else if (m.type === 'stats') {
+      } else if (m.type === 'stats' || m.type === 'metrics') {
         const s = statsWaiters.get(m.id);
         if (s?.pending.delete(w)) {
-          s.reports.push(m.stats);
+          s.reports.push(m.type === 'stats' ? m.stats : m.snapshot);
           if (s.pending.size === 0) s.done();
         }
       } else if (m.type === 'fatal') {
@@ -117,6 +119,24 @@ export function startPrimary(initial: Config, workers: number, log: Logger): Pri
     );
     setTimeout(fork, restartDelay).unref();
   });
+
+  /** One answer per serving worker, or fewer once STATS_WAIT_MS passed. */
+  const ask = <T>(type: 'stats' | 'metrics'): Promise<T[]> => {
+    const id = ++statsId;
+    const pending = new Set(live().filter((w) => applied.has(w)));
+    const reports: T[] = [];
+    if (pending.size === 0) return Promise.resolve(reports);
+    return new Promise<T[]>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        statsWaiters.delete(id);
+        resolve(reports);
+      };
+      const timer = setTimeout(done, STATS_WAIT_MS);
+      statsWaiters.set(id, { pending, reports: reports as unknown[], done });
+      for (const w of pending) send(w, { type, id });
+    });
+  };
 
   for (let i = 0; i < workers; i++) fork();
 
@@ -145,22 +165,9 @@ export function startPrimary(initial: Config, workers: number, log: Logger): Pri
       down = next;
       for (const w of live()) send(w, { type: 'health', down });
     },
-    stats() {
-      const id = ++statsId;
-      const pending = new Set(live().filter((w) => applied.has(w)));
-      const reports: WorkerStats[] = [];
-      if (pending.size === 0) return Promise.resolve(reports);
-      return new Promise<WorkerStats[]>((resolve) => {
-        const done = () => {
-          clearTimeout(timer);
-          statsWaiters.delete(id);
-          resolve(reports);
-        };
-        const timer = setTimeout(done, STATS_WAIT_MS);
-        statsWaiters.set(id, { pending, reports, done });
-        for (const w of pending) send(w, { type: 'stats', id });
-      });
-    },
+    stats: () => ask<WorkerStats>('stats'),
+    metrics: () => ask<MetricsSnapshot>('metrics'),
+    workers: () => live().filter((w) => applied.has(w)).length,
     async shutdown() {
       stopping = true;
       const alive = Object.values(cluster.workers ?? {}).filter(

@@ -10,6 +10,7 @@ import type { Config } from '../config/schema.ts';
 import { parseDuration } from '../config/units.ts';
 import { MultiplexRegistry } from '../multiplex/registry.ts';
 import type { Logger } from '../observability/logger.ts';
+import { Metrics } from '../observability/metrics.ts';
 import { createListener } from '../server/listener.ts';
 import { Pipeline } from '../server/pipeline.ts';
 import { buildSnapshot, type Snapshot } from '../server/snapshot.ts';
@@ -18,6 +19,7 @@ import { forward as baseForward } from '../proxy/forward.ts';
 import { recordOutcomes } from '../upstream/outcomes.ts';
 import { type DownTargets, Registry } from '../upstream/registry.ts';
 import type { WorkerStats } from '../upstream/stats.ts';
+import { VERSION } from '../version.ts';
 
 export interface Runtime {
   readonly server: Server;
@@ -26,6 +28,8 @@ export interface Runtime {
   readonly defer: DeferService;
   /** The port actually bound (useful with port 0). */
   readonly port: number;
+  /** This process's metrics (issue 7); null with `metrics.enabled: false`. */
+  readonly metrics: Metrics | null;
   /**
    * Swaps in a new validated config (routes and pools; listener settings need a restart).
    * `version` is the primary's count of changes, reported back in `stats()`.
@@ -39,21 +43,38 @@ export interface Runtime {
   close(graceMs?: number): Promise<void>;
 }
 
-export async function startRuntime(config: Config, log: Logger): Promise<Runtime> {
+export interface RuntimeOptions {
+  /**
+   * The process's metrics, when someone else made them (`--workers 0`: shared with the
+   * Manager); by default the runtime makes its own, unless `metrics.enabled` is false.
+   */
+  metrics?: Metrics | null;
+}
+
+export async function startRuntime(config: Config, log: Logger, options: RuntimeOptions = {}): Promise<Runtime> {
   const registry = new Registry();
+  const metrics =
+    options.metrics !== undefined ? options.metrics : config.metrics.enabled ? new Metrics({ version: VERSION, processMetrics: false }) : null;
   // Batch handlers own undici agents: built per snapshot, kept while a route's options hold (issue 5).
   const batches = new MultiplexRegistry();
   const build = (c: Config) => {
     const { compiled, problems } = compile(c);
     if (!compiled) throw new Error(`invalid config: ${problems.map((p) => p.message).join('; ')}`);
-    return buildSnapshot(compiled, registry, c.log.access, batches);
+    return buildSnapshot(compiled, registry, c.log.access, batches, c.tracing);
   };
   // Every attempt's outcome feeds its target's counters and passive health (issue 3).
   const forward = recordOutcomes(baseForward);
   // Issue 6: workers accept and enqueue; the primary delivers (defer/host.ts), or this process
   // when it is the only one — through the same pools and forward as the proxy routes.
-  const defer = new DeferService({ log, forward, view: (): Snapshot => pipeline.snapshot, deliver: !cluster.isWorker });
-  const pipeline = new Pipeline(build(config), { logger: log, forward, acceptor: defer.acceptor });
+  const defer = new DeferService({
+    log,
+    forward,
+    view: (): Snapshot => pipeline.snapshot,
+    deliver: !cluster.isWorker,
+    metrics,
+  });
+  const pipeline = new Pipeline(build(config), { logger: log, forward, acceptor: defer.acceptor, metrics });
+  const unwatch = metrics?.addData({ inflight: () => pipeline.inflight, targets: () => registry.liveStats() });
   await defer.apply(config);
   const server = createListener(config, pipeline, log);
   let version = 0;
@@ -77,6 +98,7 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
     pipeline,
     defer,
     port: (server.address() as AddressInfo).port,
+    metrics,
     apply(c: Config, v = version + 1) {
       pipeline.setSnapshot(build(c));
       version = v;
@@ -108,6 +130,7 @@ export async function startRuntime(config: Config, log: Logger): Promise<Runtime
         await defer.close();
         await (timedOut ? batches.destroy() : batches.close());
         await (timedOut ? registry.destroy() : registry.close());
+        unwatch?.();
       })();
       return closing;
     },

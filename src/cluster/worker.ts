@@ -5,6 +5,8 @@
  */
 import { parseDuration } from '../config/units.ts';
 import { createLogger, type Logger } from '../observability/logger.ts';
+import { Metrics } from '../observability/metrics.ts';
+import { VERSION } from '../version.ts';
 import type { DownTargets } from '../upstream/registry.ts';
 import type { PrimaryMessage, WorkerMessage } from './messages.ts';
 import { type Runtime, startRuntime } from './runtime.ts';
@@ -44,7 +46,8 @@ process.on('message', async (msg: PrimaryMessage) => {
     starting = true;
     log = createLogger(msg.config.log.level);
     try {
-      const r = await startRuntime(msg.config, log);
+      const metrics = msg.config.metrics.enabled ? new Metrics({ version: VERSION }) : null;
+      const r = await startRuntime(msg.config, log, { metrics });
       const latest = pendingConfig ?? msg;
       r.apply(latest.config, latest.version);
       if (pendingDown) r.setDown(pendingDown);
@@ -60,6 +63,11 @@ process.on('message', async (msg: PrimaryMessage) => {
     else pendingDown = msg.down;
   } else if (msg.type === 'stats') {
     if (runtime) send({ type: 'stats', id: msg.id, stats: runtime.stats() });
+  } else if (msg.type === 'metrics') {
+    if (runtime) {
+      const snapshot = (await runtime.metrics?.snapshot()) ?? [];
+      send({ type: 'metrics', id: msg.id, snapshot });
+    }
   } else if (msg.type === 'shutdown') {
     await shutdown();
   }

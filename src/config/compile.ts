@@ -28,6 +28,8 @@ export interface TargetSpec {
   /** Host header value for `host: target`. */
   host: string;
   weight: number;
+  /** Drained by an operator (admin API `PATCH … {"drain": true}`): never picked. */
+  drain: boolean;
 }
 
 /** What the `hash` selector hashes (pool key `hash_key`). */
@@ -112,8 +114,10 @@ export interface CompileProblem {
   message: string;
 }
 
-export function targetSpec(entry: string | { url: string; weight?: number; id?: string }): TargetSpec {
-  const { url, weight = 1, id } = typeof entry === 'string' ? { url: entry } : entry;
+export function targetSpec(
+  entry: string | { url: string; weight?: number; id?: string; drain?: boolean },
+): TargetSpec {
+  const { url, weight = 1, id, drain = false } = typeof entry === 'string' ? { url: entry } : entry;
   const u = new URL(url);
   const basePath = u.pathname.replace(/\/+$/, '');
   const port = u.port || (u.protocol === 'https:' ? '443' : '80');
@@ -124,6 +128,7 @@ export function targetSpec(entry: string | { url: string; weight?: number; id?: 
     basePath,
     host: u.host,
     weight,
+    drain,
   };
 }
 
@@ -210,6 +215,22 @@ function checkAdmin(admin: AdminConfig | undefined, problems: CompileProblem[]):
     path: ['admin', 'host'],
     message: `binding the admin API to non-loopback "${admin.host}" requires admin.token`,
   });
+}
+
+/** Paths the admin API serves itself; `metrics.path` must not shadow one (issue 7). */
+const ADMIN_PATHS = ['/pools', '/servers', '/stats', '/config', '/queue', '/dashboard'];
+
+function checkMetrics(config: Config, problems: CompileProblem[]): void {
+  const { path, port } = config.metrics;
+  const base = `/${path.split('/')[1]}`;
+  if (path === '/' || ADMIN_PATHS.includes(base))
+    problems.push({ path: ['metrics', 'path'], message: `"${path}" is an admin API path; use e.g. /metrics` });
+  if (port !== null && port !== 0) {
+    if (port === config.listen.port)
+      problems.push({ path: ['metrics', 'port'], message: `${port} is listen.port already` });
+    else if (config.admin.enabled && port === config.admin.port)
+      problems.push({ path: ['metrics', 'port'], message: `${port} is admin.port already` });
+  }
 }
 
 /** The keys of a route that name its action; a route has exactly one. */
@@ -310,6 +331,7 @@ export function compile(config: Config): { compiled?: CompiledConfig; problems: 
   const pools = Object.entries(config.pools).map(([name, p]) => compilePool(name, p, problems));
   const routes = config.routes.map((r, i) => compileRoute(r, i, config, problems));
   checkAdmin(config.admin, problems);
+  if (config.metrics) checkMetrics(config, problems);
   if (config.queue) compileQueue(config.queue, problems);
   const ids = new Map<string, number>();
   routes.forEach((r, i) => {
@@ -317,6 +339,9 @@ export function compile(config: Config): { compiled?: CompiledConfig; problems: 
     if (first !== undefined)
       problems.push({ path: ['routes', i, 'id'], message: `duplicate id "${r.id}" (also routes[${first}])` });
     else ids.set(r.id, i);
+    // `_none`, `_other`: metric label values of their own (observability/metrics.ts).
+    if (r.id.startsWith('_'))
+      problems.push({ path: ['routes', i, 'id'], message: 'ids starting with "_" are reserved' });
   });
   return problems.length > 0 ? { problems } : { compiled: { routes, pools }, problems };
 }

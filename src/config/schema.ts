@@ -74,10 +74,15 @@ const targetSchema: Schema = {
         url: { type: 'string', format: 'target-url', description: 'Origin URL of the target.' },
         weight: { type: 'integer', minimum: 1, maximum: 10000, description: 'Relative weight (default 1).' },
         id: { type: 'string', pattern: '^[A-Za-z0-9._:-]+$', description: 'Stable id (default: host:port).' },
+        drain: {
+          type: 'boolean',
+          description:
+            'Drained by an operator: no new attempts or deliveries (in-flight ones finish), health checks go on (default false).',
+        },
       },
     },
   ],
-  errorMessage: 'must be an http(s) URL or {url, weight}',
+  errorMessage: 'must be an http(s) URL or {url, weight, id, drain}',
 };
 
 /** Issue 3: active checks, run once per target by the primary. Absent = no checks (always up). */
@@ -553,6 +558,47 @@ export const configSchema: Schema = {
         '30s',
       ),
     }),
+    metrics: object(
+      'Prometheus metrics (issue 7), summed over every process: served by the admin API at `path` (same token), and on a port of their own when `port` is set.',
+      {
+        enabled: {
+          type: 'boolean',
+          default: true,
+          description: 'Count and serve metrics; false = nothing is counted on the request path.',
+        },
+        path: {
+          type: 'string',
+          pattern: '^/[A-Za-z0-9._~/-]*$',
+          default: '/metrics',
+          description: 'Path of the exposition on the admin port (and on `port`).',
+        },
+        host: {
+          type: 'string',
+          default: '127.0.0.1',
+          description: 'Address the metrics port binds (with `port`).',
+        },
+        port: {
+          description:
+            'A port of their own for scrapers without credentials (no token is asked there: bind it where only Prometheus reaches); null = admin port only.',
+          anyOf: [{ type: 'integer', minimum: 0, maximum: 65535 }, { type: 'null' }],
+          default: null,
+        },
+      },
+    ),
+    tracing: object('W3C trace context (issue 7): `traceparent` and `tracestate` on what Manifold sends.', {
+      enabled: {
+        type: 'boolean',
+        default: true,
+        description:
+          'Send `traceparent` with every attempt and delivery: the downstream trace id with a new span id each, or a new trace when none came; `tracestate` passes through.',
+      },
+      sampled: {
+        type: 'boolean',
+        default: false,
+        description:
+          'The sampled flag of traces Manifold starts itself (no valid `traceparent` came); an incoming flag is kept as it is.',
+      },
+    }),
     state_file: {
       description:
         'JSON file keeping pool changes made through the admin API, read back at start; null = changes last until restart.',
@@ -636,6 +682,7 @@ export interface TargetConfig {
   url: string;
   weight?: number;
   id?: string;
+  drain?: boolean;
 }
 
 export type SelectorName = 'round-robin' | 'weighted' | 'least-inflight' | 'random' | 'hash';
@@ -747,6 +794,18 @@ export interface RouteConfig {
   max_body_bytes: Size | null;
 }
 
+export interface MetricsConfig {
+  enabled: boolean;
+  path: string;
+  host: string;
+  port: number | null;
+}
+
+export interface TracingConfig {
+  enabled: boolean;
+  sampled: boolean;
+}
+
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
 export interface Config {
@@ -763,6 +822,8 @@ export interface Config {
   log: { level: LogLevel; access: boolean };
   pools: Record<string, PoolConfig>;
   admin: AdminConfig;
+  metrics: MetricsConfig;
+  tracing: TracingConfig;
   state_file: string | null;
   queue: QueueConfig;
   routes: RouteConfig[];

@@ -80,6 +80,8 @@ export class Acceptor {
       host: req.headers.host ?? '',
       requestId: ctx.id,
       hostOverride: undefined,
+      // Stored with a span id of its own; each later delivery gets a new one (delivery.ts).
+      trace: ctx.trace,
     });
     const headers: Array<[string, string]> = [];
     for (let i = 0; i < flat.length; i += 2) {

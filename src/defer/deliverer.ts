@@ -13,9 +13,11 @@
  * Shutdown (`stop(graceMs)`): stop claiming, let in-flight deliveries finish within the
  * grace period, then abort the rest and release their leases without counting the attempt.
  */
+import { performance } from 'node:perf_hooks';
 import type { CompiledRoute } from '../config/compile.ts';
 import { GatewayError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
+import type { Metrics } from '../observability/metrics.ts';
 import type { Forward } from '../proxy/forward.ts';
 import type { Pool } from '../upstream/pool.ts';
 import { backoffDelay } from './backoff.ts';
@@ -24,11 +26,19 @@ import type { Job, Queue } from './queue.ts';
 import { RateLimiter } from './rate.ts';
 import type { DeferSpec } from './spec.ts';
 
+/** The `x-request-id` stored with the job (the accept side always adds one). */
+function requestIdOf(job: Job): string | undefined {
+  for (const [name, value] of job.headers) if (name.toLowerCase() === 'x-request-id') return value;
+  return undefined;
+}
+
 /** The route as served now, or null once it is gone (or no longer defers). */
 export interface DeliveryTarget {
   route: CompiledRoute;
   spec: DeferSpec;
   pool: Pool | undefined;
+  /** `tracing.enabled`: each delivery gets a span id of its own (issue 7). */
+  tracing: boolean;
 }
 
 export interface DelivererOptions {
@@ -39,6 +49,8 @@ export interface DelivererOptions {
   resolve: () => DeliveryTarget | null;
   /** Injected for tests: the jitter source. */
   random?: () => number;
+  /** Each delivery attempt's outcome and duration (issue 7). */
+  metrics?: Metrics | null;
 }
 
 /** Longest a claim batch gets (also bounded by free slots and rate tokens). */
@@ -70,6 +82,7 @@ export class Deliverer {
   readonly #log: Logger;
   readonly #resolve: () => DeliveryTarget | null;
   readonly #random: () => number;
+  readonly #metrics: Metrics | null;
   readonly #inflight = new Map<string, Inflight>();
   readonly #stop = new AbortController();
   #limiter: RateLimiter | null = null;
@@ -88,6 +101,7 @@ export class Deliverer {
     this.#log = options.log.child({ route: options.routeId, component: 'deliverer' });
     this.#resolve = options.resolve;
     this.#random = options.random ?? Math.random;
+    this.#metrics = options.metrics ?? null;
   }
 
   /** The route's settings changed (a reload): end a rate or idle wait now and re-read them. */
@@ -184,33 +198,43 @@ export class Deliverer {
     const entry: Inflight = { controller, released: false, done: Promise.resolve() };
     this.#inflight.set(job.id, entry);
     entry.done = (async () => {
+      // The request id the job was accepted under: every line about it carries it (issue 7).
+      const reqId = requestIdOf(job);
       try {
         const request = { ...job, attempt: job.attempts };
-        const outcome = await deliver(request, route, spec, pool, this.#forward, controller.signal);
+        const started = performance.now();
+        const outcome = await deliver(request, route, spec, pool, this.#forward, controller.signal, current.tracing);
+        const seconds = (performance.now() - started) / 1000;
         clearTimeout(timer);
         if (entry.released) return;
         if (outcome.ok) {
           await this.#queue.complete(job.id);
-          this.#log.debug({ job: job.id, attempt: job.attempts, target: outcome.target }, 'delivered');
+          this.#metrics?.delivery(this.routeId, 'delivered', seconds);
+          this.#log.debug(
+            { req_id: reqId, job: job.id, attempt: job.attempts, target: outcome.target },
+            'delivered',
+          );
           return;
         }
         const retryAt = Date.now() + backoffDelay(job.attempts, spec.backoff, undefined, this.#random);
         const state = await this.#queue.fail(job.id, outcome.error, retryAt);
         if (state === 'dead') {
+          this.#metrics?.delivery(this.routeId, 'dead', seconds);
           this.#log.warn(
-            { job: job.id, attempts: job.attempts, target: outcome.target, error: outcome.error },
+            { req_id: reqId, job: job.id, attempts: job.attempts, target: outcome.target, error: outcome.error },
             'job dead-lettered',
           );
         } else if (state === 'pending') {
+          this.#metrics?.delivery(this.routeId, 'retry', seconds);
           this.#rememberRetry(retryAt);
           this.#log.debug(
-            { job: job.id, attempt: job.attempts, error: outcome.error, retry_at: retryAt },
+            { req_id: reqId, job: job.id, attempt: job.attempts, error: outcome.error, retry_at: retryAt },
             'retry',
           );
         }
       } catch (err) {
         // The lease runs out and the job is delivered again: at least once.
-        this.#log.error({ err, job: job.id }, 'could not record a delivery outcome');
+        this.#log.error({ err, req_id: reqId, job: job.id }, 'could not record a delivery outcome');
       } finally {
         clearTimeout(timer);
         this.#inflight.delete(job.id);

@@ -11,6 +11,7 @@
 import type { CompiledRoute } from '../config/compile.ts';
 import { isGatewayError } from '../errors.ts';
 import type { AttemptError, BodySink, Forward, OutboundRequest } from '../proxy/forward.ts';
+import { TRACEPARENT, withNewSpan } from '../observability/trace.ts';
 import { hostFor, joinPath } from '../proxy/headers.ts';
 import type { Pool } from '../upstream/pool.ts';
 import type { Target } from '../upstream/target.ts';
@@ -73,7 +74,7 @@ class DrainSink implements BodySink {
   onDrain(): void {}
 }
 
-function outboundHeaders(req: DeliveryRequest, spec: DeferSpec, target: Target): string[] {
+function outboundHeaders(req: DeliveryRequest, spec: DeferSpec, target: Target, tracing: boolean): string[] {
   const out: string[] = [];
   const host = hostFor(spec.host, target);
   let hostSent = false;
@@ -81,6 +82,11 @@ function outboundHeaders(req: DeliveryRequest, spec: DeferSpec, target: Target):
     if (host !== undefined && name.length === 4 && name.toLowerCase() === 'host') {
       if (!hostSent) out.push(name, host);
       hostSent = true;
+      continue;
+    }
+    // Issue 7: each delivery is a span of the trace the request came with.
+    if (tracing && name.length === 11 && name.toLowerCase() === TRACEPARENT) {
+      out.push(name, withNewSpan(value));
       continue;
     }
     out.push(name, value);
@@ -98,7 +104,8 @@ function failure(err: unknown, target: Target | null): DeliveryOutcome {
 
 /**
  * Sends `req` once to a target of `pool` and waits for the whole answer (its body is read
- * and dropped, so the connection is reused); `signal` is the delivery's deadline. Never throws.
+ * and dropped, so the connection is reused); `signal` is the delivery's deadline. With
+ * `tracing`, a stored `traceparent` goes out with a new span id. Never throws.
  */
 export async function deliver(
   req: DeliveryRequest,
@@ -107,6 +114,7 @@ export async function deliver(
   pool: Pool | undefined,
   forward: Forward,
   signal: AbortSignal,
+  tracing = false,
 ): Promise<DeliveryOutcome> {
   if (pool === undefined) {
     return {
@@ -126,7 +134,7 @@ export async function deliver(
     const request: OutboundRequest = {
       method: req.method,
       path: joinPath(target.spec.basePath, req.url, null),
-      headers: outboundHeaders(req, spec, target),
+      headers: outboundHeaders(req, spec, target, tracing),
       body: req.body.length > 0 ? req.body : null,
       headersTimeoutMs: route.headersTimeoutMs,
       idleTimeoutMs: route.idleTimeoutMs,

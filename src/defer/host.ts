@@ -9,6 +9,7 @@ import type { DataPlane } from '../cluster/manager.ts';
 import { compile } from '../config/compile.ts';
 import type { Config } from '../config/schema.ts';
 import type { Logger } from '../observability/logger.ts';
+import type { Metrics } from '../observability/metrics.ts';
 import { forward as baseForward } from '../proxy/forward.ts';
 import { recordOutcomes } from '../upstream/outcomes.ts';
 import { type DownTargets, Registry } from '../upstream/registry.ts';
@@ -23,9 +24,15 @@ export interface DeliveryHost {
   close(graceMs: number): Promise<void>;
 }
 
-export async function startDeliveryHost(config: Config, log: Logger): Promise<DeliveryHost> {
+export async function startDeliveryHost(
+  config: Config,
+  log: Logger,
+  metrics: Metrics | null = null,
+): Promise<DeliveryHost> {
   const registry = new Registry();
-  let view: DeferView = { routes: [], pools: new Map() };
+  // Its attempts are in flight to the same targets as the workers': the sum is the truth.
+  const unwatch = metrics?.addData({ inflight: () => 0, targets: () => registry.liveStats() });
+  let view: DeferView = { routes: [], pools: new Map(), tracing: null };
   const build = (c: Config) => {
     const { compiled, problems } = compile(c);
     if (!compiled) throw new Error(`invalid config: ${problems.map((p) => p.message).join('; ')}`);
@@ -34,6 +41,7 @@ export async function startDeliveryHost(config: Config, log: Logger): Promise<De
     view = Object.freeze({
       routes,
       pools: registry.provision(compiled.pools.filter((p) => names.has(p.name))),
+      tracing: c.tracing.enabled ? c.tracing : null,
     });
   };
   const service = new DeferService({
@@ -41,12 +49,14 @@ export async function startDeliveryHost(config: Config, log: Logger): Promise<De
     forward: recordOutcomes(baseForward),
     view: () => view,
     deliver: true,
+    metrics,
   });
   build(config);
   try {
     await service.apply(config);
   } catch (err) {
     await registry.destroy();
+    unwatch?.();
     throw err;
   }
   return {
@@ -60,6 +70,7 @@ export async function startDeliveryHost(config: Config, log: Logger): Promise<De
       await service.stopDelivering(graceMs);
       await service.close();
       await registry.close();
+      unwatch?.();
     },
   };
 }
@@ -76,5 +87,7 @@ export function withDeliveries(plane: DataPlane, host: DeliveryHost): DataPlane 
       plane.health(down);
     },
     stats: () => plane.stats(),
+    metrics: () => plane.metrics(),
+    workers: () => plane.workers(),
   };
 }

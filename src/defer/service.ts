@@ -13,8 +13,9 @@
  * once the listener has drained, so accepts in flight still commit.
  */
 import type { CompiledRoute } from '../config/compile.ts';
-import type { Config } from '../config/schema.ts';
+import type { Config, TracingConfig } from '../config/schema.ts';
 import type { Logger } from '../observability/logger.ts';
+import type { Metrics } from '../observability/metrics.ts';
 import type { Forward } from '../proxy/forward.ts';
 import type { Pool } from '../upstream/pool.ts';
 import { Acceptor } from './accept.ts';
@@ -28,6 +29,8 @@ import { compileQueue, type DeferSpec } from './spec.ts';
 export interface DeferView {
   readonly routes: readonly CompiledRoute[];
   readonly pools: ReadonlyMap<string, Pool>;
+  /** `tracing` as served (issue 7); null = off. */
+  readonly tracing: Readonly<TracingConfig> | null;
 }
 
 export interface DeferServiceOptions {
@@ -37,6 +40,8 @@ export interface DeferServiceOptions {
   view: () => DeferView;
   /** Run deliverers and the janitor in this process; false = accept only (a worker). */
   deliver: boolean;
+  /** Deliveries are counted here, and the queue depth read from here at scrape time (issue 7). */
+  metrics?: Metrics | null;
 }
 
 /** A deliverer whose route left the config finishes what it started within this. */
@@ -57,11 +62,14 @@ export class DeferService {
   #janitor: Janitor | null = null;
   #stopping: Promise<void> | null = null;
   #closing: Promise<void> | null = null;
+  #unwatch: (() => void) | undefined;
 
   constructor(options: DeferServiceOptions) {
     this.#options = options;
     this.#log = options.log;
     this.acceptor = new Acceptor({ forward: options.forward, log: options.log });
+    // The depth is the store's, so only the process that delivers reports it (once per store).
+    if (options.deliver) this.#unwatch = options.metrics?.addQueue(() => this.#queue?.depth() ?? null);
   }
 
   /** The open store, for the admin API; null until a route defers. */
@@ -133,6 +141,7 @@ export class DeferService {
         forward: this.#options.forward,
         log: this.#log,
         resolve: () => this.#resolve(route.id),
+        metrics: this.#options.metrics ?? null,
       });
       this.#deliverers.set(route.id, d);
       d.start();
@@ -145,7 +154,7 @@ export class DeferService {
     const route = view.routes.find((r) => r.id === routeId);
     if (route === undefined || route.action.kind !== 'defer') return null;
     const spec: DeferSpec = route.action.spec;
-    return { route, spec, pool: view.pools.get(spec.pool) };
+    return { route, spec, pool: view.pools.get(spec.pool), tracing: view.tracing !== null };
   }
 
   /** Stop claiming; in-flight deliveries get `graceMs`, then are aborted and released. */
@@ -162,6 +171,7 @@ export class DeferService {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       await this.stopDelivering(0);
+      this.#unwatch?.();
       const queue = this.#queue ?? (await this.#opening?.catch(() => null)) ?? null;
       this.acceptor.setQueue(null);
       await queue?.close();

@@ -5,6 +5,7 @@
  * handled as flat raw [name, value, name, value…] lists so duplicates (Set-Cookie) and
  * original casing survive untouched.
  */
+import { attemptTraceparent, TRACEPARENT, TRACESTATE, type TraceContext } from '../observability/trace.ts';
 
 const HOP_BY_HOP = new Set([
   'connection',
@@ -55,6 +56,12 @@ export interface ForwardedInfo {
   requestId: string;
   /** Host header to send: undefined keeps the client's. */
   hostOverride: string | undefined;
+  /**
+   * The request's trace (issue 7): `traceparent` is replaced by one with a new span id, and
+   * `tracestate` is dropped when the trace is new. Absent (`tracing.enabled: false`): both
+   * pass as they came.
+   */
+  trace?: TraceContext | null;
   /** For upgrade requests: keep `Upgrade`/`Connection: upgrade` (undici sets them itself). */
 }
 
@@ -86,10 +93,17 @@ export function outboundRequestHeaders(raw: readonly string[], info: ForwardedIn
       case 'x-request-id':
       case 'expect':
         continue;
+      case TRACEPARENT:
+        if (info.trace == null) out.push(name, raw[i + 1]);
+        continue;
+      case TRACESTATE:
+        if (info.trace == null || info.trace.parentId !== null) out.push(name, raw[i + 1]);
+        continue;
       default:
         out.push(name, raw[i + 1]);
     }
   }
+  if (info.trace != null) out.push(TRACEPARENT, attemptTraceparent(info.trace));
   if (info.hostOverride !== undefined && info.host === '') out.push('host', info.hostOverride);
   out.push(
     'x-forwarded-for',

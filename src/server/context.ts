@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { CompiledRoute } from '../config/compile.ts';
+import type { TraceContext } from '../observability/trace.ts';
 import type { AttemptRecord } from '../strategy/types.ts';
 
 const VALID_REQUEST_ID = /^[\w\-.:@+=/]{1,128}$/;
@@ -21,6 +22,8 @@ export class RequestContext {
   errorCode: string | null = null;
   /** Every attempt of a proxied request, in launch order (the access log lists them). */
   attempts: AttemptRecord[] | null = null;
+  /** W3C trace context (issue 7); null with `tracing.enabled: false`. */
+  trace: TraceContext | null = null;
 
   constructor(req: IncomingMessage, now: number) {
     const incoming = req.headers['x-request-id'];

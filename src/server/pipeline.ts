@@ -14,6 +14,8 @@ import { GatewayError, isGatewayError } from '../errors.ts';
 import { parseBatch } from '../multiplex/batch.ts';
 import type { MultiplexHandler } from '../multiplex/handler.ts';
 import type { Logger } from '../observability/logger.ts';
+import type { Metrics } from '../observability/metrics.ts';
+import { traceOf } from '../observability/trace.ts';
 import { hasBody, limitBody, readBody } from '../proxy/body.ts';
 import {
   type AttemptResult,
@@ -86,6 +88,8 @@ export interface PipelineOptions {
   forward?: Forward;
   /** Stores the requests of `defer` routes (issue 6); without it they get 503. */
   acceptor?: Acceptor;
+  /** Where answers and attempts are counted (issue 7); null = `metrics.enabled: false`. */
+  metrics?: Metrics | null;
 }
 
 export class Pipeline {
@@ -94,6 +98,7 @@ export class Pipeline {
   readonly #proto: 'http' | 'https';
   readonly #forward: Forward;
   readonly #acceptor: Acceptor | undefined;
+  readonly #metrics: Metrics | null;
   #inflight = 0;
   /** Answers given (`GET /stats`): success = complete and below 500. Read by the runtime. */
   readonly downstream = { success: 0, failed: 0 };
@@ -106,6 +111,7 @@ export class Pipeline {
     this.#proto = options.proto ?? 'http';
     this.#forward = options.forward ?? baseForward;
     this.#acceptor = options.acceptor;
+    this.#metrics = options.metrics ?? null;
   }
 
   get snapshot(): Snapshot {
@@ -131,6 +137,7 @@ export class Pipeline {
   handle = (req: IncomingMessage, res: ServerResponse): void => {
     const ctx = new RequestContext(req, performance.now());
     const snapshot = this.#snapshot;
+    if (snapshot.tracing !== null) ctx.trace = traceOf(req.headers.traceparent, snapshot.tracing.sampled);
     this.#inflight++;
     res.once('close', () => this.#finish(req, res, ctx, snapshot));
     if (this.#draining) res.shouldKeepAlive = false;
@@ -244,6 +251,7 @@ export class Pipeline {
           host: req.headers.host ?? '',
           requestId: ctx.id,
           hostOverride: hostFor(action.host, target),
+          trace: ctx.trace,
         }),
       };
       return this.#forward(target, attempt, s);
@@ -326,7 +334,9 @@ export class Pipeline {
       const opts = handler.options;
       const max = Math.min(route.maxBodyBytes ?? opts.maxBodyBytes, opts.maxBodyBytes);
       const batch = parseBatch(await readBody(req, max), opts);
-      const body = JSON.stringify(await handler.run(batch, controller.signal));
+      const result = await handler.run(batch, controller.signal);
+      this.#metrics?.batch(route.id, result.responses);
+      const body = JSON.stringify(result);
       ctx.status = 200;
       ctx.bytesOut = sendJson(res, 200, body, ctx.id, this.#draining);
     } finally {
@@ -349,6 +359,11 @@ export class Pipeline {
     if (this.#acceptor === undefined) throw new GatewayError('QUEUE_UNAVAILABLE', 'no queue in this process');
     const pool = snapshot.pools.get(spec.pool);
     const accepted = await this.#acceptor.accept(req, ctx, route, spec, pool, this.#proto);
+    this.#metrics?.accepted(
+      route.id,
+      accepted.duplicate ? 'duplicate' : accepted.direct ? 'direct' : 'queued',
+      (performance.now() - ctx.startedAt) / 1000,
+    );
     ctx.status = accepted.status;
     ctx.bytesOut = sendJson(res, accepted.status, JSON.stringify({ id: accepted.id }), ctx.id, this.#draining, [
       JOB_ID_HEADER,
@@ -378,17 +393,26 @@ export class Pipeline {
     }
     if (res.writableFinished && res.statusCode < 500) this.downstream.success++;
     else this.downstream.failed++;
+    const ms = performance.now() - ctx.startedAt;
+    const metrics = this.#metrics;
+    if (metrics !== null) {
+      const route = ctx.route;
+      metrics.request(route?.id ?? null, req.method, ctx.status, ms / 1000);
+      if (ctx.attempts !== null && route !== null && route.action.kind === 'proxy')
+        metrics.attempts(route.id, route.action.pool, ctx.attempts);
+    }
     if (snapshot.accessLog) {
       this.#log.info(
         {
           req_id: ctx.id,
+          ...(ctx.trace !== null ? { trace_id: ctx.trace.traceId } : {}),
           method: req.method,
           url: req.url,
           route: ctx.route?.id ?? null,
           target: ctx.target,
           status: ctx.status,
           bytes: ctx.bytesOut,
-          duration_ms: Math.round((performance.now() - ctx.startedAt) * 1000) / 1000,
+          duration_ms: Math.round(ms * 1000) / 1000,
           ...(ctx.errorCode ? { error: ctx.errorCode } : {}),
           // A single attempt is already described by target, status and error.
           ...(ctx.attempts !== null && ctx.attempts.length > 1 ? { attempts: ctx.attempts } : {}),
@@ -405,6 +429,7 @@ export class Pipeline {
   upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     const ctx = new RequestContext(req, performance.now());
     const snapshot = this.#snapshot;
+    if (snapshot.tracing !== null) ctx.trace = traceOf(req.headers.traceparent, snapshot.tracing.sampled);
     socket.on('error', () => socket.destroy());
     try {
       const route = findRoute(snapshot.routes, this.#matchInput(req));
@@ -423,6 +448,7 @@ export class Pipeline {
         host: req.headers.host ?? '',
         requestId: ctx.id,
         hostOverride: hostFor(action.host, target),
+        trace: ctx.trace,
       });
       tunnelUpgrade({
         target,
@@ -435,10 +461,12 @@ export class Pipeline {
         requestId: ctx.id,
         timeoutMs: route.headersTimeoutMs,
         onDone: (status, error) => {
+          this.#metrics?.request(route.id, req.method, status, (performance.now() - ctx.startedAt) / 1000);
           if (snapshot.accessLog) {
             this.#log.info(
               {
                 req_id: ctx.id,
+                ...(ctx.trace !== null ? { trace_id: ctx.trace.traceId } : {}),
                 method: req.method,
                 url: req.url,
                 route: route.id,
@@ -455,6 +483,7 @@ export class Pipeline {
       });
     } catch (err) {
       const e = isGatewayError(err) ? err : new GatewayError('INTERNAL', undefined, { cause: err });
+      this.#metrics?.request(ctx.route?.id ?? null, req.method, e.status, (performance.now() - ctx.startedAt) / 1000);
       sendErrorOnSocket(socket, e, ctx.id);
     }
   };

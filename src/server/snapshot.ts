@@ -3,6 +3,7 @@
  * pools they name. Built fully before it is published, then swapped by one assignment.
  */
 import type { CompiledConfig, CompiledRoute } from '../config/compile.ts';
+import type { TracingConfig } from '../config/schema.ts';
 import type { MultiplexLease, MultiplexRegistry } from '../multiplex/registry.ts';
 import type { Pool } from '../upstream/pool.ts';
 import type { Registry } from '../upstream/registry.ts';
@@ -13,6 +14,8 @@ export interface Snapshot {
   /** The live batch handler of each multiplex route, by route id (issue 5). */
   readonly multiplex: ReadonlyMap<string, MultiplexLease>;
   readonly accessLog: boolean;
+  /** W3C trace context on what is sent (issue 7); null = off. */
+  readonly tracing: Readonly<TracingConfig> | null;
 }
 
 export function buildSnapshot(
@@ -20,8 +23,15 @@ export function buildSnapshot(
   registry: Registry,
   accessLog: boolean,
   batches: MultiplexRegistry,
+  tracing: TracingConfig | null = null,
 ): Snapshot {
   const pools = registry.provision(compiled.pools);
   const multiplex = batches.provision(compiled.routes);
-  return Object.freeze({ routes: Object.freeze([...compiled.routes]), pools, multiplex, accessLog });
+  return Object.freeze({
+    routes: Object.freeze([...compiled.routes]),
+    pools,
+    multiplex,
+    accessLog,
+    tracing: tracing?.enabled ? Object.freeze({ ...tracing }) : null,
+  });
 }

@@ -65,6 +65,7 @@ export class Registry {
           state = new TargetState(group, t.id, t.url);
           state.up = !down.has(t.id);
         }
+        state.drained = t.drain;
         states.set(skey, state);
         return new Target(t, d, state);
       });
@@ -91,6 +92,13 @@ export class Registry {
     this.#down = down;
     const sets = new Map(Object.entries(down).map(([pool, ids]) => [pool, new Set(ids)]));
     for (const s of this.#states.values()) s.setUp(!sets.get(s.pool.name)?.has(s.id));
+  }
+
+  /** Counters of the targets the served pools name (no retired ones); no side effect. */
+  liveStats(): TargetStats[] {
+    const out: TargetStats[] = [];
+    for (const s of this.#states.values()) out.push(s.stats(false));
+    return out;
   }
 
   /** Counters of every target this process knows, retired ones until their last attempt ends. */

@@ -42,12 +42,15 @@ export class PoolHealth {
   recount(): void {
     let usable = 0;
     let ejected = 0;
+    let total = 0;
     for (const m of this.members) {
-      if (m.usable) usable++;
       if (m.outlier.ejected) ejected++;
+      // A drained target is out by choice: it counts neither for nor against panic.
+      if (m.drained) continue;
+      total++;
+      if (m.usable) usable++;
     }
     this.ejected = ejected;
-    const total = this.members.size;
     this.panic = total > 0 && usable * 100 < this.panicThreshold * total;
   }
 }
@@ -60,6 +63,8 @@ export class TargetState {
   up = true;
   /** `up` and not passively ejected. */
   usable = true;
+  /** Drained by an operator (the target's config says so; set by the registry per snapshot). */
+  drained = false;
   inflight = 0;
   requests = 0;
   failures = 0;
@@ -117,6 +122,7 @@ export class TargetState {
       cancelled: this.cancelled,
       inflight: this.inflight,
       ejected: this.outlier.ejected,
+      ejections: this.outlier.total,
       retired,
       latency: this.latency.toSparse(),
     };

@@ -61,6 +61,8 @@ export interface TargetStats {
   inflight: number;
   /** Passively ejected in this process right now. */
   ejected: boolean;
+  /** Passive ejections so far in this process. */
+  ejections: number;
   /** Still counted after removal from the pool, until its in-flight attempts end. */
   retired: boolean;
   /** Time to response headers, sparse histogram. */
@@ -85,6 +87,8 @@ export interface TargetTotals {
   inflight: number;
   /** Workers that have the target passively ejected now. */
   ejected: number;
+  /** Passive ejections so far, summed over workers. */
+  ejections: number;
   retired: boolean;
   latency: Histogram;
 }
@@ -105,6 +109,7 @@ export function mergeTargetStats(reports: readonly WorkerStats[]): Map<string, T
           cancelled: 0,
           inflight: 0,
           ejected: 0,
+          ejections: 0,
           retired: true,
           latency: new Histogram(),
         };
@@ -115,6 +120,7 @@ export function mergeTargetStats(reports: readonly WorkerStats[]): Map<string, T
       m.cancelled += t.cancelled;
       m.inflight += t.inflight;
       if (t.ejected) m.ejected++;
+      m.ejections += t.ejections;
       // Live in any worker wins over retired in another.
       m.retired &&= t.retired;
       m.latency.add(t.latency);

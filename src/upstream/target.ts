@@ -30,10 +30,12 @@ export class Target {
   }
 
   /**
-   * Whether a selector may pick this target: actively up and not passively ejected — or its
-   * pool is in panic (too few usable targets), where trying every target beats a 503 for all.
+   * Whether a selector may pick this target: not drained by an operator, and actively up and
+   * not passively ejected — or its pool is in panic (too few usable targets), where trying
+   * every target beats a 503 for all. Panic never brings back a drained target: draining is
+   * an order, not a symptom.
    */
   available(): boolean {
-    return this.state.usable || this.state.pool.panic;
+    return !this.spec.drain && (this.state.usable || this.state.pool.panic);
   }
 }

@@ -126,6 +126,7 @@ describe('latency histogram', () => {
             cancelled: 0,
             inflight: 1,
             ejected: pool === 'p',
+            ejections: 0,
             retired: false,
             latency: x.toSparse(),
           },

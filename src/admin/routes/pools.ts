@@ -1,8 +1,8 @@
-/** Pools and their targets: list, create, delete; add, re-weight, remove (with drain). */
+/** Pools and their targets: list, create, delete; add, re-weight, drain/enable, remove (with drain). */
 import type { FastifyInstance } from 'fastify';
-import type { Manager } from '../../cluster/manager.ts';
+import type { Manager, TargetPatch } from '../../cluster/manager.ts';
 import type { PoolConfig, TargetConfig } from '../../config/schema.ts';
-import { drainQuery, poolBody, poolParams, targetBody, targetParams, weightBody } from '../schemas.ts';
+import { drainQuery, poolBody, poolParams, targetBody, targetParams, targetPatchBody } from '../schemas.ts';
 
 type PoolParams = { pool: string };
 type TargetParams = { pool: string; id: string };
@@ -48,10 +48,10 @@ export const poolRoutes = (manager: Manager) => async (app: FastifyInstance) => 
     },
   );
 
-  app.patch<{ Params: TargetParams; Body: { weight: number } }>(
+  app.patch<{ Params: TargetParams; Body: TargetPatch }>(
     '/pools/:pool/targets/:id',
-    { schema: { params: targetParams, body: weightBody } },
-    async (req) => ({ target: await manager.setWeight(req.params.pool, req.params.id, req.body.weight) }),
+    { schema: { params: targetParams, body: targetPatchBody } },
+    async (req) => ({ target: await manager.updateTarget(req.params.pool, req.params.id, req.body) }),
   );
 
   app.delete<{ Params: TargetParams; Querystring: { wait?: string } }>(

@@ -17,6 +17,8 @@ import type { TargetState } from '../state.ts';
 export class Outlier {
   readonly #state: TargetState;
   ejected = false;
+  /** Ejections since the target state was created (`manifold_target_ejections_total`). */
+  total = 0;
   #streak = 0;
   /** Ejections in a row; the backoff multiplier. */
   #ejections = 0;
@@ -39,6 +41,7 @@ export class Outlier {
     if (Date.now() - this.#readmittedAt > passive.maxEjectionMs) this.#ejections = 0;
     const ms = Math.min(passive.maxEjectionMs, passive.ejectionMs * 2 ** this.#ejections);
     this.#ejections++;
+    this.total++;
     this.#streak = 0;
     this.ejected = true;
     this.#timer = setTimeout(() => this.#readmit(), ms);

@@ -1,0 +1,392 @@
+/**
+ * Every Prometheus metric Manifold exports, defined in this one file (issue 7, DESIGN.md
+ * "Module layout"). One `Metrics` per process, on its own prom-client Registry: a worker's
+ * holds what it served, the primary's what it decided (health, pools, config) and delivered
+ * (the queue); `--workers 0` has one that holds both. The admin API sums the primary's and
+ * every worker's (`aggregate()`, prom-client's cluster aggregation) into one exposition.
+ *
+ * Labels come from config ids only — route, pool, target — plus small closed sets (method,
+ * status class, outcome), never raw paths or hosts (STYLE.md §10): the number of series is
+ * bounded by the config, whatever clients send.
+ *
+ * What is counted on the request path is counted once per request, after the answer ends
+ * (`request()`, `attempt()`); everything else is read at scrape time from the counters the
+ * components keep anyway (`collect`), so it costs nothing between scrapes.
+ */
+import {
+  AggregatorRegistry,
+  collectDefaultMetrics,
+  Counter,
+  Gauge,
+  Histogram,
+  type MetricObjectWithValues,
+  type MetricValue,
+  Registry,
+} from 'prom-client';
+import type { RouteDepth } from '../defer/queue.ts';
+import { strategyStats } from '../strategy/stats.ts';
+import type { AttemptRecord } from '../strategy/types.ts';
+import type { TargetStats } from '../upstream/stats.ts';
+
+/** Request and attempt durations, in seconds: fine enough below 10 ms for p50/p99 on the dashboard. */
+export const DURATION_BUCKETS: readonly number[] = Object.freeze([
+  0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60,
+]);
+/** Requests per multiplex batch (max_requests is at most 1000). */
+export const BATCH_BUCKETS: readonly number[] = Object.freeze([1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]);
+
+/** The label of a request that matched no route. */
+export const NO_ROUTE = '_none';
+/** Anything outside a closed label set (an unknown method, a status outside 100-599). */
+export const OTHER = '_other';
+
+const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'CONNECT', 'TRACE']);
+const CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'];
+
+export const methodLabel = (method: string | undefined): string =>
+  method !== undefined && METHODS.has(method) ? method : OTHER;
+
+export const statusClass = (status: number): string =>
+  status >= 100 && status <= 599 ? CLASSES[Math.floor(status / 100) - 1] : OTHER;
+
+/** What a serving process reads at scrape time (its runtime; the primary's delivery host). */
+export interface DataSource {
+  /** Downstream requests being answered now. */
+  inflight(): number;
+  targets(): TargetStats[];
+}
+
+/** The control plane's view (the Manager), read at scrape time in the primary. */
+export interface ControlSource {
+  configVersion(): number;
+  workers(): number;
+  pools(): ReadonlyArray<{ name: string; targets: number }>;
+  /** `up`: active checks pass (true also without checks); `drain`: an operator drained it. */
+  targets(): ReadonlyArray<{ pool: string; id: string; up: boolean; drain: boolean }>;
+}
+
+/** The process that delivers deferred requests reads the queue depth at scrape time. */
+export type QueueSource = () => Promise<RouteDepth[]> | null;
+
+/** How one delivery attempt of a deferred request ended. */
+export type DeliveryResult = 'delivered' | 'retry' | 'dead';
+
+/** How an accepted deferred request was acknowledged. */
+export type AcceptMode = 'queued' | 'direct' | 'duplicate';
+
+export interface MetricsOptions {
+  /** Process metrics (CPU, memory, event loop, GC); default true. */
+  processMetrics?: boolean;
+  /** The package version, exported as `manifold_build_info{version}`. */
+  version?: string;
+}
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly #data = new Set<DataSource>();
+  readonly #queues = new Set<QueueSource>();
+  #control: ControlSource | null = null;
+
+  readonly #requests: Counter<'route' | 'method' | 'status_class'>;
+  readonly #requestSeconds: Histogram<'route'>;
+  readonly #attempts: Counter<'route' | 'pool' | 'target' | 'outcome'>;
+  readonly #attemptSeconds: Histogram<'route' | 'pool' | 'target'>;
+  readonly #batchSize: Histogram<'route'>;
+  readonly #items: Counter<'route' | 'outcome'>;
+  readonly #accepted: Counter<'route' | 'mode'>;
+  readonly #acceptSeconds: Histogram<'route'>;
+  readonly #deliveries: Counter<'route' | 'outcome'>;
+  readonly #deliverySeconds: Histogram<'route'>;
+  readonly #deadLetters: Counter<'route'>;
+
+  constructor(options: MetricsOptions = {}) {
+    const registers = [this.registry];
+    const data = this.#data;
+    const queues = this.#queues;
+    const control = () => this.#control;
+
+    // ---- downstream (counted by the pipeline when an answer ends) ----
+    this.#requests = new Counter({
+      name: 'manifold_downstream_requests_total',
+      help: 'Downstream requests answered, by route, method and status class (499 = client closed).',
+      labelNames: ['route', 'method', 'status_class'],
+      registers,
+    });
+    this.#requestSeconds = new Histogram({
+      name: 'manifold_downstream_request_duration_seconds',
+      help: 'From the request head to the end of the answer, by route.',
+      labelNames: ['route'],
+      buckets: [...DURATION_BUCKETS],
+      registers,
+    });
+    new Gauge({
+      name: 'manifold_downstream_inflight',
+      help: 'Downstream requests being answered now.',
+      registers,
+      collect() {
+        let n = 0;
+        for (const s of data) n += s.inflight();
+        this.set(n);
+      },
+    });
+
+    // ---- attempts (one per try of one request against one target) ----
+    this.#attempts = new Counter({
+      name: 'manifold_attempts_total',
+      help: 'Attempts by route, pool, target and outcome (accepted, relayed, rejected, failed, cancelled).',
+      labelNames: ['route', 'pool', 'target', 'outcome'],
+      registers,
+    });
+    this.#attemptSeconds = new Histogram({
+      name: 'manifold_attempt_duration_seconds',
+      help: 'From an attempt’s start to its response headers (or failure, or cancellation).',
+      labelNames: ['route', 'pool', 'target'],
+      buckets: [...DURATION_BUCKETS],
+      registers,
+    });
+    const strategyCounter = (name: string, help: string, pick: (c: ReturnType<typeof strategyStats>[string]) => number) =>
+      new Counter({
+        name,
+        help,
+        labelNames: ['route'],
+        registers,
+        collect() {
+          // The strategy counters are this process's running totals (strategy/stats.ts).
+          this.reset();
+          for (const [route, c] of Object.entries(strategyStats())) if (pick(c) > 0) this.inc({ route }, pick(c));
+        },
+      });
+    strategyCounter('manifold_retries_total', 'Attempts sent after an earlier one failed or was not accepted.', (c) => c.retries);
+    strategyCounter('manifold_hedges_fired_total', 'Attempts a hedge timer launched.', (c) => c.hedgesFired);
+    strategyCounter('manifold_hedges_won_total', 'Hedges whose answer was the one sent downstream.', (c) => c.hedgesWon);
+    strategyCounter('manifold_hedges_denied_total', 'Hedge timers that fired with the hedge budget spent.', (c) => c.hedgesDenied);
+
+    // ---- targets, as each serving process sees them ----
+    const perTarget = (fill: (g: Gauge<'pool' | 'target'>, t: TargetStats) => void) =>
+      function (this: Gauge<'pool' | 'target'>) {
+        this.reset();
+        for (const s of data) for (const t of s.targets()) if (!t.retired) fill(this, t);
+      };
+    new Gauge({
+      name: 'manifold_target_inflight',
+      help: 'Attempts in flight to a target.',
+      labelNames: ['pool', 'target'],
+      registers,
+      collect: perTarget((g, t) => g.inc({ pool: t.pool, target: t.id }, t.inflight)),
+    });
+    new Gauge({
+      name: 'manifold_target_ejected',
+      help: 'Processes that have the target passively ejected now (0 = none).',
+      labelNames: ['pool', 'target'],
+      registers,
+      collect: perTarget((g, t) => g.inc({ pool: t.pool, target: t.id }, t.ejected ? 1 : 0)),
+    });
+    new Counter({
+      name: 'manifold_target_ejections_total',
+      help: 'Passive ejections of a target (outlier detection).',
+      labelNames: ['pool', 'target'],
+      registers,
+      collect(this: Counter<'pool' | 'target'>) {
+        this.reset();
+        for (const s of data) for (const t of s.targets()) if (!t.retired) this.inc({ pool: t.pool, target: t.id }, t.ejections);
+      },
+    });
+
+    // ---- the control plane (the primary, or the only process) ----
+    new Gauge({
+      name: 'manifold_target_up',
+      help: 'Active health of a target: 1 when its checks pass (or it has none), 0 when found down.',
+      labelNames: ['pool', 'target'],
+      registers,
+      aggregator: 'max',
+      collect() {
+        this.reset();
+        for (const t of control()?.targets() ?? []) this.set({ pool: t.pool, target: t.id }, t.up ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'manifold_target_drained',
+      help: '1 when an operator drained the target (no new attempts), else 0.',
+      labelNames: ['pool', 'target'],
+      registers,
+      aggregator: 'max',
+      collect() {
+        this.reset();
+        for (const t of control()?.targets() ?? []) this.set({ pool: t.pool, target: t.id }, t.drain ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'manifold_pool_targets',
+      help: 'Targets configured in a pool (file plus admin API changes).',
+      labelNames: ['pool'],
+      registers,
+      aggregator: 'max',
+      collect() {
+        this.reset();
+        for (const p of control()?.pools() ?? []) this.set({ pool: p.name }, p.targets);
+      },
+    });
+    new Gauge({
+      name: 'manifold_config_version',
+      help: 'Changes applied since start (reloads and admin API changes).',
+      registers,
+      aggregator: 'max',
+      collect() {
+        const c = control();
+        if (c !== null) this.set(c.configVersion());
+      },
+    });
+    new Gauge({
+      name: 'manifold_workers',
+      help: 'Worker processes serving traffic (1 with --workers 0).',
+      registers,
+      aggregator: 'max',
+      collect() {
+        const c = control();
+        if (c !== null) this.set(c.workers());
+      },
+    });
+    const info = new Gauge({
+      name: 'manifold_build_info',
+      help: 'Always 1; the labels say which Manifold and Node.js run.',
+      labelNames: ['version', 'node'],
+      registers,
+      aggregator: 'max',
+    });
+    info.set({ version: options.version ?? 'unknown', node: process.version }, 1);
+
+    // ---- multiplex ----
+    this.#batchSize = new Histogram({
+      name: 'manifold_multiplex_batch_size',
+      help: 'Requests per multiplex batch.',
+      labelNames: ['route'],
+      buckets: [...BATCH_BUCKETS],
+      registers,
+    });
+    this.#items = new Counter({
+      name: 'manifold_multiplex_items_total',
+      help: 'Multiplex items by outcome: the status class of the answer, or the item error code.',
+      labelNames: ['route', 'outcome'],
+      registers,
+    });
+
+    // ---- defer: accepts (where requests arrive) and deliveries (where they are delivered) ----
+    this.#accepted = new Counter({
+      name: 'manifold_queue_accepted_total',
+      help: 'Deferred requests acknowledged: queued, delivered directly (overflow mode) or a duplicate Idempotency-Key.',
+      labelNames: ['route', 'mode'],
+      registers,
+    });
+    this.#acceptSeconds = new Histogram({
+      name: 'manifold_queue_accept_duration_seconds',
+      help: 'From the request head to the durable commit (or direct delivery) that allows the answer.',
+      labelNames: ['route'],
+      buckets: [...DURATION_BUCKETS],
+      registers,
+    });
+    this.#deliveries = new Counter({
+      name: 'manifold_delivery_attempts_total',
+      help: 'Delivery attempts of deferred requests: delivered, retry (scheduled again) or dead (dead-lettered).',
+      labelNames: ['route', 'outcome'],
+      registers,
+    });
+    this.#deliverySeconds = new Histogram({
+      name: 'manifold_delivery_duration_seconds',
+      help: 'One delivery attempt, from its start to the target’s answer or failure.',
+      labelNames: ['route'],
+      buckets: [...DURATION_BUCKETS],
+      registers,
+    });
+    this.#deadLetters = new Counter({
+      name: 'manifold_queue_dead_letters_total',
+      help: 'Jobs that became dead letters (out of attempts or failed permanently).',
+      labelNames: ['route'],
+      registers,
+    });
+    new Gauge({
+      name: 'manifold_queue_jobs',
+      help: 'Jobs in the queue by route and state (pending, inflight, done, dead); read from the store.',
+      labelNames: ['route', 'state'],
+      registers,
+      // With several gateways on one PostgreSQL queue each reports the same shared depth.
+      aggregator: 'max',
+      async collect() {
+        this.reset();
+        for (const source of queues) {
+          const depth = await source()?.catch(() => null);
+          for (const row of depth ?? []) {
+            const { route, ...states } = row;
+            for (const [state, n] of Object.entries(states)) this.set({ route, state }, n);
+          }
+        }
+      },
+    });
+
+    if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry });
+  }
+
+  // ---- sources read at scrape time; each returns its unregister function ----
+
+  addData(source: DataSource): () => void {
+    this.#data.add(source);
+    return () => this.#data.delete(source);
+  }
+
+  addQueue(source: QueueSource): () => void {
+    this.#queues.add(source);
+    return () => this.#queues.delete(source);
+  }
+
+  setControl(source: ControlSource | null): void {
+    this.#control = source;
+  }
+
+  // ---- counted as things happen ----
+
+  /** One downstream answer ended (or the client went away: status 499). */
+  request(route: string | null, method: string | undefined, status: number, seconds: number): void {
+    const r = route ?? NO_ROUTE;
+    this.#requests.inc({ route: r, method: methodLabel(method), status_class: statusClass(status) });
+    this.#requestSeconds.observe({ route: r }, seconds);
+  }
+
+  /** The attempts of one proxied request, once it ended. */
+  attempts(route: string, pool: string, records: readonly AttemptRecord[]): void {
+    for (const a of records) {
+      this.#attempts.inc({ route, pool, target: a.target, outcome: a.outcome });
+      this.#attemptSeconds.observe({ route, pool, target: a.target }, a.duration_ms / 1000);
+    }
+  }
+
+  /** A multiplex batch answered: its size and each item's outcome. */
+  batch(route: string, items: ReadonlyArray<{ status: number } | { error: { code: string } }>): void {
+    this.#batchSize.observe({ route }, items.length);
+    for (const item of items)
+      this.#items.inc({ route, outcome: 'error' in item ? item.error.code : statusClass(item.status) });
+  }
+
+  accepted(route: string, mode: AcceptMode, seconds: number): void {
+    this.#accepted.inc({ route, mode });
+    this.#acceptSeconds.observe({ route }, seconds);
+  }
+
+  delivery(route: string, outcome: DeliveryResult, seconds: number): void {
+    this.#deliveries.inc({ route, outcome });
+    this.#deliverySeconds.observe({ route }, seconds);
+    if (outcome === 'dead') this.#deadLetters.inc({ route });
+  }
+
+  /** This process's metrics, in the form `aggregate()` sums. */
+  snapshot(): Promise<MetricObjectWithValues<MetricValue<string>>[]> {
+    return this.registry.getMetricsAsJSON();
+  }
+}
+
+export type MetricsSnapshot = MetricObjectWithValues<MetricValue<string>>[];
+
+/** Sums the snapshots of several processes into one registry (text: `.metrics()`). */
+export function aggregate(snapshots: readonly MetricsSnapshot[]): Registry {
+  return AggregatorRegistry.aggregate(snapshots as MetricsSnapshot[]);
+}
+
+export const CONTENT_TYPE = Registry.PROMETHEUS_CONTENT_TYPE;
