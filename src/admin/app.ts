@@ -1,17 +1,21 @@
 /**
  * The admin API (issue 3): fastify on its own port, default 127.0.0.1:8687. Every call needs
  * `Authorization: Bearer <admin.token>` when a token is configured (read per call, so a
- * reload rotates it); compile() refuses a non-loopback bind without one. Errors use the
- * gateway's one body shape, `{"error":{"code","message"}}`, naming the field at fault.
+ * reload rotates it); compile() refuses a non-loopback bind without one. The dashboard
+ * (issue 7) signs a browser in with a cookie holding the same token (see auth.ts). Errors use
+ * the gateway's one body shape, `{"error":{"code","message"}}`, naming the field at fault.
  */
-import { timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import type { Manager } from '../cluster/manager.ts';
 import type { Queue } from '../defer/queue.ts';
 import { errorBody, GatewayError, isGatewayError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
+import { COOKIE_PATH, CSRF_SAFE, credential, DASHBOARD_HEADER } from './auth.ts';
 import { configRoutes } from './routes/config.ts';
+import { liveRoutes } from './routes/live.ts';
+import { metricsRoutes } from './routes/metrics.ts';
+import { dashboardRoutes, PUBLIC_ROUTES } from './routes/dashboard.ts';
 import { poolRoutes } from './routes/pools.ts';
 import { queueRoutes } from './routes/queue.ts';
 import { serverRoutes } from './routes/servers.ts';
@@ -22,13 +26,6 @@ export interface AdminServer {
   readonly app: FastifyInstance;
   readonly port: number;
   close(): Promise<void>;
-}
-
-function tokenMatches(header: string | undefined, token: string): boolean {
-  if (header === undefined || !header.startsWith('Bearer ')) return false;
-  const given = Buffer.from(header.slice(7).trim());
-  const want = Buffer.from(token);
-  return given.length === want.length && timingSafeEqual(given, want);
 }
 
 /** `body.url: must match format "target-url"` style: where, then what. */
@@ -69,7 +66,19 @@ export function buildAdmin(manager: Manager, log: Logger, options: AdminOptions 
 
   app.addHook('onRequest', async (req) => {
     const token = manager.config.admin.token;
-    if (token && !tokenMatches(req.headers.authorization, token)) throw new GatewayError('UNAUTHORIZED');
+    if (!token) return;
+    // The login form and what it needs; GET /dashboard checks the token itself (it answers
+    // the form, not JSON). Matched on the route pattern, so a query string changes nothing.
+    if (PUBLIC_ROUTES.has(`${req.method} ${req.routeOptions.url}`)) return;
+    const route = req.routeOptions.url ?? '';
+    const underDashboard = route === COOKIE_PATH || route.startsWith(`${COOKIE_PATH}/`);
+    const by = credential(req.headers, token, underDashboard);
+    if (by === null) throw new GatewayError('UNAUTHORIZED');
+    if (by === 'cookie' && !CSRF_SAFE.has(req.method) && req.headers[DASHBOARD_HEADER] !== '1')
+      throw new GatewayError(
+        'FORBIDDEN',
+        `a dashboard session needs the ${DASHBOARD_HEADER}: 1 header for ${req.method}`,
+      );
   });
 
   app.setErrorHandler((err: FastifyError | GatewayError, _req, reply) => {
@@ -96,6 +105,13 @@ export function buildAdmin(manager: Manager, log: Logger, options: AdminOptions 
   app.register(statsRoutes(manager));
   app.register(configRoutes(manager));
   app.register(queueRoutes(options.queue ?? (() => null)));
+  app.register(metricsRoutes(manager));
+  app.register(liveRoutes(manager, options.queue ?? (() => null)));
+  // The same pool and queue calls for the dashboard's session cookie, which only /dashboard
+  // routes accept (auth.ts): the page drains, enables and replays through these.
+  app.register(poolRoutes(manager), { prefix: `${COOKIE_PATH}/api` });
+  app.register(queueRoutes(options.queue ?? (() => null)), { prefix: `${COOKIE_PATH}/api` });
+  app.register(dashboardRoutes(manager));
   return app;
 }
 

@@ -544,7 +544,7 @@ export const configSchema: Schema = {
       },
       token: {
         description:
-          'Bearer token every admin call must send (`Authorization: Bearer …`); empty or null = none. Read it from the environment: `$MANIFOLD_ADMIN_TOKEN` with a `:-` default.',
+          'Bearer token every admin call must send (`Authorization: Bearer …`; the dashboard signs a browser in with it, see README); empty or null = none. Read it from the environment: `$MANIFOLD_ADMIN_TOKEN` with a `:-` default.',
         anyOf: [{ type: 'string' }, { type: 'null' }],
         default: null,
       },
