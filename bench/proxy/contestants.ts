@@ -63,11 +63,17 @@ function resolvable(pkg: string): string | null {
   }
 }
 
-function manifoldYaml(port: number, upstream: string, access: boolean): string {
+/** What a Manifold contestant runs with: the default, the access log on, or observability off. */
+type Variant = 'default' | 'access' | 'bare';
+
+function manifoldYaml(port: number, upstream: string, variant: Variant): string {
+  const access = variant === 'access';
   return [
     '# written by bench/proxy: one route to one pool of one target',
     `listen: { host: 127.0.0.1, port: ${port} }`,
     'workers: 1',
+    // The admin API (and /metrics) is not measured; port 0 keeps the contestants apart.
+    'admin: { port: 0 }',
     'pools:',
     `  bench: { targets: ['${upstream}'] }`,
     'routes:',
@@ -75,26 +81,44 @@ function manifoldYaml(port: number, upstream: string, access: boolean): string {
     '    match: { path: /* }',
     '    proxy: { pool: bench }',
     `log: { level: ${access ? 'info' : 'warn'}, access: ${access} }`,
+    ...(variant === 'bare' ? ['metrics: { enabled: false }', 'tracing: { enabled: false }'] : []),
     '',
   ].join('\n');
 }
 
-function manifold(access: boolean): Contestant {
-  const id = access ? 'manifold+access' : 'manifold';
+const VARIANTS: Record<Variant, { id: string; label: string; note: string }> = {
+  default: {
+    id: 'manifold',
+    label: 'Manifold',
+    note: 'Manifold with `--workers 1 --log-level warn` and `log: {access: false}` (no access log; metrics and trace context on, as by default)',
+  },
+  access: {
+    id: 'manifold+access',
+    label: 'Manifold, access log on',
+    note: 'Manifold with `log: {access: true, level: info}`: one pino line per request, stdout to /dev/null',
+  },
+  bare: {
+    id: 'manifold-bare',
+    label: 'Manifold, metrics and tracing off',
+    note: 'Manifold as the default but `metrics: {enabled: false}` and `tracing: {enabled: false}`: what observability costs',
+  },
+};
+
+function manifold(variant: Variant): Contestant {
+  const { id, label, note } = VARIANTS[variant];
+  const access = variant === 'access';
   return {
     id,
-    label: access ? 'Manifold, access log on' : 'Manifold',
+    label,
     required: true,
-    note: access
-      ? 'Manifold with `log: {access: true, level: info}`: one pino line per request, stdout to /dev/null'
-      : 'Manifold with `--workers 1 --log-level warn` and `log: {access: false}` (no access log)',
+    note,
     unavailable: () => null,
-    // Once is enough: both variants run the same tree.
-    version: access ? undefined : () => git(['describe', '--always', '--dirty']),
+    // Once is enough: every variant runs the same tree.
+    version: variant === 'default' ? () => git(['describe', '--always', '--dirty']) : undefined,
     async start(ctx) {
       const port = await freePort();
       const file = join(ctx.tmp, `${id}.yaml`);
-      writeFileSync(file, manifoldYaml(port, ctx.upstream, access));
+      writeFileSync(file, manifoldYaml(port, ctx.upstream, variant));
       const level = access ? 'info' : 'warn';
       const child = new Child(
         id,
@@ -200,8 +224,9 @@ export const CONTESTANTS: readonly Contestant[] = [
     unavailable: () => null,
     start: async (ctx) => ({ port: ctx.upstreamPort, child: null }),
   },
-  manifold(false),
-  manifold(true),
+  manifold('default'),
+  manifold('access'),
+  manifold('bare'),
   {
     id: 'undici',
     label: 'undici minimal',

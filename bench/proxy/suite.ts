@@ -22,6 +22,7 @@ const RATIOS: ReadonlyArray<{ num: string; den: string; label: string; target?: 
   { num: 'manifold', den: 'http-proxy', label: 'Manifold / node-http-proxy', target: 2 },
   { num: 'manifold', den: 'nginx', label: 'Manifold / nginx' },
   { num: 'manifold+access', den: 'manifold', label: 'access log on / off (its cost)' },
+  { num: 'manifold', den: 'manifold-bare', label: 'metrics + trace context on / off (their cost)' },
 ];
 
 /** Pause between two measurements, so closing connections settle before the next starts. */
