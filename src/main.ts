@@ -27,7 +27,6 @@ import { createLogger } from './observability/logger.ts';
 import { Metrics } from './observability/metrics.ts';
 import { VERSION } from './version.ts';
 
-
 export const USAGE = `Usage:
   manifold [--config FILE] [options]      run the gateway
   manifold validate --config FILE         check a config file, print every problem
@@ -192,7 +191,11 @@ function logDestination(file: string | undefined): NodeJS.WritableStream | undef
   return dest as unknown as NodeJS.WritableStream;
 }
 
-async function run(loaded: LoadedConfig, logFile: string | undefined, reread: () => LoadedConfig): Promise<void> {
+async function run(
+  loaded: LoadedConfig,
+  logFile: string | undefined,
+  reread: () => LoadedConfig,
+): Promise<void> {
   const workers = loaded.config.workers === 'auto' ? availableParallelism() : loaded.config.workers;
   // Worker processes create their own logger on stdout, so a file is for one process only.
   if (logFile !== undefined && workers > 1)
@@ -214,7 +217,8 @@ async function run(loaded: LoadedConfig, logFile: string | undefined, reread: ()
   process.on('SIGTERM', () => onSignal('SIGTERM'));
   process.on('SIGINT', () => onSignal('SIGINT'));
   // Every worker binds its own socket, so "any free port" must be chosen once, here.
-  const port = workers > 1 && loaded.config.listen.port === 0 ? await freePort(loaded.config.listen.host) : null;
+  const port =
+    workers > 1 && loaded.config.listen.port === 0 ? await freePort(loaded.config.listen.host) : null;
   if (port !== null) loaded.config.listen.port = port;
   // The control plane (issue 3): config file + admin changes, health checks, admin API.
   const manager = new Manager({

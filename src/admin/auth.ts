@@ -64,7 +64,11 @@ export function sessionValue(token: string): string {
  * How the request proved it holds `token`, or null when it did not. The cookie counts only
  * with `cookieAllowed` (a route under COOKIE_PATH).
  */
-export function credential(headers: IncomingHttpHeaders, token: string, cookieAllowed = true): Credential | null {
+export function credential(
+  headers: IncomingHttpHeaders,
+  token: string,
+  cookieAllowed = true,
+): Credential | null {
   const b = bearer(headers.authorization);
   if (b !== undefined && sameToken(b, token)) return 'bearer';
   if (!cookieAllowed) return null;

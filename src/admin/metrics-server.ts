@@ -15,9 +15,17 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
-function sendError(res: import('node:http').ServerResponse, e: GatewayError, extra: Record<string, string> = {}) {
+function sendError(
+  res: import('node:http').ServerResponse,
+  e: GatewayError,
+  extra: Record<string, string> = {},
+) {
   const body = errorBody(e);
-  res.writeHead(e.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...extra });
+  res.writeHead(e.status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(body),
+    ...extra,
+  });
   res.end(body);
 }
 
@@ -25,9 +33,12 @@ export async function startMetricsServer(manager: Manager, log: Logger): Promise
   const { host, port, path } = manager.config.metrics;
   const server: Server = createServer((req, res) => {
     const url = (req.url ?? '/').split('?')[0];
-    if (url !== path) return sendError(res, new GatewayError('NOT_FOUND', `no endpoint ${url}; metrics are at ${path}`));
+    if (url !== path)
+      return sendError(res, new GatewayError('NOT_FOUND', `no endpoint ${url}; metrics are at ${path}`));
     if (req.method !== 'GET' && req.method !== 'HEAD')
-      return sendError(res, new GatewayError('METHOD_NOT_ALLOWED', `${req.method} ${path}: use GET`), { allow: 'GET, HEAD' });
+      return sendError(res, new GatewayError('METHOD_NOT_ALLOWED', `${req.method} ${path}: use GET`), {
+        allow: 'GET, HEAD',
+      });
     manager.metrics().then(
       async (registry) => {
         const text = registry === null ? '' : await registry.metrics();

@@ -282,7 +282,14 @@ export class Manager {
       if (next.drain === false) delete next.drain;
       const what = patch.drain === undefined ? 're-weighting' : patch.drain ? 'draining' : 'enabling';
       await this.#commit(change.setTarget(this.#overlay, pool, next), `${what} "${id}"`);
-      this.#log.info({ pool, target: id, ...patch }, patch.drain === undefined ? 'target weight changed' : patch.drain ? 'target drained' : 'target enabled');
+      this.#log.info(
+        { pool, target: id, ...patch },
+        patch.drain === undefined
+          ? 'target weight changed'
+          : patch.drain
+            ? 'target drained'
+            : 'target enabled',
+      );
       return this.#view(pool, id);
     });
   }

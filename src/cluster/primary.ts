@@ -176,9 +176,12 @@ export function startPrimary(initial: Config, workers: number, log: Logger): Pri
       const exits = alive.map((w) => new Promise<void>((resolve) => w.once('exit', () => resolve())));
       for (const w of alive) send(w, { type: 'shutdown' });
       // Workers enforce the grace period themselves; this only guards against a stuck one.
-      const hard = setTimeout(() => {
-        for (const w of alive) if (!w.isDead()) w.process.kill('SIGKILL');
-      }, parseDuration(config.shutdown.grace) + 5000);
+      const hard = setTimeout(
+        () => {
+          for (const w of alive) if (!w.isDead()) w.process.kill('SIGKILL');
+        },
+        parseDuration(config.shutdown.grace) + 5000,
+      );
       await Promise.all(exits);
       clearTimeout(hard);
     },

@@ -51,10 +51,18 @@ export interface RuntimeOptions {
   metrics?: Metrics | null;
 }
 
-export async function startRuntime(config: Config, log: Logger, options: RuntimeOptions = {}): Promise<Runtime> {
+export async function startRuntime(
+  config: Config,
+  log: Logger,
+  options: RuntimeOptions = {},
+): Promise<Runtime> {
   const registry = new Registry();
   const metrics =
-    options.metrics !== undefined ? options.metrics : config.metrics.enabled ? new Metrics({ version: VERSION, processMetrics: false }) : null;
+    options.metrics !== undefined
+      ? options.metrics
+      : config.metrics.enabled
+        ? new Metrics({ version: VERSION, processMetrics: false })
+        : null;
   // Batch handlers own undici agents: built per snapshot, kept while a route's options hold (issue 5).
   const batches = new MultiplexRegistry();
   const build = (c: Config) => {
@@ -74,7 +82,10 @@ export async function startRuntime(config: Config, log: Logger, options: Runtime
     metrics,
   });
   const pipeline = new Pipeline(build(config), { logger: log, forward, acceptor: defer.acceptor, metrics });
-  const unwatch = metrics?.addData({ inflight: () => pipeline.inflight, targets: () => registry.liveStats() });
+  const unwatch = metrics?.addData({
+    inflight: () => pipeline.inflight,
+    targets: () => registry.liveStats(),
+  });
   await defer.apply(config);
   const server = createListener(config, pipeline, log);
   let version = 0;

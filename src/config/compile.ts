@@ -224,7 +224,10 @@ function checkMetrics(config: Config, problems: CompileProblem[]): void {
   const { path, port } = config.metrics;
   const base = `/${path.split('/')[1]}`;
   if (path === '/' || ADMIN_PATHS.includes(base))
-    problems.push({ path: ['metrics', 'path'], message: `"${path}" is an admin API path; use e.g. /metrics` });
+    problems.push({
+      path: ['metrics', 'path'],
+      message: `"${path}" is an admin API path; use e.g. /metrics`,
+    });
   if (port !== null && port !== 0) {
     if (port === config.listen.port)
       problems.push({ path: ['metrics', 'port'], message: `${port} is listen.port already` });

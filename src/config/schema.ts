@@ -98,10 +98,18 @@ const healthSchema: Schema = {
       pattern: '^/',
       default: '/',
     },
-    method: { description: 'Method of the check.', type: 'string', pattern: '^[A-Z][A-Z0-9_-]*$', default: 'GET' },
+    method: {
+      description: 'Method of the check.',
+      type: 'string',
+      pattern: '^[A-Z][A-Z0-9_-]*$',
+      default: 'GET',
+    },
     interval: duration('Time between the end of one check of a target and the start of the next.', '30s'),
     timeout: duration('Time a check may take, body included; longer counts as failed.', '2s'),
-    expect: statusList('Statuses that pass: codes (`204`), ranges (`200-399`) or classes (`2xx`).', '200-399'),
+    expect: statusList(
+      'Statuses that pass: codes (`204`), ranges (`200-399`) or classes (`2xx`).',
+      '200-399',
+    ),
     fall: {
       description: 'Consecutive failed checks that mark a target down.',
       type: 'integer',
@@ -178,7 +186,7 @@ export const poolSchema: Schema = {
     passive: passiveSchema,
     panic_threshold: {
       description:
-        'When fewer than this percent of the targets are usable (up and not ejected), every target is used: trying a maybe-dead target beats a 503 for every request (Envoy\'s panic threshold). 0 = never.',
+        "When fewer than this percent of the targets are usable (up and not ejected), every target is used: trying a maybe-dead target beats a 503 for every request (Envoy's panic threshold). 0 = never.",
       type: 'integer',
       minimum: 0,
       maximum: 100,
@@ -554,7 +562,7 @@ export const configSchema: Schema = {
         description: 'The pool `POST /servers` and `DELETE /servers/:ip/:port` act on.',
       },
       drain_timeout: duration(
-        'Longest `DELETE …/targets/:id?wait=true` waits for a removed target\'s in-flight attempts.',
+        "Longest `DELETE …/targets/:id?wait=true` waits for a removed target's in-flight attempts.",
         '30s',
       ),
     }),

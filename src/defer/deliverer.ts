@@ -203,7 +203,15 @@ export class Deliverer {
       try {
         const request = { ...job, attempt: job.attempts };
         const started = performance.now();
-        const outcome = await deliver(request, route, spec, pool, this.#forward, controller.signal, current.tracing);
+        const outcome = await deliver(
+          request,
+          route,
+          spec,
+          pool,
+          this.#forward,
+          controller.signal,
+          current.tracing,
+        );
         const seconds = (performance.now() - started) / 1000;
         clearTimeout(timer);
         if (entry.released) return;
@@ -221,7 +229,13 @@ export class Deliverer {
         if (state === 'dead') {
           this.#metrics?.delivery(this.routeId, 'dead', seconds);
           this.#log.warn(
-            { req_id: reqId, job: job.id, attempts: job.attempts, target: outcome.target, error: outcome.error },
+            {
+              req_id: reqId,
+              job: job.id,
+              attempts: job.attempts,
+              target: outcome.target,
+              error: outcome.error,
+            },
             'job dead-lettered',
           );
         } else if (state === 'pending') {

@@ -16,7 +16,7 @@
  * processes of one machine) and `PgQueue` (pg-queue.ts, shared by many gateways).
  */
 
-import { randomFillSync } from 'node:crypto';
+import { randomBytesPooled } from '../random.ts';
 
 /** The life of a job: pending → inflight → done, or back to pending (retry), or dead. */
 export const JOB_STATES = Object.freeze({
@@ -298,22 +298,6 @@ let lastMs = 0;
 let seq = 0;
 
 /**
- * Random bytes for ids, drawn from a pool refilled 4 KiB at a time: one getrandom() per 455
- * ids instead of two per id (they showed as 6% of an accept's CPU time).
- */
-const randomPool = Buffer.allocUnsafe(4095);
-let randomOffset = randomPool.length;
-
-function random(n: number): Buffer {
-  if (randomOffset + n > randomPool.length) {
-    randomFillSync(randomPool);
-    randomOffset = 0;
-  }
-  randomOffset += n;
-  return randomPool.subarray(randomOffset - n, randomOffset);
-}
-
-/**
  * A new job id: a UUIDv7 (RFC 9562) — 48 bits of ms timestamp, then a 12-bit counter
  * (method 1 of §6.2) so ids from one process sort in creation order even within one ms,
  * then 62 random bits so ids from different processes never collide.
@@ -321,14 +305,14 @@ function random(n: number): Buffer {
 export function newJobId(now = Date.now()): string {
   if (now > lastMs) {
     lastMs = now;
-    seq = random(1)[0]; // start low and random: leaves room to count up within the ms
+    seq = randomBytesPooled(1)[0]; // start low and random: leaves room to count up within the ms
   } else if (++seq > 0xfff) {
     // 4096 ids in one ms: borrow the next ms rather than break the order.
     lastMs++;
     seq = 0;
   }
   const bytes = Buffer.allocUnsafe(16);
-  random(8).copy(bytes, 8);
+  randomBytesPooled(8).copy(bytes, 8);
   bytes.writeUIntBE(lastMs, 0, 6);
   bytes[6] = 0x70 | (seq >> 8);
   bytes[7] = seq & 0xff;

@@ -104,21 +104,26 @@ export class Metrics {
     const data = this.#data;
     const queues = this.#queues;
     const control = () => this.#control;
+    const counter = <L extends string>(name: string, help: string, labelNames: L[]) =>
+      new Counter<L>({ name, help, labelNames, registers });
+    const histogram = <L extends string>(
+      name: string,
+      help: string,
+      labelNames: L[],
+      buckets = DURATION_BUCKETS,
+    ) => new Histogram<L>({ name, help, labelNames, buckets: [...buckets], registers });
 
     // ---- downstream (counted by the pipeline when an answer ends) ----
-    this.#requests = new Counter({
-      name: 'manifold_downstream_requests_total',
-      help: 'Downstream requests answered, by route, method and status class (499 = client closed).',
-      labelNames: ['route', 'method', 'status_class'],
-      registers,
-    });
-    this.#requestSeconds = new Histogram({
-      name: 'manifold_downstream_request_duration_seconds',
-      help: 'From the request head to the end of the answer, by route.',
-      labelNames: ['route'],
-      buckets: [...DURATION_BUCKETS],
-      registers,
-    });
+    this.#requests = counter(
+      'manifold_downstream_requests_total',
+      'Downstream requests answered, by route, method and status class (499 = client closed).',
+      ['route', 'method', 'status_class'],
+    );
+    this.#requestSeconds = histogram(
+      'manifold_downstream_request_duration_seconds',
+      'From the request head to the end of the answer, by route.',
+      ['route'],
+    );
     new Gauge({
       name: 'manifold_downstream_inflight',
       help: 'Downstream requests being answered now.',
@@ -131,20 +136,21 @@ export class Metrics {
     });
 
     // ---- attempts (one per try of one request against one target) ----
-    this.#attempts = new Counter({
-      name: 'manifold_attempts_total',
-      help: 'Attempts by route, pool, target and outcome (accepted, relayed, rejected, failed, cancelled).',
-      labelNames: ['route', 'pool', 'target', 'outcome'],
-      registers,
-    });
-    this.#attemptSeconds = new Histogram({
-      name: 'manifold_attempt_duration_seconds',
-      help: 'From an attempt’s start to its response headers (or failure, or cancellation).',
-      labelNames: ['route', 'pool', 'target'],
-      buckets: [...DURATION_BUCKETS],
-      registers,
-    });
-    const strategyCounter = (name: string, help: string, pick: (c: ReturnType<typeof strategyStats>[string]) => number) =>
+    this.#attempts = counter(
+      'manifold_attempts_total',
+      'Attempts by route, pool, target and outcome (accepted, relayed, rejected, failed, cancelled).',
+      ['route', 'pool', 'target', 'outcome'],
+    );
+    this.#attemptSeconds = histogram(
+      'manifold_attempt_duration_seconds',
+      'From an attempt’s start to its response headers (or failure, or cancellation).',
+      ['route', 'pool', 'target'],
+    );
+    const strategyCounter = (
+      name: string,
+      help: string,
+      pick: (c: ReturnType<typeof strategyStats>[string]) => number,
+    ) =>
       new Counter({
         name,
         help,
@@ -153,13 +159,26 @@ export class Metrics {
         collect() {
           // The strategy counters are this process's running totals (strategy/stats.ts).
           this.reset();
-          for (const [route, c] of Object.entries(strategyStats())) if (pick(c) > 0) this.inc({ route }, pick(c));
+          for (const [route, c] of Object.entries(strategyStats()))
+            if (pick(c) > 0) this.inc({ route }, pick(c));
         },
       });
-    strategyCounter('manifold_retries_total', 'Attempts sent after an earlier one failed or was not accepted.', (c) => c.retries);
+    strategyCounter(
+      'manifold_retries_total',
+      'Attempts sent after an earlier one failed or was not accepted.',
+      (c) => c.retries,
+    );
     strategyCounter('manifold_hedges_fired_total', 'Attempts a hedge timer launched.', (c) => c.hedgesFired);
-    strategyCounter('manifold_hedges_won_total', 'Hedges whose answer was the one sent downstream.', (c) => c.hedgesWon);
-    strategyCounter('manifold_hedges_denied_total', 'Hedge timers that fired with the hedge budget spent.', (c) => c.hedgesDenied);
+    strategyCounter(
+      'manifold_hedges_won_total',
+      'Hedges whose answer was the one sent downstream.',
+      (c) => c.hedgesWon,
+    );
+    strategyCounter(
+      'manifold_hedges_denied_total',
+      'Hedge timers that fired with the hedge budget spent.',
+      (c) => c.hedgesDenied,
+    );
 
     // ---- targets, as each serving process sees them ----
     const perTarget = (fill: (g: Gauge<'pool' | 'target'>, t: TargetStats) => void) =>
@@ -188,7 +207,8 @@ export class Metrics {
       registers,
       collect(this: Counter<'pool' | 'target'>) {
         this.reset();
-        for (const s of data) for (const t of s.targets()) if (!t.retired) this.inc({ pool: t.pool, target: t.id }, t.ejections);
+        for (const s of data)
+          for (const t of s.targets()) if (!t.retired) this.inc({ pool: t.pool, target: t.id }, t.ejections);
       },
     });
 
@@ -256,53 +276,44 @@ export class Metrics {
     info.set({ version: options.version ?? 'unknown', node: process.version }, 1);
 
     // ---- multiplex ----
-    this.#batchSize = new Histogram({
-      name: 'manifold_multiplex_batch_size',
-      help: 'Requests per multiplex batch.',
-      labelNames: ['route'],
-      buckets: [...BATCH_BUCKETS],
-      registers,
-    });
-    this.#items = new Counter({
-      name: 'manifold_multiplex_items_total',
-      help: 'Multiplex items by outcome: the status class of the answer, or the item error code.',
-      labelNames: ['route', 'outcome'],
-      registers,
-    });
+    this.#batchSize = histogram(
+      'manifold_multiplex_batch_size',
+      'Requests per multiplex batch.',
+      ['route'],
+      BATCH_BUCKETS,
+    );
+    this.#items = counter(
+      'manifold_multiplex_items_total',
+      'Multiplex items by outcome: the status class of the answer, or the item error code.',
+      ['route', 'outcome'],
+    );
 
     // ---- defer: accepts (where requests arrive) and deliveries (where they are delivered) ----
-    this.#accepted = new Counter({
-      name: 'manifold_queue_accepted_total',
-      help: 'Deferred requests acknowledged: queued, delivered directly (overflow mode) or a duplicate Idempotency-Key.',
-      labelNames: ['route', 'mode'],
-      registers,
-    });
-    this.#acceptSeconds = new Histogram({
-      name: 'manifold_queue_accept_duration_seconds',
-      help: 'From the request head to the durable commit (or direct delivery) that allows the answer.',
-      labelNames: ['route'],
-      buckets: [...DURATION_BUCKETS],
-      registers,
-    });
-    this.#deliveries = new Counter({
-      name: 'manifold_delivery_attempts_total',
-      help: 'Delivery attempts of deferred requests: delivered, retry (scheduled again) or dead (dead-lettered).',
-      labelNames: ['route', 'outcome'],
-      registers,
-    });
-    this.#deliverySeconds = new Histogram({
-      name: 'manifold_delivery_duration_seconds',
-      help: 'One delivery attempt, from its start to the target’s answer or failure.',
-      labelNames: ['route'],
-      buckets: [...DURATION_BUCKETS],
-      registers,
-    });
-    this.#deadLetters = new Counter({
-      name: 'manifold_queue_dead_letters_total',
-      help: 'Jobs that became dead letters (out of attempts or failed permanently).',
-      labelNames: ['route'],
-      registers,
-    });
+    this.#accepted = counter(
+      'manifold_queue_accepted_total',
+      'Deferred requests acknowledged: queued, delivered directly (overflow mode) or a duplicate Idempotency-Key.',
+      ['route', 'mode'],
+    );
+    this.#acceptSeconds = histogram(
+      'manifold_queue_accept_duration_seconds',
+      'From the request head to the durable commit (or direct delivery) that allows the answer.',
+      ['route'],
+    );
+    this.#deliveries = counter(
+      'manifold_delivery_attempts_total',
+      'Delivery attempts of deferred requests: delivered, retry (scheduled again) or dead (dead-lettered).',
+      ['route', 'outcome'],
+    );
+    this.#deliverySeconds = histogram(
+      'manifold_delivery_duration_seconds',
+      'One delivery attempt, from its start to the target’s answer or failure.',
+      ['route'],
+    );
+    this.#deadLetters = counter(
+      'manifold_queue_dead_letters_total',
+      'Jobs that became dead letters (out of attempts or failed permanently).',
+      ['route'],
+    );
     new Gauge({
       name: 'manifold_queue_jobs',
       help: 'Jobs in the queue by route and state (pending, inflight, done, dead); read from the store.',

@@ -7,7 +7,7 @@
  * tracestate" after a traceparent it could not parse). Manifold records no spans itself: the
  * ids are for the targets' tracers and for the access log (`trace_id`).
  */
-import { randomFillSync } from 'node:crypto';
+import { randomBytesPooled } from '../random.ts';
 
 export const TRACEPARENT = 'traceparent';
 export const TRACESTATE = 'tracestate';
@@ -43,19 +43,7 @@ export function parseTraceparent(value: string): TraceContext | null {
   return { traceId, flags, parentId };
 }
 
-// Random ids from a refilled pool: one getrandom() call per 256 ids instead of one per id.
-const POOL = Buffer.allocUnsafe(4096);
-let offset = POOL.length;
-
-function randomHex(bytes: number): string {
-  if (offset + bytes > POOL.length) {
-    randomFillSync(POOL);
-    offset = 0;
-  }
-  const hex = POOL.toString('hex', offset, offset + bytes);
-  offset += bytes;
-  return hex;
-}
+const randomHex = (bytes: number): string => randomBytesPooled(bytes).toString('hex');
 
 /** A new 8-byte span id (never all zeros). */
 export function newSpanId(): string {

@@ -365,10 +365,14 @@ export class Pipeline {
       (performance.now() - ctx.startedAt) / 1000,
     );
     ctx.status = accepted.status;
-    ctx.bytesOut = sendJson(res, accepted.status, JSON.stringify({ id: accepted.id }), ctx.id, this.#draining, [
-      JOB_ID_HEADER,
-      accepted.id,
-    ]);
+    ctx.bytesOut = sendJson(
+      res,
+      accepted.status,
+      JSON.stringify({ id: accepted.id }),
+      ctx.id,
+      this.#draining,
+      [JOB_ID_HEADER, accepted.id],
+    );
   }
 
   #fail(res: ServerResponse, ctx: RequestContext, err: unknown): void {
@@ -483,7 +487,12 @@ export class Pipeline {
       });
     } catch (err) {
       const e = isGatewayError(err) ? err : new GatewayError('INTERNAL', undefined, { cause: err });
-      this.#metrics?.request(ctx.route?.id ?? null, req.method, e.status, (performance.now() - ctx.startedAt) / 1000);
+      this.#metrics?.request(
+        ctx.route?.id ?? null,
+        req.method,
+        e.status,
+        (performance.now() - ctx.startedAt) / 1000,
+      );
       sendErrorOnSocket(socket, e, ctx.id);
     }
   };

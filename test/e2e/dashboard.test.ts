@@ -19,30 +19,35 @@ const TOKEN = 'secret';
 /** The traffic loop stops by itself after this many requests, whatever happens to the test. */
 const MAX_REQUESTS = 50_000;
 
-test('dashboard: sign in, live numbers, drain and enable, replay (issue 7)', { timeout: 120_000 }, async (t) => {
-  if (!existsSync(CHROMIUM)) {
-    t.skip(`${CHROMIUM} not found: install Debian's chromium (apt-get install chromium) to run the browser test`);
-    return;
-  }
-  const a = await startUpstream((_req, res) => res.end('a'));
-  t.after(() => a.close());
-  const b = await startUpstream((_req, res) => res.end('b'));
-  t.after(() => b.close());
-  const dead = await startUpstream((req, res) => {
-    req.resume();
-    req.on('end', () => {
-      res.statusCode = 500;
-      res.end('always failing');
+test(
+  'dashboard: sign in, live numbers, drain and enable, replay (issue 7)',
+  { timeout: 120_000 },
+  async (t) => {
+    if (!existsSync(CHROMIUM)) {
+      t.skip(
+        `${CHROMIUM} not found: install Debian's chromium (apt-get install chromium) to run the browser test`,
+      );
+      return;
+    }
+    const a = await startUpstream((_req, res) => res.end('a'));
+    t.after(() => a.close());
+    const b = await startUpstream((_req, res) => res.end('b'));
+    t.after(() => b.close());
+    const dead = await startUpstream((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.statusCode = 500;
+        res.end('always failing');
+      });
     });
-  });
-  t.after(() => dead.close());
+    t.after(() => dead.close());
 
-  const dir = mkdtempSync(join(tmpdir(), 'manifold-dashboard-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const file = join(dir, 'manifold.yaml');
-  writeFileSync(
-    file,
-    `
+    const dir = mkdtempSync(join(tmpdir(), 'manifold-dashboard-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const file = join(dir, 'manifold.yaml');
+    writeFileSync(
+      file,
+      `
 listen: { host: 127.0.0.1, port: 0 }
 admin: { port: 0, token: ${TOKEN} }
 log: { level: info, access: false }
@@ -58,159 +63,178 @@ routes:
     match: { path: /* }
     proxy: { pool: api }
 `,
-  );
-  const cli = spawnCli(['--config', file, '--workers', '0']);
-  t.after(async () => {
-    cli.kill('SIGTERM');
-    const timer = setTimeout(() => cli.kill('SIGKILL'), 10_000);
-    await cli.exited;
-    clearTimeout(timer);
-  });
-  let port: number;
-  let adminPort: number;
-  try {
-    port = await cliPort(cli);
-    const line = await until(() => cli.logs().find((l) => l.msg === 'admin API listening'), 'admin API', 20_000);
-    adminPort = line.port as number;
-  } catch (err) {
-    throw new Error(`${(err as Error).message}\nstderr: ${cli.stderr}`, { cause: err });
-  }
-  const gateway = `http://127.0.0.1:${port}`;
-  const admin = `http://127.0.0.1:${adminPort}`;
-
-  // Steady traffic, one request at a time, until the test ends (or the bound).
-  let stopped = false;
-  let sent = 0;
-  const traffic = (async () => {
-    while (!stopped && sent < MAX_REQUESTS) {
-      sent++;
-      await send(`${gateway}/item/${sent}`).catch(() => {});
-      await new Promise((r) => setTimeout(r, 5));
-    }
-  })();
-  t.after(async () => {
-    stopped = true;
-    await traffic;
-  });
-  // One job that will fail its only attempt: a dead letter for the queue section.
-  const accepted = await send(`${gateway}/hooks/push`, { method: 'POST', body: '{"event":"push"}' });
-  assert.equal(accepted.status, 202, accepted.text);
-
-  const browser: Browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
-  t.after(() => browser.close());
-  const context = await browser.newContext({ viewport: { width: 1360, height: 900 }, colorScheme: 'dark' });
-  const page: Page = await context.newPage();
-  const problems: string[] = [];
-  page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
-  page.on('console', (m) => {
-    if (/Content Security Policy|Refused to/i.test(m.text())) problems.push(`console: ${m.text()}`);
-  });
-
-  const text = (selector: string) => page.locator(selector).textContent({ timeout: 2000 });
-  const attr = (selector: string, name: string) => page.locator(selector).getAttribute(name, { timeout: 2000 });
-  const num = (s: string | null) => Number((s ?? '').replace(/,/g, ''));
-  const rowA = `tr[data-target="127.0.0.1:${a.port}"]`;
-  const rowB = `tr[data-target="127.0.0.1:${b.port}"]`;
-  const route = 'tr[data-route="api"]';
-  const deadRow = '#queue tr[data-route="hooks"]';
-
-  await t.test('the page asks for the token, and the form signs in', async () => {
-    const first = await page.goto(`${admin}/dashboard`);
-    assert.equal(first?.status(), 401);
-    await page.fill('#token', 'wrong');
-    await Promise.all([page.waitForURL(`${admin}/dashboard/login`), page.click('button[type="submit"]')]);
-    assert.match((await text('.login-error')) ?? '', /not valid/);
-    await page.fill('#token', TOKEN);
-    await Promise.all([page.waitForURL(`${admin}/dashboard`), page.click('button[type="submit"]')]);
-    await until(async () => (await attr('#status', 'data-status')) === 'ok', 'the page to go live');
-    const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
-    assert.equal(await text('#version'), version);
-  });
-
-  await t.test('route numbers are live: a rate above 0, totals that move', async () => {
-    const rate = await until(async () => {
-      const r = num(await text(`${route} [data-col="rate"]`));
-      return r > 0 ? r : null;
-    }, 'a request rate above 0');
-    assert.ok(Number.isFinite(rate));
-    assert.match((await text(`${route} [data-col="p50"]`)) ?? '', /^\d[\d.,]* ms$/);
-    assert.match((await text(`${route} [data-col="error-rate"]`)) ?? '', /^0\.0 %$/);
-    const total = num(await text(`${route} [data-col="requests"]`));
-    await until(async () => num(await text(`${route} [data-col="requests"]`)) > total, 'the total to grow');
-    for (const row of [rowA, rowB]) {
-      await until(async () => (await attr(row, 'data-state')) === 'up', `${row} up`);
-      assert.equal(await text(`${row} button`), 'Drain');
-    }
-  });
-
-  /**
-   * Waits until `quiet` saw no request while `busy` saw `n`, restarting the count whenever
-   * `quiet` sees one (a request already on its way when the change landed).
-   */
-  const starves = (quiet: typeof a, busy: typeof b, n: number, what: string) => {
-    let q = quiet.requests.length;
-    let from = busy.requests.length;
-    return until(
-      () => {
-        if (quiet.requests.length !== q) {
-          q = quiet.requests.length;
-          from = busy.requests.length;
-        }
-        return busy.requests.length - from >= n;
-      },
-      what,
-      20_000,
     );
-  };
+    const cli = spawnCli(['--config', file, '--workers', '0']);
+    t.after(async () => {
+      cli.kill('SIGTERM');
+      const timer = setTimeout(() => cli.kill('SIGKILL'), 10_000);
+      await cli.exited;
+      clearTimeout(timer);
+    });
+    let port: number;
+    let adminPort: number;
+    try {
+      port = await cliPort(cli);
+      const line = await until(
+        () => cli.logs().find((l) => l.msg === 'admin API listening'),
+        'admin API',
+        20_000,
+      );
+      adminPort = line.port as number;
+    } catch (err) {
+      throw new Error(`${(err as Error).message}\nstderr: ${cli.stderr}`, { cause: err });
+    }
+    const gateway = `http://127.0.0.1:${port}`;
+    const admin = `http://127.0.0.1:${adminPort}`;
 
-  await t.test('Drain stops new traffic to a target; the page shows it drained', async () => {
-    await page.click(`${rowA} button`);
-    await until(async () => (await attr(rowA, 'data-drain')) === 'true', 'target A shown drained');
-    assert.equal(await page.locator(`${rowA} .badge.drained`).isVisible(), true);
-    await until(async () => (await text(`${rowA} button`)) === 'Enable', 'an Enable button');
-    await starves(a, b, 30, 'B to take 30 requests while A takes none');
-    await until(async () => num(await text(`${rowA} [data-col="rate"]`)) === 0, 'A at 0 req/s on the page', 20_000);
-    assert.equal(await page.locator(`${rowB} .badge.drained`).isVisible(), false);
+    // Steady traffic, one request at a time, until the test ends (or the bound).
+    let stopped = false;
+    let sent = 0;
+    const traffic = (async () => {
+      while (!stopped && sent < MAX_REQUESTS) {
+        sent++;
+        await send(`${gateway}/item/${sent}`).catch(() => {});
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    })();
+    t.after(async () => {
+      stopped = true;
+      await traffic;
+    });
+    // One job that will fail its only attempt: a dead letter for the queue section.
+    const accepted = await send(`${gateway}/hooks/push`, { method: 'POST', body: '{"event":"push"}' });
+    assert.equal(accepted.status, 202, accepted.text);
 
-    // The screenshot: traffic on B only, A drained, a dead letter waiting.
-    await until(async () => num(await text(`${deadRow} [data-col="dead"]`)) === 1, 'the dead letter shown');
-    await until(() => page.locator('#toast').isHidden(), 'the toast to go');
-    mkdirSync(join(ROOT, 'docs'), { recursive: true });
-    await page.screenshot({ path: join(ROOT, 'docs', 'dashboard.png'), fullPage: true });
-  });
+    const browser: Browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
+    });
+    t.after(() => browser.close());
+    const context = await browser.newContext({ viewport: { width: 1360, height: 900 }, colorScheme: 'dark' });
+    const page: Page = await context.newPage();
+    const problems: string[] = [];
+    page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
+    page.on('console', (m) => {
+      if (/Content Security Policy|Refused to/i.test(m.text())) problems.push(`console: ${m.text()}`);
+    });
 
-  await t.test('Enable gives the target traffic again', async () => {
-    await page.click(`${rowA} button`);
-    await until(async () => (await attr(rowA, 'data-drain')) === 'false', 'target A shown enabled');
-    await until(async () => (await text(`${rowA} button`)) === 'Drain', 'a Drain button again');
-    const seen = a.requests.length;
-    await until(() => a.requests.length >= seen + 10, 'A to get traffic again');
-    await until(async () => num(await text(`${rowA} [data-col="rate"]`)) > 0, 'A above 0 req/s on the page');
-  });
+    const text = (selector: string) => page.locator(selector).textContent({ timeout: 2000 });
+    const attr = (selector: string, name: string) =>
+      page.locator(selector).getAttribute(name, { timeout: 2000 });
+    const num = (s: string | null) => Number((s ?? '').replace(/,/g, ''));
+    const rowA = `tr[data-target="127.0.0.1:${a.port}"]`;
+    const rowB = `tr[data-target="127.0.0.1:${b.port}"]`;
+    const route = 'tr[data-route="api"]';
+    const deadRow = '#queue tr[data-route="hooks"]';
 
-  await t.test('Replay sends the dead letter again', async () => {
-    assert.equal(dead.requests.length, 1, 'one delivery attempt so far');
-    await until(async () => (await text(`${deadRow} button`)) === 'Replay 1', 'a Replay 1 button');
-    await page.click(`${deadRow} button`);
-    await until(() => dead.requests.length === 2, 'the target to see the job again');
-    await until(async () => /hooks: 1 dead letter queued again/.test((await text('#toast')) ?? ''), 'the toast');
-    // It fails again (max_attempts: 1): back among the dead letters, no more attempts.
-    await until(async () => num(await text(`${deadRow} [data-col="dead"]`)) === 1 && dead.requests.length === 2, 'dead again');
-  });
+    await t.test('the page asks for the token, and the form signs in', async () => {
+      const first = await page.goto(`${admin}/dashboard`);
+      assert.equal(first?.status(), 401);
+      await page.fill('#token', 'wrong');
+      await Promise.all([page.waitForURL(`${admin}/dashboard/login`), page.click('button[type="submit"]')]);
+      assert.match((await text('.login-error')) ?? '', /not valid/);
+      await page.fill('#token', TOKEN);
+      await Promise.all([page.waitForURL(`${admin}/dashboard`), page.click('button[type="submit"]')]);
+      await until(async () => (await attr('#status', 'data-status')) === 'ok', 'the page to go live');
+      const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+      assert.equal(await text('#version'), version);
+    });
 
-  await t.test('no script error or CSP violation on the way', () => {
-    assert.deepEqual(problems, []);
-  });
-});
+    await t.test('route numbers are live: a rate above 0, totals that move', async () => {
+      const rate = await until(async () => {
+        const r = num(await text(`${route} [data-col="rate"]`));
+        return r > 0 ? r : null;
+      }, 'a request rate above 0');
+      assert.ok(Number.isFinite(rate));
+      assert.match((await text(`${route} [data-col="p50"]`)) ?? '', /^\d[\d.,]* ms$/);
+      assert.match((await text(`${route} [data-col="error-rate"]`)) ?? '', /^0\.0 %$/);
+      const total = num(await text(`${route} [data-col="requests"]`));
+      await until(async () => num(await text(`${route} [data-col="requests"]`)) > total, 'the total to grow');
+      for (const row of [rowA, rowB]) {
+        await until(async () => (await attr(row, 'data-state')) === 'up', `${row} up`);
+        assert.equal(await text(`${row} button`), 'Drain');
+      }
+    });
+
+    /**
+     * Waits until `quiet` saw no request while `busy` saw `n`, restarting the count whenever
+     * `quiet` sees one (a request already on its way when the change landed).
+     */
+    const starves = (quiet: typeof a, busy: typeof b, n: number, what: string) => {
+      let q = quiet.requests.length;
+      let from = busy.requests.length;
+      return until(
+        () => {
+          if (quiet.requests.length !== q) {
+            q = quiet.requests.length;
+            from = busy.requests.length;
+          }
+          return busy.requests.length - from >= n;
+        },
+        what,
+        20_000,
+      );
+    };
+
+    await t.test('Drain stops new traffic to a target; the page shows it drained', async () => {
+      await page.click(`${rowA} button`);
+      await until(async () => (await attr(rowA, 'data-drain')) === 'true', 'target A shown drained');
+      assert.equal(await page.locator(`${rowA} .badge.drained`).isVisible(), true);
+      await until(async () => (await text(`${rowA} button`)) === 'Enable', 'an Enable button');
+      await starves(a, b, 30, 'B to take 30 requests while A takes none');
+      await until(
+        async () => num(await text(`${rowA} [data-col="rate"]`)) === 0,
+        'A at 0 req/s on the page',
+        20_000,
+      );
+      assert.equal(await page.locator(`${rowB} .badge.drained`).isVisible(), false);
+
+      // The screenshot: traffic on B only, A drained, a dead letter waiting.
+      await until(async () => num(await text(`${deadRow} [data-col="dead"]`)) === 1, 'the dead letter shown');
+      await until(() => page.locator('#toast').isHidden(), 'the toast to go');
+      mkdirSync(join(ROOT, 'docs'), { recursive: true });
+      await page.screenshot({ path: join(ROOT, 'docs', 'dashboard.png'), fullPage: true });
+    });
+
+    await t.test('Enable gives the target traffic again', async () => {
+      await page.click(`${rowA} button`);
+      await until(async () => (await attr(rowA, 'data-drain')) === 'false', 'target A shown enabled');
+      await until(async () => (await text(`${rowA} button`)) === 'Drain', 'a Drain button again');
+      const seen = a.requests.length;
+      await until(() => a.requests.length >= seen + 10, 'A to get traffic again');
+      await until(
+        async () => num(await text(`${rowA} [data-col="rate"]`)) > 0,
+        'A above 0 req/s on the page',
+      );
+    });
+
+    await t.test('Replay sends the dead letter again', async () => {
+      assert.equal(dead.requests.length, 1, 'one delivery attempt so far');
+      await until(async () => (await text(`${deadRow} button`)) === 'Replay 1', 'a Replay 1 button');
+      await page.click(`${deadRow} button`);
+      await until(() => dead.requests.length === 2, 'the target to see the job again');
+      await until(
+        async () => /hooks: 1 dead letter queued again/.test((await text('#toast')) ?? ''),
+        'the toast',
+      );
+      // It fails again (max_attempts: 1): back among the dead letters, no more attempts.
+      await until(
+        async () => num(await text(`${deadRow} [data-col="dead"]`)) === 1 && dead.requests.length === 2,
+        'dead again',
+      );
+    });
+
+    await t.test('no script error or CSP violation on the way', () => {
+      assert.deepEqual(problems, []);
+    });
+  },
+);

@@ -90,7 +90,11 @@ describe('dashboard sign-in with admin.token set', () => {
   });
 
   test('a wrong token gets the form again, with a message and no cookie', async () => {
-    const wrong: Array<Record<string, string>> = [{ token: 'wrong' }, { token: `${TOKEN}x` }, { other: TOKEN }];
+    const wrong: Array<Record<string, string>> = [
+      { token: 'wrong' },
+      { token: `${TOKEN}x` },
+      { other: TOKEN },
+    ];
     for (const fields of wrong) {
       const { body, ...headers } = form(fields);
       const r = await send(`${gw.adminUrl}/dashboard/login`, { method: 'POST', headers, body });
@@ -109,7 +113,10 @@ describe('dashboard sign-in with admin.token set', () => {
     assert.equal(set.length, 1);
     assert.match(set[0], /^manifold_admin=[A-Za-z0-9_-]{43}; HttpOnly; SameSite=Strict; Path=\/dashboard$/);
     cookie = set[0].split(';')[0];
-    assert.ok(!cookie.includes(encodeURIComponent(TOKEN)) && !cookie.includes('s3cr'), 'the cookie is not the token');
+    assert.ok(
+      !cookie.includes(encodeURIComponent(TOKEN)) && !cookie.includes('s3cr'),
+      'the cookie is not the token',
+    );
 
     const page = await call('GET', '/dashboard', { cookie });
     assert.equal(page.status, 200);
@@ -160,7 +167,13 @@ describe('dashboard sign-in with admin.token set', () => {
     assert.equal(r.status, 200, r.text);
     assert.equal((await call('GET', '/dashboard', bearer)).status, 200);
     const raw = `manifold_admin=${encodeURIComponent(TOKEN)}`;
-    for (const c of ['manifold_admin=', 'manifold_admin=s3cr', `x${cookie}`, 'manifold_admin=%E0%A4%A', raw]) {
+    for (const c of [
+      'manifold_admin=',
+      'manifold_admin=s3cr',
+      `x${cookie}`,
+      'manifold_admin=%E0%A4%A',
+      raw,
+    ]) {
       const bad = await call('GET', '/dashboard/api/pools', { cookie: c });
       assert.equal(bad.status, 401, c);
       assert.equal(bad.json<ErrorBody>().error.code, 'UNAUTHORIZED');

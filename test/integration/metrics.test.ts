@@ -69,7 +69,10 @@ routes:
 `,
         mode.workers,
       );
-      const line = await until(() => gw.cli.logs().find((l) => l.msg === 'metrics listening'), 'metrics port');
+      const line = await until(
+        () => gw.cli.logs().find((l) => l.msg === 'metrics listening'),
+        'metrics port',
+      );
       metricsPort = line.port as number;
       scrape = async () => {
         const r = await gw.admin('GET', '/metrics', undefined, AUTH);
@@ -78,7 +81,8 @@ routes:
       };
 
       for (let i = 0; i < 10; i++) assert.equal((await gw.get(`/api/secret-path-${i}`)).status, 200);
-      for (let i = 0; i < 3; i++) assert.equal((await send(`${gw.url}/fail`, { method: 'POST', body: 'x' })).status, 503);
+      for (let i = 0; i < 3; i++)
+        assert.equal((await send(`${gw.url}/fail`, { method: 'POST', body: 'x' })).status, 503);
       for (let i = 0; i < 2; i++) assert.equal((await gw.get('/nowhere-at-all')).status, 404);
       assert.equal((await send(`${gw.url}/api/x`, { method: 'PURGE' })).status, 200);
       assert.equal((await gw.get('/hedge')).text, 'a');
@@ -86,11 +90,7 @@ routes:
         method: 'POST',
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify({
-          requests: [
-            { uri: `${a.url}/one` },
-            { uri: `${broken.url}/two` },
-            { uri: `${dead}/three` },
-          ],
+          requests: [{ uri: `${a.url}/one` }, { uri: `${broken.url}/two` }, { uri: `${dead}/three` }],
         }),
       });
       assert.equal(batch.status, 200, batch.text);
@@ -107,7 +107,11 @@ routes:
       const s = await scrape();
       const req = 'manifold_downstream_requests_total';
       assert.equal(total(s, req, { route: 'api', method: 'GET', status_class: '2xx' }), 10);
-      assert.equal(total(s, req, { route: 'api', method: '_other', status_class: '2xx' }), 1, 'PURGE → _other');
+      assert.equal(
+        total(s, req, { route: 'api', method: '_other', status_class: '2xx' }),
+        1,
+        'PURGE → _other',
+      );
       assert.equal(total(s, req, { route: 'fail', method: 'POST', status_class: '5xx' }), 3);
       assert.equal(total(s, req, { route: '_none', method: 'GET', status_class: '4xx' }), 2);
       assert.equal(total(s, req, { route: 'hooks', status_class: '2xx' }), 1);
@@ -128,12 +132,17 @@ routes:
       const bId = b.url.slice('http://'.length);
       assert.equal(total(s, att, { route: 'api', pool: 'web' }), 11);
       assert.equal(
-        total(s, att, { route: 'api', pool: 'web', target: aId }) + total(s, att, { route: 'api', pool: 'web', target: bId }),
+        total(s, att, { route: 'api', pool: 'web', target: aId }) +
+          total(s, att, { route: 'api', pool: 'web', target: bId }),
         11,
       );
       if (mode.workers === 0) {
         // One round-robin: 11 picks alternate.
-        assert.ok(Math.abs(total(s, att, { route: 'api', target: aId }) - total(s, att, { route: 'api', target: bId })) <= 1);
+        assert.ok(
+          Math.abs(
+            total(s, att, { route: 'api', target: aId }) - total(s, att, { route: 'api', target: bId }),
+          ) <= 1,
+        );
       }
       assert.equal(total(s, att, { route: 'fail', pool: 'bad' }), 3);
       assert.equal(total(s, 'manifold_attempt_duration_seconds_count', { route: 'api' }), 11);
@@ -199,7 +208,10 @@ routes:
       const own = `http://127.0.0.1:${metricsPort}`;
       const r = await send(`${own}/metrics`);
       assert.equal(r.status, 200);
-      assert.equal(total(parseExposition(r.text), 'manifold_downstream_requests_total', { route: 'fail' }), 3);
+      assert.equal(
+        total(parseExposition(r.text), 'manifold_downstream_requests_total', { route: 'fail' }),
+        3,
+      );
       const missing = await send(`${own}/pools`);
       assert.equal(missing.status, 404);
       assert.equal(missing.json<{ error: { code: string } }>().error.code, 'NOT_FOUND');

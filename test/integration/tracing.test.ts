@@ -64,7 +64,9 @@ pools: { p: { targets: [${up.url}] } }
 routes: [{ id: r, match: { path: /* }, proxy: { pool: p } }]
 `);
     t.after(() => gw.close());
-    const r = await send(`${gw.url}/x`, { headers: { traceparent: INCOMING, tracestate: 'vendor=abc,other=1' } });
+    const r = await send(`${gw.url}/x`, {
+      headers: { traceparent: INCOMING, tracestate: 'vendor=abc,other=1' },
+    });
     assert.equal(r.status, 200);
     const seen = up.requests[0].headers;
     const tp = traceparentOf(seen);
@@ -115,7 +117,9 @@ routes: [{ id: r, match: { path: /* }, proxy: { pool: p } }]
       try {
         const before = up.requests.length;
         await send(`${gw.url}/a`, { headers: { tracestate: 'vendor=abc' } });
-        await send(`${gw.url}/b`, { headers: { traceparent: `ff-${TRACE}-${PARENT}-01`, tracestate: 'vendor=abc' } });
+        await send(`${gw.url}/b`, {
+          headers: { traceparent: `ff-${TRACE}-${PARENT}-01`, tracestate: 'vendor=abc' },
+        });
         await send(`${gw.url}/c`);
         const seen = up.requests.slice(before).map((r) => r.headers);
         const ids = seen.map((h) => {
@@ -126,7 +130,10 @@ routes: [{ id: r, match: { path: /* }, proxy: { pool: p } }]
           return tp.trace;
         });
         assert.equal(new Set(ids).size, 3, 'each request starts a trace of its own');
-        const logged = await until(() => (gw.logs.access().length === 3 ? gw.logs.access() : null), 'three log lines');
+        const logged = await until(
+          () => (gw.logs.access().length === 3 ? gw.logs.access() : null),
+          'three log lines',
+        );
         assert.deepEqual(
           logged.map((l) => l.trace_id),
           ids,

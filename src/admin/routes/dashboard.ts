@@ -73,10 +73,8 @@ export const dashboardRoutes = (manager: Manager) => async (app: FastifyInstance
     send(reply.header('www-authenticate', 'Bearer'), 401, HTML, form(message));
 
   // Scoped to this plugin, so the rest of the admin API still takes JSON only.
-  app.addContentTypeParser(
-    'application/x-www-form-urlencoded',
-    { parseAs: 'string' },
-    (_req, body, done) => done(null, Object.fromEntries(new URLSearchParams(body as string))),
+  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) =>
+    done(null, Object.fromEntries(new URLSearchParams(body as string))),
   );
 
   app.get('/dashboard', async (req, reply) => {

@@ -27,9 +27,19 @@ export interface RouteLive {
 type Json = MetricObjectWithValues<MetricValue<string> | MetricValueWithName<string>>;
 
 /** Per route: answers, 5xx answers, and the histogram buckets, read from the summed metrics. */
-export function routeCounters(metrics: readonly Json[], routeIds: readonly string[]): Map<string, RouteLive['duration'] & { requests: number; errors: number }> {
+export function routeCounters(
+  metrics: readonly Json[],
+  routeIds: readonly string[],
+): Map<string, RouteLive['duration'] & { requests: number; errors: number }> {
   const out = new Map<string, RouteLive['duration'] & { requests: number; errors: number }>();
-  for (const id of routeIds) out.set(id, { requests: 0, errors: 0, le: DURATION_BUCKETS, counts: DURATION_BUCKETS.map(() => 0), count: 0 });
+  for (const id of routeIds)
+    out.set(id, {
+      requests: 0,
+      errors: 0,
+      le: DURATION_BUCKETS,
+      counts: DURATION_BUCKETS.map(() => 0),
+      count: 0,
+    });
   const byName = new Map(metrics.map((m) => [m.name, m]));
   for (const v of byName.get('manifold_downstream_requests_total')?.values ?? []) {
     const r = out.get(String(v.labels.route));
@@ -37,7 +47,8 @@ export function routeCounters(metrics: readonly Json[], routeIds: readonly strin
     r.requests += v.value;
     if (v.labels.status_class === '5xx') r.errors += v.value;
   }
-  for (const v of (byName.get('manifold_downstream_request_duration_seconds')?.values ?? []) as MetricValueWithName<string>[]) {
+  for (const v of (byName.get('manifold_downstream_request_duration_seconds')?.values ??
+    []) as MetricValueWithName<string>[]) {
     const r = out.get(String(v.labels.route));
     if (r === undefined) continue;
     if (v.metricName?.endsWith('_count')) r.count = v.value;
@@ -56,7 +67,9 @@ export const liveRoutes = (manager: Manager, queue: () => Queue | null) => async
       manager.metrics(),
       manager.pools(),
       routes.some((r) => r.action.kind === 'defer')
-        ? (queue()?.depth().catch(() => null) ?? Promise.resolve(null))
+        ? (queue()
+            ?.depth()
+            .catch(() => null) ?? Promise.resolve(null))
         : Promise.resolve(null),
     ]);
     const counters = routeCounters(
@@ -79,7 +92,13 @@ export const liveRoutes = (manager: Manager, queue: () => Queue | null) => async
         };
       }),
       pools,
-      queue: depth === null ? null : withDeferRoutes(depth, routes.filter((r) => r.action.kind === 'defer').map((r) => r.id)),
+      queue:
+        depth === null
+          ? null
+          : withDeferRoutes(
+              depth,
+              routes.filter((r) => r.action.kind === 'defer').map((r) => r.id),
+            ),
     };
   });
 };
@@ -87,6 +106,7 @@ export const liveRoutes = (manager: Manager, queue: () => Queue | null) => async
 /** Every defer route gets a row, jobs or not; rows of routes no longer served are kept (jobs remain). */
 function withDeferRoutes(depth: RouteDepth[], ids: readonly string[]): RouteDepth[] {
   const rows = new Map(depth.map((d) => [d.route, d]));
-  for (const id of ids) if (!rows.has(id)) rows.set(id, { route: id, pending: 0, inflight: 0, done: 0, dead: 0 });
+  for (const id of ids)
+    if (!rows.has(id)) rows.set(id, { route: id, pending: 0, inflight: 0, done: 0, dead: 0 });
   return [...rows.values()].sort((a, b) => (a.route < b.route ? -1 : a.route > b.route ? 1 : 0));
 }
