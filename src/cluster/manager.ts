@@ -307,7 +307,14 @@ export class Manager {
     const entry = await this.#serial(async () => {
       const t = this.#target(pool, id);
       await this.#commit(change.removeTarget(this.#overlay, pool, id), `removing target "${id}"`);
-      const d: Draining = { pool, id, url: t.url, weight: t.weight ?? 1, version: this.#version };
+      const d: Draining = {
+        pool,
+        id,
+        url: t.url,
+        weight: t.weight ?? 1,
+        drain: t.drain,
+        version: this.#version,
+      };
       this.#draining.set(`${pool}\u0000${id}`, d);
       this.#log.info({ pool, target: id }, 'target removed; draining');
       return d;

@@ -144,7 +144,13 @@ export class Deliverer {
     while (!signal.aborted) {
       const current = this.#resolve();
       if (current === null) return;
-      const { spec } = current;
+      const { spec, pool } = current;
+      // Every target drained (maintenance, issue 7): hold the jobs instead of spending their
+      // attempts on NO_TARGET_AVAILABLE. Enabling one is a new snapshot, which wakes us.
+      if (pool !== undefined && pool.targets.length > 0 && pool.targets.every((t) => t.spec.drain)) {
+        await sleep(IDLE_POLL_MS, AbortSignal.any([signal, this.#nudge.signal]));
+        continue;
+      }
       const limiter = this.#rateLimiter(spec.ratePerSecond);
       const free = spec.concurrency - this.#inflight.size;
       if (free <= 0 || (this.#inflight.size > 0 && free < Math.ceil(spec.concurrency / 4))) {
