@@ -2,8 +2,9 @@
  * Issue 7 in a real browser: the real CLI with a token, two targets under steady traffic and a
  * defer route whose only target always answers 500. Headless Debian Chromium signs in through
  * the form, reads live numbers, drains and enables a target (checked at the upstreams too),
- * replays a dead letter, and writes the screenshot in docs/dashboard.png. Skipped (with a
- * message) where /usr/bin/chromium is missing; .ci/run installs it.
+ * replays a dead letter, and takes the README's screenshot (written to docs/dashboard.png with
+ * UPDATE_SCREENSHOT=1). Skipped (with a message) where /usr/bin/chromium is missing; .ci/run
+ * installs it.
  */
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -201,8 +202,15 @@ routes:
       // The screenshot: traffic on B only, A drained, a dead letter waiting.
       await until(async () => num(await text(`${deadRow} [data-col="dead"]`)) === 1, 'the dead letter shown');
       await until(() => page.locator('#toast').isHidden(), 'the toast to go');
-      mkdirSync(join(ROOT, 'docs'), { recursive: true });
-      await page.screenshot({ path: join(ROOT, 'docs', 'dashboard.png'), fullPage: true });
+      // Taken on every run and checked; it replaces the README's only when asked, so that a
+      // test run leaves the work tree clean: UPDATE_SCREENSHOT=1 npm test (or this file).
+      const shot = await page.screenshot({ path: join(dir, 'dashboard.png'), fullPage: true });
+      assert.equal(shot.subarray(1, 4).toString('latin1'), 'PNG');
+      assert.ok(shot.length > 10_000, `a real picture (${shot.length} bytes)`);
+      if (process.env.UPDATE_SCREENSHOT === '1') {
+        mkdirSync(join(ROOT, 'docs'), { recursive: true });
+        writeFileSync(join(ROOT, 'docs', 'dashboard.png'), shot);
+      }
     });
 
     await t.test('Enable gives the target traffic again', async () => {
