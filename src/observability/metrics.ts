@@ -10,15 +10,15 @@
  * bounded by the config, whatever clients send.
  *
  * What is counted on the request path is counted once per request, after the answer ends
- * (`request()`, `attempt()`); everything else is read at scrape time from the counters the
- * components keep anyway (`collect`), so it costs nothing between scrapes.
+ * (`request()`, `attempts()`), in plain numbers (cells.ts); everything else is read at scrape
+ * time from the counters the components keep anyway (`collect`), so it costs nothing between
+ * scrapes.
  */
 import {
   AggregatorRegistry,
   collectDefaultMetrics,
   Counter,
   Gauge,
-  Histogram,
   type MetricObjectWithValues,
   type MetricValue,
   Registry,
@@ -27,6 +27,7 @@ import type { RouteDepth } from '../defer/queue.ts';
 import { strategyStats } from '../strategy/stats.ts';
 import type { AttemptRecord } from '../strategy/types.ts';
 import type { TargetStats } from '../upstream/stats.ts';
+import { CellCounter, CellHistogram } from './cells.ts';
 
 /** Request and attempt durations, in seconds: fine enough below 10 ms for p50/p99 on the dashboard. */
 export const DURATION_BUCKETS: readonly number[] = Object.freeze([
@@ -87,31 +88,29 @@ export class Metrics {
   readonly #queues = new Set<QueueSource>();
   #control: ControlSource | null = null;
 
-  readonly #requests: Counter<'route' | 'method' | 'status_class'>;
-  readonly #requestSeconds: Histogram<'route'>;
-  readonly #attempts: Counter<'route' | 'pool' | 'target' | 'outcome'>;
-  readonly #attemptSeconds: Histogram<'route' | 'pool' | 'target'>;
-  readonly #batchSize: Histogram<'route'>;
-  readonly #items: Counter<'route' | 'outcome'>;
-  readonly #accepted: Counter<'route' | 'mode'>;
-  readonly #acceptSeconds: Histogram<'route'>;
-  readonly #deliveries: Counter<'route' | 'outcome'>;
-  readonly #deliverySeconds: Histogram<'route'>;
-  readonly #deadLetters: Counter<'route'>;
+  readonly #requests: CellCounter;
+  readonly #requestSeconds: CellHistogram;
+  readonly #attempts: CellCounter;
+  readonly #attemptSeconds: CellHistogram;
+  readonly #batchSize: CellHistogram;
+  readonly #items: CellCounter;
+  readonly #accepted: CellCounter;
+  readonly #acceptSeconds: CellHistogram;
+  readonly #deliveries: CellCounter;
+  readonly #deliverySeconds: CellHistogram;
+  readonly #deadLetters: CellCounter;
 
   constructor(options: MetricsOptions = {}) {
     const registers = [this.registry];
     const data = this.#data;
     const queues = this.#queues;
     const control = () => this.#control;
-    const counter = <L extends string>(name: string, help: string, labelNames: L[]) =>
-      new Counter<L>({ name, help, labelNames, registers });
-    const histogram = <L extends string>(
-      name: string,
-      help: string,
-      labelNames: L[],
-      buckets = DURATION_BUCKETS,
-    ) => new Histogram<L>({ name, help, labelNames, buckets: [...buckets], registers });
+    // What is counted as it happens goes into cells (cells.ts); gauges and the counters that
+    // mirror a component's own totals are prom-client's, filled in by `collect` at scrape time.
+    const counter = (name: string, help: string, labelNames: string[]) =>
+      new CellCounter(this.registry, name, help, labelNames);
+    const histogram = (name: string, help: string, labelNames: string[], buckets = DURATION_BUCKETS) =>
+      new CellHistogram(this.registry, name, help, labelNames, buckets);
 
     // ---- downstream (counted by the pipeline when an answer ends) ----
     this.#requests = counter(
@@ -357,34 +356,34 @@ export class Metrics {
   /** One downstream answer ended (or the client went away: status 499). */
   request(route: string | null, method: string | undefined, status: number, seconds: number): void {
     const r = route ?? NO_ROUTE;
-    this.#requests.inc({ route: r, method: methodLabel(method), status_class: statusClass(status) });
-    this.#requestSeconds.observe({ route: r }, seconds);
+    this.#requests.inc([r, methodLabel(method), statusClass(status)]);
+    this.#requestSeconds.observe([r], seconds);
   }
 
   /** The attempts of one proxied request, once it ended. */
   attempts(route: string, pool: string, records: readonly AttemptRecord[]): void {
     for (const a of records) {
-      this.#attempts.inc({ route, pool, target: a.target, outcome: a.outcome });
-      this.#attemptSeconds.observe({ route, pool, target: a.target }, a.duration_ms / 1000);
+      this.#attempts.inc([route, pool, a.target, a.outcome]);
+      this.#attemptSeconds.observe([route, pool, a.target], a.duration_ms / 1000);
     }
   }
 
   /** A multiplex batch answered: its size and each item's outcome. */
   batch(route: string, items: ReadonlyArray<{ status: number } | { error: { code: string } }>): void {
-    this.#batchSize.observe({ route }, items.length);
+    this.#batchSize.observe([route], items.length);
     for (const item of items)
-      this.#items.inc({ route, outcome: 'error' in item ? item.error.code : statusClass(item.status) });
+      this.#items.inc([route, 'error' in item ? item.error.code : statusClass(item.status)]);
   }
 
   accepted(route: string, mode: AcceptMode, seconds: number): void {
-    this.#accepted.inc({ route, mode });
-    this.#acceptSeconds.observe({ route }, seconds);
+    this.#accepted.inc([route, mode]);
+    this.#acceptSeconds.observe([route], seconds);
   }
 
   delivery(route: string, outcome: DeliveryResult, seconds: number): void {
-    this.#deliveries.inc({ route, outcome });
-    this.#deliverySeconds.observe({ route }, seconds);
-    if (outcome === 'dead') this.#deadLetters.inc({ route });
+    this.#deliveries.inc([route, outcome]);
+    this.#deliverySeconds.observe([route], seconds);
+    if (outcome === 'dead') this.#deadLetters.inc([route]);
   }
 
   /** This process's metrics, in the form `aggregate()` sums. */
