@@ -353,11 +353,14 @@ export class Metrics {
 
   // ---- counted as things happen ----
 
-  /** One downstream answer ended (or the client went away: status 499). */
-  request(route: string | null, method: string | undefined, status: number, seconds: number): void {
+  /**
+   * One downstream answer ended (or the client went away: status 499). `seconds` null: counted
+   * without a duration (a WebSocket tunnel, whose lifetime would swamp the route's latency).
+   */
+  request(route: string | null, method: string | undefined, status: number, seconds: number | null): void {
     const r = route ?? NO_ROUTE;
     this.#requests.inc([r, methodLabel(method), statusClass(status)]);
-    this.#requestSeconds.observe([r], seconds);
+    if (seconds !== null) this.#requestSeconds.observe([r], seconds);
   }
 
   /** The attempts of one proxied request, once it ended. */

@@ -465,7 +465,8 @@ export class Pipeline {
         requestId: ctx.id,
         timeoutMs: route.headersTimeoutMs,
         onDone: (status, error) => {
-          this.#metrics?.request(route.id, req.method, status, (performance.now() - ctx.startedAt) / 1000);
+          // Counted, but kept out of the duration histogram: a tunnel's lifetime is not a latency.
+          this.#metrics?.request(route.id, req.method, status, null);
           if (snapshot.accessLog) {
             this.#log.info(
               {

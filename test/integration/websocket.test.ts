@@ -15,6 +15,7 @@ import {
   until,
 } from '../helpers/index.ts';
 import { sendRaw } from '../helpers/http.ts';
+import { parseExposition, total } from '../helpers/prom.ts';
 
 describe('websocket tunnel', () => {
   let up: Upstream;
@@ -112,5 +113,28 @@ routes:
     );
     assert.match(raw, /^HTTP\/1.1 502 /);
     assert.match(raw, /"code":"TARGET_UNREACHABLE"/);
+  });
+
+  test('issue 7: tunnels are counted by their status, but add nothing to the duration histogram', async () => {
+    const { ws } = await open();
+    ws.close();
+    await once(ws, 'close');
+    const m = () => gw.runtime.metrics!.registry.metrics().then(parseExposition);
+    // Counted when the tunnel ends, which the gateway sees just after the client.
+    const s = await until(async () => {
+      const x = await m();
+      return total(x, 'manifold_downstream_requests_total', { route: 'route-1', status_class: '1xx' }) >= 4
+        ? x
+        : null;
+    }, 'the tunnels counted');
+    assert.equal(
+      total(s, 'manifold_downstream_requests_total', { route: 'route-1', status_class: '4xx' }),
+      1,
+    );
+    assert.equal(
+      total(s, 'manifold_downstream_requests_total', { route: 'route-0', status_class: '5xx' }),
+      1,
+    );
+    assert.equal(total(s, 'manifold_downstream_request_duration_seconds_count', { route: 'route-1' }), 0);
   });
 });
