@@ -12,7 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { type Browser, chromium, type Page } from 'playwright-core';
-import { cliPort, ROOT, spawnCli, startUpstream, until } from '../helpers/index.ts';
+import { ROOT, startUpstream, until } from '../helpers/index.ts';
+import { startManaged } from '../integration/admin-gateway.ts';
 import { send } from '../helpers/http.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -45,11 +46,9 @@ test(
 
     const dir = mkdtempSync(join(tmpdir(), 'manifold-dashboard-'));
     t.after(() => rmSync(dir, { recursive: true, force: true }));
-    const file = join(dir, 'manifold.yaml');
-    writeFileSync(
-      file,
+    // The real CLI in one process; startManaged binds both ports to 127.0.0.1:0.
+    const gw = await startManaged(
       `
-listen: { host: 127.0.0.1, port: 0 }
 admin: { port: 0, token: ${TOKEN} }
 log: { level: info, access: false }
 queue: { driver: sqlite, path: ${join(dir, 'queue.db')} }
@@ -64,29 +63,11 @@ routes:
     match: { path: /* }
     proxy: { pool: api }
 `,
+      0,
     );
-    const cli = spawnCli(['--config', file, '--workers', '0']);
-    t.after(async () => {
-      cli.kill('SIGTERM');
-      const timer = setTimeout(() => cli.kill('SIGKILL'), 10_000);
-      await cli.exited;
-      clearTimeout(timer);
-    });
-    let port: number;
-    let adminPort: number;
-    try {
-      port = await cliPort(cli);
-      const line = await until(
-        () => cli.logs().find((l) => l.msg === 'admin API listening'),
-        'admin API',
-        20_000,
-      );
-      adminPort = line.port as number;
-    } catch (err) {
-      throw new Error(`${(err as Error).message}\nstderr: ${cli.stderr}`, { cause: err });
-    }
-    const gateway = `http://127.0.0.1:${port}`;
-    const admin = `http://127.0.0.1:${adminPort}`;
+    t.after(() => gw.close());
+    const gateway = gw.url;
+    const admin = gw.adminUrl;
 
     // Steady traffic, one request at a time, until the test ends (or the bound).
     let stopped = false;

@@ -9,7 +9,7 @@ import { createServer as createNetServer, type Socket } from 'node:net';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { type Runtime, startRuntime } from '../../src/cluster/runtime.ts';
-import { loadConfigText } from '../../src/config/load.ts';
+import { ConfigError, type ConfigProblem, loadConfigText } from '../../src/config/load.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -200,4 +200,15 @@ export async function blackholeAddress(): Promise<{ url: string; close(): void }
   const child = spawn('python3', ['-c', script], { stdio: ['pipe', 'pipe', 'inherit'] });
   const [line] = (await once(child.stdout!, 'data')) as [Buffer];
   return { url: `http://127.0.0.1:${Number(line.toString().trim())}`, close: () => child.kill() };
+}
+
+/** Every problem `loadConfigText` finds in `yaml` (file `test.yaml`, no env); [] when valid. */
+export function configProblems(yaml: string): ConfigProblem[] {
+  try {
+    loadConfigText(yaml, 'test.yaml', { env: {} });
+    return [];
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    return err.problems;
+  }
 }

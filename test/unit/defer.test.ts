@@ -4,22 +4,15 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { ConfigError, loadConfigText } from '../../src/config/load.ts';
+import { loadConfigText } from '../../src/config/load.ts';
+import { configProblems } from '../helpers/index.ts';
 import { Janitor } from '../../src/defer/janitor.ts';
 import { RateLimiter } from '../../src/defer/rate.ts';
 import { SqliteQueue } from '../../src/defer/sqlite-queue.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 import { parseRate, statusTable } from '../../src/defer/spec.ts';
 
-function problems(yaml: string): string[] {
-  try {
-    loadConfigText(yaml, 'test.yaml', { env: {} });
-    return [];
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    return err.problems.map((p) => `${p.path}: ${p.message}`);
-  }
-}
+const problems = (yaml: string): string[] => configProblems(yaml).map((p) => `${p.path}: ${p.message}`);
 
 const base = (defer: string, extra = '') => `
 pools: { hooks: { targets: [http://127.0.0.1:9] } }

@@ -1,17 +1,10 @@
 /** Issue 7: the `metrics`, `tracing` and target `drain` config keys — defaults and refusals. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ConfigError, formatProblem, loadConfigText } from '../../src/config/load.ts';
+import { formatProblem, loadConfigText } from '../../src/config/load.ts';
+import { configProblems } from '../helpers/index.ts';
 
-function problems(yaml: string): string[] {
-  try {
-    loadConfigText(yaml, 'test.yaml', { env: {} });
-    return [];
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    return err.problems.map(formatProblem);
-  }
-}
+const problems = (yaml: string): string[] => configProblems(yaml).map(formatProblem);
 
 const ROUTE = 'routes: [{ id: r, match: {}, respond: { status: 200 } }]\n';
 
