@@ -15,66 +15,74 @@ import type { Metric, MetricValueWithName, Registry } from 'prom-client';
 
 type Labels = Record<string, string>;
 
-/** What `Registry` needs of a metric: prom-client's `get()` result shape, and a name. */
-interface Family {
-  readonly name: string;
-  readonly help: string;
-  readonly type: 'counter' | 'histogram';
-  readonly aggregator: 'sum';
-  get(): Promise<{
-    name: string;
-    help: string;
-    type: 'counter' | 'histogram';
-    aggregator: 'sum';
-    values: Array<MetricValueWithName<string>>;
-  }>;
-  reset(): void;
-}
-
 const SEP = '\u0000';
 
-function labelsOf(names: readonly string[], values: readonly string[]): Labels {
-  const labels: Labels = {};
-  for (let i = 0; i < names.length; i++) labels[names[i]] = values[i];
-  return labels;
-}
-
-function register(registry: Registry, family: Family): void {
-  // Registry keeps metrics by name and reads them through get(); no class is required.
-  registry.registerMetric(family as unknown as Metric);
-}
-
-export class CellCounter implements Family {
+/**
+ * One family: its series by joined label values, registered on a prom-client Registry, which
+ * keeps metrics by name and reads them through `get()` (prom-client's result shape; no class
+ * is required — `AggregatorRegistry.aggregate()` registers plain objects the same way).
+ */
+abstract class CellFamily<S extends { labels: Labels }> {
   readonly name: string;
   readonly help: string;
-  readonly type = 'counter' as const;
+  abstract readonly type: 'counter' | 'histogram';
   readonly aggregator = 'sum' as const;
   readonly #labelNames: readonly string[];
-  #series = new Map<string, { labels: Labels; value: number }>();
+  protected series = new Map<string, S>();
 
   constructor(registry: Registry, name: string, help: string, labelNames: readonly string[]) {
     this.name = name;
     this.help = help;
     this.#labelNames = labelNames;
-    register(registry, this);
+    registry.registerMetric(this as unknown as Metric);
   }
 
-  /** Adds `by` to the series of these label values (in `labelNames` order). */
-  inc(values: readonly string[], by = 1): void {
+  /** A new, empty series with these labels. */
+  protected abstract create(labels: Labels): S;
+
+  /** The series of these label values (in `labelNames` order), created the first time. */
+  protected find(values: readonly string[]): S {
     const key = values.join(SEP);
-    const s = this.#series.get(key);
-    if (s !== undefined) s.value += by;
-    else this.#series.set(key, { labels: labelsOf(this.#labelNames, values), value: by });
+    let s = this.series.get(key);
+    if (s === undefined) {
+      const labels: Labels = {};
+      for (let i = 0; i < this.#labelNames.length; i++) labels[this.#labelNames[i]] = values[i];
+      this.series.set(key, (s = this.create(labels)));
+    }
+    return s;
   }
+
+  protected abstract values(): Array<MetricValueWithName<string>>;
 
   async get() {
-    const values: Array<MetricValueWithName<string>> = [];
-    for (const s of this.#series.values()) values.push({ value: s.value, labels: s.labels });
-    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
+    return {
+      name: this.name,
+      help: this.help,
+      type: this.type,
+      aggregator: this.aggregator,
+      values: this.values(),
+    };
   }
 
   reset(): void {
-    this.#series = new Map();
+    this.series = new Map();
+  }
+}
+
+export class CellCounter extends CellFamily<{ labels: Labels; value: number }> {
+  readonly type = 'counter' as const;
+
+  /** Adds `by` to the series of these label values (in `labelNames` order). */
+  inc(values: readonly string[], by = 1): void {
+    this.find(values).value += by;
+  }
+
+  protected create(labels: Labels) {
+    return { labels, value: 0 };
+  }
+
+  protected values() {
+    return [...this.series.values()].map((s) => ({ value: s.value, labels: s.labels }));
   }
 }
 
@@ -86,14 +94,9 @@ interface HistogramSeries {
   count: number;
 }
 
-export class CellHistogram implements Family {
-  readonly name: string;
-  readonly help: string;
+export class CellHistogram extends CellFamily<HistogramSeries> {
   readonly type = 'histogram' as const;
-  readonly aggregator = 'sum' as const;
-  readonly #labelNames: readonly string[];
   readonly #bounds: readonly number[];
-  #series = new Map<string, HistogramSeries>();
 
   constructor(
     registry: Registry,
@@ -102,27 +105,14 @@ export class CellHistogram implements Family {
     labelNames: readonly string[],
     bounds: readonly number[],
   ) {
-    this.name = name;
-    this.help = help;
-    this.#labelNames = labelNames;
+    super(registry, name, help, labelNames);
     this.#bounds = bounds;
-    register(registry, this);
   }
 
   /** Records `v` in the series of these label values; a value equal to a bound counts in it (`le`). */
   observe(values: readonly string[], v: number): void {
-    const key = values.join(SEP);
-    let s = this.#series.get(key);
-    if (s === undefined) {
-      s = {
-        labels: labelsOf(this.#labelNames, values),
-        counts: new Float64Array(this.#bounds.length + 1),
-        sum: 0,
-        count: 0,
-      };
-      this.#series.set(key, s);
-    }
     const bounds = this.#bounds;
+    const s = this.find(values);
     let i = 0;
     while (i < bounds.length && v > bounds[i]) i++;
     s.counts[i]++;
@@ -130,10 +120,14 @@ export class CellHistogram implements Family {
     s.count++;
   }
 
-  async get() {
+  protected create(labels: Labels): HistogramSeries {
+    return { labels, counts: new Float64Array(this.#bounds.length + 1), sum: 0, count: 0 };
+  }
+
+  protected values() {
     const bucket = `${this.name}_bucket`;
     const values: Array<MetricValueWithName<string>> = [];
-    for (const s of this.#series.values()) {
+    for (const s of this.series.values()) {
       let acc = 0;
       for (let i = 0; i < this.#bounds.length; i++) {
         acc += s.counts[i];
@@ -143,10 +137,6 @@ export class CellHistogram implements Family {
       values.push({ value: s.sum, labels: s.labels, metricName: `${this.name}_sum` });
       values.push({ value: s.count, labels: s.labels, metricName: `${this.name}_count` });
     }
-    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
-  }
-
-  reset(): void {
-    this.#series = new Map();
+    return values;
   }
 }

@@ -180,60 +180,60 @@ export class Metrics {
     );
 
     // ---- targets, as each serving process sees them ----
-    const perTarget = (fill: (g: Gauge<'pool' | 'target'>, t: TargetStats) => void) =>
-      function (this: Gauge<'pool' | 'target'>) {
+    type PerTarget = { reset(): void; inc(labels: { pool: string; target: string }, n: number): void };
+    /** A collect that sums `pick` per target over this process's data sources. */
+    const perTarget = (pick: (t: TargetStats) => number) =>
+      function (this: PerTarget) {
         this.reset();
-        for (const s of data) for (const t of s.targets()) if (!t.retired) fill(this, t);
+        for (const s of data)
+          for (const t of s.targets()) if (!t.retired) this.inc({ pool: t.pool, target: t.id }, pick(t));
       };
     new Gauge({
       name: 'manifold_target_inflight',
       help: 'Attempts in flight to a target.',
       labelNames: ['pool', 'target'],
       registers,
-      collect: perTarget((g, t) => g.inc({ pool: t.pool, target: t.id }, t.inflight)),
+      collect: perTarget((t) => t.inflight),
     });
     new Gauge({
       name: 'manifold_target_ejected',
       help: 'Processes that have the target passively ejected now (0 = none).',
       labelNames: ['pool', 'target'],
       registers,
-      collect: perTarget((g, t) => g.inc({ pool: t.pool, target: t.id }, t.ejected ? 1 : 0)),
+      collect: perTarget((t) => (t.ejected ? 1 : 0)),
     });
     new Counter({
       name: 'manifold_target_ejections_total',
       help: 'Passive ejections of a target (outlier detection).',
       labelNames: ['pool', 'target'],
       registers,
-      collect(this: Counter<'pool' | 'target'>) {
-        this.reset();
-        for (const s of data)
-          for (const t of s.targets()) if (!t.retired) this.inc({ pool: t.pool, target: t.id }, t.ejections);
-      },
+      collect: perTarget((t) => t.ejections),
     });
 
     // ---- the control plane (the primary, or the only process) ----
-    new Gauge({
-      name: 'manifold_target_up',
-      help: 'Active health of a target: 1 when its checks pass (or it has none), 0 when found down.',
-      labelNames: ['pool', 'target'],
-      registers,
-      aggregator: 'max',
-      collect() {
-        this.reset();
-        for (const t of control()?.targets() ?? []) this.set({ pool: t.pool, target: t.id }, t.up ? 1 : 0);
-      },
-    });
-    new Gauge({
-      name: 'manifold_target_drained',
-      help: '1 when an operator drained the target (no new attempts), else 0.',
-      labelNames: ['pool', 'target'],
-      registers,
-      aggregator: 'max',
-      collect() {
-        this.reset();
-        for (const t of control()?.targets() ?? []) this.set({ pool: t.pool, target: t.id }, t.drain ? 1 : 0);
-      },
-    });
+    /** A 0/1 gauge per target of the served config, from the Manager. */
+    const controlTarget = (name: string, help: string, on: (t: { up: boolean; drain: boolean }) => boolean) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ['pool', 'target'],
+        registers,
+        aggregator: 'max',
+        collect() {
+          this.reset();
+          for (const t of control()?.targets() ?? []) this.set({ pool: t.pool, target: t.id }, on(t) ? 1 : 0);
+        },
+      });
+    controlTarget(
+      'manifold_target_up',
+      'Active health of a target: 1 when its checks pass (or it has none), 0 when found down.',
+      (t) => t.up,
+    );
+    controlTarget(
+      'manifold_target_drained',
+      '1 when an operator drained the target (no new attempts), else 0.',
+      (t) => t.drain,
+    );
     new Gauge({
       name: 'manifold_pool_targets',
       help: 'Targets configured in a pool (file plus admin API changes).',
