@@ -61,11 +61,13 @@ export function startPrimary(initial: Config, workers: number, log: Logger): Pri
   };
   const live = () =>
     Object.values(cluster.workers ?? {}).filter((w): w is Worker => w?.isConnected() === true);
+  /** Live workers that serve (confirmed a config). */
+  const serving = () => live().filter((w) => applied.has(w));
 
   const settleApplied = () => {
-    const serving = live().filter((w) => applied.has(w));
+    const current = serving();
     appliedWaiters = appliedWaiters.filter((waiter) => {
-      if (serving.some((w) => (applied.get(w) ?? 0) < waiter.version)) return true;
+      if (current.some((w) => (applied.get(w) ?? 0) < waiter.version)) return true;
       waiter.resolve();
       return false;
     });
@@ -123,7 +125,7 @@ export function startPrimary(initial: Config, workers: number, log: Logger): Pri
   /** One answer per serving worker, or fewer once STATS_WAIT_MS passed. */
   const ask = <T>(type: 'stats' | 'metrics'): Promise<T[]> => {
     const id = ++statsId;
-    const pending = new Set(live().filter((w) => applied.has(w)));
+    const pending = new Set(serving());
     const reports: T[] = [];
     if (pending.size === 0) return Promise.resolve(reports);
     return new Promise<T[]>((resolve) => {
@@ -167,7 +169,7 @@ export function startPrimary(initial: Config, workers: number, log: Logger): Pri
     },
     stats: () => ask<WorkerStats>('stats'),
     metrics: () => ask<MetricsSnapshot>('metrics'),
-    workers: () => live().filter((w) => applied.has(w)).length,
+    workers: () => serving().length,
     async shutdown() {
       stopping = true;
       const alive = Object.values(cluster.workers ?? {}).filter(

@@ -6,7 +6,9 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { CompiledRoute } from '../config/compile.ts';
-import type { TraceContext } from '../observability/trace.ts';
+import { performance } from 'node:perf_hooks';
+import type { TracingConfig } from '../config/schema.ts';
+import { type TraceContext, traceOf } from '../observability/trace.ts';
 import type { AttemptRecord } from '../strategy/types.ts';
 
 const VALID_REQUEST_ID = /^[\w\-.:@+=/]{1,128}$/;
@@ -22,12 +24,18 @@ export class RequestContext {
   errorCode: string | null = null;
   /** Every attempt of a proxied request, in launch order (the access log lists them). */
   attempts: AttemptRecord[] | null = null;
-  /** W3C trace context (issue 7); null with `tracing.enabled: false`. */
-  trace: TraceContext | null = null;
+  /** W3C trace context (issue 7): the downstream's or a new one; null with `tracing.enabled: false`. */
+  readonly trace: TraceContext | null;
 
-  constructor(req: IncomingMessage, now: number) {
+  constructor(req: IncomingMessage, now: number, tracing: Readonly<TracingConfig> | null) {
     const incoming = req.headers['x-request-id'];
     this.id = typeof incoming === 'string' && VALID_REQUEST_ID.test(incoming) ? incoming : randomUUID();
     this.startedAt = now;
+    this.trace = tracing === null ? null : traceOf(req.headers.traceparent, tracing.sampled);
+  }
+
+  /** Seconds since the request head arrived (metrics take seconds). */
+  elapsedSeconds(): number {
+    return (performance.now() - this.startedAt) / 1000;
   }
 }

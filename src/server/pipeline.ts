@@ -15,7 +15,6 @@ import { parseBatch } from '../multiplex/batch.ts';
 import type { MultiplexHandler } from '../multiplex/handler.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
-import { traceOf } from '../observability/trace.ts';
 import { hasBody, limitBody, readBody } from '../proxy/body.ts';
 import {
   type AttemptResult,
@@ -135,9 +134,8 @@ export class Pipeline {
   }
 
   handle = (req: IncomingMessage, res: ServerResponse): void => {
-    const ctx = new RequestContext(req, performance.now());
     const snapshot = this.#snapshot;
-    if (snapshot.tracing !== null) ctx.trace = traceOf(req.headers.traceparent, snapshot.tracing.sampled);
+    const ctx = new RequestContext(req, performance.now(), snapshot.tracing);
     this.#inflight++;
     res.once('close', () => this.#finish(req, res, ctx, snapshot));
     if (this.#draining) res.shouldKeepAlive = false;
@@ -362,7 +360,7 @@ export class Pipeline {
     this.#metrics?.accepted(
       route.id,
       accepted.duplicate ? 'duplicate' : accepted.direct ? 'direct' : 'queued',
-      (performance.now() - ctx.startedAt) / 1000,
+      ctx.elapsedSeconds(),
     );
     ctx.status = accepted.status;
     ctx.bytesOut = sendJson(
@@ -431,9 +429,8 @@ export class Pipeline {
 
   /** Upgrade requests (WebSocket): matched like any request, then tunnelled. */
   upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
-    const ctx = new RequestContext(req, performance.now());
     const snapshot = this.#snapshot;
-    if (snapshot.tracing !== null) ctx.trace = traceOf(req.headers.traceparent, snapshot.tracing.sampled);
+    const ctx = new RequestContext(req, performance.now(), snapshot.tracing);
     socket.on('error', () => socket.destroy());
     try {
       const route = findRoute(snapshot.routes, this.#matchInput(req));
@@ -488,12 +485,7 @@ export class Pipeline {
       });
     } catch (err) {
       const e = isGatewayError(err) ? err : new GatewayError('INTERNAL', undefined, { cause: err });
-      this.#metrics?.request(
-        ctx.route?.id ?? null,
-        req.method,
-        e.status,
-        (performance.now() - ctx.startedAt) / 1000,
-      );
+      this.#metrics?.request(ctx.route?.id ?? null, req.method, e.status, ctx.elapsedSeconds());
       sendErrorOnSocket(socket, e, ctx.id);
     }
   };
