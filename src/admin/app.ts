@@ -2,7 +2,8 @@
  * The admin API (issue 3): fastify on its own port, default 127.0.0.1:8687. Every call needs
  * `Authorization: Bearer <admin.token>` when a token is configured (read per call, so a
  * reload rotates it); compile() refuses a non-loopback bind without one. The dashboard
- * (issue 7) signs a browser in with a cookie holding the same token (see auth.ts). Errors use
+ * (issue 7) signs a browser in with a cookie derived from the token, good under /dashboard
+ * only (see auth.ts). Errors use
  * the gateway's one body shape, `{"error":{"code","message"}}`, naming the field at fault.
  */
 import type { AddressInfo } from 'node:net';

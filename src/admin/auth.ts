@@ -37,7 +37,7 @@ function bearer(header: string | undefined): string | undefined {
   return header?.startsWith('Bearer ') ? header.slice(7).trim() : undefined;
 }
 
-/** The first `manifold_admin` cookie, decoded (the token may hold `;` or spaces). */
+/** The first `manifold_admin` cookie's value, percent-decoded (undefined when malformed). */
 export function cookieToken(header: string | undefined): string | undefined {
   if (!header) return undefined;
   for (const part of header.split(';')) {

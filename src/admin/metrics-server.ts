@@ -3,7 +3,7 @@
  * token. Only `GET`/`HEAD <metrics.path>` is served; everything else gets the gateway's JSON
  * error. A plain node:http server: one path does not need the admin API's framework.
  */
-import { createServer, type Server } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Manager } from '../cluster/manager.ts';
 import { errorBody, GatewayError } from '../errors.ts';
@@ -15,11 +15,7 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
-function sendError(
-  res: import('node:http').ServerResponse,
-  e: GatewayError,
-  extra: Record<string, string> = {},
-) {
+function sendError(res: ServerResponse, e: GatewayError, extra: Record<string, string> = {}) {
   const body = errorBody(e);
   res.writeHead(e.status, {
     'content-type': 'application/json',

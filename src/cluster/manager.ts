@@ -280,16 +280,14 @@ export class Manager {
       const t = this.#target(pool, id);
       const next: TargetConfig = { ...t, ...patch };
       if (next.drain === false) delete next.drain;
-      const what = patch.drain === undefined ? 're-weighting' : patch.drain ? 'draining' : 'enabling';
-      await this.#commit(change.setTarget(this.#overlay, pool, next), `${what} "${id}"`);
-      this.#log.info(
-        { pool, target: id, ...patch },
+      const [what, done] =
         patch.drain === undefined
-          ? 'target weight changed'
+          ? ['re-weighting', 'target weight changed']
           : patch.drain
-            ? 'target drained'
-            : 'target enabled',
-      );
+            ? ['draining', 'target drained']
+            : ['enabling', 'target enabled'];
+      await this.#commit(change.setTarget(this.#overlay, pool, next), `${what} "${id}"`);
+      this.#log.info({ pool, target: id, ...patch }, done);
       return this.#view(pool, id);
     });
   }

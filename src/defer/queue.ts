@@ -369,7 +369,12 @@ export function foldDepth(
     if (depth === undefined) byRoute.set(row.route, (depth = emptyDepth(row.route)));
     if (JOB_STATE_LIST.includes(row.state as JobState)) depth[row.state as JobState] = Number(row.n);
   }
-  return [...byRoute.values()].sort((a, b) => (a.route < b.route ? -1 : a.route > b.route ? 1 : 0));
+  return sortByRoute([...byRoute.values()]);
+}
+
+/** Depth rows in route order (sorts in place). */
+export function sortByRoute(rows: RouteDepth[]): RouteDepth[] {
+  return rows.sort((a, b) => (a.route < b.route ? -1 : a.route > b.route ? 1 : 0));
 }
 
 interface Waiting<T, R> {

@@ -8,7 +8,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { MetricObjectWithValues, MetricValue, MetricValueWithName } from 'prom-client';
 import type { Manager } from '../../cluster/manager.ts';
-import type { Queue, RouteDepth } from '../../defer/queue.ts';
+import { emptyDepth, type Queue, type RouteDepth, sortByRoute } from '../../defer/queue.ts';
 import { DURATION_BUCKETS } from '../../observability/metrics.ts';
 import { VERSION } from '../../version.ts';
 
@@ -106,7 +106,6 @@ export const liveRoutes = (manager: Manager, queue: () => Queue | null) => async
 /** Every defer route gets a row, jobs or not; rows of routes no longer served are kept (jobs remain). */
 function withDeferRoutes(depth: RouteDepth[], ids: readonly string[]): RouteDepth[] {
   const rows = new Map(depth.map((d) => [d.route, d]));
-  for (const id of ids)
-    if (!rows.has(id)) rows.set(id, { route: id, pending: 0, inflight: 0, done: 0, dead: 0 });
-  return [...rows.values()].sort((a, b) => (a.route < b.route ? -1 : a.route > b.route ? 1 : 0));
+  for (const id of ids) if (!rows.has(id)) rows.set(id, emptyDepth(id));
+  return sortByRoute([...rows.values()]);
 }
