@@ -20,9 +20,9 @@ import type { Logger } from '../observability/logger.ts';
 import { readBody } from '../proxy/body.ts';
 import type { Forward } from '../proxy/forward.ts';
 import { outboundRequestHeaders } from '../proxy/headers.ts';
-import type { RequestContext } from '../server/context.ts';
+import { Deadline, type RequestContext } from '../server/context.ts';
 import type { Pool } from '../upstream/pool.ts';
-import { ATTEMPT_HEADER, deliver, JOB_ID_HEADER } from './delivery.ts';
+import { ATTEMPT_HEADER, deliver, type DeliveryOutcome, JOB_ID_HEADER } from './delivery.ts';
 import { IDEMPOTENCY_KEY_MAX, newJobId, type Queue } from './queue.ts';
 import { RateLimiter } from './rate.ts';
 import type { DeferSpec } from './spec.ts';
@@ -116,8 +116,14 @@ export class Acceptor {
     job: { id: string; method: string; url: string; headers: Array<[string, string]>; body: Buffer },
   ): Promise<boolean> {
     // Not tied to the client: once sent, the outcome decides whether the job must be stored.
-    const signal = route.timeoutMs > 0 ? AbortSignal.timeout(route.timeoutMs) : new AbortController().signal;
-    const outcome = await deliver({ ...job, attempt: 0 }, route, spec, pool, this.#forward, signal);
+    // Its own Deadline (the route timeout only), so the reason is a GatewayError (issue 11).
+    const deadline = new Deadline().within(route.timeoutMs, 'route');
+    let outcome: DeliveryOutcome;
+    try {
+      outcome = await deliver({ ...job, attempt: 0 }, route, spec, pool, this.#forward, deadline.signal);
+    } finally {
+      deadline.clear();
+    }
     ctx.target = outcome.target;
     if (!outcome.ok)
       this.#log.debug(

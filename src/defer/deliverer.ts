@@ -19,6 +19,7 @@ import { GatewayError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { Forward } from '../proxy/forward.ts';
+import { Deadline } from '../server/context.ts';
 import type { Pool } from '../upstream/pool.ts';
 import { backoffDelay } from './backoff.ts';
 import { deliver } from './delivery.ts';
@@ -63,7 +64,7 @@ const ERROR_PAUSE_MS = 1000;
 const RETRY_TIMES_MAX = 10_000;
 
 interface Inflight {
-  controller: AbortController;
+  deadline: Deadline;
   /** Set at shutdown: the lease was given back, so the outcome must not be recorded. */
   released: boolean;
   done: Promise<void>;
@@ -194,14 +195,8 @@ export class Deliverer {
 
   #start(job: Job, current: DeliveryTarget): void {
     const { route, spec, pool } = current;
-    const controller = new AbortController();
-    const timeoutMs = route.timeoutMs > 0 ? route.timeoutMs : spec.leaseMs;
-    const timer = setTimeout(
-      () =>
-        controller.abort(new GatewayError('TARGET_TIMEOUT', `delivery deadline of ${timeoutMs} ms passed`)),
-      timeoutMs,
-    );
-    const entry: Inflight = { controller, released: false, done: Promise.resolve() };
+    const deadline = new Deadline().within(route.timeoutMs > 0 ? route.timeoutMs : spec.leaseMs, 'delivery');
+    const entry: Inflight = { deadline, released: false, done: Promise.resolve() };
     this.#inflight.set(job.id, entry);
     entry.done = (async () => {
       // The request id the job was accepted under: every line about it carries it (issue 7).
@@ -215,11 +210,11 @@ export class Deliverer {
           spec,
           pool,
           this.#forward,
-          controller.signal,
+          deadline.signal,
           current.tracing,
         );
         const seconds = (performance.now() - started) / 1000;
-        clearTimeout(timer);
+        deadline.clear();
         if (entry.released) return;
         if (outcome.ok) {
           await this.#queue.complete(job.id);
@@ -256,7 +251,7 @@ export class Deliverer {
         // The lease runs out and the job is delivered again: at least once.
         this.#log.error({ err, req_id: reqId, job: job.id }, 'could not record a delivery outcome');
       } finally {
-        clearTimeout(timer);
+        deadline.clear();
         this.#inflight.delete(job.id);
         const waiter = this.#slotWaiter;
         this.#slotWaiter = null;
@@ -342,7 +337,7 @@ export class Deliverer {
     if (this.#inflight.size === 0) return;
     const left = [...this.#inflight.entries()];
     for (const [, e] of left) e.released = true;
-    for (const [, e] of left) e.controller.abort(new GatewayError('SHUTTING_DOWN'));
+    for (const [, e] of left) e.deadline.abort(new GatewayError('SHUTTING_DOWN'));
     this.#log.warn({ jobs: left.length }, 'grace period over: deliveries aborted, leases released');
     await this.#release(left.map(([id]) => id));
     await Promise.all(left.map(([, e]) => e.done));

@@ -37,7 +37,9 @@ function failure(code: ItemErrorCode, message: string, duration: number): ItemRe
   return { error: { code, message }, duration_msec: duration };
 }
 
+/** A deadline that ran out (the request's one deadline says TARGET_TIMEOUT, issue 11). */
 function isTimeoutReason(reason: unknown): boolean {
+  if (isGatewayError(reason)) return reason.code === 'TARGET_TIMEOUT';
   return reason instanceof DOMException && reason.name === 'TimeoutError';
 }
 
@@ -69,8 +71,9 @@ export class MultiplexHandler {
    * Runs every item and resolves with one result per item, in order, by the batch deadline at
    * the latest (unfinished items then report TIMEOUT). Per-item failures never reject. When
    * `signal` aborts, everything in flight is aborted and the promise rejects with
-   * CLIENT_CLOSED (or the GatewayError given as reason) — except for a `TimeoutError` reason
-   * (`AbortSignal.timeout()`, a route timeout), which ends the batch like its own deadline.
+   * CLIENT_CLOSED (or the GatewayError given as reason) — except for a timeout reason (the
+   * request deadline's TARGET_TIMEOUT, a route timeout, or `AbortSignal.timeout()`'s
+   * TimeoutError), which ends the batch like its own deadline.
    */
   run(batch: Batch, signal: AbortSignal): Promise<BatchResult> {
     const started = performance.now();

@@ -89,9 +89,17 @@ export function classify(err: unknown, target: Target, connected: boolean, respo
       err.message,
       err,
     );
-  const code = (err as { code?: string }).code ?? '';
   const phase: Phase = responded ? 'body' : connected ? 'headers' : 'connect';
-  const detail = `${target.id}: ${(err as Error).message || code}`;
+  // Defence in depth (issue 11): every deadline's reason is a GatewayError, but an abort reason
+  // from elsewhere (a DOMException, whose `code` is a number) must not crash the process.
+  if (err instanceof DOMException) {
+    return err.name === 'TimeoutError'
+      ? new AttemptError('TARGET_TIMEOUT', target, phase, `${target.id}: ${err.message}`, err)
+      : new AttemptError('CLIENT_CLOSED', target, phase, `${target.id}: ${err.message}`, err);
+  }
+  const raw = (err as { code?: unknown } | null)?.code;
+  const code = typeof raw === 'string' ? raw : '';
+  const detail = `${target.id}: ${(err as Error | null)?.message || code}`;
   switch (code) {
     case 'UND_ERR_CONNECT_TIMEOUT':
       return new AttemptError('TARGET_TIMEOUT', target, 'connect', `connect timeout to ${detail}`, err);

@@ -17,7 +17,6 @@ import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { hasBody, limitBody, readBody } from '../proxy/body.ts';
 import {
-  type AttemptResult,
   type BodySink,
   type Forward,
   forward as baseForward,
@@ -208,22 +207,8 @@ export class Pipeline {
     snapshot: Snapshot,
   ): Promise<void> {
     const pool = snapshot.pools.get(action.pool)!;
-    const controller = new AbortController();
-    const signal = controller.signal;
-    let timer: NodeJS.Timeout | undefined;
-    if (route.timeoutMs > 0) {
-      timer = setTimeout(
-        () =>
-          controller.abort(
-            new GatewayError('TARGET_TIMEOUT', `route deadline of ${route.timeoutMs} ms passed`),
-          ),
-        route.timeoutMs,
-      );
-    }
-    res.once('close', () => {
-      clearTimeout(timer);
-      if (!res.writableFinished) controller.abort(new GatewayError('CLIENT_CLOSED'));
-    });
+    // The request's one deadline (issue 11); the downstream closing ends it in #finish.
+    const signal = ctx.deadline.within(route.timeoutMs, 'route').signal;
     const body = !hasBody(req)
       ? null
       : route.maxBodyBytes !== null && req.headers['content-length'] === undefined
@@ -257,36 +242,30 @@ export class Pipeline {
     // Issue 4: the route's strategy spends attempts; a body is buffered only when it may be replayed.
     const attempts: AttemptRecord[] = [];
     ctx.attempts = attempts;
-    let result: AttemptResult;
-    try {
-      let replayable = true;
-      if (body !== null) {
-        const declared = req.headers['content-length'];
-        const prepared = await prepareBody(
-          body,
-          declared === undefined ? undefined : Number(declared),
-          action.strategy,
-          signal,
-        );
-        request.body = prepared.body;
-        replayable = prepared.replayable;
-      }
-      result = await runStrategy({
-        routeId: route.id,
-        pool,
-        pickContext: req,
-        spec: action.strategy,
-        request,
-        forward,
+    let replayable = true;
+    if (body !== null) {
+      const declared = req.headers['content-length'];
+      const prepared = await prepareBody(
+        body,
+        declared === undefined ? undefined : Number(declared),
+        action.strategy,
         signal,
-        replayable,
-        idempotent: isIdempotent(request.method),
-        attempts,
-      });
-    } catch (err) {
-      clearTimeout(timer);
-      throw err;
+      );
+      request.body = prepared.body;
+      replayable = prepared.replayable;
     }
+    const result = await runStrategy({
+      routeId: route.id,
+      pool,
+      pickContext: req,
+      spec: action.strategy,
+      request,
+      forward,
+      signal,
+      replayable,
+      idempotent: isIdempotent(request.method),
+      attempts,
+    });
     if (res.destroyed) {
       result.abort(new GatewayError('CLIENT_CLOSED'));
       return;
@@ -314,32 +293,17 @@ export class Pipeline {
     route: CompiledRoute,
     handler: MultiplexHandler,
   ): Promise<void> {
-    const controller = new AbortController();
-    const timer =
-      route.timeoutMs > 0
-        ? setTimeout(
-            () =>
-              controller.abort(
-                new DOMException(`route deadline of ${route.timeoutMs} ms passed`, 'TimeoutError'),
-              ),
-            route.timeoutMs,
-          )
-        : undefined;
-    res.once('close', () => {
-      if (!res.writableFinished) controller.abort(new GatewayError('CLIENT_CLOSED'));
-    });
-    try {
-      const opts = handler.options;
-      const max = Math.min(route.maxBodyBytes ?? opts.maxBodyBytes, opts.maxBodyBytes);
-      const batch = parseBatch(await readBody(req, max), opts);
-      const result = await handler.run(batch, controller.signal);
-      this.#metrics?.batch(route.id, result.responses);
-      const body = JSON.stringify(result);
-      ctx.status = 200;
-      ctx.bytesOut = sendJson(res, 200, body, ctx.id, this.#draining);
-    } finally {
-      clearTimeout(timer);
-    }
+    // The request's one deadline (issue 11): a route timeout ends the batch like its own deadline.
+    const signal = ctx.deadline.within(route.timeoutMs, 'route').signal;
+    const opts = handler.options;
+    const max = Math.min(route.maxBodyBytes ?? opts.maxBodyBytes, opts.maxBodyBytes);
+    const batch = parseBatch(await readBody(req, max), opts);
+    const result = await handler.run(batch, signal);
+    ctx.deadline.clear();
+    this.#metrics?.batch(route.id, result.responses);
+    const body = JSON.stringify(result);
+    ctx.status = 200;
+    ctx.bytesOut = sendJson(res, 200, body, ctx.id, this.#draining);
   }
 
   /**
@@ -422,6 +386,8 @@ export class Pipeline {
         'request',
       );
     }
+    // After the log line, as before: aborting first would rewrite what the attempts recorded.
+    ctx.deadline.closed(res.writableFinished);
     if (--this.#inflight === 0 && this.#idleWaiters.length > 0) {
       for (const w of this.#idleWaiters.splice(0)) w();
     }
