@@ -7,7 +7,6 @@
  */
 import type { Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import { GatewayError } from '../errors.ts';
 import { sendErrorOnSocket } from '../server/respond.ts';
 import type { Target } from '../upstream/target.ts';
 import { classify } from './forward.ts';
@@ -24,6 +23,8 @@ export interface TunnelOptions {
   head: Buffer;
   requestId: string;
   timeoutMs: number;
+  /** The request's one deadline (issue 11): aborts the upgrade while it has not been answered. */
+  signal: AbortSignal;
   onDone: (status: number, error?: string) => void;
 }
 
@@ -37,15 +38,26 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
   readonly #o: TunnelOptions;
   #connected = false;
   #status = 0;
+  #onAbort: (() => void) | null = null;
   constructor(o: TunnelOptions) {
     this.#o = o;
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.#connected = true;
+    const signal = this.#o.signal;
     // The client gave up while we were connecting.
-    if (this.#o.socket.destroyed) controller.abort(new GatewayError('CLIENT_CLOSED'));
-    else this.#o.socket.once('close', () => controller.abort(new GatewayError('CLIENT_CLOSED')));
+    if (signal.aborted) controller.abort(signal.reason as Error);
+    else {
+      this.#onAbort = () => controller.abort(signal.reason as Error);
+      signal.addEventListener('abort', this.#onAbort, { once: true });
+    }
+  }
+
+  /** Answered (upgraded, refused or failed): the deadline no longer concerns the upgrade. */
+  #settled(): void {
+    if (this.#onAbort !== null) this.#o.signal.removeEventListener('abort', this.#onAbort);
+    this.#onAbort = null;
   }
 
   onRequestUpgrade(
@@ -54,6 +66,7 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
     headers: Record<string, string | string[] | undefined>,
     upstream: Duplex,
   ): void {
+    this.#settled();
     const { socket, head } = this.#o;
     this.#status = statusCode;
     const protocol = String(headers.upgrade ?? this.#o.protocol);
@@ -99,12 +112,14 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
   }
 
   onResponseEnd(): void {
+    this.#settled();
     this.#o.socket.end();
     this.#o.onDone(this.#status);
   }
 
   onResponseError(_c: Dispatcher.DispatchController, err: Error): void {
-    const e = classify(err, this.#o.target, this.#connected, this.#status !== 0);
+    this.#settled();
+    const e = classify(this.#o.signal.aborted ? (this.#o.signal.reason ?? err) : err, this.#o.target, this.#connected, this.#status !== 0);
     if (this.#status === 0 && e.code !== 'CLIENT_CLOSED')
       sendErrorOnSocket(this.#o.socket, e, this.#o.requestId);
     else this.#o.socket.destroy();

@@ -398,6 +398,8 @@ export class Pipeline {
     const snapshot = this.#snapshot;
     const ctx = new RequestContext(req, performance.now(), snapshot.tracing);
     socket.on('error', () => socket.destroy());
+    // The downstream leaving ends the request's one deadline (issue 11), as #finish does for answers.
+    socket.once('close', () => ctx.deadline.closed(false));
     try {
       const route = findRoute(snapshot.routes, this.#matchInput(req));
       if (route === undefined) throw new GatewayError('ROUTE_NOT_FOUND');
@@ -427,6 +429,8 @@ export class Pipeline {
         head,
         requestId: ctx.id,
         timeoutMs: route.headersTimeoutMs,
+        // The route timeout is not armed: it would cut the tunnel's lifetime (unchanged behaviour).
+        signal: ctx.deadline.signal,
         onDone: (status, error) => {
           // Counted, but kept out of the duration histogram: a tunnel's lifetime is not a latency.
           this.#metrics?.request(route.id, req.method, status, null);
