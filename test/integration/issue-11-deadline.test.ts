@@ -12,6 +12,11 @@ import type { ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
+import { loadConfigText } from '../../src/config/load.ts';
+import { GatewayError } from '../../src/errors.ts';
+import { classify } from '../../src/proxy/forward.ts';
+import { Deadline } from '../../src/server/context.ts';
+import { Registry } from '../../src/upstream/registry.ts';
 import { startGateway, startUpstream, until } from '../helpers/index.ts';
 import { send } from '../helpers/http.ts';
 
@@ -58,4 +63,33 @@ routes:
   const later = await send(`${gw.url}/ping`);
   assert.equal(later.status, 200, 'the gateway still answers');
   assert.equal(later.text, 'pong');
+});
+
+test('issue 11: a deadline\'s reason is always a GatewayError', async () => {
+  const timed = new Deadline().within(1, 'route');
+  await until(() => timed.aborted, 'the deadline to pass');
+  assert.ok(timed.signal.reason instanceof GatewayError);
+  assert.equal((timed.signal.reason as GatewayError).code, 'TARGET_TIMEOUT');
+
+  const left = new Deadline().within(60_000, 'route');
+  left.closed(false);
+  assert.equal((left.signal.reason as GatewayError).code, 'CLIENT_CLOSED');
+  left.abort(new GatewayError('SHUTTING_DOWN'));
+  assert.equal((left.signal.reason as GatewayError).code, 'CLIENT_CLOSED', 'the first reason wins');
+
+  const done = new Deadline().within(60_000, 'route');
+  done.closed(true);
+  assert.equal(done.aborted, false, 'a complete answer aborts nothing');
+});
+
+test('issue 11: classify() survives reasons that are not GatewayErrors (defence in depth)', async (t) => {
+  const { compiled } = loadConfigText('pools: { p: { targets: [http://127.0.0.1:9] } }', 'test.yaml', { env: {} });
+  const registry = new Registry();
+  t.after(() => registry.destroy());
+  const target = registry.provision(compiled.pools).get('p')!.targets[0];
+  const timeout = classify(new DOMException('signal timed out', 'TimeoutError'), target, true, false);
+  assert.equal(timeout.code, 'TARGET_TIMEOUT');
+  assert.equal(timeout.phase, 'headers');
+  assert.equal(classify(new DOMException('aborted', 'AbortError'), target, true, false).code, 'CLIENT_CLOSED');
+  assert.equal(classify(Object.assign(new Error('odd'), { code: 42 }), target, true, false).code, 'TARGET_UNREACHABLE');
 });
