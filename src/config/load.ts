@@ -149,6 +149,15 @@ ajv.addFormat('target-url', (s: string) => {
 });
 const validate = ajv.compile(configSchema);
 
+/**
+ * Schema problems of a config built in memory rather than read from a file (the Manager's
+ * config with a `state_file` entry applied), `key.path: message` each; fills in defaults.
+ */
+export function shapeProblems(config: unknown): string[] {
+  if (validate(config)) return [];
+  return schemaProblems(validate.errors ?? []).map((p) => `${formatPath(p.path)}: ${p.message}`);
+}
+
 function schemaProblems(errors: ErrorObject[]): Array<{ path: KeyPath; message: string }> {
   const out: Array<{ path: KeyPath; message: string }> = [];
   // An anyOf/oneOf with its own errorMessage speaks for every error under the same value.

@@ -12,6 +12,7 @@ import {
   SIZE_KEYS,
 } from '../multiplex/schema.ts';
 import { DURATION_PATTERN, SIZE_PATTERN } from './units.ts';
+import { NAME_PATTERN } from './names.ts';
 
 type Schema = Record<string, unknown>;
 
@@ -469,7 +470,7 @@ const routeSchema: Schema = {
     id: {
       description: 'Route id used in logs and metrics (default: `route-N`, N its index).',
       type: 'string',
-      pattern: '^[A-Za-z0-9._-]+$',
+      pattern: NAME_PATTERN,
     },
     match: matchSchema,
     proxy: proxySchema,
@@ -532,7 +533,7 @@ export const configSchema: Schema = {
     pools: {
       description: 'Named pools of targets.',
       type: 'object',
-      propertyNames: { pattern: '^[A-Za-z0-9._-]+$' },
+      propertyNames: { pattern: NAME_PATTERN },
       additionalProperties: poolSchema,
       default: {},
     },
