@@ -8,6 +8,8 @@ export const ERRORS = Object.freeze({
   ROUTE_NOT_FOUND: { status: 404, message: 'no route matches this request' },
   BAD_REQUEST: { status: 400, message: 'malformed request' },
   AMBIGUOUS_FRAMING: { status: 400, message: 'request framing is ambiguous' },
+  // undici refused to build the outbound request from it (issue 15): never the target's fault.
+  REQUEST_NOT_FORWARDABLE: { status: 400, message: 'the request cannot be forwarded' },
   HEADERS_TOO_LARGE: { status: 431, message: 'request headers are too large' },
   BODY_TOO_LARGE: { status: 413, message: 'request body is too large' },
   REQUEST_TIMEOUT: { status: 408, message: 'request was not received in time' },
