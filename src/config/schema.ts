@@ -566,6 +566,13 @@ export const configSchema: Schema = {
         "Longest `DELETE …/targets/:id?wait=true` waits for a removed target's in-flight attempts.",
         '30s',
       ),
+      allowed_hosts: {
+        type: 'array',
+        items: { type: 'string', minLength: 1, maxLength: 260 },
+        default: [],
+        description:
+          'More `Host` values the admin API answers (`name` for any port, or `name:port`), besides its own address (and `localhost`, `127.0.0.1`, `[::1]` for a loopback bind). Any other Host gets 403 `FORBIDDEN_HOST`: a DNS-rebinding page cannot reach the API. Risk: every name here may be pointed at the admin port by anyone controlling its DNS.',
+      },
     }),
     metrics: object(
       'Prometheus metrics (issue 7), summed over every process: served by the admin API at `path` (same token), and on a port of their own when `port` is set.',
@@ -720,6 +727,7 @@ export interface AdminConfig {
   token: string | null;
   default_pool: string;
   drain_timeout: Duration;
+  allowed_hosts: string[];
 }
 
 export interface PoolConfig {
