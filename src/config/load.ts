@@ -123,9 +123,11 @@ function interpolate(value: unknown, env: NodeJS.ProcessEnv, path: KeyPath, miss
   }
   if (Array.isArray(value)) return value.map((v, i) => interpolate(v, env, [...path, i], missing));
   if (value !== null && typeof value === 'object') {
-    const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) out[k] = interpolate(v, env, [...path, k], missing);
-    return out;
+    // fromEntries defines own keys: a `__proto__` key stays a key (refused by the name
+    // pattern, issue 15) instead of becoming the object's prototype.
+    return Object.fromEntries(
+      Object.entries(value).map(([k, v]) => [k, interpolate(v, env, [...path, k], missing)]),
+    );
   }
   return value;
 }
