@@ -8,6 +8,8 @@ export const ERRORS = Object.freeze({
   ROUTE_NOT_FOUND: { status: 404, message: 'no route matches this request' },
   BAD_REQUEST: { status: 400, message: 'malformed request' },
   AMBIGUOUS_FRAMING: { status: 400, message: 'request framing is ambiguous' },
+  // undici refused to build the outbound request from it (issue 15): never the target's fault.
+  REQUEST_NOT_FORWARDABLE: { status: 400, message: 'the request cannot be forwarded' },
   HEADERS_TOO_LARGE: { status: 431, message: 'request headers are too large' },
   BODY_TOO_LARGE: { status: 413, message: 'request body is too large' },
   REQUEST_TIMEOUT: { status: 408, message: 'request was not received in time' },
@@ -25,6 +27,9 @@ export const ERRORS = Object.freeze({
   UNAUTHORIZED: { status: 401, message: 'missing or invalid bearer token' },
   // A dashboard session (cookie) changing something without the page's own header: CSRF guard.
   FORBIDDEN: { status: 403, message: 'this request is not allowed' },
+  // Issue 15: a Host that is not the admin address (DNS rebinding) / a change from another site.
+  FORBIDDEN_HOST: { status: 403, message: 'this Host is not an address of the admin API' },
+  FORBIDDEN_ORIGIN: { status: 403, message: 'changes from another origin are refused' },
   NOT_FOUND: { status: 404, message: 'not found' },
   METHOD_NOT_ALLOWED: { status: 405, message: 'method not allowed' },
   INVALID_BODY: { status: 400, message: 'invalid request body' },

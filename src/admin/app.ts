@@ -12,7 +12,7 @@ import type { Manager } from '../cluster/manager.ts';
 import type { Queue } from '../defer/queue.ts';
 import { errorBody, GatewayError, isGatewayError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
-import { COOKIE_PATH, CSRF_SAFE, credential, DASHBOARD_HEADER } from './auth.ts';
+import { COOKIE_PATH, CSRF_SAFE, credential, DASHBOARD_HEADER, hostAllowed, originAllowed } from './auth.ts';
 import { configRoutes } from './routes/config.ts';
 import { liveRoutes } from './routes/live.ts';
 import { metricsRoutes } from './routes/metrics.ts';
@@ -52,6 +52,9 @@ function validationMessage(err: FastifyError): string {
     .join('; ');
 }
 
+/** Methods that change state: refused from a foreign `Origin` (issue 15). */
+const CHANGES: ReadonlySet<string> = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+
 export interface AdminOptions {
   /** The queue of defer routes where this process delivers (issue 6); null while none is open. */
   queue?: () => Queue | null;
@@ -66,7 +69,17 @@ export function buildAdmin(manager: Manager, log: Logger, options: AdminOptions 
   });
 
   app.addHook('onRequest', async (req) => {
-    const token = manager.config.admin.token;
+    // Issue 15: first who the request is for (Host), then where a change comes from (Origin),
+    // before any credential: a rebinding or cross-site page gets neither data nor changes.
+    const admin = manager.config.admin;
+    const rule = { bind: admin.host, allowed: admin.allowed_hosts };
+    const local = { address: req.socket.localAddress, port: req.socket.localPort };
+    if (!hostAllowed(req.headers.host, rule, local))
+      throw new GatewayError('FORBIDDEN_HOST', `Host ${JSON.stringify(req.headers.host ?? '')} is not an address of the admin API (admin.allowed_hosts)`);
+    const origin = req.headers.origin;
+    if (origin !== undefined && CHANGES.has(req.method) && !originAllowed(origin, rule, local))
+      throw new GatewayError('FORBIDDEN_ORIGIN', `a change from origin ${JSON.stringify(origin)} is refused`);
+    const token = admin.token;
     if (!token) return;
     // The login form and what it needs; GET /dashboard checks the token itself (it answers
     // the form, not JSON). Matched on the route pattern, so a query string changes nothing.

@@ -81,3 +81,62 @@ export function credential(
 export function sessionCookie(token: string): string {
   return `${COOKIE}=${sessionValue(token)}; HttpOnly; SameSite=Strict; Path=${COOKIE_PATH}`;
 }
+
+// ---- Host and Origin (issue 15, item 2) ----
+
+const LOOPBACK_NAMES = ['localhost', '127.0.0.1', '[::1]'];
+
+const isLoopback = (host: string) => host === 'localhost' || host === '::1' || host.startsWith('127.');
+
+/** `::1` → `[::1]`: an address as it is spelled in a Host header. */
+const hostForm = (address: string) => (address.includes(':') ? `[${address}]` : address);
+
+export interface HostRule {
+  /** `admin.host` (the bind address). */
+  bind: string;
+  /** `admin.allowed_hosts`. */
+  allowed: readonly string[];
+}
+
+/**
+ * Whether `host` (a Host header, or an Origin's host) names this admin API, as Caddy's admin
+ * endpoint checks: its own address and port (the socket's; `localhost`/`127.0.0.1`/`[::1]`
+ * for a loopback bind), or an `admin.allowed_hosts` entry (`name` for any port, `name:port`).
+ * A DNS-rebinding page reaches the port under its own name, which is none of these.
+ */
+export function hostAllowed(
+  host: string | undefined,
+  rule: HostRule,
+  local: { address?: string; port?: number },
+): boolean {
+  if (!host) return false;
+  const h = host.toLowerCase();
+  const m = /^(\[[^\]]*\]|[^:]*)(?::(\d+))?$/.exec(h);
+  if (!m) return false;
+  const [, name, port] = m;
+  for (const a of rule.allowed) {
+    const e = a.toLowerCase();
+    if (e === h || e === name) return true;
+  }
+  if (port === undefined || Number(port) !== local.port) return false;
+  if (local.address !== undefined && name === hostForm(local.address.replace(/^::ffff:/, ''))) return true;
+  if (name === hostForm(rule.bind.toLowerCase())) return true;
+  return isLoopback(rule.bind) && LOOPBACK_NAMES.includes(name);
+}
+
+/** Whether an `Origin` header is this admin API's own origin (an http(s) origin with an allowed host). */
+export function originAllowed(
+  origin: string,
+  rule: HostRule,
+  local: { address?: string; port?: number },
+): boolean {
+  let u: URL;
+  try {
+    u = new URL(origin);
+  } catch {
+    return false;
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') return false;
+  const port = u.port || (u.protocol === 'http:' ? '80' : '443');
+  return hostAllowed(`${u.hostname}:${port}`, rule, local);
+}

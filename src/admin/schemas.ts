@@ -4,6 +4,7 @@
  * file's own pool schema, so a pool created through the API takes exactly the keys and
  * defaults a pool in the file does.
  */
+import { NAME_PATTERN } from '../config/names.ts';
 import { poolSchema } from '../config/schema.ts';
 
 type Schema = Record<string, unknown>;
@@ -32,7 +33,7 @@ export const AJV_OPTIONS = {
   },
 };
 
-const NAME = '^[A-Za-z0-9._-]+$';
+const NAME = NAME_PATTERN;
 const poolProperties = (poolSchema as { properties: Record<string, Schema> }).properties;
 
 export const targetBody: Schema = {
@@ -97,13 +98,13 @@ export const poolBody: Schema = {
 export const poolParams: Schema = {
   type: 'object',
   required: ['pool'],
-  properties: { pool: { type: 'string', minLength: 1 } },
+  properties: { pool: { type: 'string', pattern: NAME } },
 };
 
 export const targetParams: Schema = {
   type: 'object',
   required: ['pool', 'id'],
-  properties: { pool: { type: 'string', minLength: 1 }, id: { type: 'string', minLength: 1 } },
+  properties: { pool: { type: 'string', pattern: NAME }, id: { type: 'string', minLength: 1 } },
 };
 
 export const serverParams: Schema = {

@@ -8,7 +8,8 @@
  */
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { type CompileProblem, type CompiledConfig, compile, targetSpec } from '../config/compile.ts';
-import { ConfigError, formatPath, formatProblem, type LoadedConfig } from '../config/load.ts';
+import { ConfigError, formatPath, formatProblem, type LoadedConfig, shapeProblems } from '../config/load.ts';
+import { dict, NAME, NAME_PATTERN, own } from '../config/names.ts';
 import type { Config, PoolConfig, TargetConfig } from '../config/schema.ts';
 import { parseDuration } from '../config/units.ts';
 import { GatewayError } from '../errors.ts';
@@ -218,28 +219,75 @@ export class Manager {
 
   /**
    * Reads `state_file` (when set): afterwards `config` is what to start the data plane with,
-   * so admin changes kept from the last run are served from the first request on.
+   * so admin changes kept from the last run are served from the first request on. Entries are
+   * applied one by one (issue 15): one that cannot be (a bad name, a shape the schema refuses,
+   * a pool the config no longer has, a change compile() refuses) is logged and skipped, and the
+   * rest is kept; a state file never stops a start.
    */
   async restore(): Promise<void> {
     const file = this.#file.state_file;
-    if (file !== null) {
-      const overlay = await this.#readState(file);
-      if (overlay !== null) {
-        const next = applyOverlay(this.#file, overlay);
-        const { compiled, problems } = compile(next);
-        if (compiled) {
-          this.#overlay = overlay;
-          this.#config = next;
-          this.#compiled = compiled;
-          this.#log.info({ state_file: file }, 'pool changes restored from the state file');
-        } else {
-          this.#log.error(
-            { state_file: file, problems: problemsText(problems) },
-            'state file ignored: with it the config would be invalid',
-          );
-        }
+    if (file === null) return;
+    const saved = await this.#readState(file);
+    if (saved === null) return;
+    let overlay = emptyOverlay();
+    let skipped = 0;
+    const skip = (entry: string, reason: string) => {
+      skipped++;
+      this.#log.error({ state_file: file, entry, reason }, 'state file entry skipped');
+    };
+    const attempt = (entry: string, next: () => Overlay) => {
+      try {
+        const candidate = next();
+        const config = applyOverlay(this.#file, candidate);
+        const shape = shapeProblems(config);
+        if (shape.length > 0) return skip(entry, shape.join('; '));
+        const { compiled, problems } = compile(config);
+        if (!compiled) return skip(entry, problemsText(problems));
+        overlay = candidate;
+      } catch (err) {
+        skip(entry, (err as Error).message);
+      }
+    };
+    const isObject = (v: unknown): v is Record<string, unknown> =>
+      typeof v === 'object' && v !== null && !Array.isArray(v);
+    for (const name of saved.deleted) {
+      const entry = `deleted ${JSON.stringify(name)}`;
+      if (typeof name !== 'string' || !Object.hasOwn(this.#file.pools, name))
+        skip(entry, 'not a pool of the config file');
+      else attempt(entry, () => ({ ...overlay, deleted: [...overlay.deleted, name] }));
+    }
+    for (const [name, pool] of Object.entries(saved.created)) {
+      const entry = `created.${name}`;
+      if (!NAME.test(name)) skip(entry, `not a valid pool name (${NAME_PATTERN})`);
+      else if (!isObject(pool)) skip(entry, 'not a pool definition');
+      else attempt(entry, () => change.createPool(overlay, name, structuredClone(pool) as unknown as PoolConfig));
+    }
+    for (const [pool, patch] of Object.entries(saved.targets)) {
+      if (!Object.hasOwn(this.#file.pools, pool)) {
+        skip(`targets.${pool}`, 'not a pool of the config file');
+        continue;
+      }
+      if (!isObject(patch)) {
+        skip(`targets.${pool}`, 'not a map of target ids');
+        continue;
+      }
+      for (const [id, t] of Object.entries(patch)) {
+        const entry = `targets.${pool}.${id}`;
+        if (t !== null && !isObject(t)) skip(entry, 'not a target definition or null');
+        else
+          attempt(entry, () => {
+            const ids = dict([...Object.entries(own(overlay.targets, pool) ?? {}), [id, structuredClone(t) as TargetConfig | null]]);
+            return { ...overlay, targets: dict([...Object.entries(overlay.targets), [pool, ids]]) } as Overlay;
+          });
       }
     }
+    const next = applyOverlay(this.#file, overlay);
+    const { compiled } = compile(next);
+    if (!compiled) return; // every entry was checked on its own; this is only for the types
+    this.#overlay = overlay;
+    this.#config = next;
+    this.#compiled = compiled;
+    this.#log.info({ state_file: file, skipped }, 'pool changes restored from the state file');
   }
 
   /** Attaches the data plane (serving `config` already) and starts the health checks. */
@@ -449,8 +497,8 @@ export class Manager {
   }
 
   #pool(name: string): PoolConfig {
-    const p = this.#config.pools[name];
-    if (!p || !Object.hasOwn(this.#config.pools, name))
+    const p = own(this.#config.pools, name);
+    if (!p)
       throw new GatewayError('NOT_FOUND', `no pool "${name}"`, { details: { pool: name } });
     return p;
   }
@@ -511,7 +559,10 @@ export class Manager {
     }
   }
 
-  async #readState(file: string): Promise<Overlay | null> {
+  /** The state file's overlay, its parts unchecked (restore() checks them entry by entry). */
+  async #readState(
+    file: string,
+  ): Promise<{ created: Record<string, unknown>; deleted: unknown[]; targets: Record<string, unknown> } | null> {
     let text: string;
     try {
       text = await readFile(file, 'utf8');
@@ -521,16 +572,22 @@ export class Manager {
       return null;
     }
     try {
-      const parsed = JSON.parse(text) as { version?: number; overlay?: Overlay };
-      const o = parsed.overlay;
-      if (
-        parsed.version !== STATE_FILE_VERSION ||
-        !o ||
-        typeof o.created !== 'object' ||
-        !Array.isArray(o.deleted)
-      )
+      // JSON.parse makes every key, `__proto__` too, an own key; dict() keeps it that way.
+      const parsed = JSON.parse(text) as { version?: number; overlay?: Record<string, unknown> };
+      const o = parsed?.overlay;
+      if (parsed?.version !== STATE_FILE_VERSION || typeof o !== 'object' || o === null)
         throw new Error(`not a version ${STATE_FILE_VERSION} state file`);
-      return { created: o.created ?? {}, deleted: o.deleted, targets: o.targets ?? {} };
+      const record = (v: unknown, key: string): Record<string, unknown> => {
+        if (v === undefined) return dict();
+        if (typeof v === 'object' && v !== null && !Array.isArray(v)) return dict(Object.entries(v));
+        this.#log.error({ state_file: file, entry: key, reason: 'not a map' }, 'state file entry skipped');
+        return dict();
+      };
+      let deleted: unknown[] = [];
+      if (Array.isArray(o.deleted)) deleted = o.deleted;
+      else if (o.deleted !== undefined)
+        this.#log.error({ state_file: file, entry: 'deleted', reason: 'not a list' }, 'state file entry skipped');
+      return { created: record(o.created, 'created'), deleted, targets: record(o.targets, 'targets') };
     } catch (err) {
       this.#log.error({ err, state_file: file }, 'state file is not valid; starting from the config file');
       return null;

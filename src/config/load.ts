@@ -123,9 +123,11 @@ function interpolate(value: unknown, env: NodeJS.ProcessEnv, path: KeyPath, miss
   }
   if (Array.isArray(value)) return value.map((v, i) => interpolate(v, env, [...path, i], missing));
   if (value !== null && typeof value === 'object') {
-    const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) out[k] = interpolate(v, env, [...path, k], missing);
-    return out;
+    // fromEntries defines own keys: a `__proto__` key stays a key (refused by the name
+    // pattern, issue 15) instead of becoming the object's prototype.
+    return Object.fromEntries(
+      Object.entries(value).map(([k, v]) => [k, interpolate(v, env, [...path, k], missing)]),
+    );
   }
   return value;
 }
@@ -148,6 +150,15 @@ ajv.addFormat('target-url', (s: string) => {
   }
 });
 const validate = ajv.compile(configSchema);
+
+/**
+ * Schema problems of a config built in memory rather than read from a file (the Manager's
+ * config with a `state_file` entry applied), `key.path: message` each; fills in defaults.
+ */
+export function shapeProblems(config: unknown): string[] {
+  if (validate(config)) return [];
+  return schemaProblems(validate.errors ?? []).map((p) => `${formatPath(p.path)}: ${p.message}`);
+}
 
 function schemaProblems(errors: ErrorObject[]): Array<{ path: KeyPath; message: string }> {
   const out: Array<{ path: KeyPath; message: string }> = [];

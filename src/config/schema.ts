@@ -12,6 +12,7 @@ import {
   SIZE_KEYS,
 } from '../multiplex/schema.ts';
 import { DURATION_PATTERN, SIZE_PATTERN } from './units.ts';
+import { NAME_PATTERN } from './names.ts';
 
 type Schema = Record<string, unknown>;
 
@@ -469,7 +470,7 @@ const routeSchema: Schema = {
     id: {
       description: 'Route id used in logs and metrics (default: `route-N`, N its index).',
       type: 'string',
-      pattern: '^[A-Za-z0-9._-]+$',
+      pattern: NAME_PATTERN,
     },
     match: matchSchema,
     proxy: proxySchema,
@@ -532,7 +533,7 @@ export const configSchema: Schema = {
     pools: {
       description: 'Named pools of targets.',
       type: 'object',
-      propertyNames: { pattern: '^[A-Za-z0-9._-]+$' },
+      propertyNames: { pattern: NAME_PATTERN },
       additionalProperties: poolSchema,
       default: {},
     },
@@ -565,6 +566,13 @@ export const configSchema: Schema = {
         "Longest `DELETE …/targets/:id?wait=true` waits for a removed target's in-flight attempts.",
         '30s',
       ),
+      allowed_hosts: {
+        type: 'array',
+        items: { type: 'string', minLength: 1, maxLength: 260 },
+        default: [],
+        description:
+          'More `Host` values the admin API answers (`name` for any port, or `name:port`), besides its own address (and `localhost`, `127.0.0.1`, `[::1]` for a loopback bind). Any other Host gets 403 `FORBIDDEN_HOST`: a DNS-rebinding page cannot reach the API. Risk: every name here may be pointed at the admin port by anyone controlling its DNS.',
+      },
     }),
     metrics: object(
       'Prometheus metrics (issue 7), summed over every process: served by the admin API at `path` (same token), and on a port of their own when `port` is set.',
@@ -719,6 +727,7 @@ export interface AdminConfig {
   token: string | null;
   default_pool: string;
   drain_timeout: Duration;
+  allowed_hosts: string[];
 }
 
 export interface PoolConfig {

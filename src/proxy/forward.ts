@@ -23,8 +23,12 @@ export interface OutboundRequest {
   idleTimeoutMs: number;
 }
 
-/** Where an attempt failed, which decides whether it may be retried (STYLE.md §7). */
-export type Phase = 'connect' | 'headers' | 'body';
+/**
+ * Where an attempt failed, which decides whether it may be retried (STYLE.md §7). `request`:
+ * undici refused to build the outbound request (issue 15, item 4); nothing was sent, no
+ * target is to blame, and another target would refuse it the same way.
+ */
+export type Phase = 'request' | 'connect' | 'headers' | 'body';
 
 /** An attempt that failed: the target, the phase and the catalog code that describes it. */
 export class AttemptError extends GatewayError {
@@ -64,6 +68,12 @@ export type Forward = (
 ) => Promise<AttemptResult>;
 export type ForwardWrapper = (next: Forward) => Forward;
 
+/**
+ * Raised while undici builds the outbound request (its Request constructor checks headers,
+ * path and method): the request's or the gateway's fault, never the target's.
+ */
+const BUILD_CODES = new Set(['UND_ERR_INVALID_ARG', 'UND_ERR_NOT_SUPPORTED', 'ERR_INVALID_ARG_TYPE', 'ERR_INVALID_CHAR']);
+
 const CONNECT_CODES = new Set([
   'ECONNREFUSED',
   'ENOTFOUND',
@@ -100,6 +110,14 @@ export function classify(err: unknown, target: Target, connected: boolean, respo
   const raw = (err as { code?: unknown } | null)?.code;
   const code = typeof raw === 'string' ? raw : '';
   const detail = `${target.id}: ${(err as Error | null)?.message || code}`;
+  if (BUILD_CODES.has(code) && !connected)
+    return new AttemptError(
+      'REQUEST_NOT_FORWARDABLE',
+      target,
+      'request',
+      `the request cannot be forwarded: ${(err as Error | null)?.message || code}`,
+      err,
+    );
   switch (code) {
     case 'UND_ERR_CONNECT_TIMEOUT':
       return new AttemptError('TARGET_TIMEOUT', target, 'connect', `connect timeout to ${detail}`, err);

@@ -4,7 +4,7 @@
  * framing (Content-Length with Transfer-Encoding, conflicting lengths, bad chunking); those
  * surface here as client errors and are answered 400 without anything being forwarded.
  */
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Config } from '../config/schema.ts';
 import { parseDuration, parseSize } from '../config/units.ts';
@@ -30,6 +30,36 @@ export function clientErrorFor(err: NodeJS.ErrnoException): GatewayError | null 
   if (FRAMING_ERRORS.has(code))
     return new GatewayError('AMBIGUOUS_FRAMING', `request framing is ambiguous or invalid (${code})`);
   return new GatewayError('BAD_REQUEST', `malformed request (${code || err.message})`);
+}
+
+/**
+ * RFC 3986 §3.2.2 host with an optional port: an IP literal, or a reg-name (unreserved,
+ * pct-encoded, sub-delims). A space or `@` (userinfo) in Host is refused, as is anything else.
+ */
+const HOST = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(:[0-9]*)?$/;
+
+/**
+ * Why the request's Host cannot be served, or null (issue 15, item 4). RFC 9112 §3.2: a server
+ * MUST answer 400 to an HTTP/1.1 request without Host, with more than one Host, or with an
+ * invalid one. Node keeps only the first of duplicate Host lines in `req.headers`, so the raw
+ * list is counted: a second Host must never reach undici, which refuses it, and the target.
+ */
+export function hostProblem(req: IncomingMessage): GatewayError | null {
+  const host = req.headers.host;
+  if (host === undefined) {
+    return req.httpVersionMinor === 1 && req.httpVersionMajor === 1
+      ? new GatewayError('BAD_REQUEST', 'HTTP/1.1 request without a Host header')
+      : null;
+  }
+  const raw = req.rawHeaders;
+  let seen = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i];
+    if (name.length === 4 && name.toLowerCase() === 'host' && ++seen > 1)
+      return new GatewayError('BAD_REQUEST', 'more than one Host header');
+  }
+  if (!HOST.test(host)) return new GatewayError('BAD_REQUEST', 'invalid Host header');
+  return null;
 }
 
 export function createListener(config: Config, pipeline: Pipeline, log: Logger): Server {

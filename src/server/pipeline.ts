@@ -30,6 +30,7 @@ import { isIdempotent, runStrategy } from '../strategy/index.ts';
 import { prepareBody } from '../strategy/replay.ts';
 import type { AttemptRecord } from '../strategy/types.ts';
 import { RequestContext } from './context.ts';
+import { hostProblem } from './listener.ts';
 import { sendError, sendErrorOnSocket, sendJson } from './respond.ts';
 import type { Snapshot } from './snapshot.ts';
 
@@ -186,10 +187,9 @@ export class Pipeline {
   };
 
   #matchInput(req: IncomingMessage): MatchInput {
-    // RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host.
-    if (req.headers.host === undefined && req.httpVersionMinor === 1) {
-      throw new GatewayError('BAD_REQUEST', 'HTTP/1.1 request without a Host header');
-    }
+    // RFC 9112 §3.2: no Host on HTTP/1.1, several, or an invalid one: 400 (listener.ts).
+    const hostError = hostProblem(req);
+    if (hostError !== null) throw hostError;
     return {
       method: req.method ?? 'GET',
       host: hostOf(req.headers.host),

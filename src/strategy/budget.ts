@@ -40,17 +40,22 @@ export class HedgeBudget {
     this.#requests[this.#rotate(now)]++;
   }
 
-  /** Takes one hedge from the budget; false when it is spent. */
-  tryHedge(now: number): boolean {
-    const b = this.#rotate(now);
+  /** Whether a hedge would be granted now; takes nothing (check before picking a target). */
+  allows(now: number): boolean {
+    this.#rotate(now);
     let requests = 0;
     let hedges = 0;
     for (let i = 0; i < BUCKETS; i++) {
       requests += this.#requests[i];
       hedges += this.#hedges[i];
     }
-    if (hedges >= this.#ratio * requests) return false;
-    this.#hedges[b]++;
+    return hedges < this.#ratio * requests;
+  }
+
+  /** Takes one hedge from the budget; false when it is spent. */
+  tryHedge(now: number): boolean {
+    if (!this.allows(now)) return false;
+    this.#hedges[this.#rotate(now)]++;
     return true;
   }
 }

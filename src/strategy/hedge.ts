@@ -60,12 +60,18 @@ export async function hedge(run: StrategyRun): Promise<AttemptResult> {
     }
     const o = await race.next(wait);
     if (o === null) {
-      const target = race.pickNext();
-      if (target === undefined) hedging = false;
-      else if (!state.budget.tryHedge(performance.now())) {
+      // The budget first, then the pick (issue 15): a pick moves the selector's state (the
+      // round-robin cursor), so a target is picked only for a hedge that will be sent.
+      const now = performance.now();
+      if (!state.budget.allows(now)) {
         race.counters.hedgesDenied++;
         hedging = false;
-      } else {
+        continue;
+      }
+      const target = race.pickNext();
+      if (target === undefined) hedging = false;
+      else {
+        state.budget.tryHedge(now);
         race.counters.hedgesFired++;
         race.launch(target, true);
       }

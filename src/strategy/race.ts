@@ -211,6 +211,8 @@ export class Race {
     if (this.run.signal.aborted || !this.run.replayable) return false;
     if (o.kind === 'error') {
       if (o.error.code === 'ATTEMPT_CANCELLED') return false;
+      // Refused before sending (issue 15): every target would refuse it the same way.
+      if (o.error instanceof AttemptError && o.error.phase === 'request') return false;
       if (o.error instanceof AttemptError && o.error.phase === 'connect') return true;
     }
     return this.run.idempotent || consent;

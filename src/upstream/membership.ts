@@ -10,6 +10,7 @@
  * API stays deleted.
  */
 import { targetSpec } from '../config/compile.ts';
+import { dict, own } from '../config/names.ts';
 import type { Config, PoolConfig, TargetConfig } from '../config/schema.ts';
 
 export interface Overlay {
@@ -21,17 +22,18 @@ export interface Overlay {
   targets: Record<string, Record<string, TargetConfig | null>>;
 }
 
-export const emptyOverlay = (): Overlay => ({ created: {}, deleted: [], targets: {} });
+/** Every record of an overlay is a `dict()` (config/names.ts): a pool may be named `constructor`. */
+export const emptyOverlay = (): Overlay => ({ created: dict(), deleted: [], targets: dict() });
 
 const idOf = (t: string | TargetConfig) => targetSpec(t).id;
 const asObject = (t: string | TargetConfig): TargetConfig => (typeof t === 'string' ? { url: t } : t);
 
 /** The config to serve: the file's with the overlay applied (the inputs are not modified). */
 export function applyOverlay(file: Config, o: Overlay): Config {
-  const pools: Record<string, PoolConfig> = {};
+  const pools = dict<PoolConfig>();
   for (const [name, pool] of Object.entries(file.pools)) {
     if (o.deleted.includes(name) || Object.hasOwn(o.created, name)) continue;
-    const patch = o.targets[name];
+    const patch = own(o.targets, name);
     if (!patch) {
       pools[name] = pool;
       continue;
@@ -64,13 +66,11 @@ export const change = {
     return editTargets(o, pool, (targets) => targets.map((x) => (idOf(x) === id ? t : x)), { [id]: t });
   },
   createPool(o: Overlay, name: string, pool: PoolConfig): Overlay {
-    return { ...o, created: { ...o.created, [name]: pool } };
+    return { ...o, created: dict([...Object.entries(o.created), [name, pool]]) };
   },
   deletePool(o: Overlay, name: string, file: Config): Overlay {
-    const created = { ...o.created };
-    delete created[name];
-    const targets = { ...o.targets };
-    delete targets[name];
+    const created = dict(Object.entries(o.created).filter(([k]) => k !== name));
+    const targets = dict(Object.entries(o.targets).filter(([k]) => k !== name));
     const deleted =
       Object.hasOwn(file.pools, name) && !o.deleted.includes(name) ? [...o.deleted, name] : o.deleted;
     return { created, deleted, targets };
@@ -83,15 +83,16 @@ function editTargets(
   edit: (targets: Array<string | TargetConfig>) => Array<string | TargetConfig>,
   patch: Record<string, TargetConfig | null>,
 ): Overlay {
-  if (Object.hasOwn(o.created, pool)) {
-    const p = o.created[pool];
-    return { ...o, created: { ...o.created, [pool]: { ...p, targets: edit(p.targets) } } };
+  const p = own(o.created, pool);
+  if (p !== undefined) {
+    return { ...o, created: dict([...Object.entries(o.created), [pool, { ...p, targets: edit(p.targets) }]]) };
   }
-  return { ...o, targets: { ...o.targets, [pool]: { ...o.targets[pool], ...patch } } };
+  const ids = dict([...Object.entries(own(o.targets, pool) ?? {}), ...Object.entries(patch)]);
+  return { ...o, targets: dict([...Object.entries(o.targets), [pool, ids]]) };
 }
 
 /** A target of a served pool, as an object (`"http://a"` → `{url: "http://a"}`). */
 export function findTarget(config: Config, pool: string, id: string): TargetConfig | undefined {
-  const t = config.pools[pool]?.targets.find((x) => idOf(x) === id);
+  const t = own(config.pools, pool)?.targets.find((x) => idOf(x) === id);
   return t === undefined ? undefined : asObject(t);
 }

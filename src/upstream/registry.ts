@@ -10,6 +10,7 @@
  */
 import { Pool as UndiciPool } from 'undici';
 import type { PoolSpec, TargetSpec } from '../config/compile.ts';
+import { own } from '../config/names.ts';
 import { Pool } from './pool.ts';
 import { SELECTORS } from './selectors/index.ts';
 import { PoolHealth, TargetState } from './state.ts';
@@ -22,7 +23,10 @@ function dispatcherKey(pool: PoolSpec, t: TargetSpec): string {
 
 const stateKey = (pool: string, t: { id: string; url: string }) => `${pool}\u0000${t.id}\u0000${t.url}`;
 
-/** Targets the primary's active checks found down: pool name → target ids. */
+/**
+ * Targets the primary's active checks found down: pool name → target ids. Keyed by pool names,
+ * so read with `own()` (a pool may be named `constructor`; issue 15).
+ */
 export type DownTargets = Readonly<Record<string, readonly string[]>>;
 
 export class Registry {
@@ -43,7 +47,7 @@ export class Registry {
       const group = this.#groups.get(spec.name) ?? new PoolHealth(spec.name);
       group.configure(spec);
       groups.set(spec.name, group);
-      const down = new Set(this.#down[spec.name] ?? []);
+      const down = new Set(own(this.#down, spec.name) ?? []);
       const live = spec.targets.map((t) => {
         const key = dispatcherKey(spec, t);
         let d = dispatchers.get(key) ?? this.#dispatchers.get(key);

@@ -7,6 +7,7 @@
  */
 import { Agent } from 'undici';
 import type { HealthSpec, PoolSpec, TargetSpec } from '../../config/compile.ts';
+import { dict } from '../../config/names.ts';
 import type { Logger } from '../../observability/logger.ts';
 import type { DownTargets } from '../registry.ts';
 
@@ -102,7 +103,7 @@ export class ActiveHealth {
 
   /** Pool → ids of the targets currently down (sorted, so equal sets compare equal). */
   down(): DownTargets {
-    const out: Record<string, string[]> = {};
+    const out = dict<string[]>();
     for (const c of this.#checkers.values()) if (!c.up) (out[c.pool] ??= []).push(c.target.id);
     for (const ids of Object.values(out)) ids.sort();
     return out;
