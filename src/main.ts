@@ -194,8 +194,9 @@ function load(values: Record<string, unknown>): LoadedConfig {
 
 /** `--multiplex` (issue 12): Octoplex, translated by src/compat/octoplex.ts. */
 function loadOctoplex(values: Record<string, unknown>): LoadedConfig {
-  if (values.config !== undefined || values.endpoints !== undefined || values['defer-to'] !== undefined)
-    fail('--multiplex (quick mode) excludes --config, --endpoints and --defer-to');
+  const others = ['config', 'endpoints', 'defer-to', 'fanout', 'terminal-responses'];
+  if (others.some((flag) => values[flag] !== undefined))
+    fail('--multiplex (quick mode) excludes --config, --endpoints, --defer-to and their flags');
   const overrides = octoplexOverrides(values.allow as string | undefined);
   for (const [flag, path] of Object.entries(FLAG_KEYS)) {
     const v = values[flag];

@@ -44,7 +44,11 @@ export const OCTOPLEX_BASE = JSON.stringify({
     },
     healthy('health', '/'),
     healthy('healthz', '/healthz'),
-    { id: 'not-found', match: {}, respond: { status: 404, body: 'not found\n', headers: { 'content-type': 'text/plain; charset=utf-8' } } },
+    {
+      id: 'not-found',
+      match: {},
+      respond: { status: 404, body: 'not found\n', headers: { 'content-type': 'text/plain; charset=utf-8' } },
+    },
   ],
 });
 

@@ -78,8 +78,9 @@ export class MultiplexHandler {
     // itemClock (Octoplex format): each item counts from the moment it got its slot; one still
     // waiting for a slot when the deadline passes reports 0.
     const starts = batch.itemClock ? new Array<number>(batch.items.length).fill(Number.NaN) : null;
-    const elapsedOf = (i: number) =>
-      starts === null ? elapsed : () => (Number.isNaN(starts[i]) ? 0 : Math.round(performance.now() - starts[i]));
+    const sinceSlot = (i: number) => () =>
+      Number.isNaN(starts![i]) ? 0 : Math.round(performance.now() - starts![i]);
+    const elapsedOf = (i: number) => (starts === null ? elapsed : sinceSlot(i));
     const responses = new Array<ItemResult | undefined>(batch.items.length);
     const inflight = new AbortController();
     const ctx: SendContext = {
@@ -111,7 +112,9 @@ export class MultiplexHandler {
       };
       const expire = () => {
         const message = `no complete response within ${batch.timeoutMs} ms (the batch timeout_msec)`;
-        for (let i = 0; i < responses.length; i++) responses[i] ??= failure('TIMEOUT', message, elapsedOf(i)());
+        for (let i = 0; i < responses.length; i++) {
+          responses[i] ??= failure('TIMEOUT', message, elapsedOf(i)());
+        }
         end(answer);
       };
       const onAbort = () => {

@@ -295,6 +295,15 @@ test('without --allow, loopback targets are refused (public addresses only)', as
   }
 });
 
+test('a bad --allow entry names the flag; --multiplex excludes the other quick modes', async () => {
+  const bad = spawnCli(['--multiplex', '--allow', '10.0.0.0/99', '-p', '0']);
+  assert.equal(await bad.exited, 1);
+  assert.match(bad.stderr, /flag --allow: .*not a valid CIDR: "10\.0\.0\.0\/99"/);
+  const mixed = spawnCli(['--multiplex', '--endpoints', 'http://127.0.0.1:1']);
+  assert.equal(await mixed.exited, 2);
+  assert.match(mixed.stderr, /--multiplex \(quick mode\) excludes/);
+});
+
 test('Manifold format: "body": null means no body', async () => {
   const up = await startUpstream((req, res) => {
     res.end(`${req.method} ${req.headers['content-length'] ?? '-'}`);

@@ -43,9 +43,10 @@ function typeName(v: unknown): string {
 function struct(v: unknown, fields: readonly string[], what: string): Json {
   if (typeof v !== 'object' || v === null || Array.isArray(v))
     invalid(`invalid type: ${typeName(v)}, expected ${what}`);
+  const names = fields.map((f) => `\`${f}\``);
+  const expected = names.length === 2 ? names.join(' or ') : `one of ${names.join(', ')}`;
   for (const k of Object.keys(v)) {
-    if (!fields.includes(k))
-      invalid(`unknown field \`${k}\`, expected ${fields.length === 2 ? `\`${fields[0]}\` or \`${fields[1]}\`` : `one of ${fields.map((f) => `\`${f}\``).join(', ')}`} (${what})`);
+    if (!fields.includes(k)) invalid(`unknown field \`${k}\`, expected ${expected} (${what})`);
   }
   return v as Json;
 }
@@ -67,10 +68,13 @@ function humanTime(ms: number): string {
 function item(raw: unknown, i: number, timeoutMs: number): BatchItem | string {
   const r = struct(raw, ITEM_FIELDS, `struct SingleHttpRequest (requests[${i}])`);
   const method = r.method ?? 'GET';
-  if (typeof method !== 'string' || !METHODS.includes(method))
-    invalid(`unknown variant ${typeName(method)}, expected one of ${METHODS.map((m) => `\`${m}\``).join(', ')} (requests[${i}].method)`);
+  if (typeof method !== 'string' || !METHODS.includes(method)) {
+    const variants = METHODS.map((m) => `\`${m}\``).join(', ');
+    invalid(`unknown variant ${typeName(method)}, expected one of ${variants} (requests[${i}].method)`);
+  }
   if (r.uri === undefined) invalid(`missing field \`uri\` (requests[${i}])`);
-  if (typeof r.uri !== 'string') invalid(`invalid type: ${typeName(r.uri)}, expected a string (requests[${i}].uri)`);
+  if (typeof r.uri !== 'string')
+    invalid(`invalid type: ${typeName(r.uri)}, expected a string (requests[${i}].uri)`);
   const headers: Array<readonly [string, string]> = [];
   if (r.headers != null) {
     if (typeof r.headers !== 'object' || Array.isArray(r.headers))
@@ -88,7 +92,8 @@ function item(raw: unknown, i: number, timeoutMs: number): BatchItem | string {
   if (typeof url === 'string') return `invalid uri ${JSON.stringify(r.uri.slice(0, 200))}: ${url}`;
   for (const [name, value] of headers) {
     if (!TOKEN.test(name)) return `invalid HTTP header name ${JSON.stringify(name)}`;
-    if (GATEWAY_HEADERS.has(name.toLowerCase())) return `header ${name} is set by the gateway, not by a request`;
+    if (GATEWAY_HEADERS.has(name.toLowerCase()))
+      return `header ${name} is set by the gateway, not by a request`;
     if (!FIELD_VALUE.test(value)) return `invalid HTTP header value for ${name}`;
   }
   return {
@@ -116,14 +121,15 @@ function parse(buf: Buffer, opts: MultiplexOptions): ParsedBatch {
   if (typeof timeout !== 'number' || !Number.isSafeInteger(timeout) || timeout < 0)
     invalid(`invalid type: ${typeName(timeout)}, expected u64 (timeout_msec)`);
   if (root.requests === undefined) invalid('missing field `requests`');
-  if (!Array.isArray(root.requests)) invalid(`invalid type: ${typeName(root.requests)}, expected a sequence (requests)`);
+  if (!Array.isArray(root.requests))
+    invalid(`invalid type: ${typeName(root.requests)}, expected a sequence (requests)`);
   const requests: unknown[] = root.requests;
   const items: BatchItem[] = [];
   const decided = new Map<number, ItemResult>();
   requests.forEach((raw, i) => {
     const it = item(raw, i, timeout);
-    if (typeof it === 'string') decided.set(i, { error: { code: 'INVALID_REQUEST', message: it }, duration_msec: 0 });
-    else items.push(it);
+    if (typeof it !== 'string') items.push(it);
+    else decided.set(i, { error: { code: 'INVALID_REQUEST', message: it }, duration_msec: 0 });
   });
   // Octoplex validates after deserializing, in this order (multiplexer.rs validate_request).
   if (timeout > opts.maxTimeoutMs) invalid(`timeout may not be more than ${humanTime(opts.maxTimeoutMs)}`);
@@ -142,7 +148,9 @@ function flatHeaders(headers: ResponseHeaders): Record<string, string> {
 }
 
 function outcome(r: ItemResult): unknown {
-  if ('error' in r) return { Failure: { error: `${r.error.code}: ${r.error.message}`, duration_msec: r.duration_msec } };
+  if ('error' in r) {
+    return { Failure: { error: `${r.error.code}: ${r.error.message}`, duration_msec: r.duration_msec } };
+  }
   // Lossy UTF-8, as Octoplex's String::from_utf8_lossy: invalid sequences become U+FFFD.
   const content = r.body ?? Buffer.from(r.body_base64 ?? '', 'base64').toString('utf8');
   return {
