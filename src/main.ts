@@ -10,6 +10,7 @@ import { startMetricsServer } from './admin/metrics-server.ts';
 import { type DataPlane, localPlane, Manager } from './cluster/manager.ts';
 import { startPrimary } from './cluster/primary.ts';
 import { startRuntime } from './cluster/runtime.ts';
+import { OCTOPLEX_BASE, OCTOPLEX_SOURCE, octoplexOverrides } from './compat/octoplex.ts';
 import { pino } from 'pino';
 import {
   ConfigError,
@@ -32,6 +33,7 @@ export const USAGE = `Usage:
   manifold validate --config FILE         check a config file, print every problem
   manifold --endpoints URL,URL [options]  quick mode: no file, one pool, one catch-all route
   manifold --defer-to URL [options]       quick mode: answer 202 now, deliver to URL later
+  manifold --multiplex [--allow LIST]     quick mode: Octoplex (POST /multiplex on 0.0.0.0:8080)
 
 Options:
   -c, --config FILE      YAML config file (default: $MANIFOLD_CONFIG)
@@ -55,6 +57,8 @@ Quick mode (no config file; one process unless --workers is given):
       --defer-to URL     answer every request 202 {"id"} once it is stored (./data/queue.db)
                          and deliver it to URL with the same path and query, retried with
                          backoff; tune it with MANIFOLD_ROUTES__0__DEFER__* and MANIFOLD_QUEUE__*
+      --multiplex        Octoplex's POST /multiplex, GET / and /healthz; public targets only
+      --allow LIST       with --multiplex: CIDRs and names also allowed, e.g. 127.0.0.0/8,10.1.0.0/16
 
 Environment:
   MANIFOLD_CONFIG        config file when --config is not given
@@ -74,6 +78,8 @@ const OPTIONS = {
   fanout: { type: 'boolean', short: 'f' },
   'terminal-responses': { type: 'string', short: 't' },
   'defer-to': { type: 'string' },
+  multiplex: { type: 'boolean' },
+  allow: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean', short: 'v' },
 } as const;
@@ -159,6 +165,8 @@ const QUICK_DEFER_BASE = `${QUICK_BASE}routes:
 `;
 
 function load(values: Record<string, unknown>): LoadedConfig {
+  if (values.multiplex === true) return loadOctoplex(values);
+  if (values.allow !== undefined) fail('--allow needs --multiplex (quick mode)');
   const quick = typeof values.endpoints === 'string';
   const deferTo = typeof values['defer-to'] === 'string';
   if (deferTo && (quick || values.config !== undefined))
@@ -182,6 +190,19 @@ function load(values: Record<string, unknown>): LoadedConfig {
   }
   if (deferTo) return loadConfigText(QUICK_DEFER_BASE, file, { overrides });
   return quick ? loadConfigText(QUICK_BASE, file, { overrides }) : loadConfigFile(file, { overrides });
+}
+
+/** `--multiplex` (issue 12): Octoplex, translated by src/compat/octoplex.ts. */
+function loadOctoplex(values: Record<string, unknown>): LoadedConfig {
+  const others = ['config', 'endpoints', 'defer-to', 'fanout', 'terminal-responses'];
+  if (others.some((flag) => values[flag] !== undefined))
+    fail('--multiplex (quick mode) excludes --config, --endpoints, --defer-to and their flags');
+  const overrides = octoplexOverrides(values.allow as string | undefined);
+  for (const [flag, path] of Object.entries(FLAG_KEYS)) {
+    const v = values[flag];
+    if (typeof v === 'string') overrides.push({ path, value: scalar(v), source: `flag --${flag}` });
+  }
+  return loadConfigText(OCTOPLEX_BASE, OCTOPLEX_SOURCE, { overrides });
 }
 
 /** `--log-file`: an asynchronous (SonicBoom) destination appending to the file. */

@@ -16,12 +16,12 @@ interface Template {
   body?: Buffer;
 }
 
-const METHODS = Object.freeze(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
+export const METHODS = Object.freeze(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
 const BATCH_KEYS = new Set(['timeout_msec', 'follow_redirects', 'defaults', 'requests']);
 const TEMPLATE_KEYS = new Set(['method', 'headers', 'body', 'body_base64']);
 const ITEM_KEYS = new Set([...TEMPLATE_KEYS, 'uri', 'timeout_msec', 'follow_redirects']);
 /** Framing and connection headers are the gateway's to set; `host` would bypass the target check's intent. */
-const GATEWAY_HEADERS = new Set([
+export const GATEWAY_HEADERS = new Set([
   'host',
   'connection',
   'keep-alive',
@@ -34,10 +34,22 @@ const GATEWAY_HEADERS = new Set([
   'expect',
   'http2-settings',
 ]);
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
-const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+export const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+export const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 const MAX_URI = 8192;
+
+/** A batch item's target URL, or the problem with it (the message after `uri: `). */
+export function targetUrl(uri: string): URL | string {
+  if (uri.length > MAX_URI) return `longer than ${MAX_URI} characters`;
+  const url = URL.parse(uri);
+  if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:') || !url.hostname) {
+    return 'not an absolute http(s) URL';
+  }
+  if (url.username || url.password) return 'credentials in the URL are not allowed';
+  url.hash = '';
+  return url;
+}
 
 function fail(path: string, problem: string): never {
   throw new GatewayError('INVALID_BODY', `${path}: ${problem}`);
@@ -92,11 +104,12 @@ function template(raw: Json, path: string): Template {
       out.headers.set(lower, [name, value as string]);
     }
   }
-  if (raw.body !== undefined && raw.body_base64 !== undefined) {
+  // Issue 12: `"body": null` (what Octoplex's client sends for no body) means no body.
+  if (raw.body != null && raw.body_base64 != null) {
     fail(child(path, 'body_base64'), 'not allowed together with body');
   }
-  if (raw.body !== undefined) out.body = Buffer.from(string(raw.body, child(path, 'body')), 'utf8');
-  if (raw.body_base64 !== undefined) {
+  if (raw.body != null) out.body = Buffer.from(string(raw.body, child(path, 'body')), 'utf8');
+  if (raw.body_base64 != null) {
     const at = child(path, 'body_base64');
     if (!BASE64.test(string(raw.body_base64, at))) fail(at, 'not valid base64');
     out.body = Buffer.from(raw.body_base64 as string, 'base64');
@@ -113,14 +126,8 @@ function item(
 ): BatchItem {
   const r = object(raw, path, ITEM_KEYS);
   if (r.uri === undefined) fail(child(path, 'uri'), 'required');
-  const uri = string(r.uri, child(path, 'uri'));
-  if (uri.length > MAX_URI) fail(child(path, 'uri'), `longer than ${MAX_URI} characters`);
-  const url = URL.parse(uri);
-  if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:') || !url.hostname) {
-    fail(child(path, 'uri'), 'not an absolute http(s) URL');
-  }
-  if (url.username || url.password) fail(child(path, 'uri'), 'credentials in the URL are not allowed');
-  url.hash = '';
+  const url = targetUrl(string(r.uri, child(path, 'uri')));
+  if (typeof url === 'string') fail(child(path, 'uri'), url);
   const own = template(r, path);
   const headers = new Map(defaults.headers);
   for (const [k, v] of own.headers ?? []) headers.set(k, v);

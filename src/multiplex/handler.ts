@@ -78,6 +78,12 @@ export class MultiplexHandler {
   run(batch: Batch, signal: AbortSignal): Promise<BatchResult> {
     const started = performance.now();
     const elapsed = () => Math.round(performance.now() - started);
+    // itemClock (Octoplex format): each item counts from the moment it got its slot; one still
+    // waiting for a slot when the deadline passes reports 0.
+    const starts = batch.itemClock ? new Array<number>(batch.items.length).fill(Number.NaN) : null;
+    const sinceSlot = (i: number) => () =>
+      Number.isNaN(starts![i]) ? 0 : Math.round(performance.now() - starts![i]);
+    const elapsedOf = (i: number) => (starts === null ? elapsed : sinceSlot(i));
     const responses = new Array<ItemResult | undefined>(batch.items.length);
     const inflight = new AbortController();
     const ctx: SendContext = {
@@ -109,7 +115,9 @@ export class MultiplexHandler {
       };
       const expire = () => {
         const message = `no complete response within ${batch.timeoutMs} ms (the batch timeout_msec)`;
-        for (let i = 0; i < responses.length; i++) responses[i] ??= failure('TIMEOUT', message, elapsed());
+        for (let i = 0; i < responses.length; i++) {
+          responses[i] ??= failure('TIMEOUT', message, elapsedOf(i)());
+        }
         end(answer);
       };
       const onAbort = () => {
@@ -135,7 +143,10 @@ export class MultiplexHandler {
       }
       signal.addEventListener('abort', onAbort, { once: true });
       batch.items.forEach((item, i) => {
-        this.#runItem(ctx, item, batch.timeoutMs, inflight.signal, elapsed).then((r) => settle(i, r));
+        const onSlot = starts === null ? undefined : () => (starts[i] = performance.now());
+        this.#runItem(ctx, item, batch.timeoutMs, inflight.signal, elapsedOf(i), onSlot).then((r) =>
+          settle(i, r),
+        );
       });
     });
   }
@@ -146,6 +157,7 @@ export class MultiplexHandler {
     batchTimeoutMs: number,
     batchSignal: AbortSignal,
     elapsed: () => number,
+    onSlot?: () => void,
   ): Promise<ItemResult> {
     const ctrl = new AbortController();
     const onBatchAbort = () => ctrl.abort(batchSignal.reason);
@@ -161,6 +173,7 @@ export class MultiplexHandler {
     let release: (() => void) | undefined;
     try {
       release = await this.#limiter.acquire(ctrl.signal);
+      onSlot?.();
       const res = await sendItem(ctx, item, ctrl.signal);
       const text = isUtf8(res.body);
       return {

@@ -53,6 +53,15 @@ export const multiplexSchema = Object.freeze({
   type: 'object',
   additionalProperties: false,
   properties: {
+    format: {
+      description:
+        'Body and answer shape: "manifold" (this gateway\'s own) or "octoplex" (Octoplex\'s: ' +
+        'tagged Success/Failure items, errors as {"error": text}, timeout_msec required, no ' +
+        'Accept-Encoding added, so decompress is off).',
+      type: 'string',
+      enum: ['manifold', 'octoplex'],
+      default: 'manifold',
+    },
     max_requests: count(100, 10_000, 'Most requests in one batch; more is a 400. Bounds fan-out per call.'),
     max_timeout: duration(
       '10s',
@@ -60,7 +69,7 @@ export const multiplexSchema = Object.freeze({
     ),
     allow: {
       description:
-        'Targets allowed: host names, "*.domain" (any name below domain) and CIDRs or IPs. ' +
+        'Targets allowed: host names, "*.domain" (any name below domain), "*" (any name) and CIDRs or IPs. ' +
         'Absent: any public address. Loopback, private, link-local, multicast and other ' +
         'special-use addresses are refused unless inside a CIDR listed here. Risk: listing ' +
         'internal ranges lets batch callers reach internal services.',
@@ -96,7 +105,10 @@ export const multiplexSchema = Object.freeze({
 } as const);
 
 /** The raw block after schema defaults are applied. */
+export type BatchFormatName = 'manifold' | 'octoplex';
+
 export interface MultiplexConfig {
+  format: BatchFormatName;
   max_requests: number;
   max_timeout: string | number;
   allow?: string[];
@@ -113,6 +125,7 @@ export interface MultiplexConfig {
 
 /** Compiled, frozen options; what the handler and `parseBatch` read. */
 export interface MultiplexOptions {
+  readonly format: BatchFormatName;
   readonly maxRequests: number;
   readonly maxTimeoutMs: number;
   /** null: no allow list (any public address). */
@@ -202,6 +215,7 @@ export function compileMultiplexOptions(raw: unknown, path = 'multiplex'): Multi
     throw new MultiplexConfigError(`${path}.max_total_bytes`, 'must not be smaller than max_item_bytes');
   }
   return Object.freeze({
+    format: c.format,
     maxRequests: c.max_requests,
     maxTimeoutMs: ms('max_timeout'),
     allow,
@@ -211,7 +225,8 @@ export function compileMultiplexOptions(raw: unknown, path = 'multiplex'): Multi
     maxConnectionsPerOrigin: c.max_connections_per_origin,
     maxBodyBytes: bytes('max_body_bytes'),
     maxRedirects: c.max_redirects,
-    decompress: c.decompress,
+    // Octoplex sends no Accept-Encoding and hands back the bytes it got (issue 12).
+    decompress: c.format === 'octoplex' ? false : c.decompress,
     dnsMaxTtlMs: ms('dns_max_ttl'),
     keepAliveTimeoutMs: ms('keep_alive_timeout'),
   });

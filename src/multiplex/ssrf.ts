@@ -98,6 +98,8 @@ export interface AllowList {
   /** `*.example.com` → `.example.com`: matches any name below it, not the apex itself. */
   readonly suffixes: readonly string[];
   readonly cidrs: readonly Cidr[];
+  /** `*`: any host name (public addresses only; special-use ones still need a CIDR). */
+  readonly anyName: boolean;
 }
 
 const LABEL = /^(?!-)[a-z0-9_-]{1,63}(?<!-)$/;
@@ -107,8 +109,13 @@ export function compileAllowList(entries: readonly string[]): AllowList | { inde
   const names = new Set<string>();
   const suffixes: string[] = [];
   const cidrs: Cidr[] = [];
+  let anyName = false;
   for (const [index, raw] of entries.entries()) {
     const entry = raw.trim().toLowerCase();
+    if (entry === '*') {
+      anyName = true;
+      continue;
+    }
     if (entry.includes('/') || isIP(entry) !== 0) {
       const cidr = parseCidr(entry);
       if (!cidr) return { index, reason: `not a valid CIDR: ${JSON.stringify(raw)}` };
@@ -123,7 +130,7 @@ export function compileAllowList(entries: readonly string[]): AllowList | { inde
     if (wildcard) suffixes.push(`.${name}`);
     else names.add(name);
   }
-  return { names, suffixes, cidrs };
+  return { names, suffixes, cidrs, anyName };
 }
 
 export function normalizeHost(host: string): string {
@@ -156,7 +163,7 @@ export class TargetGuard {
 
   #nameAllowed(host: string): boolean {
     const allow = this.#allow;
-    if (!allow) return true;
+    if (!allow || allow.anyName) return true;
     const name = normalizeHost(host);
     return allow.names.has(name) || allow.suffixes.some((s) => name.endsWith(s) && name.length > s.length);
   }

@@ -12,6 +12,8 @@ export const ITEM_ERRORS = Object.freeze({
   PROTOCOL: 'PROTOCOL',
   BODY_TOO_LARGE: 'BODY_TOO_LARGE',
   FORBIDDEN_TARGET: 'FORBIDDEN_TARGET',
+  /** The request itself cannot be sent (Octoplex format: a bad uri or header fails its item only). */
+  INVALID_REQUEST: 'INVALID_REQUEST',
 } as const);
 
 export type ItemErrorCode = keyof typeof ITEM_ERRORS;
@@ -32,6 +34,8 @@ export interface Batch {
   /** The shared deadline, in milliseconds from the start of `run()`. */
   readonly timeoutMs: number;
   readonly items: readonly BatchItem[];
+  /** `duration_msec` counts from each item's own start (its slot) instead of the batch's. */
+  readonly itemClock?: boolean;
 }
 
 export type ResponseHeaders = Record<string, string | string[]>;

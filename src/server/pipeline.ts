@@ -11,7 +11,7 @@ import type { Acceptor } from '../defer/accept.ts';
 import { JOB_ID_HEADER } from '../defer/delivery.ts';
 import type { DeferSpec } from '../defer/spec.ts';
 import { GatewayError, isGatewayError } from '../errors.ts';
-import { parseBatch } from '../multiplex/batch.ts';
+import { FORMATS, mergeResults } from '../multiplex/formats/index.ts';
 import type { MultiplexHandler } from '../multiplex/handler.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
@@ -296,14 +296,26 @@ export class Pipeline {
     // The request's one deadline (issue 11): a route timeout ends the batch like its own deadline.
     const signal = ctx.deadline.within(route.timeoutMs, 'route').signal;
     const opts = handler.options;
-    const max = Math.min(route.maxBodyBytes ?? opts.maxBodyBytes, opts.maxBodyBytes);
-    const batch = parseBatch(await readBody(req, max), opts);
-    const result = await handler.run(batch, signal);
-    ctx.deadline.clear();
-    this.#metrics?.batch(route.id, result.responses);
-    const body = JSON.stringify(result);
-    ctx.status = 200;
-    ctx.bytesOut = sendJson(res, 200, body, ctx.id, this.#draining);
+    const format = FORMATS[opts.format];
+    try {
+      const max = Math.min(route.maxBodyBytes ?? opts.maxBodyBytes, opts.maxBodyBytes);
+      const parsed = format.parse(await readBody(req, max), opts);
+      const result = await handler.run(parsed.batch, signal);
+      const responses = mergeResults(parsed, result.responses);
+      this.#metrics?.batch(route.id, responses);
+      ctx.status = 200;
+      ctx.bytesOut = sendJson(res, 200, format.render(responses), ctx.id, this.#draining);
+    } catch (err) {
+      // Issue 12: a compat format answers a whole-batch error in its own shape.
+      if (!isGatewayError(err) || err.code === 'CLIENT_CLOSED' || res.headersSent) throw err;
+      const body = format.error(err);
+      if (body === null) throw err;
+      ctx.status = err.status;
+      ctx.errorCode = err.code;
+      ctx.bytesOut = sendJson(res, err.status, body, ctx.id, err.code === 'BODY_TOO_LARGE' || this.#draining);
+    } finally {
+      ctx.deadline.clear();
+    }
   }
 
   /**

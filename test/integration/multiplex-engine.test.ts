@@ -812,6 +812,7 @@ describe('route config', () => {
     assert.deepEqual(
       { ...opts },
       {
+        format: 'manifold',
         maxRequests: 100,
         maxTimeoutMs: 10_000,
         allow: null,

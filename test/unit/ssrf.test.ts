@@ -125,7 +125,7 @@ describe('compileAllowList', () => {
       index: 1,
       reason: 'not a valid CIDR: "10.0.0.0/40"',
     });
-    for (const bad of ['exa mple.com', 'a.*.example.com', '*', '-bad.example', 'http://x.example']) {
+    for (const bad of ['exa mple.com', 'a.*.example.com', '*.', '-bad.example', 'http://x.example']) {
       const out = compileAllowList([bad]);
       assert.ok('reason' in out && out.index === 0, bad);
     }
@@ -133,6 +133,16 @@ describe('compileAllowList', () => {
 });
 
 describe('TargetGuard', () => {
+  test('issue 12: "*" allows any public name; special-use addresses still need a CIDR', () => {
+    const list = compileAllowList(['*', '127.0.0.0/8']);
+    assert.ok(!('reason' in list));
+    const guard = new TargetGuard(list);
+    assert.equal(guard.refuseName('any.example'), null);
+    assert.equal(guard.refuseAddress('any.example', '93.184.215.14'), null);
+    assert.equal(guard.refuseAddress('127.0.0.1', '127.0.0.1'), null);
+    assert.match(guard.refuseAddress('internal.example', '10.0.0.1') ?? '', /private address/);
+  });
+
   test('without an allow list: public yes, special-use no', () => {
     const guard = new TargetGuard(null);
     assert.equal(guard.refuseName('anything.example'), null);
