@@ -21,6 +21,7 @@ import {
   scalar,
 } from './config/load.ts';
 import { parseDuration } from './config/units.ts';
+import { WELDR_BASE, WELDR_SOURCE } from './compat/weldr.ts';
 import { startDeliveryHost, withDeliveries } from './defer/host.ts';
 import type { Queue } from './defer/queue.ts';
 import { createLogger } from './observability/logger.ts';
@@ -32,6 +33,7 @@ export const USAGE = `Usage:
   manifold validate --config FILE         check a config file, print every problem
   manifold --endpoints URL,URL [options]  quick mode: no file, one pool, one catch-all route
   manifold --defer-to URL [options]       quick mode: answer 202 now, deliver to URL later
+  manifold --pool-api [options]           quick mode (Weldr): empty pool managed by the admin API
 
 Options:
   -c, --config FILE      YAML config file (default: $MANIFOLD_CONFIG)
@@ -55,6 +57,11 @@ Quick mode (no config file; one process unless --workers is given):
       --defer-to URL     answer every request 202 {"id"} once it is stored (./data/queue.db)
                          and deliver it to URL with the same path and query, retried with
                          backoff; tune it with MANIFOLD_ROUTES__0__DEFER__* and MANIFOLD_QUEUE__*
+      --pool-api         Weldr's start: data on 0.0.0.0:8080, admin on 127.0.0.1:8687
+                         (POST /servers, DELETE /servers/:ip/:port), every target health-checked
+      --admin-host ADDR  admin API address (overrides admin.host; off loopback needs a token)
+      --admin-port N     admin API port (overrides admin.port)
+      --admin-token T    admin API token (overrides admin.token; or MANIFOLD_ADMIN_TOKEN)
 
 Environment:
   MANIFOLD_CONFIG        config file when --config is not given
@@ -74,6 +81,10 @@ const OPTIONS = {
   fanout: { type: 'boolean', short: 'f' },
   'terminal-responses': { type: 'string', short: 't' },
   'defer-to': { type: 'string' },
+  'pool-api': { type: 'boolean' },
+  'admin-host': { type: 'string' },
+  'admin-port': { type: 'string' },
+  'admin-token': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean', short: 'v' },
 } as const;
@@ -84,6 +95,9 @@ const FLAG_KEYS: Record<string, Array<string>> = {
   host: ['listen', 'host'],
   workers: ['workers'],
   'log-level': ['log', 'level'],
+  'admin-host': ['admin', 'host'],
+  'admin-port': ['admin', 'port'],
+  'admin-token': ['admin', 'token'],
 };
 
 async function freePort(host: string): Promise<number> {
@@ -161,13 +175,16 @@ const QUICK_DEFER_BASE = `${QUICK_BASE}routes:
 function load(values: Record<string, unknown>): LoadedConfig {
   const quick = typeof values.endpoints === 'string';
   const deferTo = typeof values['defer-to'] === 'string';
+  const poolApi = values['pool-api'] === true;
+  if (poolApi && (quick || deferTo || values.config !== undefined))
+    fail('--pool-api (quick mode) excludes --config, --endpoints and --defer-to');
   if (deferTo && (quick || values.config !== undefined))
     fail('--defer-to (quick mode) excludes --config and --endpoints');
   if (quick && values.config !== undefined) fail('--endpoints (quick mode) and --config exclude each other');
   if (!quick && (values.fanout !== undefined || values['terminal-responses'] !== undefined))
     fail('--fanout and --terminal-responses need --endpoints (quick mode)');
   const file =
-    quick || deferTo ? QUICK_SOURCE : ((values.config as string | undefined) ?? process.env.MANIFOLD_CONFIG);
+    poolApi ? WELDR_SOURCE : quick || deferTo ? QUICK_SOURCE : ((values.config as string | undefined) ?? process.env.MANIFOLD_CONFIG);
   if (!file) fail(`no config file: pass --config FILE or set MANIFOLD_CONFIG\n\n${USAGE}`);
   const overrides: Override[] = quick ? quickOverrides(values) : [];
   if (deferTo)
@@ -181,6 +198,7 @@ function load(values: Record<string, unknown>): LoadedConfig {
     if (typeof v === 'string') overrides.push({ path, value: scalar(v), source: `flag --${flag}` });
   }
   if (deferTo) return loadConfigText(QUICK_DEFER_BASE, file, { overrides });
+  if (poolApi) return loadConfigText(WELDR_BASE, file, { overrides });
   return quick ? loadConfigText(QUICK_BASE, file, { overrides }) : loadConfigFile(file, { overrides });
 }
 
