@@ -226,3 +226,35 @@ test('a dead server added by the API is taken out by the health checks; traffic 
     assert.deepEqual([r.status, r.text], [200, 'Hello World'], `request ${i}`);
   }
 });
+
+test('health checks mark a server down on the 3rd failed check in a row, not before (Weldr fall = 3)', async () => {
+  // Each check is held until the test answers it, so the count is exact without timing.
+  const held: Array<() => void> = [];
+  const sick = await startUpstream((req, res) => {
+    if (req.headers['user-agent'] !== 'manifold-health-check') return void res.end('ok');
+    held.push(() => {
+      res.statusCode = 503;
+      res.end();
+    });
+  });
+  const gw = await startPoolApi({ MANIFOLD_POOLS__DEFAULT__HEALTH__INTERVAL: '50ms' });
+  after(async () => {
+    gw.cli.kill();
+    await gw.cli.exited;
+    await sick.close();
+  });
+  const id = `127.0.0.1:${sick.port}`;
+  const state = async () =>
+    (await send(`http://127.0.0.1:${gw.admin}/stats/detail`))
+      .json<Array<{ id: string; state: string }>>()
+      .find((t) => t.id === id)?.state;
+  assert.equal((await curl(`localhost:${gw.admin}/servers`, '-d', JSON.stringify({ url: sick.url }))).status, 201);
+  for (let n = 1; n <= 2; n++) {
+    await until(() => held.length === 1, `health check ${n}`);
+    held.shift()!();
+    await until(() => held.length === 1, `health check ${n + 1} started`);
+    assert.equal(await state(), 'up', `still up after ${n} failed check(s)`);
+  }
+  held.shift()!();
+  await until(async () => (await state()) === 'down', 'down after the 3rd failed check');
+});
