@@ -258,3 +258,22 @@ test('health checks mark a server down on the 3rd failed check in a row, not bef
   held.shift()!();
   await until(async () => (await state()) === 'down', 'down after the 3rd failed check');
 });
+
+test('--pool-api with workers (-w 2): a server added by the API serves in every worker, stats summed', async () => {
+  const up = await origin();
+  const [port, admin] = [await freePort(), await freePort()];
+  const cli = spawnCli(['--pool-api', '-p', String(port), '--admin-port', String(admin), '-w', '2']);
+  after(async () => {
+    cli.kill();
+    await cli.exited;
+    await up.close();
+  });
+  await cliPort(cli);
+  await until(() => cli.logs().find((l) => l.msg === 'admin API listening'), 'admin API', 20_000);
+  const added = await curl(`localhost:${admin}/servers`, '-d', `{"url":"http://127.0.0.1:${up.port}"}`);
+  assert.equal(added.status, 201, added.body);
+  for (let i = 0; i < 10; i++) assert.equal((await send(`http://127.0.0.1:${port}/`)).text, 'Hello World');
+  const stats = JSON.parse((await curl(`localhost:${admin}/stats`)).body);
+  assert.equal(stats.workers, 2);
+  assert.deepEqual(stats.client, { success: 10, failed: 0 });
+});
