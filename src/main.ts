@@ -22,6 +22,7 @@ import {
   scalar,
 } from './config/load.ts';
 import { parseDuration } from './config/units.ts';
+import { WELDR_BASE, WELDR_SOURCE } from './compat/weldr.ts';
 import { startDeliveryHost, withDeliveries } from './defer/host.ts';
 import type { Queue } from './defer/queue.ts';
 import { createLogger } from './observability/logger.ts';
@@ -34,6 +35,7 @@ export const USAGE = `Usage:
   manifold --endpoints URL,URL [options]  quick mode: no file, one pool, one catch-all route
   manifold --defer-to URL [options]       quick mode: answer 202 now, deliver to URL later
   manifold --multiplex [--allow LIST]     quick mode: Octoplex (POST /multiplex on 0.0.0.0:8080)
+  manifold --pool-api [options]           quick mode (Weldr): empty pool managed by the admin API
 
 Options:
   -c, --config FILE      YAML config file (default: $MANIFOLD_CONFIG)
@@ -59,6 +61,11 @@ Quick mode (no config file; one process unless --workers is given):
                          backoff; tune it with MANIFOLD_ROUTES__0__DEFER__* and MANIFOLD_QUEUE__*
       --multiplex        Octoplex's POST /multiplex, GET / and /healthz; public targets only
       --allow LIST       with --multiplex: CIDRs and names also allowed, e.g. 127.0.0.0/8,10.1.0.0/16
+      --pool-api         Weldr's start: data on 0.0.0.0:8080, admin on 127.0.0.1:8687
+                         (POST /servers, DELETE /servers/:ip/:port), every target health-checked
+      --admin-host ADDR  admin API address (overrides admin.host; off loopback needs a token)
+      --admin-port N     admin API port (overrides admin.port)
+      --admin-token T    admin API token (overrides admin.token; or MANIFOLD_ADMIN_TOKEN)
 
 Environment:
   MANIFOLD_CONFIG        config file when --config is not given
@@ -80,6 +87,10 @@ const OPTIONS = {
   'defer-to': { type: 'string' },
   multiplex: { type: 'boolean' },
   allow: { type: 'string' },
+  'pool-api': { type: 'boolean' },
+  'admin-host': { type: 'string' },
+  'admin-port': { type: 'string' },
+  'admin-token': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean', short: 'v' },
 } as const;
@@ -90,6 +101,9 @@ const FLAG_KEYS: Record<string, Array<string>> = {
   host: ['listen', 'host'],
   workers: ['workers'],
   'log-level': ['log', 'level'],
+  'admin-host': ['admin', 'host'],
+  'admin-port': ['admin', 'port'],
+  'admin-token': ['admin', 'token'],
 };
 
 async function freePort(host: string): Promise<number> {
@@ -169,13 +183,16 @@ function load(values: Record<string, unknown>): LoadedConfig {
   if (values.allow !== undefined) fail('--allow needs --multiplex (quick mode)');
   const quick = typeof values.endpoints === 'string';
   const deferTo = typeof values['defer-to'] === 'string';
+  const poolApi = values['pool-api'] === true;
+  if (poolApi && (quick || deferTo || values.config !== undefined))
+    fail('--pool-api (quick mode) excludes --config, --endpoints and --defer-to');
   if (deferTo && (quick || values.config !== undefined))
     fail('--defer-to (quick mode) excludes --config and --endpoints');
   if (quick && values.config !== undefined) fail('--endpoints (quick mode) and --config exclude each other');
   if (!quick && (values.fanout !== undefined || values['terminal-responses'] !== undefined))
     fail('--fanout and --terminal-responses need --endpoints (quick mode)');
   const file =
-    quick || deferTo ? QUICK_SOURCE : ((values.config as string | undefined) ?? process.env.MANIFOLD_CONFIG);
+    poolApi ? WELDR_SOURCE : quick || deferTo ? QUICK_SOURCE : ((values.config as string | undefined) ?? process.env.MANIFOLD_CONFIG);
   if (!file) fail(`no config file: pass --config FILE or set MANIFOLD_CONFIG\n\n${USAGE}`);
   const overrides: Override[] = quick ? quickOverrides(values) : [];
   if (deferTo)
@@ -189,6 +206,7 @@ function load(values: Record<string, unknown>): LoadedConfig {
     if (typeof v === 'string') overrides.push({ path, value: scalar(v), source: `flag --${flag}` });
   }
   if (deferTo) return loadConfigText(QUICK_DEFER_BASE, file, { overrides });
+  if (poolApi) return loadConfigText(WELDR_BASE, file, { overrides });
   return quick ? loadConfigText(QUICK_BASE, file, { overrides }) : loadConfigFile(file, { overrides });
 }
 

@@ -7,6 +7,7 @@
  * the gateway's one body shape, `{"error":{"code","message"}}`, naming the field at fault.
  */
 import type { AddressInfo } from 'node:net';
+import swagger from '@fastify/swagger';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import type { Manager } from '../cluster/manager.ts';
 import type { Queue } from '../defer/queue.ts';
@@ -22,6 +23,7 @@ import { queueRoutes } from './routes/queue.ts';
 import { serverRoutes } from './routes/servers.ts';
 import { statsRoutes } from './routes/stats.ts';
 import { AJV_OPTIONS } from './schemas.ts';
+import { VERSION } from '../version.ts';
 
 export interface AdminServer {
   readonly app: FastifyInstance;
@@ -114,6 +116,12 @@ export function buildAdmin(manager: Manager, log: Logger, options: AdminOptions 
     reply.code(e.status).type('application/json').send(errorBody(e));
   });
 
+  // Issue 12: GET /openapi.json, generated from the route schemas registered after this.
+  app.register(swagger, {
+    openapi: { info: { title: 'Manifold admin API', version: VERSION } },
+    hideUntagged: false,
+  });
+  app.get('/openapi.json', { schema: { hide: true } }, () => app.swagger());
   app.register(poolRoutes(manager));
   app.register(serverRoutes(manager));
   app.register(statsRoutes(manager));

@@ -58,6 +58,8 @@ export interface TargetView {
   drain: boolean;
   requests: number;
   failures: number;
+  /** Attempts the downstream gave up on: neither success nor failure of the target. */
+  cancelled: number;
   inflight: number;
   ejected_workers: number;
   /** Passive ejections so far, summed over workers. */
@@ -628,6 +630,7 @@ export class Manager {
       drain: t.drain ?? false,
       requests: totals?.requests ?? 0,
       failures: totals?.failures ?? 0,
+      cancelled: totals?.cancelled ?? 0,
       inflight: totals?.inflight ?? 0,
       ejected_workers: totals?.ejected ?? 0,
       ejections: totals?.ejections ?? 0,

@@ -81,6 +81,14 @@ export function createListener(config: Config, pipeline: Pipeline, log: Logger):
   );
   server.maxRequestsPerSocket = l.max_requests_per_socket;
   server.on('upgrade', pipeline.upgrade);
+  // Issue 12: without a 'connect' listener node:http destroys the socket and the client gets
+  // zero bytes. Manifold is a reverse proxy, not a forward one: CONNECT gets a JSON 405, closed.
+  server.on('connect', (_req, socket: Socket) => {
+    sendErrorOnSocket(
+      socket,
+      new GatewayError('METHOD_NOT_ALLOWED', 'CONNECT is not supported: Manifold is a reverse proxy'),
+    );
+  });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     const e = clientErrorFor(err);
     if (e === null) {

@@ -197,8 +197,9 @@ routes:
       assert.deepEqual(stats.upstream, { success: 30, failed: 5 });
       assert.equal(stats.workers, Math.max(1, mode.workers));
 
-      const detail = (await gw.admin('GET', '/stats/detail')).json<{
-        targets: Array<{
+      // Weldr's shape (issue 12): a bare array.
+      const detail = (await gw.admin('GET', '/stats/detail')).json<
+        Array<{
           pool: string;
           id: string;
           url: string;
@@ -207,8 +208,8 @@ routes:
           failures: number;
           inflight: number;
           latency_ms: { p50: number | null; p99: number | null };
-        }>;
-      }>().targets;
+        }>
+      >();
       const byId = new Map(detail.map((t) => [`${t.pool}/${t.url}`, t]));
       const ta = byId.get(`good/${a.url}`)!;
       const tb = byId.get(`good/${b.url}`)!;

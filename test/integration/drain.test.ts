@@ -170,11 +170,9 @@ ${extraRoute}
           [idOf(b), 'up', true],
         ],
       );
-      const detail = (await gw.admin('GET', '/stats/detail')).json<{
-        targets: Array<TargetView & { pool: string }>;
-      }>();
-      assert.equal(detail.targets.find((x) => x.pool === 'rr' && x.id === idOf(b))?.drain, true);
-      assert.equal(detail.targets.find((x) => x.pool === 'rr' && x.id === idOf(a))?.drain, false);
+      const detail = (await gw.admin('GET', '/stats/detail')).json<Array<TargetView & { pool: string }>>();
+      assert.equal(detail.find((x) => x.pool === 'rr' && x.id === idOf(b))?.drain, true);
+      assert.equal(detail.find((x) => x.pool === 'rr' && x.id === idOf(a))?.drain, false);
       assert.equal(await drained(gw, 'rr', b), 1);
       assert.equal(await drained(gw, 'rr', a), 0);
 

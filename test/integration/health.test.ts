@@ -20,7 +20,7 @@ interface TargetView {
 
 async function targetState(gw: ManagedGateway, id: string): Promise<TargetView> {
   const r = await gw.admin('GET', '/stats/detail');
-  return r.json<{ targets: TargetView[] }>().targets.find((t) => t.id === id)!;
+  return r.json<TargetView[]>().find((t) => t.id === id)!;
 }
 
 /** A target we can kill and bring back on the same port; `/health` answers `healthy`. */

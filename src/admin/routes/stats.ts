@@ -1,8 +1,38 @@
-/** Totals and per-target counters, summed across workers at the time of the call. */
+/**
+ * Totals and per-target counters, summed across workers at the time of the call. The shapes
+ * are Weldr's documented ones (issue 12): `/stats` has `client`/`server` `{success, failed}`
+ * (beside Manifold's `downstream`/`upstream`, the same numbers), `/stats/detail` is a bare
+ * array, one object per target with Weldr's `id`, `ip`, `port`, `success`, `failed` first.
+ */
 import type { FastifyInstance } from 'fastify';
-import type { Manager } from '../../cluster/manager.ts';
+import type { Manager, TargetView } from '../../cluster/manager.ts';
+
+/** Weldr's `ip` / `port` (a string, as its README shows) from a target URL. */
+function address(url: string): { ip: string; port: string } {
+  const u = new URL(url);
+  return {
+    ip: u.hostname.replace(/^\[|\]$/g, ''),
+    port: u.port || (u.protocol === 'https:' ? '443' : '80'),
+  };
+}
+
+export function detailEntry(t: TargetView) {
+  const { id, ...rest } = t;
+  return {
+    id,
+    ...address(t.url),
+    success: Math.max(0, t.requests - t.failures - t.cancelled),
+    failed: t.failures,
+    ...rest,
+  };
+}
 
 export const statsRoutes = (manager: Manager) => async (app: FastifyInstance) => {
-  app.get('/stats', () => manager.stats());
-  app.get('/stats/detail', async () => ({ targets: await manager.statsDetail() }));
+  app.get('/stats', { schema: { summary: 'Request totals across workers' } }, async () => {
+    const s = (await manager.stats()) as { downstream: unknown; upstream: unknown };
+    return { client: s.downstream, server: s.upstream, ...s };
+  });
+  app.get('/stats/detail', { schema: { summary: 'Counters per target (array)' } }, async () =>
+    (await manager.statsDetail()).map(detailEntry),
+  );
 };
