@@ -55,7 +55,9 @@ function send(reply: FastifyReply, status: number, type: string, body: string) {
     .header('cache-control', 'no-store')
     .header('content-security-policy', CSP)
     .header('x-content-type-options', 'nosniff')
-    .header('referrer-policy', 'no-referrer')
+    // same-origin, not no-referrer: under no-referrer Chromium sends `Origin: null` on the page's own
+    // form posts and fetches, which the admin Origin check (issue 15) must refuse. Nothing leaks cross-site.
+    .header('referrer-policy', 'same-origin')
     .send(body);
 }
 
