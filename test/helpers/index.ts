@@ -75,7 +75,7 @@ export async function deadAddress(): Promise<string> {
 /** Polls `fn` until it returns a truthy value (which is returned) or the time is up. */
 export async function until<T>(
   fn: () => T | Promise<T>,
-  what = 'condition',
+  what: string | (() => string) = 'condition',
   timeoutMs = 10_000,
 ): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
@@ -88,7 +88,7 @@ export async function until<T>(
       last = err;
     }
     if (Date.now() > deadline)
-      throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+      throw new Error(`timed out waiting for ${typeof what === 'function' ? what() : what}${last ? `: ${String(last)}` : ''}`);
     await new Promise((r) => setTimeout(r, 20));
   }
 }

@@ -533,12 +533,15 @@ routes:
     const before = b.requests.length;
     const n = 20;
     const replies = Array.from({ length: n }, () => send(`${gw.url}/budget`));
-    // Every request has had its hedge timer fire: granted or denied.
-    await until(() => counters.hedgesFired + counters.hedgesDenied === n, 'every hedge timer');
-    assert.equal(counters.hedgesFired, 2);
-    assert.equal(counters.hedgesDenied, n - 2);
+    // Every request has had its hedge timer fire: granted or denied. A hedged request whose hedge
+    // has not answered within another hedge_after asks again and is denied (the budget is spent),
+    // so denials run from n - 2 to n: under CI load this made an `=== n` wait miss its moment.
+    const state = () =>
+      `fired ${counters.hedgesFired}, denied ${counters.hedgesDenied}, at b ${b.requests.length - before}, held ${slowA.held.filter((res) => !res.destroyed).length}`;
+    await until(() => counters.hedgesFired === 2 && counters.hedgesFired + counters.hedgesDenied >= n, () => `every hedge timer (${state()})`);
+    assert.ok(counters.hedgesDenied >= n - 3 && counters.hedgesDenied <= n, state());
     const waiting = () => slowA.held.filter((res) => !res.destroyed).length;
-    await until(() => waiting() === n - 2, 'the unhedged requests to wait on the slow target');
+    await until(() => waiting() === n - 2, () => `the unhedged requests to wait on the slow target (${state()})`);
     slowA.release();
     const done = await Promise.all(replies);
     assert.ok(done.every((r) => r.status === 200));
