@@ -12,15 +12,8 @@
  */
 
 import pg from 'pg';
-import {
-  type EnqueueResult,
-  intOption,
-  type JobState,
-  type ListQuery,
-  type NewRow,
-  QueueOptionError,
-} from './queue.ts';
-import { JOB_COLUMNS, type JobRow, QueueCore } from './queue-core.ts';
+import { type EnqueueResult, intOption, type JobState, type ListQuery, type NewRow, QueueOptionError } from './queue.ts';
+import { JOB_COLUMNS, jobMigrations, type JobRow, pendingMigrations, QueueCore } from './queue-core.ts';
 
 export interface PgQueueOptions {
   /** `postgres://user:pass@host:port/db?sslmode=...`. */
@@ -60,32 +53,9 @@ const TYPES = {
       : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
 };
 
-/** One migration per schema version, given the quoted schema. Append only. */
-const MIGRATIONS: ReadonlyArray<(s: string) => string> = [
-  (s) => `CREATE TABLE ${s}.jobs (
-     id text PRIMARY KEY,
-     route text NOT NULL,
-     method text NOT NULL,
-     url text NOT NULL,
-     headers jsonb NOT NULL,            -- array of [name, value]
-     body bytea NOT NULL,
-     idempotency_key text,
-     attempts int NOT NULL DEFAULT 0,
-     max_attempts int NOT NULL,
-     state text NOT NULL CHECK (state IN ('pending', 'inflight', 'done', 'dead')),
-     run_at bigint NOT NULL,            -- ms since the epoch, like every time here
-     lease_until bigint,
-     last_error text,
-     created_at bigint NOT NULL,
-     updated_at bigint NOT NULL
-   );
-   CREATE UNIQUE INDEX jobs_idempotency ON ${s}.jobs (route, idempotency_key) WHERE idempotency_key IS NOT NULL;
-   CREATE INDEX jobs_pending ON ${s}.jobs (route, run_at, id) WHERE state = 'pending';
-   CREATE INDEX jobs_inflight ON ${s}.jobs (route, lease_until) WHERE state = 'inflight';
-   CREATE INDEX jobs_route_state ON ${s}.jobs (route, state, id);`,
-  // Issue 6: the janitor purges done jobs by age.
-  (s) => `CREATE INDEX jobs_done ON ${s}.jobs (updated_at) WHERE state = 'done';`,
-];
+/** The migrations, given the quoted schema. */
+const migrations = (s: string) =>
+  jobMigrations(`${s}.jobs`, 'jobs', { text: 'text', json: 'jsonb', blob: 'bytea', int: 'int', time: 'bigint' });
 
 /** The PostgreSQL dialect of the queue core (queue-core.ts). */
 export class PgQueue extends QueueCore {
@@ -297,13 +267,9 @@ export class PgQueue extends QueueCore {
       const { rows } = await client.query<{ version: number | null }>(
         `SELECT max(version) AS version FROM ${s}.schema_version`,
       );
-      const current = rows[0].version ?? 0;
-      if (current > MIGRATIONS.length) {
-        throw new Error(`queue schema version ${current} is newer than this build (${MIGRATIONS.length})`);
-      }
-      for (let v = current; v < MIGRATIONS.length; v++) {
-        await client.query(MIGRATIONS[v](s));
-        await client.query(`INSERT INTO ${s}.schema_version (version) VALUES ($1)`, [v + 1]);
+      for (const [version, sql] of pendingMigrations(rows[0].version ?? 0, migrations(s))) {
+        await client.query(sql);
+        await client.query(`INSERT INTO ${s}.schema_version (version) VALUES ($1)`, [version]);
       }
       await client.query('COMMIT');
       this.commits++;

@@ -44,6 +44,61 @@ import {
 export const JOB_COLUMNS = `id, route, method, url, headers, body, idempotency_key, attempts, max_attempts, state,
   run_at, lease_until, last_error, created_at, updated_at`;
 
+/** A dialect's column types for the jobs table. */
+export interface ColumnTypes {
+  text: string;
+  /** JSON array of [name, value]. */
+  json: string;
+  blob: string;
+  int: string;
+  /** ms since the epoch, like every time here. */
+  time: string;
+}
+
+/**
+ * The queue's migrations, one per schema version (append only), in a dialect's types: the
+ * table is `table` and its indexes are named `<prefix>_…` (SQLite: `defer_jobs`; PostgreSQL:
+ * `<schema>.jobs` with indexes `jobs_…` in that schema).
+ */
+export function jobMigrations(table: string, prefix: string, t: ColumnTypes): string[] {
+  return [
+    `CREATE TABLE ${table} (
+       id ${t.text} NOT NULL PRIMARY KEY,
+       route ${t.text} NOT NULL,
+       method ${t.text} NOT NULL,
+       url ${t.text} NOT NULL,
+       headers ${t.json} NOT NULL,
+       body ${t.blob} NOT NULL,
+       idempotency_key ${t.text},
+       attempts ${t.int} NOT NULL DEFAULT 0,
+       max_attempts ${t.int} NOT NULL,
+       state ${t.text} NOT NULL CHECK (state IN ('pending', 'inflight', 'done', 'dead')),
+       run_at ${t.time} NOT NULL,
+       lease_until ${t.time},
+       last_error ${t.text},
+       created_at ${t.time} NOT NULL,
+       updated_at ${t.time} NOT NULL
+     );
+     CREATE UNIQUE INDEX ${prefix}_idempotency ON ${table} (route, idempotency_key) WHERE idempotency_key IS NOT NULL;
+     CREATE INDEX ${prefix}_pending ON ${table} (route, run_at, id) WHERE state = 'pending';
+     CREATE INDEX ${prefix}_inflight ON ${table} (route, lease_until) WHERE state = 'inflight';
+     CREATE INDEX ${prefix}_route_state ON ${table} (route, state, id);`,
+    // Issue 6: the janitor purges done jobs by age.
+    `CREATE INDEX ${prefix}_done ON ${table} (updated_at) WHERE state = 'done';`,
+  ];
+}
+
+/**
+ * The migrations a store at schema version `current` still needs, as [version, sql]; throws
+ * when the store is newer than this build (never run an old build against a newer schema).
+ */
+export function pendingMigrations(current: number, migrations: readonly string[]): Array<[number, string]> {
+  if (current > migrations.length) {
+    throw new Error(`queue schema version ${current} is newer than this build (${migrations.length})`);
+  }
+  return migrations.slice(current).map((sql, i) => [current + i + 1, sql]);
+}
+
 /** One stored job as a dialect reads it (`JOB_COLUMNS`). */
 export interface JobRow {
   id: string;

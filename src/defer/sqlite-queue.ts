@@ -22,15 +22,8 @@
  */
 
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
-import {
-  type EnqueueResult,
-  intOption,
-  type JobState,
-  type ListQuery,
-  type NewRow,
-  QueueOptionError,
-} from './queue.ts';
-import { JOB_COLUMNS, type JobRow, QueueCore } from './queue-core.ts';
+import { type EnqueueResult, intOption, type JobState, type ListQuery, type NewRow, QueueOptionError } from './queue.ts';
+import { JOB_COLUMNS, jobMigrations, type JobRow, pendingMigrations, QueueCore } from './queue-core.ts';
 
 export interface SqliteQueueOptions {
   /** Database file, created if missing. Not `:memory:`: a queue must survive the process. */
@@ -54,33 +47,13 @@ export interface SqliteQueueOptions {
   now?: () => number;
 }
 
-/** One migration per schema version; append only. */
-const MIGRATIONS: readonly string[] = [
-  `CREATE TABLE defer_jobs (
-     id TEXT NOT NULL PRIMARY KEY,
-     route TEXT NOT NULL,
-     method TEXT NOT NULL,
-     url TEXT NOT NULL,
-     headers TEXT NOT NULL,            -- JSON array of [name, value]
-     body BLOB NOT NULL,
-     idempotency_key TEXT,
-     attempts INTEGER NOT NULL DEFAULT 0,
-     max_attempts INTEGER NOT NULL,
-     state TEXT NOT NULL CHECK (state IN ('pending', 'inflight', 'done', 'dead')),
-     run_at INTEGER NOT NULL,          -- ms since the epoch, like every time here
-     lease_until INTEGER,
-     last_error TEXT,
-     created_at INTEGER NOT NULL,
-     updated_at INTEGER NOT NULL
-   );
-   CREATE UNIQUE INDEX defer_jobs_idempotency ON defer_jobs (route, idempotency_key)
-     WHERE idempotency_key IS NOT NULL;
-   CREATE INDEX defer_jobs_pending ON defer_jobs (route, run_at, id) WHERE state = 'pending';
-   CREATE INDEX defer_jobs_inflight ON defer_jobs (route, lease_until) WHERE state = 'inflight';
-   CREATE INDEX defer_jobs_route_state ON defer_jobs (route, state, id);`,
-  // Issue 6: the janitor purges done jobs by age.
-  `CREATE INDEX defer_jobs_done ON defer_jobs (updated_at) WHERE state = 'done';`,
-];
+const MIGRATIONS = jobMigrations('defer_jobs', 'defer_jobs', {
+  text: 'TEXT',
+  json: 'TEXT',
+  blob: 'BLOB',
+  int: 'INTEGER',
+  time: 'INTEGER',
+});
 
 /** The SQLite dialect of the queue core (queue-core.ts). */
 export class SqliteQueue extends QueueCore {
@@ -298,13 +271,9 @@ export class SqliteQueue extends QueueCore {
       const row = this.#db.prepare('SELECT max(version) AS version FROM defer_schema_version').get() as {
         version: number | null;
       };
-      const current = row.version ?? 0;
-      if (current > MIGRATIONS.length) {
-        throw new Error(`queue schema version ${current} is newer than this build (${MIGRATIONS.length})`);
-      }
-      for (let v = current; v < MIGRATIONS.length; v++) {
-        this.#db.exec(MIGRATIONS[v]);
-        this.#db.prepare('INSERT INTO defer_schema_version (version) VALUES (?)').run(v + 1);
+      for (const [version, sql] of pendingMigrations(row.version ?? 0, MIGRATIONS)) {
+        this.#db.exec(sql);
+        this.#db.prepare('INSERT INTO defer_schema_version (version) VALUES (?)').run(version);
       }
     });
   }
