@@ -12,29 +12,8 @@
  */
 
 import pg from 'pg';
-import { GatewayError } from '../errors.ts';
-import {
-  checkClaim,
-  checkList,
-  checkPurge,
-  type EnqueueResult,
-  foldDepth,
-  GroupCommit,
-  intOption,
-  type Job,
-  type JobInput,
-  type JobState,
-  type ListQuery,
-  type Queue,
-  QueueOptionError,
-  type QueueStats,
-  type RouteDepth,
-  truncateError,
-  type WaitOptions,
-  WakeHub,
-  newRow,
-  type NewRow,
-} from './queue.ts';
+import { type EnqueueResult, intOption, type JobState, type ListQuery, type NewRow, QueueOptionError } from './queue.ts';
+import { JOB_COLUMNS, jobMigrations, type JobRow, pendingMigrations, QueueCore } from './queue-core.ts';
 
 export interface PgQueueOptions {
   /** `postgres://user:pass@host:port/db?sslmode=...`. */
@@ -74,72 +53,21 @@ const TYPES = {
       : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
 };
 
-/** One migration per schema version, given the quoted schema. Append only. */
-const MIGRATIONS: ReadonlyArray<(s: string) => string> = [
-  (s) => `CREATE TABLE ${s}.jobs (
-     id text PRIMARY KEY,
-     route text NOT NULL,
-     method text NOT NULL,
-     url text NOT NULL,
-     headers jsonb NOT NULL,            -- array of [name, value]
-     body bytea NOT NULL,
-     idempotency_key text,
-     attempts int NOT NULL DEFAULT 0,
-     max_attempts int NOT NULL,
-     state text NOT NULL CHECK (state IN ('pending', 'inflight', 'done', 'dead')),
-     run_at bigint NOT NULL,            -- ms since the epoch, like every time here
-     lease_until bigint,
-     last_error text,
-     created_at bigint NOT NULL,
-     updated_at bigint NOT NULL
-   );
-   CREATE UNIQUE INDEX jobs_idempotency ON ${s}.jobs (route, idempotency_key) WHERE idempotency_key IS NOT NULL;
-   CREATE INDEX jobs_pending ON ${s}.jobs (route, run_at, id) WHERE state = 'pending';
-   CREATE INDEX jobs_inflight ON ${s}.jobs (route, lease_until) WHERE state = 'inflight';
-   CREATE INDEX jobs_route_state ON ${s}.jobs (route, state, id);`,
-  // Issue 6: the janitor purges done jobs by age.
-  (s) => `CREATE INDEX jobs_done ON ${s}.jobs (updated_at) WHERE state = 'done';`,
-];
+/** The migrations, given the quoted schema. */
+const migrations = (s: string) =>
+  jobMigrations(`${s}.jobs`, 'jobs', { text: 'text', json: 'jsonb', blob: 'bytea', int: 'int', time: 'bigint' });
 
-interface Row {
-  id: string;
-  route: string;
-  method: string;
-  url: string;
-  headers: Array<[string, string]>;
-  body: Buffer;
-  idempotency_key: string | null;
-  attempts: number;
-  max_attempts: number;
-  state: JobState;
-  run_at: number;
-  lease_until: number | null;
-  last_error: string | null;
-  created_at: number;
-  updated_at: number;
-}
-
-const JOB_COLUMNS = `id, route, method, url, headers, body, idempotency_key, attempts, max_attempts, state,
-  run_at, lease_until, last_error, created_at, updated_at`;
-
-export class PgQueue implements Queue {
+/** The PostgreSQL dialect of the queue core (queue-core.ts). */
+export class PgQueue extends QueueCore {
   #pool: pg.Pool;
   #clientConfig: pg.ClientConfig;
   #schema: string;
   #channel: string;
   #sql: ReturnType<typeof statements>;
-  #now: () => number;
   #onError: (err: Error) => void;
   #reconnectMs: number;
-  #hub = new WakeHub();
-  #batcher: GroupCommit<NewRow, EnqueueResult>;
-  #completer: GroupCommit<string, boolean>;
   #listener: pg.Client | undefined;
   #reconnectTimer: NodeJS.Timeout | undefined;
-  #closed = false;
-  #closing: Promise<void> | undefined;
-  #commits = 0;
-  #enqueued = 0;
 
   /**
    * Validate options, connect, create or migrate the schema and start listening. Throws
@@ -169,15 +97,14 @@ export class PgQueue implements Queue {
     }
     const poolSize = intOption(options, 'poolSize', 1, 1000, 10);
     const connectTimeoutMs = intOption(options, 'connectTimeoutMs', 1, 600_000, 5000);
-    const maxBatch = intOption(options, 'maxBatch', 1, 10_000, 512);
-    const maxWaiting = intOption(options, 'maxWaiting', 1, 10_000_000, 10_000);
-    this.#reconnectMs = intOption(options, 'reconnectMs', 1, 600_000, 1000);
     for (const name of ['now', 'onError'] as const) {
       if (options[name] !== undefined && typeof options[name] !== 'function') {
         throw new QueueOptionError(name, 'a function', options[name]);
       }
     }
-    this.#now = options.now ?? Date.now;
+    // Several INSERTs in flight hide the round trip; half the pool stays free for claims.
+    super(options, { maxBatchMax: 10_000, enqueueConcurrency: Math.max(1, Math.floor(poolSize / 2)) });
+    this.#reconnectMs = intOption(options, 'reconnectMs', 1, 600_000, 1000);
     this.#onError = options.onError ?? ((err) => process.emitWarning(err));
 
     this.#schema = schema;
@@ -191,81 +118,81 @@ export class PgQueue implements Queue {
     this.#pool = new pg.Pool({ ...this.#clientConfig, max: poolSize });
     // An idle connection that breaks emits here; unhandled, it would crash the process.
     this.#pool.on('error', (err) => this.#onError(err));
-    this.#batcher = new GroupCommit({
-      commit: (rows) => this.#commitBatch(rows),
-      maxBatch,
-      maxWaiting,
-      // Several INSERTs in flight hide the round trip; half the pool stays free for claims.
-      concurrency: Math.max(1, Math.floor(poolSize / 2)),
-      overloaded: () =>
-        new GatewayError('QUEUE_UNAVAILABLE', 'the queue is overloaded: too many enqueues waiting'),
-    });
-    // Completions arrive one per delivered job: one UPDATE per batch instead of one per job.
-    this.#completer = new GroupCommit({
-      commit: (ids) => this.#completeBatch(ids),
-      maxBatch,
-      maxWaiting: Number.MAX_SAFE_INTEGER,
-      concurrency: 1,
-      overloaded: () => closedError(),
-    });
   }
 
-  async enqueue(job: JobInput): Promise<EnqueueResult> {
-    return this.#batcher.add(newRow(job, this.#now(), this.#closed, closedError));
+  protected async insertRows(rows: NewRow[], now: number): Promise<EnqueueResult[]> {
+    const results: EnqueueResult[] = new Array(rows.length);
+    // A duplicate key whose first job is deleted between our INSERT and our lookup is not
+    // found: insert it again (bounded; it takes a delete racing an enqueue of that very key).
+    let todo = rows.map((_, i) => i);
+    for (let round = 0; todo.length > 0; round++) {
+      if (round === 3) throw new Error('idempotency conflicts kept racing with deletes');
+      const batch = todo.map((i) => rows[i]);
+      const { rows: inserted } = await this.#write<{ id: string }>(this.#sql.insert, [
+        batch.map((r) => r.id),
+        batch.map((r) => r.route),
+        batch.map((r) => r.method),
+        batch.map((r) => r.url),
+        batch.map((r) => r.headers),
+        batch.map((r) => Buffer.from(r.body.buffer, r.body.byteOffset, r.body.byteLength)),
+        batch.map((r) => r.key),
+        batch.map((r) => r.maxAttempts),
+        batch.map((r) => r.runAt),
+        now,
+        this.#channel,
+      ]);
+      const insertedIds = new Set(inserted.map((r) => r.id));
+      const duplicates: number[] = [];
+      for (const i of todo) {
+        if (insertedIds.has(rows[i].id)) results[i] = { id: rows[i].id, duplicate: false };
+        else duplicates.push(i);
+      }
+      todo = [];
+      if (duplicates.length === 0) break;
+      const { rows: firsts } = await this.#pool.query<{ route: string; key: string; id: string }>(
+        this.#sql.byKeys,
+        [duplicates.map((i) => rows[i].route), duplicates.map((i) => rows[i].key)],
+      );
+      const byKey = new Map(firsts.map((f) => [`${f.route}\0${f.key}`, f.id]));
+      for (const i of duplicates) {
+        const id = byKey.get(`${rows[i].route}\0${rows[i].key}`);
+        if (id === undefined) todo.push(i);
+        else results[i] = { id, duplicate: true };
+      }
+    }
+    return results;
   }
 
-  async claim(route: string, limit: number, leaseMs: number): Promise<Job[]> {
-    checkClaim(route, limit, leaseMs);
-    this.#open();
-    this.#hub.claimed(route);
-    const now = this.#now();
-    const { rows } = await this.#write<Row>(this.#sql.claim, [route, limit, now, now + leaseMs]);
-    return rows.map(toJob).sort(byRunAtThenId);
+  protected async claimRows(route: string, limit: number, now: number, leaseUntil: number): Promise<JobRow[]> {
+    return (await this.#write<JobRow>(this.#sql.claim, [route, limit, now, leaseUntil])).rows;
   }
 
-  async complete(id: string): Promise<boolean> {
-    this.#open();
-    return this.#completer.add(id);
+  /** Completions arrive one per delivered job: one UPDATE per batch instead of one per job. */
+  protected async completeIds(ids: string[], now: number): Promise<boolean[]> {
+    const { rows } = await this.#write<{ id: string }>(this.#sql.complete, [ids, now]);
+    const done = new Set(rows.map((r) => r.id));
+    return ids.map((id) => done.has(id));
   }
 
-  async fail(id: string, error: string, retryAt: number | null): Promise<JobState | null> {
-    this.#open();
-    if (retryAt !== null && !Number.isFinite(retryAt))
-      throw new TypeError('retryAt must be a finite number or null');
-    const retry = retryAt === null ? null : Math.round(retryAt);
-    const { rows } = await this.#write<{ state: JobState }>(this.#sql.fail, [
-      id,
-      truncateError(error),
-      retry,
-      this.#now(),
-    ]);
+  protected async failRow(id: string, error: string, retryAt: number | null, now: number): Promise<JobState | null> {
+    const { rows } = await this.#write<{ state: JobState }>(this.#sql.fail, [id, error, retryAt, now]);
     return rows[0]?.state ?? null;
   }
 
-  async release(ids: readonly string[]): Promise<number> {
-    this.#open();
-    if (ids.length === 0) return 0;
-    const { rows } = await this.#write<{ route: string }>(this.#sql.release, [
-      ids,
-      this.#now(),
-      this.#channel,
-    ]);
-    for (const route of new Set(rows.map((r) => r.route))) this.#hub.wake(route);
-    return rows.length;
+  protected async releaseIds(ids: readonly string[], now: number): Promise<string[]> {
+    const { rows } = await this.#write<{ route: string }>(this.#sql.release, [ids, now, this.#channel]);
+    return rows.map((r) => r.route);
   }
 
-  async depth(route?: string): Promise<RouteDepth[]> {
-    this.#open();
+  protected async depthRows(route: string | undefined): Promise<Array<{ route: string; state: string; n: number }>> {
     const { rows } =
       route === undefined
         ? await this.#pool.query(this.#sql.depthAll)
         : await this.#pool.query(this.#sql.depthRoute, [route]);
-    return foldDepth(rows, route);
+    return rows;
   }
 
-  async list(query: ListQuery): Promise<Job[]> {
-    checkList(query);
-    this.#open();
+  protected async listRows(query: ListQuery): Promise<JobRow[]> {
     const where: string[] = [];
     const params: Array<string | number> = [];
     for (const [column, value] of [
@@ -280,71 +207,32 @@ export class PgQueue implements Queue {
     params.push(query.limit);
     const sql = `SELECT ${JOB_COLUMNS} FROM "${this.#schema}".jobs
       ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT $${params.length}`;
-    const { rows } = await this.#pool.query<Row>(sql, params);
-    return rows.map(toJob);
+    return (await this.#pool.query<JobRow>(sql, params)).rows;
   }
 
-  async get(id: string): Promise<Job | null> {
-    this.#open();
-    const { rows } = await this.#pool.query<Row>(this.#sql.get, [id]);
-    return rows.length === 0 ? null : toJob(rows[0]);
+  protected async getRow(id: string): Promise<JobRow | undefined> {
+    return (await this.#pool.query<JobRow>(this.#sql.get, [id])).rows[0];
   }
 
-  async retryDead(id: string): Promise<boolean> {
-    this.#open();
-    const { rows } = await this.#write<{ route: string }>(this.#sql.retryDead, [
-      id,
-      this.#now(),
-      this.#channel,
-    ]);
-    if (rows.length > 0) this.#hub.wake(rows[0].route);
-    return rows.length > 0;
+  protected async retryDeadRow(id: string, now: number): Promise<string | undefined> {
+    const { rows } = await this.#write<{ route: string }>(this.#sql.retryDead, [id, now, this.#channel]);
+    return rows[0]?.route;
   }
 
-  async retryAllDead(route?: string): Promise<number> {
-    this.#open();
-    const { rows } = await this.#write<{ route: string; n: number }>(this.#sql.retryAllDead, [
-      route ?? null,
-      this.#now(),
-      this.#channel,
-    ]);
-    let total = 0;
-    for (const row of rows) {
-      total += row.n;
-      this.#hub.wake(row.route);
-    }
-    return total;
+  protected async retryDeadRows(route: string | undefined, now: number): Promise<Array<{ route: string; n: number }>> {
+    return (await this.#write<{ route: string; n: number }>(this.#sql.retryAllDead, [route ?? null, now, this.#channel]))
+      .rows;
   }
 
-  async delete(id: string): Promise<boolean> {
-    this.#open();
+  protected async deleteRow(id: string): Promise<boolean> {
     return ((await this.#write(this.#sql.delete, [id])).rowCount ?? 0) > 0;
   }
 
-  async purge(before: number, limit: number): Promise<number> {
-    checkPurge(before, limit);
-    this.#open();
-    return (await this.#write(this.#sql.purge, [Math.round(before), limit])).rowCount ?? 0;
+  protected async purgeRows(before: number, limit: number): Promise<number> {
+    return (await this.#write(this.#sql.purge, [before, limit])).rowCount ?? 0;
   }
 
-  waitForWork(route: string, options: WaitOptions): Promise<boolean> {
-    return this.#hub.wait(route, options);
-  }
-
-  stats(): QueueStats {
-    return { commits: this.#commits, enqueued: this.#enqueued, waiting: this.#batcher.waiting };
-  }
-
-  close(): Promise<void> {
-    this.#closing ??= this.#close();
-    return this.#closing;
-  }
-
-  async #close(): Promise<void> {
-    this.#closed = true;
-    await this.#batcher.drain();
-    await this.#completer.drain();
-    this.#hub.close();
+  protected async closeStore(): Promise<void> {
     clearTimeout(this.#reconnectTimer);
     const listener = this.#listener;
     this.#listener = undefined;
@@ -357,80 +245,14 @@ export class PgQueue implements Queue {
     await this.#connectListener();
   }
 
-  #open(): void {
-    if (this.#closed) throw closedError();
-  }
-
   /** A writing statement (autocommit: one commit). */
   async #write<R extends pg.QueryResultRow = pg.QueryResultRow>(
     sql: string,
     params: unknown[],
   ): Promise<pg.QueryResult<R>> {
     const result = await this.#pool.query<R>(sql, params);
-    this.#commits++;
+    this.commits++;
     return result;
-  }
-
-  async #completeBatch(ids: string[]): Promise<boolean[]> {
-    const { rows } = await this.#write<{ id: string }>(this.#sql.complete, [ids, this.#now()]);
-    const done = new Set(rows.map((r) => r.id));
-    return ids.map((id) => done.has(id));
-  }
-
-  async #commitBatch(rows: NewRow[]): Promise<EnqueueResult[]> {
-    const results: EnqueueResult[] = new Array(rows.length);
-    const woken = new Set<string>();
-    try {
-      // A duplicate key whose first job is deleted between our INSERT and our lookup is not
-      // found: insert it again (bounded; it takes a delete racing an enqueue of that very key).
-      let todo = rows.map((_, i) => i);
-      for (let round = 0; todo.length > 0; round++) {
-        if (round === 3) throw new Error('idempotency conflicts kept racing with deletes');
-        const batch = todo.map((i) => rows[i]);
-        const { rows: inserted } = await this.#write<{ id: string }>(this.#sql.insert, [
-          batch.map((r) => r.id),
-          batch.map((r) => r.route),
-          batch.map((r) => r.method),
-          batch.map((r) => r.url),
-          batch.map((r) => r.headers),
-          batch.map((r) => Buffer.from(r.body.buffer, r.body.byteOffset, r.body.byteLength)),
-          batch.map((r) => r.key),
-          batch.map((r) => r.maxAttempts),
-          batch.map((r) => r.runAt),
-          this.#now(),
-          this.#channel,
-        ]);
-        const insertedIds = new Set(inserted.map((r) => r.id));
-        const duplicates: number[] = [];
-        for (const i of todo) {
-          if (insertedIds.has(rows[i].id)) {
-            results[i] = { id: rows[i].id, duplicate: false };
-            woken.add(rows[i].route);
-            this.#enqueued++;
-          } else {
-            duplicates.push(i);
-          }
-        }
-        todo = [];
-        if (duplicates.length === 0) break;
-        const { rows: firsts } = await this.#pool.query<{ route: string; key: string; id: string }>(
-          this.#sql.byKeys,
-          [duplicates.map((i) => rows[i].route), duplicates.map((i) => rows[i].key)],
-        );
-        const byKey = new Map(firsts.map((f) => [`${f.route}\0${f.key}`, f.id]));
-        for (const i of duplicates) {
-          const id = byKey.get(`${rows[i].route}\0${rows[i].key}`);
-          if (id === undefined) todo.push(i);
-          else results[i] = { id, duplicate: true };
-        }
-      }
-    } catch (err) {
-      throw new GatewayError('QUEUE_UNAVAILABLE', undefined, { cause: err });
-    } finally {
-      // NOTIFY reaches this process too, a few ms later; wake local waiters now.
-      for (const route of woken) this.#hub.wake(route);
-    }
-    return results;
   }
 
   async #migrate(): Promise<void> {
@@ -445,16 +267,12 @@ export class PgQueue implements Queue {
       const { rows } = await client.query<{ version: number | null }>(
         `SELECT max(version) AS version FROM ${s}.schema_version`,
       );
-      const current = rows[0].version ?? 0;
-      if (current > MIGRATIONS.length) {
-        throw new Error(`queue schema version ${current} is newer than this build (${MIGRATIONS.length})`);
-      }
-      for (let v = current; v < MIGRATIONS.length; v++) {
-        await client.query(MIGRATIONS[v](s));
-        await client.query(`INSERT INTO ${s}.schema_version (version) VALUES ($1)`, [v + 1]);
+      for (const [version, sql] of pendingMigrations(rows[0].version ?? 0, migrations(s))) {
+        await client.query(sql);
+        await client.query(`INSERT INTO ${s}.schema_version (version) VALUES ($1)`, [version]);
       }
       await client.query('COMMIT');
-      this.#commits++;
+      this.commits++;
     } catch (err) {
       await client.query('ROLLBACK').catch(() => {});
       throw err;
@@ -475,7 +293,7 @@ export class PgQueue implements Queue {
     client.on('error', lost);
     client.on('end', () => lost(new Error('queue LISTEN connection ended')));
     client.on('notification', (msg) => {
-      if (msg.channel === this.#channel && msg.payload) this.#hub.wake(msg.payload);
+      if (msg.channel === this.#channel && msg.payload) this.hub.wake(msg.payload);
     });
     try {
       await client.connect();
@@ -484,7 +302,7 @@ export class PgQueue implements Queue {
       await client.end().catch(() => {});
       throw err;
     }
-    if (this.#closed) {
+    if (this.closed) {
       await client.end().catch(() => {});
       return;
     }
@@ -492,11 +310,11 @@ export class PgQueue implements Queue {
   }
 
   #scheduleReconnect(): void {
-    if (this.#closed) return;
+    if (this.closed) return;
     this.#reconnectTimer = setTimeout(() => {
       this.#reconnectTimer = undefined;
       this.#connectListener().then(
-        () => this.#hub.wakeAll(), // notifications sent while disconnected are lost
+        () => this.hub.wakeAll(), // notifications sent while disconnected are lost
         (err) => {
           this.#onError(err);
           this.#scheduleReconnect();
@@ -572,32 +390,4 @@ function statements(s: string) {
     purge: `DELETE FROM ${s}.jobs WHERE id IN (
               SELECT id FROM ${s}.jobs WHERE state = 'done' AND updated_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)`,
   };
-}
-
-function toJob(row: Row): Job {
-  return {
-    id: row.id,
-    route: row.route,
-    method: row.method,
-    url: row.url,
-    headers: row.headers,
-    body: row.body,
-    idempotencyKey: row.idempotency_key,
-    attempts: row.attempts,
-    maxAttempts: row.max_attempts,
-    state: row.state,
-    runAt: row.run_at,
-    leaseUntil: row.lease_until,
-    lastError: row.last_error,
-    createdAt: row.created_at,
-    updatedAt: row.updated_at,
-  };
-}
-
-function byRunAtThenId(a: Job, b: Job): number {
-  return a.runAt - b.runAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
-}
-
-function closedError(): GatewayError {
-  return new GatewayError('QUEUE_UNAVAILABLE', 'the queue is closed');
 }

@@ -22,29 +22,8 @@
  */
 
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
-import { GatewayError } from '../errors.ts';
-import {
-  checkClaim,
-  checkList,
-  checkPurge,
-  type EnqueueResult,
-  foldDepth,
-  GroupCommit,
-  intOption,
-  type Job,
-  type JobInput,
-  type JobState,
-  type ListQuery,
-  type Queue,
-  QueueOptionError,
-  type QueueStats,
-  type RouteDepth,
-  truncateError,
-  type WaitOptions,
-  WakeHub,
-  newRow,
-  type NewRow,
-} from './queue.ts';
+import { type EnqueueResult, intOption, type JobState, type ListQuery, type NewRow, QueueOptionError } from './queue.ts';
+import { JOB_COLUMNS, jobMigrations, type JobRow, pendingMigrations, QueueCore } from './queue-core.ts';
 
 export interface SqliteQueueOptions {
   /** Database file, created if missing. Not `:memory:`: a queue must survive the process. */
@@ -68,70 +47,22 @@ export interface SqliteQueueOptions {
   now?: () => number;
 }
 
-/** One migration per schema version; append only. */
-const MIGRATIONS: readonly string[] = [
-  `CREATE TABLE defer_jobs (
-     id TEXT NOT NULL PRIMARY KEY,
-     route TEXT NOT NULL,
-     method TEXT NOT NULL,
-     url TEXT NOT NULL,
-     headers TEXT NOT NULL,            -- JSON array of [name, value]
-     body BLOB NOT NULL,
-     idempotency_key TEXT,
-     attempts INTEGER NOT NULL DEFAULT 0,
-     max_attempts INTEGER NOT NULL,
-     state TEXT NOT NULL CHECK (state IN ('pending', 'inflight', 'done', 'dead')),
-     run_at INTEGER NOT NULL,          -- ms since the epoch, like every time here
-     lease_until INTEGER,
-     last_error TEXT,
-     created_at INTEGER NOT NULL,
-     updated_at INTEGER NOT NULL
-   );
-   CREATE UNIQUE INDEX defer_jobs_idempotency ON defer_jobs (route, idempotency_key)
-     WHERE idempotency_key IS NOT NULL;
-   CREATE INDEX defer_jobs_pending ON defer_jobs (route, run_at, id) WHERE state = 'pending';
-   CREATE INDEX defer_jobs_inflight ON defer_jobs (route, lease_until) WHERE state = 'inflight';
-   CREATE INDEX defer_jobs_route_state ON defer_jobs (route, state, id);`,
-  // Issue 6: the janitor purges done jobs by age.
-  `CREATE INDEX defer_jobs_done ON defer_jobs (updated_at) WHERE state = 'done';`,
-];
+const MIGRATIONS = jobMigrations('defer_jobs', 'defer_jobs', {
+  text: 'TEXT',
+  json: 'TEXT',
+  blob: 'BLOB',
+  int: 'INTEGER',
+  time: 'INTEGER',
+});
 
-interface Row {
-  id: string;
-  route: string;
-  method: string;
-  url: string;
-  headers: string;
-  body: Uint8Array;
-  idempotency_key: string | null;
-  attempts: number;
-  max_attempts: number;
-  state: JobState;
-  run_at: number;
-  lease_until: number | null;
-  last_error: string | null;
-  created_at: number;
-  updated_at: number;
-}
-
-const JOB_COLUMNS = `id, route, method, url, headers, body, idempotency_key, attempts, max_attempts, state,
-  run_at, lease_until, last_error, created_at, updated_at`;
-
-export class SqliteQueue implements Queue {
+/** The SQLite dialect of the queue core (queue-core.ts). */
+export class SqliteQueue extends QueueCore {
   #db: DatabaseSync;
-  #now: () => number;
   #pollMs: number;
-  #hub = new WakeHub();
-  #batcher: GroupCommit<NewRow, EnqueueResult>;
-  #completer: GroupCommit<string, boolean>;
   /** Whether the connection is in synchronous=FULL (see #write). */
   #durable = true;
   #pollTimer: NodeJS.Timeout | undefined;
   #dataVersion = 0;
-  #closed = false;
-  #closing: Promise<void> | undefined;
-  #commits = 0;
-  #enqueued = 0;
   #sql: ReturnType<typeof prepare>;
   #listSql = new Map<string, StatementSync>();
 
@@ -142,14 +73,13 @@ export class SqliteQueue implements Queue {
     if (typeof options.path !== 'string' || options.path === '' || options.path.startsWith(':memory:')) {
       throw new QueueOptionError('path', 'a file path', options.path);
     }
-    const busyTimeoutMs = intOption(options, 'busyTimeoutMs', 0, 600_000, 5000);
-    const maxBatch = intOption(options, 'maxBatch', 1, 100_000, 512);
-    const maxWaiting = intOption(options, 'maxWaiting', 1, 10_000_000, 10_000);
-    this.#pollMs = intOption(options, 'pollMs', 1, 60_000, 250);
     if (options.now !== undefined && typeof options.now !== 'function') {
       throw new QueueOptionError('now', 'a function', options.now);
     }
-    this.#now = options.now ?? Date.now;
+    // One writer at a time: the write lock is the database's.
+    super(options, { maxBatchMax: 100_000, enqueueConcurrency: 1 });
+    const busyTimeoutMs = intOption(options, 'busyTimeoutMs', 0, 600_000, 5000);
+    this.#pollMs = intOption(options, 'pollMs', 1, 60_000, 250);
 
     try {
       this.#db = new DatabaseSync(options.path, { timeout: busyTimeoutMs });
@@ -168,92 +98,69 @@ export class SqliteQueue implements Queue {
       this.#db.close();
       throw err;
     }
-    this.#batcher = new GroupCommit({
-      commit: (rows) => this.#commitBatch(rows),
-      maxBatch,
-      maxWaiting,
-      concurrency: 1,
-      overloaded: () =>
-        new GatewayError('QUEUE_UNAVAILABLE', 'the queue is overloaded: too many enqueues waiting'),
-    });
-    // A deliverer completes jobs as their answers arrive: one transaction per completion would
-    // cost one fsync each (about 1 ms here) and cap deliveries near 1,000/s.
-    this.#completer = new GroupCommit({
-      commit: (ids) =>
-        this.#write(() => {
-          const now = this.#now();
-          return ids.map((id) => Number(this.#sql.complete.run({ id, now }).changes) > 0);
-        }, false),
-      maxBatch,
-      maxWaiting: Number.MAX_SAFE_INTEGER,
-      concurrency: 1,
-      overloaded: () => closedError(),
+  }
+
+  protected insertRows(rows: NewRow[], now: number): EnqueueResult[] {
+    return this.#write(() => {
+      const out: EnqueueResult[] = [];
+      for (const row of rows) {
+        // Without a key nothing can conflict: the positional insert is twice as fast.
+        if (row.key === null) {
+          const { id, route, method, url, headers, body, maxAttempts, runAt } = row;
+          this.#sql.insertPlain.run(id, route, method, url, headers, body, maxAttempts, runAt, now, now);
+          out.push({ id: row.id, duplicate: false });
+          continue;
+        }
+        if (this.#sql.insert.get({ ...row, now }) !== undefined) {
+          out.push({ id: row.id, duplicate: false });
+          continue;
+        }
+        // Only the idempotency index can conflict; under the write lock the first job is there.
+        const first = this.#sql.byKey.get({ route: row.route, key: row.key }) as { id: string } | undefined;
+        if (first === undefined) throw new Error(`idempotency conflict without a stored job (route ${row.route})`);
+        out.push({ id: first.id, duplicate: true });
+      }
+      return out;
     });
   }
 
-  async enqueue(job: JobInput): Promise<EnqueueResult> {
-    return this.#batcher.add(newRow(job, this.#now(), this.#closed, closedError));
-  }
-
-  async claim(route: string, limit: number, leaseMs: number): Promise<Job[]> {
-    checkClaim(route, limit, leaseMs);
-    this.#open();
-    this.#hub.claimed(route);
-    const now = this.#now();
+  protected claimRows(route: string, limit: number, now: number, leaseUntil: number): JobRow[] {
     // Look before taking the write lock: idle deliverers polling an empty route must not
     // serialize every process's writers behind them.
     if (this.#sql.anyEligible.get({ route, now }) === undefined) return [];
-    const rows = this.#write(() => {
+    return this.#write(() => {
       this.#sql.reapExpired.run({ route, now });
-      return this.#sql.claim.all({ route, now, limit, leaseUntil: now + leaseMs }) as unknown as Row[];
+      return this.#sql.claim.all({ route, now, limit, leaseUntil }) as unknown as JobRow[];
     }, false);
-    return rows.map(toJob).sort(byRunAtThenId);
   }
 
-  async complete(id: string): Promise<boolean> {
-    this.#open();
-    return this.#completer.add(id);
+  protected completeIds(ids: string[], now: number): boolean[] {
+    return this.#write(() => ids.map((id) => Number(this.#sql.complete.run({ id, now }).changes) > 0), false);
   }
 
-  async fail(id: string, error: string, retryAt: number | null): Promise<JobState | null> {
-    this.#open();
-    if (retryAt !== null && !Number.isFinite(retryAt))
-      throw new TypeError('retryAt must be a finite number or null');
-    const row = this.#write(
-      () =>
-        this.#sql.fail.get({
-          id,
-          error: truncateError(error),
-          retryAt: retryAt === null ? null : Math.round(retryAt),
-          now: this.#now(),
-        }),
-      false,
-    ) as { state: JobState } | undefined;
+  protected failRow(id: string, error: string, retryAt: number | null, now: number): JobState | null {
+    const row = this.#write(() => this.#sql.fail.get({ id, error, retryAt, now }), false) as
+      | { state: JobState }
+      | undefined;
     return row?.state ?? null;
   }
 
-  async release(ids: readonly string[]): Promise<number> {
-    this.#open();
-    if (ids.length === 0) return 0;
-    const rows = this.#write(() =>
-      this.#sql.release.all({ ids: JSON.stringify(ids), now: this.#now() }),
-    ) as Array<{
+  protected releaseIds(ids: readonly string[], now: number): string[] {
+    const rows = this.#write(() => this.#sql.release.all({ ids: JSON.stringify(ids), now })) as Array<{
       route: string;
     }>;
-    for (const route of new Set(rows.map((r) => r.route))) this.#hub.wake(route);
-    return rows.length;
+    return rows.map((r) => r.route);
   }
 
-  async depth(route?: string): Promise<RouteDepth[]> {
-    this.#open();
-    const rows = route === undefined ? this.#sql.depthAll.all() : this.#sql.depthRoute.all({ route });
-    return foldDepth(rows as Array<{ route: string; state: string; n: number }>, route);
+  protected depthRows(route: string | undefined): Array<{ route: string; state: string; n: number }> {
+    return (route === undefined ? this.#sql.depthAll.all() : this.#sql.depthRoute.all({ route })) as Array<{
+      route: string;
+      state: string;
+      n: number;
+    }>;
   }
 
-  async list(query: ListQuery): Promise<Job[]> {
-    checkList(query);
-    this.#open();
-    const { route, state, after, limit } = query;
+  protected listRows({ route, state, after, limit }: ListQuery): JobRow[] {
     const shape = `${route !== undefined}${state !== undefined}${after !== undefined}`;
     let statement = this.#listSql.get(shape);
     if (statement === undefined) {
@@ -270,83 +177,63 @@ export class SqliteQueue implements Queue {
     if (route !== undefined) params.route = route;
     if (state !== undefined) params.state = state;
     if (after !== undefined) params.after = after;
-    return (statement.all(params) as unknown as Row[]).map(toJob);
+    return statement.all(params) as unknown as JobRow[];
   }
 
-  async get(id: string): Promise<Job | null> {
-    this.#open();
-    const row = this.#sql.get.get({ id }) as unknown as Row | undefined;
-    return row === undefined ? null : toJob(row);
+  protected getRow(id: string): JobRow | undefined {
+    return this.#sql.get.get({ id }) as unknown as JobRow | undefined;
   }
 
-  async retryDead(id: string): Promise<boolean> {
-    this.#open();
-    const row = this.#write(() => this.#sql.retryDead.get({ id, now: this.#now() })) as
-      | { route: string }
-      | undefined;
-    if (row !== undefined) this.#hub.wake(row.route);
-    return row !== undefined;
+  protected retryDeadRow(id: string, now: number): string | undefined {
+    const row = this.#write(() => this.#sql.retryDead.get({ id, now })) as { route: string } | undefined;
+    return row?.route;
   }
 
-  async retryAllDead(route?: string): Promise<number> {
-    this.#open();
-    const now = this.#now();
-    const changes = this.#write(() =>
-      Number(
-        (route === undefined
-          ? this.#sql.retryAllDead.run({ now })
-          : this.#sql.retryRouteDead.run({ now, route })
-        ).changes,
-      ),
-    );
-    if (changes > 0) {
-      if (route === undefined) this.#hub.wakeAll();
-      else this.#hub.wake(route);
-    }
-    return changes;
+  protected retryDeadRows(route: string | undefined, now: number): Array<{ route: string; n: number }> {
+    const rows = this.#write(() =>
+      route === undefined ? this.#sql.retryAllDead.all({ now }) : this.#sql.retryRouteDead.all({ now, route }),
+    ) as Array<{ route: string }>;
+    const counts = new Map<string, number>();
+    for (const r of rows) counts.set(r.route, (counts.get(r.route) ?? 0) + 1);
+    return [...counts].map(([r, n]) => ({ route: r, n }));
   }
 
-  async delete(id: string): Promise<boolean> {
-    this.#open();
+  protected deleteRow(id: string): boolean {
     return this.#write(() => Number(this.#sql.delete.run({ id }).changes) > 0);
   }
 
-  async purge(before: number, limit: number): Promise<number> {
-    checkPurge(before, limit);
-    this.#open();
-    return this.#write(
-      () => Number(this.#sql.purge.run({ before: Math.round(before), limit }).changes),
-      false,
-    );
+  protected purgeRows(before: number, limit: number): number {
+    return this.#write(() => Number(this.#sql.purge.run({ before, limit }).changes), false);
   }
 
-  waitForWork(route: string, options: WaitOptions): Promise<boolean> {
-    const woken = this.#hub.wait(route, options);
-    this.#startPolling();
-    return woken;
-  }
-
-  stats(): QueueStats {
-    return { commits: this.#commits, enqueued: this.#enqueued, waiting: this.#batcher.waiting };
-  }
-
-  close(): Promise<void> {
-    this.#closing ??= this.#close();
-    return this.#closing;
-  }
-
-  async #close(): Promise<void> {
-    this.#closed = true;
-    await this.#batcher.drain();
-    await this.#completer.drain();
-    this.#hub.close();
+  protected closeStore(): void {
     clearTimeout(this.#pollTimer);
     this.#pollTimer = undefined;
     this.#db.close();
   }
 
-  #open(): void {
-    if (this.#closed) throw closedError();
+  /**
+   * Other processes' commits do not reach our WakeHub: while someone waits, poll
+   * `data_version` (it changes only when another connection commits) and wake every waiter.
+   */
+  protected override watch(): void {
+    if (this.#pollTimer !== undefined || this.closed || this.hub.waiting === 0) return;
+    const tick = () => {
+      this.#pollTimer = undefined;
+      if (this.closed || this.hub.waiting === 0) return;
+      try {
+        const version = this.#readDataVersion();
+        if (version !== this.#dataVersion) {
+          this.#dataVersion = version;
+          this.hub.wakeAll();
+        }
+      } catch {
+        this.hub.wakeAll(); // let the deliverer's claim surface the error
+      }
+      this.watch();
+    };
+    this.#pollTimer = setTimeout(tick, this.#pollMs);
+    this.#pollTimer.unref();
   }
 
   /**
@@ -370,51 +257,12 @@ export class SqliteQueue implements Queue {
     try {
       const result = fn();
       db.exec('COMMIT');
-      this.#commits++;
+      this.commits++;
       return result;
     } catch (err) {
       if (db.isOpen && db.isTransaction) db.exec('ROLLBACK');
       throw err;
     }
-  }
-
-  #commitBatch(rows: NewRow[]): EnqueueResult[] {
-    let results: EnqueueResult[];
-    try {
-      results = this.#write(() => {
-        const out: EnqueueResult[] = [];
-        const now = this.#now();
-        for (const row of rows) {
-          // Without a key nothing can conflict: the positional insert is twice as fast.
-          if (row.key === null) {
-            const { id, route, method, url, headers, body, maxAttempts, runAt } = row;
-            this.#sql.insertPlain.run(id, route, method, url, headers, body, maxAttempts, runAt, now, now);
-            out.push({ id: row.id, duplicate: false });
-            continue;
-          }
-          if (this.#sql.insert.get({ ...row, now }) !== undefined) {
-            out.push({ id: row.id, duplicate: false });
-            continue;
-          }
-          // Only the idempotency index can conflict; under the write lock the first job is there.
-          const first = this.#sql.byKey.get({ route: row.route, key: row.key }) as { id: string } | undefined;
-          if (first === undefined)
-            throw new Error(`idempotency conflict without a stored job (route ${row.route})`);
-          out.push({ id: first.id, duplicate: true });
-        }
-        return out;
-      });
-    } catch (err) {
-      throw new GatewayError('QUEUE_UNAVAILABLE', undefined, { cause: err });
-    }
-    const routes = new Set<string>();
-    for (let i = 0; i < rows.length; i++) {
-      if (results[i].duplicate) continue;
-      this.#enqueued++;
-      routes.add(rows[i].route);
-    }
-    for (const route of routes) this.#hub.wake(route);
-    return results;
   }
 
   #migrate(): void {
@@ -423,43 +271,15 @@ export class SqliteQueue implements Queue {
       const row = this.#db.prepare('SELECT max(version) AS version FROM defer_schema_version').get() as {
         version: number | null;
       };
-      const current = row.version ?? 0;
-      if (current > MIGRATIONS.length) {
-        throw new Error(`queue schema version ${current} is newer than this build (${MIGRATIONS.length})`);
-      }
-      for (let v = current; v < MIGRATIONS.length; v++) {
-        this.#db.exec(MIGRATIONS[v]);
-        this.#db.prepare('INSERT INTO defer_schema_version (version) VALUES (?)').run(v + 1);
+      for (const [version, sql] of pendingMigrations(row.version ?? 0, MIGRATIONS)) {
+        this.#db.exec(sql);
+        this.#db.prepare('INSERT INTO defer_schema_version (version) VALUES (?)').run(version);
       }
     });
   }
 
   #readDataVersion(): number {
     return Number((this.#sql.dataVersion.get() as { data_version: number }).data_version);
-  }
-
-  /**
-   * Other processes' commits do not reach our WakeHub: while someone waits, poll
-   * `data_version` (it changes only when another connection commits) and wake every waiter.
-   */
-  #startPolling(): void {
-    if (this.#pollTimer !== undefined || this.#closed || this.#hub.waiting === 0) return;
-    const tick = () => {
-      this.#pollTimer = undefined;
-      if (this.#closed || this.#hub.waiting === 0) return;
-      try {
-        const version = this.#readDataVersion();
-        if (version !== this.#dataVersion) {
-          this.#dataVersion = version;
-          this.#hub.wakeAll();
-        }
-      } catch {
-        this.#hub.wakeAll(); // let the deliverer's claim surface the error
-      }
-      this.#startPolling();
-    };
-    this.#pollTimer = setTimeout(tick, this.#pollMs);
-    this.#pollTimer.unref();
   }
 }
 
@@ -532,11 +352,13 @@ function prepare(db: DatabaseSync) {
     ),
     retryAllDead: db.prepare(
       `UPDATE defer_jobs SET state = 'pending', attempts = 0, run_at = :now, lease_until = NULL, updated_at = :now
-       WHERE state = 'dead'`,
+       WHERE state = 'dead'
+       RETURNING route`,
     ),
     retryRouteDead: db.prepare(
       `UPDATE defer_jobs SET state = 'pending', attempts = 0, run_at = :now, lease_until = NULL, updated_at = :now
-       WHERE route = :route AND state = 'dead'`,
+       WHERE route = :route AND state = 'dead'
+       RETURNING route`,
     ),
     delete: db.prepare('DELETE FROM defer_jobs WHERE id = :id'),
     purge: db.prepare(
@@ -544,32 +366,4 @@ function prepare(db: DatabaseSync) {
          SELECT id FROM defer_jobs WHERE state = 'done' AND updated_at < :before LIMIT :limit)`,
     ),
   };
-}
-
-function toJob(row: Row): Job {
-  return {
-    id: row.id,
-    route: row.route,
-    method: row.method,
-    url: row.url,
-    headers: JSON.parse(row.headers),
-    body: Buffer.from(row.body.buffer, row.body.byteOffset, row.body.byteLength),
-    idempotencyKey: row.idempotency_key,
-    attempts: row.attempts,
-    maxAttempts: row.max_attempts,
-    state: row.state,
-    runAt: row.run_at,
-    leaseUntil: row.lease_until,
-    lastError: row.last_error,
-    createdAt: row.created_at,
-    updatedAt: row.updated_at,
-  };
-}
-
-function byRunAtThenId(a: Job, b: Job): number {
-  return a.runAt - b.runAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
-}
-
-function closedError(): GatewayError {
-  return new GatewayError('QUEUE_UNAVAILABLE', 'the queue is closed');
 }

@@ -1,0 +1,359 @@
+/**
+ * The one queue core (issue 11): everything a `Queue` does that is not SQL. A store is this
+ * class plus a dialect — the statements of one database, given as the `protected abstract`
+ * methods below — so the two stores (sqlite-queue.ts, pg-queue.ts) cannot drift apart in
+ * validation, group commit, wake-ups, counting, row decoding or shutdown.
+ *
+ * What the core owns:
+ * - input checks (`checkJobInput`, `checkClaim`, `checkList`, `checkPurge`) and the closed state;
+ * - group commit of enqueues (one transaction per batch) and of completions;
+ * - local wake-ups (`WakeHub`): a commit here wakes this process's waiters at once; a dialect
+ *   adds how other processes' commits reach it (SQLite: `data_version` polling; PostgreSQL:
+ *   LISTEN/NOTIFY);
+ * - `QueueStats` (the dialect counts its commits in `commits`, the core counts enqueued jobs);
+ * - decoding a stored row into a `Job`, and the claim order (due time, then id).
+ *
+ * A dialect method may be synchronous (node:sqlite) or return a promise (pg): the core awaits both.
+ */
+
+import { GatewayError } from '../errors.ts';
+import {
+  checkClaim,
+  checkList,
+  checkPurge,
+  type EnqueueResult,
+  foldDepth,
+  GroupCommit,
+  type HeaderPairs,
+  intOption,
+  type Job,
+  type JobInput,
+  type JobState,
+  type ListQuery,
+  newRow,
+  type NewRow,
+  type Queue,
+  type QueueStats,
+  type RouteDepth,
+  truncateError,
+  type WaitOptions,
+  WakeHub,
+} from './queue.ts';
+
+/** The columns every store keeps, in the order both select them. */
+export const JOB_COLUMNS = `id, route, method, url, headers, body, idempotency_key, attempts, max_attempts, state,
+  run_at, lease_until, last_error, created_at, updated_at`;
+
+/** A dialect's column types for the jobs table. */
+export interface ColumnTypes {
+  text: string;
+  /** JSON array of [name, value]. */
+  json: string;
+  blob: string;
+  int: string;
+  /** ms since the epoch, like every time here. */
+  time: string;
+}
+
+/**
+ * The queue's migrations, one per schema version (append only), in a dialect's types: the
+ * table is `table` and its indexes are named `<prefix>_…` (SQLite: `defer_jobs`; PostgreSQL:
+ * `<schema>.jobs` with indexes `jobs_…` in that schema).
+ */
+export function jobMigrations(table: string, prefix: string, t: ColumnTypes): string[] {
+  return [
+    `CREATE TABLE ${table} (
+       id ${t.text} NOT NULL PRIMARY KEY,
+       route ${t.text} NOT NULL,
+       method ${t.text} NOT NULL,
+       url ${t.text} NOT NULL,
+       headers ${t.json} NOT NULL,
+       body ${t.blob} NOT NULL,
+       idempotency_key ${t.text},
+       attempts ${t.int} NOT NULL DEFAULT 0,
+       max_attempts ${t.int} NOT NULL,
+       state ${t.text} NOT NULL CHECK (state IN ('pending', 'inflight', 'done', 'dead')),
+       run_at ${t.time} NOT NULL,
+       lease_until ${t.time},
+       last_error ${t.text},
+       created_at ${t.time} NOT NULL,
+       updated_at ${t.time} NOT NULL
+     );
+     CREATE UNIQUE INDEX ${prefix}_idempotency ON ${table} (route, idempotency_key) WHERE idempotency_key IS NOT NULL;
+     CREATE INDEX ${prefix}_pending ON ${table} (route, run_at, id) WHERE state = 'pending';
+     CREATE INDEX ${prefix}_inflight ON ${table} (route, lease_until) WHERE state = 'inflight';
+     CREATE INDEX ${prefix}_route_state ON ${table} (route, state, id);`,
+    // Issue 6: the janitor purges done jobs by age.
+    `CREATE INDEX ${prefix}_done ON ${table} (updated_at) WHERE state = 'done';`,
+  ];
+}
+
+/**
+ * The migrations a store at schema version `current` still needs, as [version, sql]; throws
+ * when the store is newer than this build (never run an old build against a newer schema).
+ */
+export function pendingMigrations(current: number, migrations: readonly string[]): Array<[number, string]> {
+  if (current > migrations.length) {
+    throw new Error(`queue schema version ${current} is newer than this build (${migrations.length})`);
+  }
+  return migrations.slice(current).map((sql, i) => [current + i + 1, sql]);
+}
+
+/** One stored job as a dialect reads it (`JOB_COLUMNS`). */
+export interface JobRow {
+  id: string;
+  route: string;
+  method: string;
+  url: string;
+  /** JSON text (SQLite) or already decoded (PostgreSQL jsonb). */
+  headers: string | HeaderPairs;
+  body: Uint8Array;
+  idempotency_key: string | null;
+  attempts: number;
+  max_attempts: number;
+  state: JobState;
+  run_at: number;
+  lease_until: number | null;
+  last_error: string | null;
+  created_at: number;
+  updated_at: number;
+}
+
+/** What the core takes from a store's options (each store documents them on its own type). */
+export interface CoreOptions {
+  maxBatch?: number;
+  maxWaiting?: number;
+  now?: () => number;
+}
+
+export interface CoreLimits {
+  /** Upper bound of `maxBatch` (a statement's parameter limits differ per database). */
+  maxBatchMax: number;
+  /** Enqueue transactions in flight at once. */
+  enqueueConcurrency: number;
+}
+
+type Maybe<T> = T | Promise<T>;
+
+export abstract class QueueCore implements Queue {
+  protected readonly now: () => number;
+  protected readonly hub = new WakeHub();
+  /** Write transactions committed; the dialect adds one per commit. */
+  protected commits = 0;
+  #enqueued = 0;
+  #closed = false;
+  #closing: Promise<void> | undefined;
+  readonly #batcher: GroupCommit<NewRow, EnqueueResult>;
+  readonly #completer: GroupCommit<string, boolean>;
+
+  /** Validates the shared options; throws `QueueOptionError` on a bad one. */
+  protected constructor(options: CoreOptions, limits: CoreLimits) {
+    const maxBatch = intOption(options, 'maxBatch', 1, limits.maxBatchMax, 512);
+    const maxWaiting = intOption(options, 'maxWaiting', 1, 10_000_000, 10_000);
+    this.now = options.now ?? Date.now;
+    this.#batcher = new GroupCommit({
+      commit: (rows) => this.#commitBatch(rows),
+      maxBatch,
+      maxWaiting,
+      concurrency: limits.enqueueConcurrency,
+      overloaded: () =>
+        new GatewayError('QUEUE_UNAVAILABLE', 'the queue is overloaded: too many enqueues waiting'),
+    });
+    // A deliverer completes jobs as their answers arrive: one transaction per completion would
+    // cost one commit (SQLite: an fsync, about 1 ms here) each and cap deliveries near 1,000/s.
+    this.#completer = new GroupCommit({
+      commit: async (ids) => this.completeIds(ids, this.now()),
+      maxBatch,
+      maxWaiting: Number.MAX_SAFE_INTEGER,
+      concurrency: 1,
+      overloaded: () => closedError(),
+    });
+  }
+
+  // ---- the dialect ----------------------------------------------------------------------
+
+  /**
+   * Inserts validated rows in one transaction (or as few as the dialect needs); for a row whose
+   * idempotency key exists, answers the first job's id with `duplicate: true`. Results in order.
+   */
+  protected abstract insertRows(rows: NewRow[], now: number): Maybe<EnqueueResult[]>;
+  /** `Queue.claim` after the checks: reap, lease and return up to `limit` rows, any order. */
+  protected abstract claimRows(route: string, limit: number, now: number, leaseUntil: number): Maybe<JobRow[]>;
+  /** Marks inflight jobs done; whether each id was. */
+  protected abstract completeIds(ids: string[], now: number): Maybe<boolean[]>;
+  /** `Queue.fail` after the checks: the job's new state, or null when it was not inflight. */
+  protected abstract failRow(id: string, error: string, retryAt: number | null, now: number): Maybe<JobState | null>;
+  /** Puts inflight jobs back; the route of each job released. */
+  protected abstract releaseIds(ids: readonly string[], now: number): Maybe<string[]>;
+  protected abstract depthRows(route: string | undefined): Maybe<Array<{ route: string; state: string; n: number }>>;
+  protected abstract listRows(query: ListQuery): Maybe<JobRow[]>;
+  protected abstract getRow(id: string): Maybe<JobRow | undefined>;
+  /** Revives one dead letter; its route, or undefined when it was not dead. */
+  protected abstract retryDeadRow(id: string, now: number): Maybe<string | undefined>;
+  /** Revives the dead letters of one route or all; how many per route. */
+  protected abstract retryDeadRows(route: string | undefined, now: number): Maybe<Array<{ route: string; n: number }>>;
+  protected abstract deleteRow(id: string): Maybe<boolean>;
+  protected abstract purgeRows(before: number, limit: number): Maybe<number>;
+  /** Releases the dialect's connections; called once, after every pending commit. */
+  protected abstract closeStore(): Maybe<void>;
+  /** Called when a deliverer starts waiting: a dialect that must poll for other processes starts. */
+  protected watch(): void {}
+
+  // ---- Queue ---------------------------------------------------------------------------
+
+  async enqueue(job: JobInput): Promise<EnqueueResult> {
+    return this.#batcher.add(newRow(job, this.now(), this.#closed, closedError));
+  }
+
+  async claim(route: string, limit: number, leaseMs: number): Promise<Job[]> {
+    checkClaim(route, limit, leaseMs);
+    this.#open();
+    this.hub.claimed(route);
+    const now = this.now();
+    const rows = await this.claimRows(route, limit, now, now + leaseMs);
+    return rows.map(toJob).sort(byRunAtThenId);
+  }
+
+  async complete(id: string): Promise<boolean> {
+    this.#open();
+    return this.#completer.add(id);
+  }
+
+  async fail(id: string, error: string, retryAt: number | null): Promise<JobState | null> {
+    this.#open();
+    if (retryAt !== null && !Number.isFinite(retryAt))
+      throw new TypeError('retryAt must be a finite number or null');
+    return this.failRow(id, truncateError(error), retryAt === null ? null : Math.round(retryAt), this.now());
+  }
+
+  async release(ids: readonly string[]): Promise<number> {
+    this.#open();
+    if (ids.length === 0) return 0;
+    const routes = await this.releaseIds(ids, this.now());
+    for (const route of new Set(routes)) this.hub.wake(route);
+    return routes.length;
+  }
+
+  async depth(route?: string): Promise<RouteDepth[]> {
+    this.#open();
+    return foldDepth(await this.depthRows(route), route);
+  }
+
+  async list(query: ListQuery): Promise<Job[]> {
+    checkList(query);
+    this.#open();
+    return (await this.listRows(query)).map(toJob);
+  }
+
+  async get(id: string): Promise<Job | null> {
+    this.#open();
+    const row = await this.getRow(id);
+    return row === undefined ? null : toJob(row);
+  }
+
+  async retryDead(id: string): Promise<boolean> {
+    this.#open();
+    const route = await this.retryDeadRow(id, this.now());
+    if (route !== undefined) this.hub.wake(route);
+    return route !== undefined;
+  }
+
+  async retryAllDead(route?: string): Promise<number> {
+    this.#open();
+    let total = 0;
+    for (const row of await this.retryDeadRows(route, this.now())) {
+      total += row.n;
+      this.hub.wake(row.route);
+    }
+    return total;
+  }
+
+  async delete(id: string): Promise<boolean> {
+    this.#open();
+    return this.deleteRow(id);
+  }
+
+  async purge(before: number, limit: number): Promise<number> {
+    checkPurge(before, limit);
+    this.#open();
+    return this.purgeRows(Math.round(before), limit);
+  }
+
+  waitForWork(route: string, options: WaitOptions): Promise<boolean> {
+    const woken = this.hub.wait(route, options);
+    this.watch();
+    return woken;
+  }
+
+  stats(): QueueStats {
+    return { commits: this.commits, enqueued: this.#enqueued, waiting: this.#batcher.waiting };
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  /** Whether `close()` has been called. */
+  protected get closed(): boolean {
+    return this.#closed;
+  }
+
+  async #close(): Promise<void> {
+    this.#closed = true;
+    await this.#batcher.drain();
+    await this.#completer.drain();
+    this.hub.close();
+    await this.closeStore();
+  }
+
+  #open(): void {
+    if (this.#closed) throw closedError();
+  }
+
+  async #commitBatch(rows: NewRow[]): Promise<EnqueueResult[]> {
+    let results: EnqueueResult[];
+    try {
+      results = await this.insertRows(rows, this.now());
+    } catch (err) {
+      throw new GatewayError('QUEUE_UNAVAILABLE', undefined, { cause: err });
+    }
+    const routes = new Set<string>();
+    for (let i = 0; i < rows.length; i++) {
+      if (results[i].duplicate) continue;
+      this.#enqueued++;
+      routes.add(rows[i].route);
+    }
+    for (const route of routes) this.hub.wake(route);
+    return results;
+  }
+}
+
+function toJob(row: JobRow): Job {
+  const { body } = row;
+  return {
+    id: row.id,
+    route: row.route,
+    method: row.method,
+    url: row.url,
+    headers: typeof row.headers === 'string' ? JSON.parse(row.headers) : row.headers,
+    body: Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength),
+    idempotencyKey: row.idempotency_key,
+    attempts: row.attempts,
+    maxAttempts: row.max_attempts,
+    state: row.state,
+    runAt: row.run_at,
+    leaseUntil: row.lease_until,
+    lastError: row.last_error,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+  };
+}
+
+function byRunAtThenId(a: Job, b: Job): number {
+  return a.runAt - b.runAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+}
+
+export function closedError(): GatewayError {
+  return new GatewayError('QUEUE_UNAVAILABLE', 'the queue is closed');
+}
