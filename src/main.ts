@@ -21,7 +21,7 @@ import {
   type Override,
   scalar,
 } from './config/load.ts';
-import { parseDuration } from './config/units.ts';
+import { parseDuration } from './lib/units.ts';
 import { WELDR_BASE, WELDR_SOURCE } from './compat/weldr.ts';
 import { startDeliveryHost, withDeliveries } from './defer/host.ts';
 import type { Queue } from './defer/queue.ts';

@@ -7,11 +7,12 @@
  * is validated by compile() before anything moves, and identical health updates are dropped.
  */
 import { readFile, rename, writeFile } from 'node:fs/promises';
-import { type CompileProblem, type CompiledConfig, compile, targetSpec } from '../config/compile.ts';
+import { type CompiledConfig, compile, targetSpec } from '../config/compile.ts';
 import { ConfigError, formatPath, formatProblem, type LoadedConfig, shapeProblems } from '../config/load.ts';
-import { dict, NAME, NAME_PATTERN, own } from '../config/names.ts';
+import { dict, NAME, NAME_PATTERN, own } from '../lib/names.ts';
+import type { CompileProblem } from '../lib/problem.ts';
 import type { Config, PoolConfig, TargetConfig } from '../config/schema.ts';
-import { parseDuration } from '../config/units.ts';
+import { parseDuration } from '../lib/units.ts';
 import { GatewayError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import { aggregate, type Metrics, type MetricsSnapshot } from '../observability/metrics.ts';

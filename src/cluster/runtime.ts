@@ -7,7 +7,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { compile } from '../config/compile.ts';
 import type { Config } from '../config/schema.ts';
-import { parseDuration } from '../config/units.ts';
+import { parseDuration } from '../lib/units.ts';
 import { MultiplexRegistry } from '../multiplex/registry.ts';
 import type { Logger } from '../observability/logger.ts';
 import { Metrics } from '../observability/metrics.ts';

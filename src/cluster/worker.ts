@@ -3,7 +3,7 @@
  * health updates, answers stats requests, and drains on `shutdown` (or on SIGTERM sent to it
  * directly).
  */
-import { parseDuration } from '../config/units.ts';
+import { parseDuration } from '../lib/units.ts';
 import { createLogger, type Logger } from '../observability/logger.ts';
 import { Metrics } from '../observability/metrics.ts';
 import { VERSION } from '../version.ts';

@@ -15,7 +15,8 @@ import { compileStrategy } from '../strategy/spec.ts';
 import type { HostMode } from '../proxy/headers.ts';
 import type { StrategySpec } from '../strategy/types.ts';
 import type { AdminConfig, Config, HealthConfig, PoolConfig, RouteConfig } from './schema.ts';
-import { parseDuration, parseSize } from './units.ts';
+import type { CompileProblem } from '../lib/problem.ts';
+import { parseDuration, parseSize } from '../lib/units.ts';
 
 export interface TargetSpec {
   /** Stable id used in logs and metrics: `host:port` plus the path prefix when there is one. */
@@ -107,11 +108,6 @@ export interface CompiledRoute {
 export interface CompiledConfig {
   routes: CompiledRoute[];
   pools: PoolSpec[];
-}
-
-export interface CompileProblem {
-  path: Array<string | number>;
-  message: string;
 }
 
 export function targetSpec(

@@ -11,8 +11,8 @@ import {
   SIZE_HINT,
   SIZE_KEYS,
 } from '../multiplex/schema.ts';
-import { DURATION_PATTERN, SIZE_PATTERN } from './units.ts';
-import { NAME_PATTERN } from './names.ts';
+import { DURATION_PATTERN, SIZE_PATTERN } from '../lib/units.ts';
+import { NAME_PATTERN } from '../lib/names.ts';
 
 type Schema = Record<string, unknown>;
 

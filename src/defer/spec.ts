@@ -4,9 +4,9 @@
  * table. config/compile.ts calls these; the accept handler and the deliverers only read the
  * result.
  */
-import type { CompileProblem } from '../config/compile.ts';
 import type { DeferConfig, QueueConfig } from '../config/schema.ts';
-import { parseDuration, parseSize } from '../config/units.ts';
+import type { CompileProblem } from '../lib/problem.ts';
+import { parseDuration, parseSize } from '../lib/units.ts';
 import type { HostMode } from '../proxy/headers.ts';
 import type { BackoffPolicy } from './backoff.ts';
 

@@ -5,7 +5,7 @@
  * re-exported here.
  */
 import { Ajv, type ErrorObject } from 'ajv';
-import { parseDuration, parseSize } from '../config/units.ts';
+import { parseDuration, parseSize } from '../lib/units.ts';
 import { type AllowList, compileAllowList } from './ssrf.ts';
 
 export { parseBatch } from './batch.ts';
@@ -182,7 +182,7 @@ export function compileMultiplexOptions(raw: unknown, path = 'multiplex'): Multi
   if (!validate(cfg)) throw schemaProblem(path, validate.errors!);
   const c = cfg as MultiplexConfig;
 
-  // The schema has checked the shapes; the units come from config/units.ts like every key's.
+  // The schema has checked the shapes; the units come from lib/units.ts like every key's.
   const parsed = (parse: (v: string | number) => number, value: unknown) => {
     try {
       return parse(value as string | number);

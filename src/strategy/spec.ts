@@ -4,11 +4,10 @@
  * percentile. Problems are reported with their key path like every other config problem.
  */
 import type { ProxyConfig } from '../config/schema.ts';
-import { parseDuration, parseSize } from '../config/units.ts';
+import type { CompileProblem } from '../lib/problem.ts';
+import { parseDuration, parseSize } from '../lib/units.ts';
 import { Verdicts } from './acceptance.ts';
 import type { HedgeDelay, StrategySpec } from './types.ts';
-
-type Problem = { path: Array<string | number>; message: string };
 
 export const PERCENTILE_PATTERN = '^p(\\d{1,2}(\\.\\d+)?)$';
 const PERCENTILE = new RegExp(PERCENTILE_PATTERN);
@@ -21,7 +20,7 @@ function hedgeDelay(value: string | number): HedgeDelay {
 export function compileStrategy(
   p: ProxyConfig,
   path: Array<string | number>,
-  problems: Problem[],
+  problems: CompileProblem[],
 ): StrategySpec {
   const verdicts = Verdicts.compile(p.terminal, (i, message) =>
     problems.push({ path: [...path, 'terminal', i], message }),

@@ -10,7 +10,7 @@
  * API stays deleted.
  */
 import { targetSpec } from '../config/compile.ts';
-import { dict, own } from '../config/names.ts';
+import { dict, own } from '../lib/names.ts';
 import type { Config, PoolConfig, TargetConfig } from '../config/schema.ts';
 
 export interface Overlay {
@@ -22,7 +22,7 @@ export interface Overlay {
   targets: Record<string, Record<string, TargetConfig | null>>;
 }
 
-/** Every record of an overlay is a `dict()` (config/names.ts): a pool may be named `constructor`. */
+/** Every record of an overlay is a `dict()` (lib/names.ts): a pool may be named `constructor`. */
 export const emptyOverlay = (): Overlay => ({ created: dict(), deleted: [], targets: dict() });
 
 const idOf = (t: string | TargetConfig) => targetSpec(t).id;

@@ -10,7 +10,7 @@
  */
 import { Pool as UndiciPool } from 'undici';
 import type { PoolSpec, TargetSpec } from '../config/compile.ts';
-import { own } from '../config/names.ts';
+import { own } from '../lib/names.ts';
 import { Pool } from './pool.ts';
 import { SELECTORS } from './selectors/index.ts';
 import { PoolHealth, TargetState } from './state.ts';
