@@ -15,6 +15,7 @@ import { createListener } from '../server/listener.ts';
 import { Pipeline } from '../server/pipeline.ts';
 import { buildSnapshot, type Snapshot } from '../server/snapshot.ts';
 import { DeferService } from '../defer/service.ts';
+import { strategyStats } from '../strategy/stats.ts';
 import { forward as baseForward } from '../proxy/forward.ts';
 import { recordOutcomes } from '../upstream/outcomes.ts';
 import { type DownTargets, Registry } from '../upstream/registry.ts';
@@ -85,6 +86,7 @@ export async function startRuntime(
   const unwatch = metrics?.addData({
     inflight: () => pipeline.inflight,
     targets: () => registry.liveStats(),
+    strategies: strategyStats,
   });
   await defer.apply(config);
   const server = createListener(config, pipeline, log);

@@ -11,6 +11,8 @@ import {
   SIZE_HINT,
   SIZE_KEYS,
 } from '../multiplex/schema.ts';
+import type { LogLevel } from '../observability/logger.ts';
+import type { TracingConfig } from '../observability/trace.ts';
 import { DURATION_PATTERN, SIZE_PATTERN } from '../lib/units.ts';
 import { NAME_PATTERN } from '../lib/names.ts';
 
@@ -817,13 +819,6 @@ export interface MetricsConfig {
   host: string;
   port: number | null;
 }
-
-export interface TracingConfig {
-  enabled: boolean;
-  sampled: boolean;
-}
-
-export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
 export interface Config {
   listen: { host: string; port: number };

@@ -13,9 +13,10 @@
  * once the listener has drained, so accepts in flight still commit.
  */
 import type { CompiledRoute } from '../config/compile.ts';
-import type { Config, TracingConfig } from '../config/schema.ts';
+import type { Config } from '../config/schema.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
+import type { TracingConfig } from '../observability/trace.ts';
 import type { Forward } from '../proxy/forward.ts';
 import type { Pool } from '../upstream/pool.ts';
 import { Acceptor } from './accept.ts';

@@ -7,9 +7,8 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { CompiledRoute } from '../config/compile.ts';
 import { performance } from 'node:perf_hooks';
-import type { TracingConfig } from '../config/schema.ts';
 import { GatewayError } from '../errors.ts';
-import { type TraceContext, traceOf } from '../observability/trace.ts';
+import { type TraceContext, type TracingConfig, traceOf } from '../observability/trace.ts';
 import type { AttemptRecord } from '../strategy/types.ts';
 
 /**
