@@ -17,7 +17,7 @@ import { buildSnapshot, type Snapshot } from '../server/snapshot.ts';
 import { DeferService } from '../defer/service.ts';
 import { strategyStats } from '../strategy/stats.ts';
 import { forward as baseForward } from '../proxy/forward.ts';
-import { recordOutcomes } from '../upstream/outcomes.ts';
+import { recordOutcomes } from '../proxy/outcomes.ts';
 import { type DownTargets, Registry } from '../upstream/registry.ts';
 import type { WorkerStats } from '../upstream/stats.ts';
 import { VERSION } from '../version.ts';

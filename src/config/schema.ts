@@ -13,7 +13,8 @@ import {
 } from '../multiplex/schema.ts';
 import type { LogLevel } from '../observability/logger.ts';
 import type { TracingConfig } from '../observability/trace.ts';
-import { DURATION_PATTERN, SIZE_PATTERN } from '../lib/units.ts';
+import { type Duration, DURATION_PATTERN, type Size, SIZE_PATTERN } from '../lib/units.ts';
+import type { PoolConfig } from '../upstream/spec.ts';
 import { NAME_PATTERN } from '../lib/names.ts';
 
 type Schema = Record<string, unknown>;
@@ -693,35 +694,6 @@ export const configSchema: Schema = {
 
 // ---- the validated (defaults applied) config ----
 
-export type Duration = string | number;
-export type Size = string | number;
-
-export interface TargetConfig {
-  url: string;
-  weight?: number;
-  id?: string;
-  drain?: boolean;
-}
-
-export type SelectorName = 'round-robin' | 'weighted' | 'least-inflight' | 'random' | 'hash';
-
-export interface HealthConfig {
-  path: string;
-  method: string;
-  interval: Duration;
-  timeout: Duration;
-  expect: Array<number | string>;
-  fall: number;
-  rise: number;
-}
-
-export interface PassiveConfig {
-  failures: number;
-  ejection: Duration;
-  max_ejection: Duration;
-  max_ejected: number;
-}
-
 export interface AdminConfig {
   enabled: boolean;
   host: string;
@@ -730,18 +702,6 @@ export interface AdminConfig {
   default_pool: string;
   drain_timeout: Duration;
   allowed_hosts: string[];
-}
-
-export interface PoolConfig {
-  targets: Array<string | TargetConfig>;
-  selector: SelectorName;
-  hash_key: string;
-  health?: HealthConfig;
-  passive?: PassiveConfig;
-  panic_threshold: number;
-  connections: number;
-  connect_timeout: Duration;
-  keep_alive_timeout: Duration;
 }
 
 export interface MatchConfig {

@@ -11,7 +11,7 @@ import type { Config } from '../config/schema.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { forward as baseForward } from '../proxy/forward.ts';
-import { recordOutcomes } from '../upstream/outcomes.ts';
+import { recordOutcomes } from '../proxy/outcomes.ts';
 import { type DownTargets, Registry } from '../upstream/registry.ts';
 import { DeferService, type DeferView, deferRoutes } from './service.ts';
 

@@ -1,4 +1,4 @@
-import type { HashKey } from '../../config/compile.ts';
+import type { HashKey } from '../spec.ts';
 import type { Target } from '../target.ts';
 import { randomEligible } from './random.ts';
 import { eligible, type PickContext, type Selector } from './types.ts';

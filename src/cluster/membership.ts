@@ -9,9 +9,9 @@
  * is taken whole and wins over a file pool of the same name; a file pool deleted through the
  * API stays deleted.
  */
-import { targetSpec } from '../config/compile.ts';
+import type { Config } from '../config/schema.ts';
 import { dict, own } from '../lib/names.ts';
-import type { Config, PoolConfig, TargetConfig } from '../config/schema.ts';
+import { type PoolConfig, type TargetConfig, targetSpec } from '../upstream/spec.ts';
 
 export interface Overlay {
   /** Pools created through the admin API, whole. */
