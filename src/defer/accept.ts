@@ -17,10 +17,11 @@ import type { IncomingMessage } from 'node:http';
 import type { CompiledRoute } from '../config/compile.ts';
 import { GatewayError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
+import type { TraceContext } from '../observability/trace.ts';
 import { readBody } from '../proxy/body.ts';
+import { Deadline } from '../proxy/deadline.ts';
 import type { Forward } from '../proxy/forward.ts';
 import { outboundRequestHeaders } from '../proxy/headers.ts';
-import { Deadline, type RequestContext } from '../server/context.ts';
 import type { Pool } from '../upstream/pool.ts';
 import { ATTEMPT_HEADER, deliver, type DeliveryOutcome, JOB_ID_HEADER } from './delivery.ts';
 import { IDEMPOTENCY_KEY_MAX, newJobId, type Queue } from './queue.ts';
@@ -34,6 +35,14 @@ export interface Accepted {
   duplicate: boolean;
   /** Overflow mode delivered it directly (the target accepted it); nothing was stored. */
   direct: boolean;
+}
+
+/** What accepting reads and writes of the request's context (server/context.ts RequestContext). */
+export interface AcceptContext {
+  readonly id: string;
+  readonly trace: TraceContext | null;
+  /** Set to the target a direct (overflow) delivery reached. */
+  target: string | null;
 }
 
 export interface AcceptorOptions {
@@ -63,7 +72,7 @@ export class Acceptor {
 
   async accept(
     req: IncomingMessage,
-    ctx: RequestContext,
+    ctx: AcceptContext,
     route: CompiledRoute,
     spec: DeferSpec,
     pool: Pool | undefined,
@@ -109,7 +118,7 @@ export class Acceptor {
 
   /** Overflow mode: one delivery now, bounded by the route timeout; true when accepted. */
   async #direct(
-    ctx: RequestContext,
+    ctx: AcceptContext,
     route: CompiledRoute,
     spec: DeferSpec,
     pool: Pool | undefined,

@@ -7,7 +7,7 @@
  */
 import type { Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import { sendErrorOnSocket } from '../server/respond.ts';
+import type { GatewayError } from '../errors.ts';
 import type { Target } from '../upstream/target.ts';
 import { classify } from './forward.ts';
 import { downstreamResponseHeaders, upgradeResponseHeaders } from './headers.ts';
@@ -25,6 +25,11 @@ export interface TunnelOptions {
   timeoutMs: number;
   /** The request's one deadline (issue 11): aborts the upgrade while it has not been answered. */
   signal: AbortSignal;
+  /**
+   * Answers a failure on the downstream socket before the target answered: the caller's error
+   * renderer (server/respond.ts), passed in so that proxy/ does not import server/ (issue 11).
+   */
+  refuse: (err: GatewayError) => void;
   onDone: (status: number, error?: string) => void;
 }
 
@@ -120,8 +125,7 @@ class UpgradeHandler implements Dispatcher.DispatchHandler {
   onResponseError(_c: Dispatcher.DispatchController, err: Error): void {
     this.#settled();
     const e = classify(this.#o.signal.aborted ? (this.#o.signal.reason ?? err) : err, this.#o.target, this.#connected, this.#status !== 0);
-    if (this.#status === 0 && e.code !== 'CLIENT_CLOSED')
-      sendErrorOnSocket(this.#o.socket, e, this.#o.requestId);
+    if (this.#status === 0 && e.code !== 'CLIENT_CLOSED') this.#o.refuse(e);
     else this.#o.socket.destroy();
     this.#o.onDone(this.#status || e.status, e.code);
   }

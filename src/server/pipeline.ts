@@ -443,6 +443,7 @@ export class Pipeline {
         timeoutMs: route.headersTimeoutMs,
         // The route timeout is not armed: it would cut the tunnel's lifetime (unchanged behaviour).
         signal: ctx.deadline.signal,
+        refuse: (err) => sendErrorOnSocket(socket, err, ctx.id),
         onDone: (status, error) => {
           // Counted, but kept out of the duration histogram: a tunnel's lifetime is not a latency.
           this.#metrics?.request(route.id, req.method, status, null);
