@@ -23,7 +23,7 @@ import {
 } from './config/load.ts';
 import { parseDuration } from './lib/units.ts';
 import { WELDR_BASE, WELDR_SOURCE } from './compat/weldr.ts';
-import { startDeliveryHost, withDeliveries } from './defer/host.ts';
+import { startDeliveryHost, withDeliveries } from './cluster/delivery-host.ts';
 import type { Queue } from './defer/queue.ts';
 import { createLogger } from './observability/logger.ts';
 import { Metrics } from './observability/metrics.ts';

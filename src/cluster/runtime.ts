@@ -73,7 +73,7 @@ export async function startRuntime(
   };
   // Every attempt's outcome feeds its target's counters and passive health (issue 3).
   const forward = recordOutcomes(baseForward);
-  // Issue 6: workers accept and enqueue; the primary delivers (defer/host.ts), or this process
+  // Issue 6: workers accept and enqueue; the primary delivers (delivery-host.ts), or this process
   // when it is the only one — through the same pools and forward as the proxy routes.
   const defer = new DeferService({
     log,
@@ -88,7 +88,7 @@ export async function startRuntime(
     targets: () => registry.liveStats(),
     strategies: strategyStats,
   });
-  await defer.apply(config);
+  await defer.apply(config.queue);
   const server = createListener(config, pipeline, log);
   let version = 0;
   await new Promise<void>((resolve, reject) => {
@@ -115,7 +115,7 @@ export async function startRuntime(
     apply(c: Config, v = version + 1) {
       pipeline.setSnapshot(build(c));
       version = v;
-      defer.apply(c).catch((err) => log.error({ err }, 'queue: could not apply the new config'));
+      defer.apply(c.queue).catch((err) => log.error({ err }, 'queue: could not apply the new config'));
     },
     setDown(down: DownTargets) {
       registry.setDown(down);

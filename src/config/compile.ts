@@ -5,12 +5,13 @@
  */
 import {
   compileMultiplexOptions,
-  type MultiplexOptions,
+  type MultiplexAction,
   MultiplexConfigError,
   multiplexSchema,
 } from '../multiplex/schema.ts';
-import { compileDefer, compileQueue, type DeferSpec } from '../defer/spec.ts';
-import { compileMatch, type Matcher } from '../routing/matcher.ts';
+import { compileDefer, compileQueue, type DeferAction } from '../defer/spec.ts';
+import { compileMatch } from '../routing/matcher.ts';
+import type { Route } from '../routing/route.ts';
 import { compileStrategy } from '../strategy/spec.ts';
 import type { HostMode } from '../proxy/headers.ts';
 import type { StrategySpec } from '../strategy/types.ts';
@@ -32,27 +33,12 @@ export type RouteAction =
     }
   | { kind: 'respond'; status: number; body: Buffer; headers: Record<string, string> }
   /** Store the request, answer at once, deliver it later (issue 6; src/defer/). */
-  | { kind: 'defer'; spec: DeferSpec }
-  | {
-      kind: 'multiplex';
-      /** Compiled once here; the runtime builds the route's live handler from them (issue 5). */
-      options: MultiplexOptions;
-      /** Equal keys mean equal options: a new snapshot then keeps the route's handler. */
-      key: string;
-    };
+  | DeferAction
+  /** Answer with a batch (issue 5; src/multiplex/). */
+  | MultiplexAction;
 
-export interface CompiledRoute {
-  id: string;
-  index: number;
-  matches: Matcher;
-  action: RouteAction;
-  /** 0 = no overall deadline. */
-  timeoutMs: number;
-  headersTimeoutMs: number;
-  idleTimeoutMs: number;
-  /** null = unlimited (streamed). */
-  maxBodyBytes: number | null;
-}
+/** A route as served: its action is one of the four kinds (routing/route.ts has the rest). */
+export type CompiledRoute = Route<RouteAction>;
 
 export interface CompiledConfig {
   routes: CompiledRoute[];

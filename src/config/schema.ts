@@ -14,6 +14,9 @@ import {
 import type { LogLevel } from '../observability/logger.ts';
 import type { TracingConfig } from '../observability/trace.ts';
 import { type Duration, DURATION_PATTERN, type Size, SIZE_PATTERN } from '../lib/units.ts';
+import type { DeferConfig, QueueConfig } from '../defer/spec.ts';
+import type { MatchConfig } from '../routing/matcher.ts';
+import type { StrategyConfig } from '../strategy/spec.ts';
 import type { PoolConfig } from '../upstream/spec.ts';
 import { NAME_PATTERN } from '../lib/names.ts';
 
@@ -704,27 +707,11 @@ export interface AdminConfig {
   allowed_hosts: string[];
 }
 
-export interface MatchConfig {
-  host?: string | string[];
-  path?: string;
-  methods?: string[];
-  headers?: Record<string, string | string[]>;
-}
-
-export interface ProxyConfig {
+/** A route's `proxy` block: where it goes, plus how attempts are spent (strategy/spec.ts). */
+export interface ProxyConfig extends StrategyConfig {
   pool: string;
   host: string;
   strip_prefix?: string;
-  strategy: 'single' | 'failover' | 'fanout' | 'hedge';
-  max_attempts: number;
-  order?: 'listed' | 'selector';
-  width?: number;
-  hedge_after: Duration;
-  hedge_budget: number;
-  hedge_budget_window: Duration;
-  terminal: Array<number | string>;
-  max_replay_bytes: Size;
-  retry_non_idempotent: boolean;
   target_header: boolean;
 }
 
@@ -732,32 +719,6 @@ export interface RespondConfig {
   status: number;
   body: string;
   headers: Record<string, string>;
-}
-
-export interface DeferConfig {
-  pool: string;
-  status: number;
-  host: string;
-  max_attempts: number;
-  rate: string | null;
-  concurrency: number;
-  success: Array<number | string>;
-  backoff: { base: Duration; max: Duration; jitter: 'full' | 'decorrelated' | 'none' };
-  lease: Duration;
-  max_body_bytes: Size;
-  overflow?: { rate: string };
-}
-
-export interface QueueConfig {
-  driver: 'sqlite' | 'postgres';
-  path: string;
-  url: string | null;
-  schema: string;
-  pool_size: number;
-  busy_timeout: Duration;
-  max_waiting: number;
-  retention: Duration | null;
-  janitor_interval: Duration;
 }
 
 export interface RouteConfig {

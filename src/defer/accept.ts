@@ -14,7 +14,6 @@
  * `Idempotency-Key` is always queued, so that the key is remembered.
  */
 import type { IncomingMessage } from 'node:http';
-import type { CompiledRoute } from '../config/compile.ts';
 import { GatewayError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { TraceContext } from '../observability/trace.ts';
@@ -22,6 +21,7 @@ import { readBody } from '../proxy/body.ts';
 import { Deadline } from '../proxy/deadline.ts';
 import type { Forward } from '../proxy/forward.ts';
 import { outboundRequestHeaders } from '../proxy/headers.ts';
+import type { Route } from '../routing/route.ts';
 import type { Pool } from '../upstream/pool.ts';
 import { ATTEMPT_HEADER, deliver, type DeliveryOutcome, JOB_ID_HEADER } from './delivery.ts';
 import { IDEMPOTENCY_KEY_MAX, newJobId, type Queue } from './queue.ts';
@@ -73,7 +73,7 @@ export class Acceptor {
   async accept(
     req: IncomingMessage,
     ctx: AcceptContext,
-    route: CompiledRoute,
+    route: Route,
     spec: DeferSpec,
     pool: Pool | undefined,
     proto: 'http' | 'https',
@@ -119,7 +119,7 @@ export class Acceptor {
   /** Overflow mode: one delivery now, bounded by the route timeout; true when accepted. */
   async #direct(
     ctx: AcceptContext,
-    route: CompiledRoute,
+    route: Route,
     spec: DeferSpec,
     pool: Pool | undefined,
     job: { id: string; method: string; url: string; headers: Array<[string, string]>; body: Buffer },

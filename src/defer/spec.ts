@@ -4,13 +4,43 @@
  * table. config/compile.ts calls these; the accept handler and the deliverers only read the
  * result.
  */
-import type { DeferConfig, QueueConfig } from '../config/schema.ts';
 import type { CompileProblem } from '../lib/problem.ts';
-import { parseDuration, parseSize } from '../lib/units.ts';
+import { type Duration, parseDuration, parseSize, type Size } from '../lib/units.ts';
 import type { HostMode } from '../proxy/headers.ts';
+import type { Route } from '../routing/route.ts';
 import type { BackoffPolicy } from './backoff.ts';
 
 type Path = Array<string | number>;
+
+// ---- as validated (config/schema.ts `deferSchema` and `queue`, defaults applied) ----
+
+export interface DeferConfig {
+  pool: string;
+  status: number;
+  host: string;
+  max_attempts: number;
+  rate: string | null;
+  concurrency: number;
+  success: Array<number | string>;
+  backoff: { base: Duration; max: Duration; jitter: 'full' | 'decorrelated' | 'none' };
+  lease: Duration;
+  max_body_bytes: Size;
+  overflow?: { rate: string };
+}
+
+export interface QueueConfig {
+  driver: 'sqlite' | 'postgres';
+  path: string;
+  url: string | null;
+  schema: string;
+  pool_size: number;
+  busy_timeout: Duration;
+  max_waiting: number;
+  retention: Duration | null;
+  janitor_interval: Duration;
+}
+
+// ---- compiled ----
 
 export interface DeferSpec {
   readonly pool: string;
@@ -29,6 +59,18 @@ export interface DeferSpec {
   /** Overflow mode: direct deliveries per second per accepting process; null = always queue. */
   readonly overflowPerSecond: number | null;
 }
+
+/** A defer route's action in the compiled config (config/compile.ts `RouteAction`). */
+export interface DeferAction {
+  readonly kind: 'defer';
+  readonly spec: DeferSpec;
+}
+
+/** A defer route as served: what accept, delivery and the deliverers read. */
+export type DeferRoute = Route<DeferAction>;
+
+/** Whether a served route defers. */
+export const isDeferRoute = (route: Route): route is DeferRoute => route.action.kind === 'defer';
 
 export interface QueueSpec {
   readonly driver: 'sqlite' | 'postgres';

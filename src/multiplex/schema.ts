@@ -141,6 +141,15 @@ export interface MultiplexOptions {
   readonly keepAliveTimeoutMs: number;
 }
 
+/** A multiplex route's action in the compiled config (config/compile.ts `RouteAction`). */
+export interface MultiplexAction {
+  readonly kind: 'multiplex';
+  /** Compiled once at config time; the runtime builds the route's live handler from them (issue 5). */
+  readonly options: MultiplexOptions;
+  /** Equal keys mean equal options: a new snapshot then keeps the route's handler. */
+  readonly key: string;
+}
+
 /**
  * A config error; `path` is the full key path, e.g. `routes[2].multiplex.allow[1]`, and
  * `problem` the message without it (what config/compile.ts reports next to the path).
