@@ -659,6 +659,10 @@ export const configSchema: Schema = {
         "SQLite: how long a write waits for another process's lock before the request gets 503.",
         '5s',
       ),
+      commit_timeout: duration(
+        'How long a deferred request waits for its durable commit (and an admin queue read for its answer) before 503 `QUEUE_UNAVAILABLE`; a job whose commit lands after that is a dead letter, never delivered on its own. 0 = wait as long as the store.',
+        '5s',
+      ),
       max_waiting: {
         description:
           'Accepted requests waiting for their commit, per process; beyond it: 503 `QUEUE_UNAVAILABLE`.',
@@ -794,6 +798,7 @@ export interface QueueConfig {
   pool_size: number;
   busy_timeout: Duration;
   max_waiting: number;
+  commit_timeout: Duration;
   retention: Duration | null;
   janitor_interval: Duration;
 }

@@ -38,6 +38,8 @@ export interface QueueSpec {
   readonly poolSize: number;
   readonly busyTimeoutMs: number;
   readonly maxWaiting: number;
+  /** `queue.commit_timeout`: 0 = unbounded. */
+  readonly commitTimeoutMs: number;
   /** Delivered jobs older than this are purged; null = kept forever. */
   readonly retentionMs: number | null;
   readonly janitorIntervalMs: number;
@@ -131,6 +133,7 @@ export function compileQueue(q: QueueConfig, problems: CompileProblem[]): QueueS
     poolSize: q.pool_size,
     busyTimeoutMs: parseDuration(q.busy_timeout),
     maxWaiting: q.max_waiting,
+    commitTimeoutMs: parseDuration(q.commit_timeout),
     retentionMs: q.retention === null ? null : parseDuration(q.retention),
     janitorIntervalMs: intervalMs,
   };
