@@ -520,6 +520,10 @@ export const configSchema: Schema = {
     }),
     shutdown: object('Graceful shutdown.', {
       grace: duration('How long in-flight requests may take to finish after SIGTERM/SIGINT.', '30s'),
+      accept_grace: duration(
+        'After SIGTERM/SIGINT, how long requests arriving on open keep-alive connections are still served (each answered with `Connection: close`) before idle connections are closed; within `grace`.',
+        '2s',
+      ),
     }),
     log: object('Logging (pino JSON on stdout).', {
       level: {
@@ -840,7 +844,7 @@ export interface Config {
     keep_alive_timeout: Duration;
     max_requests_per_socket: number;
   };
-  shutdown: { grace: Duration };
+  shutdown: { grace: Duration; accept_grace: Duration };
   log: { level: LogLevel; access: boolean };
   pools: Record<string, PoolConfig>;
   admin: AdminConfig;
