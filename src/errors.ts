@@ -22,6 +22,8 @@ export const ERRORS = Object.freeze({
   NO_TARGET_AVAILABLE: { status: 503, message: 'no target is available' },
   SHUTTING_DOWN: { status: 503, message: 'gateway is shutting down' },
   QUEUE_UNAVAILABLE: { status: 503, message: 'the queue could not store the request' },
+  // GET /ready (issue 15): the gateway should not get new traffic now (draining, queue away).
+  NOT_READY: { status: 503, message: 'the gateway is not ready for traffic' },
   INTERNAL: { status: 500, message: 'internal gateway error' },
   // Admin API
   UNAUTHORIZED: { status: 401, message: 'missing or invalid bearer token' },

@@ -249,7 +249,12 @@ async function run(
   let stopping: string | null = null;
   let stopNow: ((signal: string) => void) | null = null;
   const onSignal = (signal: string) => {
-    if (stopping !== null) return;
+    if (stopping !== null) {
+      // Issue 15: a second signal is the operator saying "now": no more grace.
+      log.warn({ signal }, 'second signal during the drain: exiting at once');
+      log.flush();
+      process.exit(1);
+    }
     stopping = signal;
     stopNow?.(signal);
   };
@@ -305,7 +310,7 @@ async function run(
   // The admin API is the way to change pools, not the data plane: when its port is taken the
   // gateway keeps serving and says so loudly, rather than refusing traffic.
   const admin = config.admin.enabled
-    ? await startAdmin(manager, log, { queue }).catch((err: Error) => {
+    ? await startAdmin(manager, log, { queue, draining: () => stopping !== null }).catch((err: Error) => {
         log.error(
           { err: err.message, host: config.admin.host, port: config.admin.port },
           'admin API could not start; serving without it',
@@ -326,12 +331,13 @@ async function run(
         })
       : null;
   const stopData = shutdown;
-  // LIFO: the metrics port, the admin API and health checks stop before the data plane drains.
+  // The metrics port and health checks stop before the data plane drains; the admin API stays
+  // up until the drain is over, so `GET /ready` answers 503 to load balancers meanwhile.
   shutdown = async () => {
     await metricsServer?.close();
-    await admin?.close();
     await manager.close();
     await stopData();
+    await admin?.close();
   };
   // SIGHUP re-reads the config file; a refusal is logged by the manager and changes nothing.
   process.on('SIGHUP', () => void manager.reload().catch(() => {}));

@@ -20,6 +20,7 @@ import { metricsRoutes } from './routes/metrics.ts';
 import { dashboardRoutes, PUBLIC_ROUTES } from './routes/dashboard.ts';
 import { poolRoutes } from './routes/pools.ts';
 import { queueRoutes } from './routes/queue.ts';
+import { readyRoutes } from './routes/ready.ts';
 import { serverRoutes } from './routes/servers.ts';
 import { statsRoutes } from './routes/stats.ts';
 import { AJV_OPTIONS } from './schemas.ts';
@@ -60,6 +61,8 @@ const CHANGES: ReadonlySet<string> = new Set(['POST', 'PUT', 'PATCH', 'DELETE'])
 export interface AdminOptions {
   /** The queue of defer routes where this process delivers (issue 6); null while none is open. */
   queue?: () => Queue | null;
+  /** True once the gateway began its shutdown: `GET /ready` answers 503. */
+  draining?: () => boolean;
 }
 
 export function buildAdmin(manager: Manager, log: Logger, options: AdminOptions = {}): FastifyInstance {
@@ -85,7 +88,7 @@ export function buildAdmin(manager: Manager, log: Logger, options: AdminOptions 
     if (!token) return;
     // The login form and what it needs; GET /dashboard checks the token itself (it answers
     // the form, not JSON). Matched on the route pattern, so a query string changes nothing.
-    if (PUBLIC_ROUTES.has(`${req.method} ${req.routeOptions.url}`)) return;
+    if (PUBLIC_ROUTES.has(`${req.method} ${req.routeOptions.url}`) || req.routeOptions.url === '/ready') return;
     const route = req.routeOptions.url ?? '';
     const underDashboard = route === COOKIE_PATH || route.startsWith(`${COOKIE_PATH}/`);
     const by = credential(req.headers, token, underDashboard);
@@ -128,6 +131,7 @@ export function buildAdmin(manager: Manager, log: Logger, options: AdminOptions 
   app.register(configRoutes(manager));
   app.register(queueRoutes(options.queue ?? (() => null)));
   app.register(metricsRoutes(manager));
+  app.register(readyRoutes({ queue: options.queue ?? (() => null), draining: options.draining ?? (() => false) }));
   app.register(liveRoutes(manager, options.queue ?? (() => null)));
   // The same pool and queue calls for the dashboard's session cookie, which only /dashboard
   // routes accept (auth.ts): the page drains, enables and replays through these.

@@ -4,7 +4,7 @@
  */
 import cluster from 'node:cluster';
 import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, Server as NetServer } from 'node:net';
 import { compile } from '../config/compile.ts';
 import type { Config } from '../config/schema.ts';
 import { parseDuration } from '../lib/units.ts';
@@ -40,8 +40,13 @@ export interface Runtime {
   setDown(down: DownTargets): void;
   /** This process's counters: downstream answers and per-target attempts. */
   stats(): WorkerStats;
-  /** Graceful: stop accepting, let in-flight requests finish within the grace period, close. */
-  close(graceMs?: number): Promise<void>;
+  /**
+   * Graceful: stop accepting connections; for `acceptGraceMs` (default `shutdown.accept_grace`)
+   * keep serving requests that arrive on open keep-alive connections, each answered with
+   * `Connection: close`; then close the idle ones, let in-flight requests finish within the
+   * grace period, close.
+   */
+  close(graceMs?: number, acceptGraceMs?: number): Promise<void>;
 }
 
 export interface RuntimeOptions {
@@ -123,17 +128,24 @@ export async function startRuntime(
     stats(): WorkerStats {
       return { version, downstream: { ...pipeline.downstream }, targets: registry.stats() };
     },
-    close(graceMs = parseDuration(config.shutdown.grace)) {
+    close(graceMs = parseDuration(config.shutdown.grace), acceptGraceMs = parseDuration(config.shutdown.accept_grace)) {
       closing ??= (async () => {
-        server.close();
-        server.closeIdleConnections();
+        const started = performance.now();
+        // Issue 15: stop accepting connections, but not (yet) the idle keep-alive ones, as
+        // http.Server.close() would: a client may be writing its next request on one right now,
+        // and closing under it is an ECONNRESET. The pipeline answers with Connection: close.
+        netClose.call(server);
+        const drainedFirst = pipeline.drain();
         // Deliveries get the same grace period, alongside the drain; their leases are released after it.
         const delivering = defer.stopDelivering(graceMs);
+        await acceptGrace(server, Math.min(acceptGraceMs, graceMs));
+        server.closeIdleConnections();
         let timer: NodeJS.Timeout | undefined;
         const expired = new Promise<boolean>((resolve) => {
-          timer = setTimeout(() => resolve(true), graceMs);
+          timer = setTimeout(() => resolve(true), Math.max(0, graceMs - (performance.now() - started)));
         });
-        const drained = pipeline.drain().then(() => false);
+        // Requests that came during the accept grace are in flight too: wait for them all.
+        const drained = drainedFirst.then(() => pipeline.drain()).then(() => false);
         const timedOut = await Promise.race([drained, expired]);
         clearTimeout(timer);
         if (timedOut)
@@ -148,4 +160,20 @@ export async function startRuntime(
       return closing;
     },
   };
+}
+
+/** net.Server's close: stops listening without http.Server's closing of idle connections. */
+const netClose = NetServer.prototype.close;
+
+/**
+ * Waits up to `ms` for the open connections to go (each closes after the answer to a request
+ * that arrives on it); returns early when none is left.
+ */
+async function acceptGrace(server: Server, ms: number): Promise<void> {
+  const until = performance.now() + ms;
+  while (performance.now() < until) {
+    const open = await new Promise<number>((resolve) => server.getConnections((_err, n) => resolve(n ?? 0)));
+    if (open === 0) return;
+    await new Promise((resolve) => setTimeout(resolve, Math.min(50, Math.max(1, until - performance.now()))));
+  }
 }

@@ -526,6 +526,10 @@ export const configSchema: Schema = {
     }),
     shutdown: object('Graceful shutdown.', {
       grace: duration('How long in-flight requests may take to finish after SIGTERM/SIGINT.', '30s'),
+      accept_grace: duration(
+        'After SIGTERM/SIGINT, how long requests arriving on open keep-alive connections are still served (each answered with `Connection: close`) before idle connections are closed; within `grace`.',
+        '2s',
+      ),
     }),
     log: object('Logging (pino JSON on stdout).', {
       level: {
@@ -665,6 +669,10 @@ export const configSchema: Schema = {
         "SQLite: how long a write waits for another process's lock before the request gets 503.",
         '5s',
       ),
+      commit_timeout: duration(
+        'How long a deferred request waits for its durable commit (and an admin queue read for its answer) before 503 `QUEUE_UNAVAILABLE`; a job whose commit lands after that is a dead letter, never delivered on its own. 0 = wait as long as the store.',
+        '5s',
+      ),
       max_waiting: {
         description:
           'Accepted requests waiting for their commit, per process; beyond it: 503 `QUEUE_UNAVAILABLE`.',
@@ -751,7 +759,7 @@ export interface Config {
     keep_alive_timeout: Duration;
     max_requests_per_socket: number;
   };
-  shutdown: { grace: Duration };
+  shutdown: { grace: Duration; accept_grace: Duration };
   log: { level: LogLevel; access: boolean };
   pools: Record<string, PoolConfig>;
   admin: AdminConfig;

@@ -21,6 +21,7 @@ export async function openQueue(spec: QueueSpec, log: Logger): Promise<Queue> {
       schema: spec.schema,
       poolSize: spec.poolSize,
       maxWaiting: spec.maxWaiting,
+      commitTimeoutMs: spec.commitTimeoutMs,
       onError: (err) => log.warn({ err: err.message }, 'queue: PostgreSQL connection problem'),
     });
   }
@@ -30,6 +31,7 @@ export async function openQueue(spec: QueueSpec, log: Logger): Promise<Queue> {
     path,
     busyTimeoutMs: spec.busyTimeoutMs,
     maxWaiting: spec.maxWaiting,
+    commitTimeoutMs: spec.commitTimeoutMs,
     pollMs: SQLITE_POLL_MS,
   });
 }

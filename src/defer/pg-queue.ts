@@ -34,6 +34,8 @@ export interface PgQueueOptions {
   maxWaiting?: number;
   /** Delay before reconnecting a lost LISTEN connection, ms. Default 1000. */
   reconnectMs?: number;
+  /** See `CoreOptions.commitTimeoutMs` (queue-core.ts). Default 5000. */
+  commitTimeoutMs?: number;
   /** Clock, ms since the epoch. Default `Date.now`; tests inject one to move time. */
   now?: () => number;
   /**
@@ -120,7 +122,32 @@ export class PgQueue extends QueueCore {
     this.#pool.on('error', (err) => this.#onError(err));
   }
 
+  /**
+   * One transaction per batch: the INSERT (with its NOTIFY, sent at COMMIT), then — just before
+   * COMMIT — the rows whose sender was refused meanwhile are deleted again (queue-core.ts,
+   * `takeAbandoned`), so a stalled store that heals does not deliver them.
+   */
   protected async insertRows(rows: NewRow[], now: number): Promise<EnqueueResult[]> {
+    const client = await this.#pool.connect();
+    let broken: Error | undefined;
+    try {
+      await client.query('BEGIN');
+      const results = await this.#insertIn(client, rows, now);
+      const gone = this.takeAbandoned(rows);
+      if (gone.length > 0) await client.query(this.#sql.drop, [gone]);
+      await client.query('COMMIT');
+      this.commits++;
+      return results;
+    } catch (err) {
+      broken = err as Error;
+      await client.query('ROLLBACK').catch(() => {});
+      throw err;
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  async #insertIn(client: pg.PoolClient, rows: NewRow[], now: number): Promise<EnqueueResult[]> {
     const results: EnqueueResult[] = new Array(rows.length);
     // A duplicate key whose first job is deleted between our INSERT and our lookup is not
     // found: insert it again (bounded; it takes a delete racing an enqueue of that very key).
@@ -128,7 +155,7 @@ export class PgQueue extends QueueCore {
     for (let round = 0; todo.length > 0; round++) {
       if (round === 3) throw new Error('idempotency conflicts kept racing with deletes');
       const batch = todo.map((i) => rows[i]);
-      const { rows: inserted } = await this.#write<{ id: string }>(this.#sql.insert, [
+      const { rows: inserted } = await client.query<{ id: string }>(this.#sql.insert, [
         batch.map((r) => r.id),
         batch.map((r) => r.route),
         batch.map((r) => r.method),
@@ -149,10 +176,10 @@ export class PgQueue extends QueueCore {
       }
       todo = [];
       if (duplicates.length === 0) break;
-      const { rows: firsts } = await this.#pool.query<{ route: string; key: string; id: string }>(
-        this.#sql.byKeys,
-        [duplicates.map((i) => rows[i].route), duplicates.map((i) => rows[i].key)],
-      );
+      const { rows: firsts } = await client.query<{ route: string; key: string; id: string }>(this.#sql.byKeys, [
+        duplicates.map((i) => rows[i].route),
+        duplicates.map((i) => rows[i].key),
+      ]);
       const byKey = new Map(firsts.map((f) => [`${f.route}\0${f.key}`, f.id]));
       for (const i of duplicates) {
         const id = byKey.get(`${rows[i].route}\0${rows[i].key}`);
@@ -230,6 +257,14 @@ export class PgQueue extends QueueCore {
 
   protected async purgeRows(before: number, limit: number): Promise<number> {
     return (await this.#write(this.#sql.purge, [before, limit])).rowCount ?? 0;
+  }
+
+  protected async voidRows(ids: string[], reason: string, now: number): Promise<number> {
+    return (await this.#write(this.#sql.voidRows, [ids, reason, now])).rowCount ?? 0;
+  }
+
+  protected async pingStore(): Promise<void> {
+    await this.#pool.query('SELECT 1');
   }
 
   protected async closeStore(): Promise<void> {
@@ -387,6 +422,9 @@ function statements(s: string) {
                    )
                    SELECT route, count(*) AS n, pg_notify($3, route) FROM retried GROUP BY route`,
     delete: `DELETE FROM ${s}.jobs WHERE id = $1`,
+    drop: `DELETE FROM ${s}.jobs WHERE id = ANY($1::text[])`,
+    voidRows: `UPDATE ${s}.jobs SET state = 'dead', last_error = $2, updated_at = $3
+               WHERE id = ANY($1::text[]) AND state = 'pending' AND attempts = 0`,
     purge: `DELETE FROM ${s}.jobs WHERE id IN (
               SELECT id FROM ${s}.jobs WHERE state = 'done' AND updated_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)`,
   };

@@ -123,8 +123,19 @@ export interface JobRow {
 export interface CoreOptions {
   maxBatch?: number;
   maxWaiting?: number;
+  /**
+   * Issue 15: how long `enqueue()` (and a read: depth, list, get) may wait for the store before
+   * it rejects with 503 `QUEUE_UNAVAILABLE`, ms; 0 = as long as the store takes. Default 5000.
+   * A job whose commit was still in flight when its caller was refused is dropped before its
+   * COMMIT when the dialect can (`takeAbandoned`), else voided once the commit settles (a dead
+   * letter, `lastError` says why): never delivered unless an operator retries it.
+   */
+  commitTimeoutMs?: number;
   now?: () => number;
 }
+
+/** Why a timed-out job is a dead letter (also what an operator sees in `lastError`). */
+export const VOIDED = 'commit_timeout: the store committed this job after its sender was answered 503';
 
 export interface CoreLimits {
   /** Upper bound of `maxBatch` (a statement's parameter limits differ per database). */
@@ -145,11 +156,20 @@ export abstract class QueueCore implements Queue {
   #closing: Promise<void> | undefined;
   readonly #batcher: GroupCommit<NewRow, EnqueueResult>;
   readonly #completer: GroupCommit<string, boolean>;
+  readonly #commitTimeoutMs: number;
+  /** Ids whose sender was refused (commit timeout) while their batch was committing. */
+  readonly #abandoned = new Set<string>();
+  /** Ids committed after their sender was refused: voided by #voidLater. */
+  readonly #toVoid = new Set<string>();
+  #voidTimer: NodeJS.Timeout | undefined;
+  /** When the store last made a caller wait past the timeout (0 = never): see `health()`. */
+  #lastTimeoutAt = 0;
 
   /** Validates the shared options; throws `QueueOptionError` on a bad one. */
   protected constructor(options: CoreOptions, limits: CoreLimits) {
     const maxBatch = intOption(options, 'maxBatch', 1, limits.maxBatchMax, 512);
     const maxWaiting = intOption(options, 'maxWaiting', 1, 10_000_000, 10_000);
+    this.#commitTimeoutMs = intOption(options, 'commitTimeoutMs', 0, 3_600_000, 5000);
     this.now = options.now ?? Date.now;
     this.#batcher = new GroupCommit({
       commit: (rows) => this.#commitBatch(rows),
@@ -194,6 +214,10 @@ export abstract class QueueCore implements Queue {
   protected abstract retryDeadRows(route: string | undefined, now: number): Maybe<Array<{ route: string; n: number }>>;
   protected abstract deleteRow(id: string): Maybe<boolean>;
   protected abstract purgeRows(before: number, limit: number): Maybe<number>;
+  /** Marks pending, never-attempted jobs dead with `reason` (see `commitTimeoutMs`); how many. */
+  protected abstract voidRows(ids: string[], reason: string, now: number): Maybe<number>;
+  /** The cheapest round trip to the store (`SELECT 1`). */
+  protected abstract pingStore(): Maybe<void>;
   /** Releases the dialect's connections; called once, after every pending commit. */
   protected abstract closeStore(): Maybe<void>;
   /** Called when a deliverer starts waiting: a dialect that must poll for other processes starts. */
@@ -201,8 +225,89 @@ export abstract class QueueCore implements Queue {
 
   // ---- Queue ---------------------------------------------------------------------------
 
-  async enqueue(job: JobInput): Promise<EnqueueResult> {
-    return this.#batcher.add(newRow(job, this.now(), this.#closed, closedError));
+  enqueue(job: JobInput): Promise<EnqueueResult> {
+    let row: NewRow;
+    try {
+      row = newRow(job, this.now(), this.#closed, closedError);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const stored = this.#batcher.add(row);
+    if (this.#commitTimeoutMs === 0) return stored;
+    const { promise, resolve, reject } = Promise.withResolvers<EnqueueResult>();
+    const timer = setTimeout(() => {
+      this.#lastTimeoutAt = Date.now();
+      reject(timedOut('store the request', this.#commitTimeoutMs));
+      // Still waiting for a batch: taken back, nothing is written. Already committing: the
+      // dialect drops it before its COMMIT (`takeAbandoned`); past that point the commit's
+      // outcome is in doubt, and #commitBatch voids it once the commit settles.
+      if (!this.#batcher.withdraw(row)) this.#abandoned.add(row.id);
+    }, this.#commitTimeoutMs);
+    stored.then(
+      (r) => {
+        clearTimeout(timer);
+        resolve(r);
+      },
+      (err) => {
+        clearTimeout(timer);
+        reject(err);
+      },
+    );
+    return promise;
+  }
+
+  /**
+   * Whether the store answers in time: false for `commitTimeoutMs` after a call timed out
+   * (the readiness check reports it, so a load balancer can send defer traffic elsewhere).
+   */
+  health(): { ok: boolean; reason?: string } {
+    if (this.#closed) return { ok: false, reason: 'the queue is closed' };
+    if (this.#lastTimeoutAt !== 0 && Date.now() - this.#lastTimeoutAt < Math.max(this.#commitTimeoutMs, 1000))
+      return { ok: false, reason: `the queue store did not answer within ${this.#commitTimeoutMs} ms` };
+    return { ok: true };
+  }
+
+  /** One round trip to the store, bounded by `commitTimeoutMs`: what `GET /ready` asks. */
+  async ping(): Promise<void> {
+    this.#open();
+    await this.#bounded(this.pingStore(), 'answer');
+  }
+
+  /** A read bounded like a commit: 503 rather than an admin call that hangs with the store. */
+  #bounded<T>(read: Maybe<T>, what: string): Promise<T> {
+    if (this.#commitTimeoutMs === 0 || !(read instanceof Promise)) return Promise.resolve(read);
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        this.#lastTimeoutAt = Date.now();
+        reject(timedOut(what, this.#commitTimeoutMs));
+      }, this.#commitTimeoutMs);
+    });
+    read.catch(() => {}); // a read that fails after the timeout has no one to tell
+    return Promise.race([read, expired]).finally(() => clearTimeout(timer));
+  }
+
+  /**
+   * Voids (dead-letters) jobs committed after their sender was answered 503 (the refusal came
+   * during the COMMIT round trip): retried every second until the store answers. Another
+   * gateway may claim such a job in the moment between that commit and the void; that
+   * delivery is the one exception (README, queue.commit_timeout).
+   */
+  #voidLater(id: string): void {
+    this.#toVoid.add(id);
+    if (this.#voidTimer !== undefined) return;
+    const run = async () => {
+      const ids = [...this.#toVoid];
+      try {
+        await this.voidRows(ids, VOIDED, this.now());
+        for (const i of ids) this.#toVoid.delete(i);
+      } catch {
+        // the store is still away: try again
+      }
+      this.#voidTimer = undefined;
+      if (this.#toVoid.size > 0 && !this.#closed) this.#voidTimer = setTimeout(run, 1000).unref();
+    };
+    this.#voidTimer = setTimeout(run, 0);
   }
 
   async claim(route: string, limit: number, leaseMs: number): Promise<Job[]> {
@@ -236,18 +341,18 @@ export abstract class QueueCore implements Queue {
 
   async depth(route?: string): Promise<RouteDepth[]> {
     this.#open();
-    return foldDepth(await this.depthRows(route), route);
+    return foldDepth(await this.#bounded(this.depthRows(route), 'count the queue'), route);
   }
 
   async list(query: ListQuery): Promise<Job[]> {
     checkList(query);
     this.#open();
-    return (await this.listRows(query)).map(toJob);
+    return (await this.#bounded(this.listRows(query), 'list jobs')).map(toJob);
   }
 
   async get(id: string): Promise<Job | null> {
     this.#open();
-    const row = await this.getRow(id);
+    const row = await this.#bounded(this.getRow(id), 'read the job');
     return row === undefined ? null : toJob(row);
   }
 
@@ -304,6 +409,8 @@ export abstract class QueueCore implements Queue {
     await this.#batcher.drain();
     await this.#completer.drain();
     this.hub.close();
+    clearTimeout(this.#voidTimer);
+    if (this.#toVoid.size > 0) await Promise.resolve(this.voidRows([...this.#toVoid], VOIDED, this.now())).catch(() => {});
     await this.closeStore();
   }
 
@@ -311,16 +418,36 @@ export abstract class QueueCore implements Queue {
     if (this.#closed) throw closedError();
   }
 
+  /**
+   * For a dialect, right before it commits `rows`: the ids whose sender has been refused
+   * meanwhile (commit timeout). The dialect removes them inside the transaction, so they are
+   * never stored; a refusal after this call (during the COMMIT round trip) is voided instead.
+   */
+  protected takeAbandoned(rows: readonly NewRow[]): string[] {
+    if (this.#abandoned.size === 0) return [];
+    const gone: string[] = [];
+    for (const r of rows) if (this.#abandoned.delete(r.id)) gone.push(r.id);
+    return gone;
+  }
+
   async #commitBatch(rows: NewRow[]): Promise<EnqueueResult[]> {
     let results: EnqueueResult[];
     try {
       results = await this.insertRows(rows, this.now());
     } catch (err) {
+      // Refused while committing and the commit failed: it may still have landed (an error
+      // after COMMIT was sent), so void it when the store is back; voiding nothing is harmless.
+      for (const r of rows) if (this.#abandoned.delete(r.id)) this.#voidLater(r.id);
       throw new GatewayError('QUEUE_UNAVAILABLE', undefined, { cause: err });
     }
     const routes = new Set<string>();
     for (let i = 0; i < rows.length; i++) {
       if (results[i].duplicate) continue;
+      // Refused during the COMMIT round trip: stored, but its sender was told 503.
+      if (this.#abandoned.delete(rows[i].id)) {
+        this.#voidLater(rows[i].id);
+        continue;
+      }
       this.#enqueued++;
       routes.add(rows[i].route);
     }
@@ -352,6 +479,10 @@ function toJob(row: JobRow): Job {
 
 function byRunAtThenId(a: Job, b: Job): number {
   return a.runAt - b.runAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+}
+
+function timedOut(what: string, ms: number): GatewayError {
+  return new GatewayError('QUEUE_UNAVAILABLE', `the queue store did not ${what} within ${ms} ms (queue.commit_timeout)`);
 }
 
 export function closedError(): GatewayError {

@@ -181,6 +181,13 @@ export interface Queue {
   waitForWork(route: string, options: WaitOptions): Promise<boolean>;
   stats(): QueueStats;
   /**
+   * Whether the store answers in time (issue 15): false for a while after a call waited past
+   * `commitTimeoutMs`, or once closed. The admin API's `GET /ready` reports it.
+   */
+  health(): { ok: boolean; reason?: string };
+  /** One round trip to the store; rejects with `QUEUE_UNAVAILABLE` past `commitTimeoutMs`. */
+  ping(): Promise<void>;
+  /**
    * Commit enqueues already accepted, then stop timers and listeners and close the
    * database. Later calls reject with `QUEUE_UNAVAILABLE`. Idempotent.
    */
@@ -427,6 +434,17 @@ export class GroupCommit<T, R> {
     this.#queue.push({ item, resolve, reject });
     this.#schedule();
     return promise;
+  }
+
+  /**
+   * Takes back an item not yet in a commit: its promise never settles, and nothing of it is
+   * written. False when it is already committing (or done): its outcome is the commit's.
+   */
+  withdraw(item: T): boolean {
+    const i = this.#queue.findIndex((w) => w.item === item);
+    if (i < 0) return false;
+    this.#queue.splice(i, 1);
+    return true;
   }
 
   /** Commit everything queued (ignoring the schedule) and wait until every batch has settled. */

@@ -36,6 +36,7 @@ export interface QueueConfig {
   pool_size: number;
   busy_timeout: Duration;
   max_waiting: number;
+  commit_timeout: Duration;
   retention: Duration | null;
   janitor_interval: Duration;
 }
@@ -80,6 +81,8 @@ export interface QueueSpec {
   readonly poolSize: number;
   readonly busyTimeoutMs: number;
   readonly maxWaiting: number;
+  /** `queue.commit_timeout`: 0 = unbounded. */
+  readonly commitTimeoutMs: number;
   /** Delivered jobs older than this are purged; null = kept forever. */
   readonly retentionMs: number | null;
   readonly janitorIntervalMs: number;
@@ -173,6 +176,7 @@ export function compileQueue(q: QueueConfig, problems: CompileProblem[]): QueueS
     poolSize: q.pool_size,
     busyTimeoutMs: parseDuration(q.busy_timeout),
     maxWaiting: q.max_waiting,
+    commitTimeoutMs: parseDuration(q.commit_timeout),
     retentionMs: q.retention === null ? null : parseDuration(q.retention),
     janitorIntervalMs: intervalMs,
   };

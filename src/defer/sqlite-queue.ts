@@ -43,6 +43,8 @@ export interface SqliteQueueOptions {
    * instance wake waiters at once.
    */
   pollMs?: number;
+  /** See `CoreOptions.commitTimeoutMs` (queue-core.ts). Default 5000. */
+  commitTimeoutMs?: number;
   /** Clock, ms since the epoch. Default `Date.now`; tests inject one to move time. */
   now?: () => number;
 }
@@ -206,6 +208,14 @@ export class SqliteQueue extends QueueCore {
     return this.#write(() => Number(this.#sql.purge.run({ before, limit }).changes), false);
   }
 
+  protected voidRows(ids: string[], reason: string, now: number): number {
+    return this.#write(() => Number(this.#sql.voidRows.run({ ids: JSON.stringify(ids), reason, now }).changes));
+  }
+
+  protected pingStore(): void {
+    this.#sql.dataVersion.get();
+  }
+
   protected closeStore(): void {
     clearTimeout(this.#pollTimer);
     this.#pollTimer = undefined;
@@ -361,6 +371,10 @@ function prepare(db: DatabaseSync) {
        RETURNING route`,
     ),
     delete: db.prepare('DELETE FROM defer_jobs WHERE id = :id'),
+    voidRows: db.prepare(
+      `UPDATE defer_jobs SET state = 'dead', last_error = :reason, updated_at = :now
+       WHERE state = 'pending' AND attempts = 0 AND id IN (SELECT value FROM json_each(:ids))`,
+    ),
     purge: db.prepare(
       `DELETE FROM defer_jobs WHERE id IN (
          SELECT id FROM defer_jobs WHERE state = 'done' AND updated_at < :before LIMIT :limit)`,
