@@ -31,6 +31,7 @@ describe('defer config', () => {
       pool_size: 10,
       busy_timeout: '5s',
       max_waiting: 10000,
+      commit_timeout: '5s',
       retention: '24h',
       janitor_interval: '1m',
     });
