@@ -114,7 +114,7 @@ const healthSchema: Schema = {
     interval: duration('Time between the end of one check of a target and the start of the next.', '30s'),
     timeout: duration('Time a check may take, body included; longer counts as failed.', '2s'),
     expect: statusList(
-      'Statuses that pass: codes (`204`), ranges (`200-399`) or classes (`2xx`).',
+      'Statuses that pass: codes (`204`), ranges (`200-399`) or classes (`2xx`). Every code is exact: `200` is 200 only (unlike `terminal`).',
       '200-399',
     ),
     fall: {
@@ -427,7 +427,7 @@ const deferSchema: Schema = {
       default: 32,
     },
     success: statusList(
-      'Statuses that complete a job: codes (`204`), ranges (`200-299`) or classes (`2xx`). Any other answer, or none, is retried.',
+      'Statuses that complete a job: codes (`204`), ranges (`200-299`) or classes (`2xx`). Every code is exact: `200` is 200 only (unlike `terminal`). Any other answer, or none, is retried.',
       '200-299',
     ),
     backoff: {

@@ -5,6 +5,7 @@
  * result.
  */
 import type { CompileProblem } from '../lib/problem.ts';
+import { statusTable } from '../lib/statuses.ts';
 import { type Duration, parseDuration, parseSize, type Size } from '../lib/units.ts';
 import type { HostMode } from '../proxy/headers.ts';
 import type { Route } from '../routing/route.ts';
@@ -98,20 +99,6 @@ export function parseRate(text: string): number {
   return Number(m[1]) / PER[m[2] as keyof typeof PER];
 }
 
-/** `[204, '2xx', '200-299']` → a 600-entry table, 1 where the status is listed. */
-export function statusTable(list: ReadonlyArray<number | string>): Uint8Array {
-  const table = new Uint8Array(600);
-  for (const e of list) {
-    if (typeof e === 'number') table[e] = 1;
-    else if (e.endsWith('xx')) table.fill(1, Number(e[0]) * 100, Number(e[0]) * 100 + 100);
-    else {
-      const [lo, hi] = e.split('-').map(Number);
-      table.fill(1, lo, hi + 1);
-    }
-  }
-  return table;
-}
-
 /**
  * The route's `timeout` bounds each delivery; the lease must outlast it, or another deliverer
  * could take the job while the first is still sending it (a duplicate for the target).
@@ -140,12 +127,9 @@ export function compileDefer(
       path: [...path, 'lease'],
       message: `must be longer than the route timeout (${routeTimeoutMs}ms): a delivery must end before its lease`,
     });
-  d.success.forEach((e, i) => {
-    if (typeof e === 'string' && e.includes('-')) {
-      const [lo, hi] = e.split('-').map(Number);
-      if (lo > hi) problems.push({ path: [...path, 'success', i], message: 'range is empty (low > high)' });
-    }
-  });
+  const success = statusTable(d.success, 'exact', (i, message) =>
+    problems.push({ path: [...path, 'success', i], message }),
+  );
   const host = d.host;
   return {
     pool: d.pool,
@@ -154,7 +138,7 @@ export function compileDefer(
     maxAttempts: d.max_attempts,
     ratePerSecond: rateOf(d.rate, ['rate']),
     concurrency: d.concurrency,
-    success: statusTable(d.success),
+    success,
     backoff: { baseMs, maxMs, jitter: d.backoff.jitter },
     leaseMs,
     maxBodyBytes: parseSize(d.max_body_bytes),

@@ -5,6 +5,7 @@
  * never the reverse). Pure: no sockets, no timers.
  */
 import type { CompileProblem } from '../lib/problem.ts';
+import { statusRanges } from '../lib/statuses.ts';
 import { type Duration, parseDuration } from '../lib/units.ts';
 import type { SelectorName } from './selectors/index.ts';
 
@@ -126,26 +127,19 @@ export function compileHashKey(key: string): HashKey {
   return { kind, name: kind === 'header' ? name.toLowerCase() : name };
 }
 
-/** `204` → [204, 204]; `200-399` → [200, 399]; `2xx` → [200, 299]. */
-export function compileStatuses(list: ReadonlyArray<number | string>): Array<[number, number]> {
-  return list.map((e) => {
-    if (typeof e === 'number') return [e, e];
-    if (e.endsWith('xx')) return [Number(e[0]) * 100, Number(e[0]) * 100 + 99];
-    const [lo, hi] = e.split('-').map(Number);
-    return [lo, hi];
-  });
-}
-
 /** A check interval shorter than this would keep a CPU busy; tests use 50-100 ms. */
 const MIN_HEALTH_INTERVAL_MS = 10;
 
 function compileHealth(name: string, h: HealthConfig, problems: CompileProblem[]): HealthSpec {
+  const expectProblems: CompileProblem[] = [];
   const spec: HealthSpec = {
     path: h.path,
     method: h.method,
     intervalMs: parseDuration(h.interval),
     timeoutMs: parseDuration(h.timeout),
-    expect: compileStatuses(h.expect),
+    expect: statusRanges(h.expect, 'exact', (i, message) =>
+      expectProblems.push({ path: ['pools', name, 'health', 'expect', i], message }),
+    ),
     fall: h.fall,
     rise: h.rise,
   };
@@ -156,10 +150,7 @@ function compileHealth(name: string, h: HealthConfig, problems: CompileProblem[]
     });
   if (spec.timeoutMs <= 0)
     problems.push({ path: ['pools', name, 'health', 'timeout'], message: 'must be more than 0' });
-  spec.expect.forEach(([lo, hi], i) => {
-    if (lo > hi)
-      problems.push({ path: ['pools', name, 'health', 'expect', i], message: 'range is empty (low > high)' });
-  });
+  problems.push(...expectProblems);
   return spec;
 }
 
