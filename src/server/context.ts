@@ -84,8 +84,7 @@ export class RequestContext {
   readonly deadline = new Deadline();
 
   constructor(req: IncomingMessage, now: number, tracing: Readonly<TracingConfig> | null) {
-    const incoming = req.headers['x-request-id'];
-    this.id = typeof incoming === 'string' && VALID_REQUEST_ID.test(incoming) ? incoming : randomUUID();
+    this.id = requestIdOf(req);
     this.startedAt = now;
     this.trace = tracing === null ? null : traceOf(req.headers.traceparent, tracing.sampled);
   }
@@ -94,4 +93,10 @@ export class RequestContext {
   elapsedSeconds(): number {
     return (performance.now() - this.startedAt) / 1000;
   }
+}
+
+/** The request's id: its own valid `x-request-id`, or a new one. */
+export function requestIdOf(req: IncomingMessage): string {
+  const incoming = req.headers['x-request-id'];
+  return typeof incoming === 'string' && VALID_REQUEST_ID.test(incoming) ? incoming : randomUUID();
 }
