@@ -1,6 +1,7 @@
 /**
  * The multiplex engine of one route: created once from compiled options, it owns the route's
- * undici Agent (keep-alive pools per origin, guarded connector, TTL DNS cache) and a limiter
+ * undici Agent (keep-alive pools per address, guarded connector, undici's dns and redirect
+ * interceptors) and a limiter
  * of outbound requests. `run()` sends every item under one deadline and answers in order.
  *
  * One handler per route on purpose: pooled connections were checked against THIS route's
@@ -8,18 +9,18 @@
  */
 import { isUtf8 } from 'node:buffer';
 import type { ConnectionOptions } from 'node:tls';
-import { Agent } from 'undici';
+import { Agent, type Dispatcher, interceptors } from 'undici';
 import { GatewayError, isGatewayError } from '../errors.ts';
 import { classifyError } from './classify.ts';
-import { DnsCache, systemResolve } from './dns.ts';
+import { dnsInterceptor, shareQueries, systemResolve } from './dns.ts';
 import { Limiter } from './limiter.ts';
 import type { MultiplexOptions } from './schema.ts';
 import { ByteBudget, type SendContext, sendItem } from './send.ts';
-import { guardedConnector, type Resolve, TargetGuard } from './ssrf.ts';
+import { guardedConnector, guardedResolve, type Resolve, TargetGuard } from './ssrf.ts';
 import type { Batch, BatchItem, BatchResult, ItemErrorCode, ItemResult } from './types.ts';
 
 export interface HandlerDeps {
-  /** Replaces system DNS (tests, embedding); answers still pass the TTL cache and the guard. */
+  /** Replaces system DNS (tests, embedding); answers still pass the guard and the dns interceptor's cache. */
   resolve?: Resolve;
   /** Extra TLS options for target connections, e.g. `{ ca }` to trust a private CA. */
   tls?: Pick<ConnectionOptions, 'ca' | 'cert' | 'key' | 'rejectUnauthorized'>;
@@ -46,24 +47,31 @@ function isTimeoutReason(reason: unknown): boolean {
 export class MultiplexHandler {
   readonly #opts: MultiplexOptions;
   readonly #agent: Agent;
+  /** The agent with the dns and redirect interceptors composed onto it. */
+  readonly #dispatcher: Dispatcher;
   readonly #limiter: Limiter;
 
   constructor(opts: MultiplexOptions, deps: HandlerDeps = {}) {
     this.#opts = opts;
-    const dns = new DnsCache(
+    const guard = new TargetGuard(opts.allow);
+    const resolve = shareQueries(
       deps.resolve ?? systemResolve({ fallbackTtl: FALLBACK_TTL, timeoutMs: DNS_QUERY_TIMEOUT_MS }),
-      { maxTtlMs: opts.dnsMaxTtlMs, maxEntries: DNS_MAX_ENTRIES },
     );
     this.#agent = new Agent({
-      connect: guardedConnector(new TargetGuard(opts.allow), dns.resolve, {
-        timeout: opts.maxTimeoutMs,
-        ...deps.tls,
-      }),
+      connect: guardedConnector(guard, resolve, { timeout: opts.maxTimeoutMs, ...deps.tls }),
       keepAliveTimeout: opts.keepAliveTimeoutMs,
       // A cap, not just a bound: undici's Pool opens a new connection when a request arrives
-      // in the tick between a response ending and its connection being marked free.
+      // in the tick between a response ending and its connection being marked free. Pools are
+      // per address: the dns interceptor sends each request to the address it resolved.
       connections: opts.maxConnectionsPerOrigin,
     });
+    // Issue 11: undici's own interceptors instead of a hand-written redirect loop and DNS cache.
+    // The redirect interceptor is the outer one, so every hop passes the dns interceptor (and
+    // with it the guard) and the guarded connector again.
+    this.#dispatcher = this.#agent.compose(
+      dnsInterceptor(guardedResolve(guard, resolve), { maxTtlMs: opts.dnsMaxTtlMs, maxEntries: DNS_MAX_ENTRIES }),
+      interceptors.redirect({ throwOnMaxRedirect: true }),
+    );
     this.#limiter = deps.limiter ?? new Limiter(opts.maxConcurrency);
   }
 
@@ -87,7 +95,7 @@ export class MultiplexHandler {
     const responses = new Array<ItemResult | undefined>(batch.items.length);
     const inflight = new AbortController();
     const ctx: SendContext = {
-      dispatcher: this.#agent,
+      dispatcher: this.#dispatcher,
       maxItemBytes: this.#opts.maxItemBytes,
       maxRedirects: this.#opts.maxRedirects,
       decompress: this.#opts.decompress,
