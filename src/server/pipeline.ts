@@ -299,14 +299,15 @@ export class Pipeline {
     route: CompiledRoute,
     handler: MultiplexHandler,
   ): Promise<void> {
-    // The request's one deadline (issue 11): a route timeout ends the batch like its own deadline.
-    const signal = ctx.deadline.within(route.timeoutMs, 'route').signal;
+    // The request's one deadline (issue 11) is the batch deadline: the route timeout arms it here,
+    // the batch's timeout_msec in run() (the earlier wins), and each item's derives from it.
+    ctx.deadline.within(route.timeoutMs, 'route');
     const opts = handler.options;
     const format = FORMATS[opts.format];
     try {
       const max = Math.min(route.maxBodyBytes ?? opts.maxBodyBytes, opts.maxBodyBytes);
       const parsed = format.parse(await readBody(req, max), opts);
-      const result = await handler.run(parsed.batch, signal);
+      const result = await handler.run(parsed.batch, ctx.deadline);
       const responses = mergeResults(parsed, result.responses);
       this.#metrics?.batch(route.id, responses);
       ctx.status = 200;
