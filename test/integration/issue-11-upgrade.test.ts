@@ -13,16 +13,18 @@ import { deadAddress, type Gateway, startGateway, startUpstream, type Upstream, 
 import { parseExposition, total } from '../helpers/prom.ts';
 import { type ManagedGateway, startManaged } from './admin-gateway.ts';
 
-async function wsUpstream(): Promise<{ up: Upstream; wss: WebSocketServer }> {
+async function wsUpstream(): Promise<{ up: Upstream; wss: WebSocketServer; upgrades: () => number }> {
+  let upgrades = 0;
   const up = await startUpstream((_req, res) => {
     res.writeHead(426);
     res.end();
   });
   const wss = new WebSocketServer({ noServer: true });
   up.server.on('upgrade', (req, socket, head) => {
+    upgrades++;
     wss.handleUpgrade(req, socket, head, (ws) => ws.on('message', (d) => ws.send(`echo ${d.toString()}`)));
   });
-  return { up, wss };
+  return { up, wss, upgrades: () => upgrades };
 }
 
 /** Opens a WebSocket through the gateway, checks one echo, closes it. */
@@ -130,5 +132,28 @@ describe('issue 11: an upgrade failure is visible in the admin API', () => {
       return t?.state === 'ejected' ? t : null;
     }, 'the dead target ejected');
     assert.equal(view.failures, 2);
+  });
+});
+
+describe('issue 11: an upgrade runs as single whatever the route strategy', () => {
+  test('a fanout route opens one tunnel, not one per target', async (t) => {
+    const a = await wsUpstream();
+    const b = await wsUpstream();
+    const gw = await startGateway(`
+pools:
+  ws: { targets: [${a.up.url}, ${b.up.url}] }
+routes:
+  - { match: { path: /* }, proxy: { pool: ws, strategy: fanout } }
+`);
+    t.after(async () => {
+      await gw.close();
+      for (const x of [a, b]) {
+        x.wss.close();
+        await x.up.close();
+      }
+    });
+    await roundTrip(gw.port);
+    await roundTrip(gw.port);
+    assert.equal(a.upgrades() + b.upgrades(), 2);
   });
 });
