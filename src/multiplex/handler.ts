@@ -1,8 +1,8 @@
 /**
  * The multiplex engine of one route: created once from compiled options, it owns the route's
  * undici Agent (keep-alive pools per address, guarded connector, undici's dns and redirect
- * interceptors) and a limiter
- * of outbound requests. `run()` sends every item under one deadline and answers in order.
+ * interceptors) and a limiter of outbound requests. `run()` sends every item under the
+ * request's one deadline and answers in order.
  *
  * One handler per route on purpose: pooled connections were checked against THIS route's
  * allow list when they were opened, so they must never serve a route with another list.
