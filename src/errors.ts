@@ -13,6 +13,8 @@ export const ERRORS = Object.freeze({
   HEADERS_TOO_LARGE: { status: 431, message: 'request headers are too large' },
   BODY_TOO_LARGE: { status: 413, message: 'request body is too large' },
   REQUEST_TIMEOUT: { status: 408, message: 'request was not received in time' },
+  // Issue 15: limits.max_inflight_per_client.
+  CLIENT_LIMIT: { status: 429, message: 'this client has too many requests in flight' },
   CLIENT_CLOSED: { status: 499, message: 'client closed the request' },
   TARGET_UNREACHABLE: { status: 502, message: 'target could not be reached' },
   TARGET_PROTOCOL: { status: 502, message: 'target sent an invalid response' },

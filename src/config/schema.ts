@@ -523,6 +523,20 @@ export const configSchema: Schema = {
       ),
       keep_alive_timeout: duration('How long an idle downstream connection is kept open.', '5s'),
       max_requests_per_socket: { type: 'integer', minimum: 0, default: 0, description: '0 = unlimited.' },
+      max_inflight_per_client: {
+        description:
+          'Requests in flight per client address (the TCP peer), per worker; beyond it 429 `CLIENT_LIMIT`, so one client cannot hold every connection to a target. Behind a load balancer every request has its address: raise it, or null = no cap.',
+        anyOf: [{ type: 'integer', minimum: 1 }, { type: 'null' }],
+        default: 64,
+      },
+      write_idle_timeout: duration(
+        'An answer whose bytes stop leaving for this long (the client stopped reading) is cut, and its upstream attempt aborted; 0 = never.',
+        '30s',
+      ),
+      body_idle_timeout: duration(
+        'A request body from which no byte arrives for this long (while Manifold reads) is cut: 408 `REQUEST_TIMEOUT`; 0 = never.',
+        '30s',
+      ),
     }),
     shutdown: object('Graceful shutdown.', {
       grace: duration('How long in-flight requests may take to finish after SIGTERM/SIGINT.', '30s'),
@@ -758,6 +772,9 @@ export interface Config {
     request_timeout: Duration;
     keep_alive_timeout: Duration;
     max_requests_per_socket: number;
+    max_inflight_per_client: number | null;
+    write_idle_timeout: Duration;
+    body_idle_timeout: Duration;
   };
   shutdown: { grace: Duration; accept_grace: Duration };
   log: { level: LogLevel; access: boolean };

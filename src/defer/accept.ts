@@ -18,7 +18,7 @@ import { GatewayError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { TraceContext } from '../observability/trace.ts';
 import { readBody } from '../proxy/body.ts';
-import { Deadline } from '../proxy/deadline.ts';
+import { Deadline } from '../deadline.ts';
 import type { Forward } from '../proxy/forward.ts';
 import { outboundRequestHeaders } from '../proxy/headers.ts';
 import type { Route } from '../routing/route.ts';

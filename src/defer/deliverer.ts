@@ -17,7 +17,7 @@ import { performance } from 'node:perf_hooks';
 import { GatewayError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
-import { Deadline } from '../proxy/deadline.ts';
+import { Deadline } from '../deadline.ts';
 import type { Forward } from '../proxy/forward.ts';
 import type { Route } from '../routing/route.ts';
 import type { Pool } from '../upstream/pool.ts';

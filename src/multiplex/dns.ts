@@ -1,9 +1,13 @@
 /**
- * DNS for multiplex targets: answers cached for their TTL (capped), concurrent lookups of one
- * name share one query, and each lookup returns the addresses rotated so new connections
- * spread across them. Bounded in entries because batch authors choose the names.
+ * DNS for multiplex targets (issue 11): undici's own dns interceptor caches the answers (for
+ * their TTL, capped) and spreads connections over them; here are only what it lacks — a
+ * resolver that reports TTLs, one query shared by concurrent lookups of a name, a bounded
+ * record store, and the SSRF guard in front of every answer. Bounded in entries because batch
+ * authors choose the names.
  */
 import { promises as dns } from 'node:dns';
+import { isIP } from 'node:net';
+import { type Dispatcher, interceptors } from 'undici';
 import type { Resolve, ResolvedAddress } from './ssrf.ts';
 
 export interface SystemResolveOptions {
@@ -34,62 +38,103 @@ export function systemResolve(opts: SystemResolveOptions): Resolve {
   };
 }
 
-interface Entry {
-  readonly records: readonly ResolvedAddress[];
-  readonly expiresAt: number;
-  next: number;
+/**
+ * Concurrent lookups of one name share one query (a batch may name the same new host a
+ * hundred times at once; undici's dns interceptor would ask a hundred times). Not a cache: a
+ * settled answer is forgotten, the interceptor keeps it.
+ */
+export function shareQueries(resolve: Resolve): Resolve {
+  const pending = new Map<string, Promise<ResolvedAddress[]>>();
+  return (hostname) => {
+    const key = hostname.toLowerCase();
+    let p = pending.get(key);
+    if (p === undefined) {
+      p = resolve(key).finally(() => pending.delete(key));
+      pending.set(key, p);
+    }
+    return p;
+  };
 }
 
-export interface DnsCacheOptions {
+type Storage = NonNullable<NonNullable<Parameters<typeof interceptors.dns>[0]>['storage']>;
+type OriginRecords = NonNullable<ReturnType<Storage['get']>>;
+
+/**
+ * The interceptor's record store, bounded: batch authors choose the names, so the oldest name
+ * is dropped past `maxEntries` (undici's own store stops caching new names when full).
+ */
+export class DnsStorage implements Storage {
+  readonly #max: number;
+  readonly #records = new Map<string, OriginRecords>();
+
+  constructor(maxEntries: number) {
+    this.#max = maxEntries;
+  }
+
+  get size(): number {
+    return this.#records.size;
+  }
+
+  get(hostname: string): OriginRecords | null {
+    return this.#records.get(hostname) ?? null;
+  }
+
+  set(hostname: string, records: OriginRecords | null): void {
+    // The interceptor stores only after a miss, so an entry present here was stored by a
+    // concurrent lookup of the same name: keep it, so that those requests share one record set
+    // and its rotation instead of each starting over at the first address.
+    if (records !== null && this.#records.has(hostname)) return;
+    this.#records.delete(hostname);
+    if (records === null) return;
+    if (this.#records.size >= this.#max) this.#records.delete(this.#records.keys().next().value!);
+    this.#records.set(hostname, records);
+  }
+
+  delete(hostname: string): void {
+    this.#records.delete(hostname);
+  }
+
+  full(): boolean {
+    return false;
+  }
+}
+
+export interface DnsOptions {
   /** Upper bound on how long an answer is kept, in milliseconds, whatever its TTL says. */
   maxTtlMs: number;
   /** Names kept at most; the oldest entry is dropped first. */
   maxEntries: number;
 }
 
-export class DnsCache {
-  readonly #resolve: Resolve;
-  readonly #opts: DnsCacheOptions;
-  readonly #entries = new Map<string, Entry>();
-  readonly #inflight = new Map<string, Promise<Entry>>();
-
-  constructor(resolve: Resolve, opts: DnsCacheOptions) {
-    this.#resolve = resolve;
-    this.#opts = opts;
-  }
-
-  /** Usable as a `Resolve`: the cached (or fresh) answer, rotated by one on every call. */
-  readonly resolve: Resolve = async (hostname) => {
-    const key = hostname.toLowerCase();
-    let entry = this.#entries.get(key);
-    if (!entry || entry.expiresAt <= Date.now()) entry = await this.#refresh(key);
-    const { records } = entry;
-    const start = entry.next++ % records.length;
-    return [...records.slice(start), ...records.slice(0, start)];
+/**
+ * undici's dns interceptor over a guarded resolve (ssrf.ts `guardedResolve`): answers are kept
+ * for their TTL (capped), spread over new connections, and the request goes to the resolved
+ * address with the name as Host and TLS servername. Only addresses the guard allowed are ever
+ * cached, and the connection is made to exactly such an address, so a DNS answer that changes
+ * later (rebinding) is checked again when it is next resolved.
+ */
+export function dnsInterceptor(checked: Resolve, opts: DnsOptions): Dispatcher.DispatcherComposeInterceptor {
+  const cached = interceptors.dns({
+    maxTTL: opts.maxTtlMs,
+    storage: new DnsStorage(opts.maxEntries),
+    lookup: (origin, _options, callback) => {
+      checked(origin.hostname).then(
+        (records) => callback(null, records.map((r) => ({ address: r.address, family: r.family, ttl: r.ttl * 1000 }))),
+        (err: NodeJS.ErrnoException) => callback(err, []),
+      );
+    },
+  });
+  return (dispatch) => {
+    const resolving = cached(dispatch);
+    // The interceptor takes a bracketed IPv6 literal (`[::1]`) for a name: IP literals skip
+    // it and go to the connector, which checks them.
+    return (options, handler) =>
+      isIpLiteral(options.origin) ? dispatch(options, handler) : resolving(options, handler);
   };
+}
 
-  #refresh(key: string): Promise<Entry> {
-    let pending = this.#inflight.get(key);
-    if (pending) return pending;
-    pending = this.#resolve(key)
-      .then((records) => {
-        if (records.length === 0)
-          throw Object.assign(new Error(`no address for ${key}`), { code: 'ENODATA' });
-        const ttlMs = Math.min(this.#opts.maxTtlMs, ...records.map((r) => r.ttl * 1000));
-        const entry: Entry = { records, expiresAt: Date.now() + ttlMs, next: 0 };
-        this.#entries.delete(key);
-        if (this.#entries.size >= this.#opts.maxEntries) {
-          this.#entries.delete(this.#entries.keys().next().value!);
-        }
-        this.#entries.set(key, entry);
-        return entry;
-      })
-      .finally(() => this.#inflight.delete(key));
-    this.#inflight.set(key, pending);
-    return pending;
-  }
-
-  get size(): number {
-    return this.#entries.size;
-  }
+function isIpLiteral(origin: string | URL | undefined): boolean {
+  if (origin === undefined) return false;
+  const host = (typeof origin === 'string' ? new URL(origin) : origin).hostname;
+  return host[0] === '[' || isIP(host) !== 0;
 }

@@ -1,25 +1,27 @@
 /**
  * The multiplex engine of one route: created once from compiled options, it owns the route's
- * undici Agent (keep-alive pools per origin, guarded connector, TTL DNS cache) and a limiter
- * of outbound requests. `run()` sends every item under one deadline and answers in order.
+ * undici Agent (keep-alive pools per address, guarded connector, undici's dns and redirect
+ * interceptors) and a limiter of outbound requests. `run()` sends every item under the
+ * request's one deadline and answers in order.
  *
  * One handler per route on purpose: pooled connections were checked against THIS route's
  * allow list when they were opened, so they must never serve a route with another list.
  */
 import { isUtf8 } from 'node:buffer';
 import type { ConnectionOptions } from 'node:tls';
-import { Agent } from 'undici';
-import { GatewayError, isGatewayError } from '../errors.ts';
+import { Agent, type Dispatcher, interceptors } from 'undici';
+import { Deadline } from '../deadline.ts';
+import type { GatewayError } from '../errors.ts';
 import { classifyError } from './classify.ts';
-import { DnsCache, systemResolve } from './dns.ts';
+import { dnsInterceptor, shareQueries, systemResolve } from './dns.ts';
 import { Limiter } from './limiter.ts';
 import type { MultiplexOptions } from './schema.ts';
 import { ByteBudget, type SendContext, sendItem } from './send.ts';
-import { guardedConnector, type Resolve, TargetGuard } from './ssrf.ts';
+import { guardedConnector, guardedResolve, type Resolve, TargetGuard } from './ssrf.ts';
 import type { Batch, BatchItem, BatchResult, ItemErrorCode, ItemResult } from './types.ts';
 
 export interface HandlerDeps {
-  /** Replaces system DNS (tests, embedding); answers still pass the TTL cache and the guard. */
+  /** Replaces system DNS (tests, embedding); answers still pass the guard and the dns interceptor's cache. */
   resolve?: Resolve;
   /** Extra TLS options for target connections, e.g. `{ ca }` to trust a private CA. */
   tls?: Pick<ConnectionOptions, 'ca' | 'cert' | 'key' | 'rejectUnauthorized'>;
@@ -37,45 +39,52 @@ function failure(code: ItemErrorCode, message: string, duration: number): ItemRe
   return { error: { code, message }, duration_msec: duration };
 }
 
-/** A deadline that ran out (the request's one deadline says TARGET_TIMEOUT, issue 11). */
-function isTimeoutReason(reason: unknown): boolean {
-  if (isGatewayError(reason)) return reason.code === 'TARGET_TIMEOUT';
-  return reason instanceof DOMException && reason.name === 'TimeoutError';
-}
-
 export class MultiplexHandler {
   readonly #opts: MultiplexOptions;
   readonly #agent: Agent;
+  /** The agent with the dns and redirect interceptors composed onto it. */
+  readonly #dispatcher: Dispatcher;
   readonly #limiter: Limiter;
 
   constructor(opts: MultiplexOptions, deps: HandlerDeps = {}) {
     this.#opts = opts;
-    const dns = new DnsCache(
+    const guard = new TargetGuard(opts.allow);
+    const resolve = shareQueries(
       deps.resolve ?? systemResolve({ fallbackTtl: FALLBACK_TTL, timeoutMs: DNS_QUERY_TIMEOUT_MS }),
-      { maxTtlMs: opts.dnsMaxTtlMs, maxEntries: DNS_MAX_ENTRIES },
     );
     this.#agent = new Agent({
-      connect: guardedConnector(new TargetGuard(opts.allow), dns.resolve, {
-        timeout: opts.maxTimeoutMs,
-        ...deps.tls,
-      }),
+      connect: guardedConnector(guard, resolve, { timeout: opts.maxTimeoutMs, ...deps.tls }),
       keepAliveTimeout: opts.keepAliveTimeoutMs,
       // A cap, not just a bound: undici's Pool opens a new connection when a request arrives
-      // in the tick between a response ending and its connection being marked free.
+      // in the tick between a response ending and its connection being marked free. Pools are
+      // per address: the dns interceptor sends each request to the address it resolved.
       connections: opts.maxConnectionsPerOrigin,
     });
+    // Issue 11: undici's own interceptors instead of a hand-written redirect loop and DNS cache.
+    // The redirect interceptor is the outer one, so every hop passes the dns interceptor (and
+    // with it the guard) and the guarded connector again.
+    this.#dispatcher = this.#agent.compose(
+      dnsInterceptor(guardedResolve(guard, resolve), { maxTtlMs: opts.dnsMaxTtlMs, maxEntries: DNS_MAX_ENTRIES }),
+      interceptors.redirect({ throwOnMaxRedirect: true }),
+    );
     this.#limiter = deps.limiter ?? new Limiter(opts.maxConcurrency);
   }
 
   /**
    * Runs every item and resolves with one result per item, in order, by the batch deadline at
-   * the latest (unfinished items then report TIMEOUT). Per-item failures never reject. When
-   * `signal` aborts, everything in flight is aborted and the promise rejects with
-   * CLIENT_CLOSED (or the GatewayError given as reason) — except for a timeout reason (the
-   * request deadline's TARGET_TIMEOUT, a route timeout, or `AbortSignal.timeout()`'s
-   * TimeoutError), which ends the batch like its own deadline.
+   * the latest (unfinished items then report TIMEOUT). Per-item failures never reject.
+   *
+   * The batch deadline is the request's one deadline (issue 11): the pipeline passes its
+   * RequestContext's `Deadline`, armed here with the batch `timeout_msec` (the earlier of that
+   * and the route timeout wins); each item's own `timeout_msec` is a child deadline of it. A
+   * plain AbortSignal (embedding, tests) is followed by a new Deadline. When the deadline ends
+   * with TARGET_TIMEOUT (the batch's, the route's, or an `AbortSignal.timeout()`), the batch
+   * ends with partial results; with any other reason everything in flight is aborted and the
+   * promise rejects with CLIENT_CLOSED (or the GatewayError given as reason).
    */
-  run(batch: Batch, signal: AbortSignal): Promise<BatchResult> {
+  run(batch: Batch, deadlineOrSignal: Deadline | AbortSignal): Promise<BatchResult> {
+    const deadline =
+      deadlineOrSignal instanceof Deadline ? deadlineOrSignal : Deadline.follow(deadlineOrSignal);
     const started = performance.now();
     const elapsed = () => Math.round(performance.now() - started);
     // itemClock (Octoplex format): each item counts from the moment it got its slot; one still
@@ -85,9 +94,8 @@ export class MultiplexHandler {
       Number.isNaN(starts![i]) ? 0 : Math.round(performance.now() - starts![i]);
     const elapsedOf = (i: number) => (starts === null ? elapsed : sinceSlot(i));
     const responses = new Array<ItemResult | undefined>(batch.items.length);
-    const inflight = new AbortController();
     const ctx: SendContext = {
-      dispatcher: this.#agent,
+      dispatcher: this.#dispatcher,
       maxItemBytes: this.#opts.maxItemBytes,
       maxRedirects: this.#opts.maxRedirects,
       decompress: this.#opts.decompress,
@@ -97,14 +105,13 @@ export class MultiplexHandler {
 
     return new Promise<BatchResult>((resolve, reject) => {
       let done = false;
+      const signal = deadline.signal;
       const end = (finish: () => void) => {
         if (done) return;
         done = true;
-        clearTimeout(deadline);
         signal.removeEventListener('abort', onAbort);
-        // Nothing to stop when every item settled (and abort() without a reason builds a
-        // DOMException, stack trace included: not free once per batch).
-        if (open > 0) inflight.abort();
+        // The batch is over: its timer stops (a deadline that ended has aborted every item's).
+        deadline.clear();
         finish();
       };
       const answer = () => resolve({ responses: responses as ItemResult[] });
@@ -113,26 +120,18 @@ export class MultiplexHandler {
         responses[i] = result;
         if (--open === 0) end(answer);
       };
-      const expire = () => {
+      const onAbort = () => {
+        const reason = signal.reason as GatewayError;
+        if (reason.code !== 'TARGET_TIMEOUT') {
+          end(() => reject(reason));
+          return;
+        }
         const message = `no complete response within ${batch.timeoutMs} ms (the batch timeout_msec)`;
         for (let i = 0; i < responses.length; i++) {
           responses[i] ??= failure('TIMEOUT', message, elapsedOf(i)());
         }
         end(answer);
       };
-      const onAbort = () => {
-        const reason: unknown = signal.reason;
-        if (isTimeoutReason(reason)) expire();
-        else
-          end(() =>
-            reject(
-              isGatewayError(reason)
-                ? reason
-                : new GatewayError('CLIENT_CLOSED', undefined, { cause: reason }),
-            ),
-          );
-      };
-      const deadline = setTimeout(expire, batch.timeoutMs);
       if (open === 0) {
         end(answer);
         return;
@@ -142,11 +141,10 @@ export class MultiplexHandler {
         return;
       }
       signal.addEventListener('abort', onAbort, { once: true });
+      deadline.within(batch.timeoutMs, 'batch');
       batch.items.forEach((item, i) => {
         const onSlot = starts === null ? undefined : () => (starts[i] = performance.now());
-        this.#runItem(ctx, item, batch.timeoutMs, inflight.signal, elapsedOf(i), onSlot).then((r) =>
-          settle(i, r),
-        );
+        this.#runItem(ctx, item, batch.timeoutMs, deadline, elapsedOf(i), onSlot).then((r) => settle(i, r));
       });
     });
   }
@@ -155,26 +153,18 @@ export class MultiplexHandler {
     ctx: SendContext,
     item: BatchItem,
     batchTimeoutMs: number,
-    batchSignal: AbortSignal,
+    batch: Deadline,
     elapsed: () => number,
     onSlot?: () => void,
   ): Promise<ItemResult> {
-    const ctrl = new AbortController();
-    const onBatchAbort = () => ctrl.abort(batchSignal.reason);
-    batchSignal.addEventListener('abort', onBatchAbort, { once: true });
-    let timedOut = false;
-    const timer =
-      item.timeoutMs < batchTimeoutMs
-        ? setTimeout(() => {
-            timedOut = true;
-            ctrl.abort();
-          }, item.timeoutMs)
-        : undefined;
+    // The item's deadline derives from the batch's: it ends with it, or at its own timeout_msec.
+    const deadline = batch.child();
+    if (item.timeoutMs < batchTimeoutMs) deadline.within(item.timeoutMs, 'item');
     let release: (() => void) | undefined;
     try {
-      release = await this.#limiter.acquire(ctrl.signal);
+      release = await this.#limiter.acquire(deadline.signal);
       onSlot?.();
-      const res = await sendItem(ctx, item, ctrl.signal);
+      const res = await sendItem(ctx, item, deadline.signal);
       const text = isUtf8(res.body);
       return {
         status: res.status,
@@ -183,7 +173,8 @@ export class MultiplexHandler {
         duration_msec: elapsed(),
       };
     } catch (err) {
-      if (timedOut) {
+      // Its own timeout: the batch's deadline has not ended (when it has, this result is not used).
+      if (deadline.aborted && !batch.aborted) {
         return failure(
           'TIMEOUT',
           `no complete response within ${item.timeoutMs} ms (timeout_msec)`,
@@ -193,9 +184,8 @@ export class MultiplexHandler {
       const { code, message } = classifyError(err);
       return failure(code, message, elapsed());
     } finally {
-      clearTimeout(timer);
+      deadline.clear();
       release?.();
-      batchSignal.removeEventListener('abort', onBatchAbort);
     }
   }
 

@@ -90,7 +90,7 @@ export const multiplexSchema = Object.freeze({
     max_connections_per_origin: count(
       16,
       10_000,
-      'Connections kept to one target origin; requests beyond wait for one. Spares targets from a batch-wide burst.',
+      'Connections kept to one target origin (scheme, resolved address and port); requests beyond wait for one. Spares targets from a batch-wide burst.',
     ),
     max_body_bytes: size(1_048_576, 'Largest batch request body accepted (413 beyond it).'),
     max_redirects: count(5, 20, 'Redirect hops followed when a batch or request sets follow_redirects.'),

@@ -1,7 +1,7 @@
 /**
- * Sends one batch item through the handler's dispatcher: follows redirects when asked (each
- * hop dials through the same guarded connector, so it is re-checked), decodes gzip/br when
- * the gateway asked for it, and reads the body within the per-item and per-batch byte limits.
+ * Sends one batch item through the handler's dispatcher: follows redirects when asked (undici's
+ * redirect interceptor; each hop passes the guard again), decodes gzip/br when the gateway
+ * asked for it, and reads the body within the per-item and per-batch byte limits.
  */
 import type { Readable, Transform } from 'node:stream';
 import zlib from 'node:zlib';
@@ -54,15 +54,9 @@ export interface SendResult {
   body: Buffer;
 }
 
-const REDIRECTS = new Set([301, 302, 303, 307, 308]);
-const CREDENTIALS = new Set(['authorization', 'cookie', 'proxy-authorization']);
 /** They describe our connection to the target, not the answer the caller gets. */
 const CONNECTION_HEADERS = new Set(['connection', 'keep-alive', 'transfer-encoding']);
 const ACCEPT_ENCODING = 'gzip, br';
-/** Redirect bodies up to this size are drained so the connection can be reused. */
-const DRAIN_LIMIT = 64 * 1024;
-
-type Header = readonly [string, string];
 
 const DECODERS: Record<string, () => Transform> = {
   gzip: () => zlib.createGunzip(),
@@ -83,48 +77,41 @@ function decodersFor(encoding: string | string[] | undefined): (() => Transform)
 }
 
 export async function sendItem(ctx: SendContext, item: BatchItem, signal: AbortSignal): Promise<SendResult> {
-  let url = item.url;
-  let method = item.method;
-  let body = item.body;
-  let headers: Header[] = [...item.headers];
-  const ownEncoding = headers.some(([n]) => n.toLowerCase() === 'accept-encoding');
+  const ownEncoding = item.headers.some(([n]) => n.toLowerCase() === 'accept-encoding');
   const decode = ctx.decompress && !ownEncoding;
-  for (let hop = 0; ; hop++) {
-    const flat = headers.flat();
-    if (decode) flat.push('accept-encoding', ACCEPT_ENCODING);
-    const res = await ctx.dispatcher.request({
-      origin: url.origin,
-      path: url.pathname + url.search,
-      method: method as Dispatcher.HttpMethod,
-      headers: flat,
-      body,
+  const headers = item.headers.flat();
+  if (decode) headers.push('accept-encoding', ACCEPT_ENCODING);
+  let res: Dispatcher.ResponseData;
+  try {
+    // Redirects are undici's redirect interceptor's (RFC 9110 §15.4: 303, and 301/302 after
+    // POST, turn into GET; credentials are dropped across origins); each hop is dispatched
+    // through the dns interceptor and the guarded connector again (handler.ts).
+    res = await ctx.dispatcher.request({
+      origin: item.url.origin,
+      path: item.url.pathname + item.url.search,
+      method: item.method as Dispatcher.HttpMethod,
+      headers,
+      body: item.body,
       signal,
-    });
-    const location = res.headers.location;
-    if (!item.followRedirects || !REDIRECTS.has(res.statusCode) || typeof location !== 'string') {
-      return read(ctx, res, decode && hasBody(method, res));
-    }
-    await res.body.dump({ limit: DRAIN_LIMIT }).catch(() => {});
-    if (hop >= ctx.maxRedirects) throw new ItemError('PROTOCOL', `more than ${ctx.maxRedirects} redirects`);
-    const next = URL.parse(location, url.href);
-    if (
-      !next ||
-      (next.protocol !== 'http:' && next.protocol !== 'https:') ||
-      next.username ||
-      next.password
-    ) {
-      throw new ItemError('PROTOCOL', `redirect to an unsupported location: ${location.slice(0, 200)}`);
-    }
-    next.hash = '';
-    if (next.origin !== url.origin) headers = headers.filter(([n]) => !CREDENTIALS.has(n.toLowerCase()));
-    // RFC 9110 §15.4: 303 turns into GET; 301/302 after POST do too, as every client does.
-    if ((res.statusCode === 303 && method !== 'HEAD') || (res.statusCode <= 302 && method === 'POST')) {
-      method = 'GET';
-      body = null;
-      headers = headers.filter(([n]) => !n.toLowerCase().startsWith('content-'));
-    }
-    url = next;
+      maxRedirections: item.followRedirects ? ctx.maxRedirects : 0,
+    } as Dispatcher.RequestOptions);
+  } catch (err) {
+    throw (item.followRedirects && redirectError(err, ctx.maxRedirects)) || err;
   }
+  return read(ctx, res, decode && hasBody(item.method, res));
+}
+
+/** The redirect interceptor's refusals, in the item error codes and words batch callers know. */
+function redirectError(err: unknown, max: number): ItemError | null {
+  const code = (err as { code?: unknown } | null)?.code;
+  const message = String((err as Error | null)?.message ?? '');
+  if (code === 'UND_ERR_REDIRECT_MAX') return new ItemError('PROTOCOL', `more than ${max} redirects`);
+  if (code === 'UND_ERR_INVALID_ARG' && message.startsWith('Redirect loop'))
+    return new ItemError('PROTOCOL', `more than ${max} redirects (a redirect loop)`);
+  // `Location` not a URL (ERR_INVALID_URL), or not http(s).
+  if (code === 'ERR_INVALID_URL' || (code === 'UND_ERR_INVALID_ARG' && message.startsWith('Invalid URL protocol')))
+    return new ItemError('PROTOCOL', `redirect to an unsupported location (${message})`);
+  return null;
 }
 
 /** Whether a response carries body bytes to decode (a decoder fails on none at all). */

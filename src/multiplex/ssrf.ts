@@ -202,42 +202,62 @@ export interface ResolvedAddress {
 export type Resolve = (hostname: string) => Promise<ResolvedAddress[]>;
 
 /**
- * A `net.connect` lookup that resolves through `resolve` (the TTL cache) and hands the socket
- * only the addresses the guard allows; if none are left it fails with ForbiddenTargetError.
+ * Wraps `resolve` so that it answers only with the addresses the guard allows for the name:
+ * names the allow list cannot match are refused before any query, a name left with no
+ * allowed address fails with ForbiddenTargetError, and resolver failures become
+ * TargetDnsError. Everything that resolves a multiplex target name goes through this: undici's
+ * dns interceptor (dns.ts), whose cache therefore only ever holds checked addresses, and the
+ * connector's lookup below.
+ */
+export function guardedResolve(guard: TargetGuard, resolve: Resolve): Resolve {
+  return async (hostname) => {
+    const early = guard.refuseName(hostname);
+    if (early) throw new ForbiddenTargetError(early);
+    let records: ResolvedAddress[];
+    try {
+      records = await resolve(hostname);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException | null)?.code;
+      const why = typeof code === 'string' ? code : String((err as Error | null)?.message ?? err);
+      throw new TargetDnsError(`could not resolve ${hostname} (${why})`, { cause: err });
+    }
+    let refusal = `${hostname} has no address`;
+    const allowed: ResolvedAddress[] = [];
+    for (const r of records) {
+      const why = guard.refuseAddress(hostname, r.address);
+      if (why) refusal = why;
+      else allowed.push(r);
+    }
+    if (allowed.length === 0) throw new ForbiddenTargetError(refusal);
+    return allowed;
+  };
+}
+
+/**
+ * A `net.connect` lookup over `guardedResolve`: the socket is handed only allowed addresses;
+ * if none of the family asked for is left it fails with ForbiddenTargetError.
  */
 export function guardedLookup(guard: TargetGuard, resolve: Resolve): LookupFunction {
+  const checked = guardedResolve(guard, resolve);
   return (hostname, options, callback) => {
-    const early = guard.refuseName(hostname);
-    if (early) {
-      callback(new ForbiddenTargetError(early), '');
-      return;
-    }
     const family = options.family === 'IPv4' ? 4 : options.family === 'IPv6' ? 6 : options.family;
-    resolve(hostname).then(
+    checked(hostname).then(
       (records) => {
-        let refusal = `${hostname} has no address of family ${family}`;
-        const allowed: { address: string; family: number }[] = [];
-        for (const r of records) {
-          if (family && r.family !== family) continue;
-          const why = guard.refuseAddress(hostname, r.address);
-          if (why) refusal = why;
-          else allowed.push({ address: r.address, family: r.family });
-        }
-        if (allowed.length === 0) callback(new ForbiddenTargetError(refusal), '');
-        else if (options.all) callback(null, allowed);
+        const allowed = family ? records.filter((r) => r.family === family) : records;
+        if (allowed.length === 0)
+          callback(new ForbiddenTargetError(`${hostname} has no address of family ${family}`), '');
+        else if (options.all) callback(null, allowed.map((r) => ({ address: r.address, family: r.family })));
         else callback(null, allowed[0].address, allowed[0].family);
       },
-      (err: NodeJS.ErrnoException) => {
-        const why = typeof err?.code === 'string' ? err.code : String(err?.message ?? err);
-        callback(new TargetDnsError(`could not resolve ${hostname} (${why})`, { cause: err }), '');
-      },
+      (err: Error) => callback(err, ''),
     );
   };
 }
 
 /**
- * undici connector: IP-literal targets are checked before dialing, names go through the
- * guarded lookup, and the connected socket's peer address is checked once more.
+ * undici connector: IP targets (literal, or pinned by the dns interceptor) are checked before
+ * dialing, names go through the guarded lookup, and the connected socket's peer address is
+ * checked once more.
  */
 export function guardedConnector(
   guard: TargetGuard,
@@ -246,8 +266,11 @@ export function guardedConnector(
 ): buildConnector.connector {
   const connect = buildConnector({ ...options, lookup: guardedLookup(guard, resolve) });
   return (opts, callback) => {
-    const host = opts.hostname;
-    const literal = isIP(host) !== 0 ? guard.refuseAddress(host, host) : null;
+    // An IP with a servername is a name undici's dns interceptor resolved (through
+    // guardedResolve) and pinned: it is checked, and re-checked below, as that name.
+    const ip = isIP(opts.hostname) !== 0;
+    const host = ip && opts.servername ? opts.servername : opts.hostname;
+    const literal = ip ? guard.refuseAddress(host, opts.hostname) : null;
     if (literal) {
       callback(new ForbiddenTargetError(literal), null);
       return;

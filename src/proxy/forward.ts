@@ -5,7 +5,7 @@
  * `DispatchController.pause()`), the sink's drain resumes it (STYLE.md §11). Concerns such as
  * timeouts, metrics or passive health wrap it as `ForwardWrapper`s instead of adding flags here.
  */
-import type { Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { type ErrorCode, GatewayError } from '../errors.ts';
 import type { Target } from '../upstream/target.ts';
@@ -21,6 +21,12 @@ export interface OutboundRequest {
   headersTimeoutMs: number;
   /** Longest pause between body chunks; 0 = none. */
   idleTimeoutMs: number;
+  /**
+   * An upgrade request (the `Upgrade` protocol, e.g. `websocket`): the attempt resolves with
+   * the upgraded connection (`AttemptResult.upgraded`) on 101, or with an ordinary answer when
+   * the target refuses (issue 11: upgrades spend their attempts like every other request).
+   */
+  upgrade?: string;
 }
 
 /**
@@ -59,6 +65,8 @@ export interface AttemptResult {
   pipeTo(sink: BodySink): void;
   /** Drops the response and its connection (a losing attempt, a client gone). */
   abort(reason: Error): void;
+  /** The target's connection after a 101 to an upgrade request, for the caller to tunnel. */
+  readonly upgraded?: Duplex;
 }
 
 export type Forward = (
@@ -150,6 +158,7 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptResult {
   readonly target: Target;
   status = 0;
   rawHeaders: ReadonlyArray<Buffer | string> = [];
+  upgraded: Duplex | undefined = undefined;
   #resolve: (r: AttemptResult) => void;
   #reject: (e: AttemptError) => void;
   #controller: Dispatcher.DispatchController | null = null;
@@ -204,6 +213,16 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptResult {
     this.#resolve(this);
   }
 
+  /** 101 to an upgrade request: the attempt is over and its connection the caller's to tunnel. */
+  onRequestUpgrade(controller: Dispatcher.DispatchController, statusCode: number, _h: unknown, socket: Duplex): void {
+    this.#finish();
+    this.#responded = true;
+    this.status = statusCode;
+    this.rawHeaders = (controller.rawHeaders as Array<Buffer | string> | null) ?? [];
+    this.upgraded = socket;
+    this.#resolve(this);
+  }
+
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     const sink = this.#sink;
     if (sink !== null) {
@@ -252,7 +271,10 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptResult {
   }
 
   abort(reason: Error): void {
-    if (this.#done) return;
+    if (this.#done) {
+      this.upgraded?.destroy(reason);
+      return;
+    }
     if (this.#controller !== null) {
       this.#controller.abort(reason);
       return;
@@ -283,6 +305,7 @@ export const forward: Forward = (target, request, signal) =>
           body: request.body as Dispatcher.DispatchOptions['body'], // undici also streams async iterables
           headersTimeout: request.headersTimeoutMs,
           bodyTimeout: request.idleTimeoutMs,
+          upgrade: request.upgrade,
           // Sending the body must not wait behind another request on a pipelined socket.
           blocking: true,
         },

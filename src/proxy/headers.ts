@@ -141,17 +141,6 @@ export function downstreamResponseHeaders(raw: readonly (Buffer | string)[], req
   return out;
 }
 
-/** Headers for the 101 answer of a tunnelled upgrade: the target's, minus hop-by-hop except the upgrade pair. */
-export function upgradeResponseHeaders(headers: Record<string, string | string[] | undefined>): string[] {
-  const out: string[] = [];
-  for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || name === 'connection' || name === 'upgrade') continue;
-    if (HOP_BY_HOP.has(name)) continue;
-    for (const v of Array.isArray(value) ? value : [value]) out.push(name, v);
-  }
-  return out;
-}
-
 /**
  * Joins a target's path prefix with the request path, keeping the query string:
  * target `http://t/v2` + `/users?q=1` → `/v2/users?q=1`. `stripPrefix` `/api` first turns

@@ -1,146 +1,107 @@
 /**
- * Upgrade (WebSocket) tunnelling. The upgrade request goes through the target's undici
- * dispatcher; on `101` the two sockets are piped both ways (full duplex, with backpressure
- * from `pipe`) and either side closing or failing closes the other. A target that refuses
- * the upgrade has its answer relayed as is; a target that cannot be reached gets the usual
- * JSON error.
+ * Upgrade (WebSocket) tunnelling, after the attempt: the upgrade request was spent through
+ * the strategy runner and `forward` like any proxied request (issue 11: passive health,
+ * attempt counting and connect retry included). On `101` the two sockets are piped both ways
+ * (full duplex, with backpressure from `pipe`) and either side closing or failing closes the
+ * other. A target that refuses the upgrade has its answer relayed as is, then the connection
+ * is closed.
  */
 import type { Duplex } from 'node:stream';
-import type { Dispatcher } from 'undici';
-import type { GatewayError } from '../errors.ts';
-import type { Target } from '../upstream/target.ts';
-import { classify } from './forward.ts';
-import { downstreamResponseHeaders, upgradeResponseHeaders } from './headers.ts';
+import type { AttemptError, AttemptResult, BodySink } from './forward.ts';
+import { downstreamResponseHeaders } from './headers.ts';
 
-export interface TunnelOptions {
-  target: Target;
-  method: string;
-  path: string;
-  protocol: string;
-  headers: string[];
-  /** The downstream socket and the bytes already read past its request head. */
-  socket: Duplex;
-  head: Buffer;
-  requestId: string;
-  timeoutMs: number;
-  /** The request's one deadline (issue 11): aborts the upgrade while it has not been answered. */
-  signal: AbortSignal;
-  /**
-   * Answers a failure on the downstream socket before the target answered: the caller's error
-   * renderer (server/respond.ts), passed in so that proxy/ does not import server/ (issue 11).
-   */
-  refuse: (err: GatewayError) => void;
-  onDone: (status: number, error?: string) => void;
-}
+/** Called once when the tunnel or the relayed answer is over, with the status and an error code. */
+export type UpgradeDone = (status: number, error?: string) => void;
 
-function headLines(status: number, reason: string, headers: string[]): string {
+function headLines(status: number, reason: string, headers: readonly string[]): string {
   let out = `HTTP/1.1 ${status} ${reason}\r\n`;
   for (let i = 0; i < headers.length; i += 2) out += `${headers[i]}: ${headers[i + 1]}\r\n`;
   return `${out}\r\n`;
 }
 
-class UpgradeHandler implements Dispatcher.DispatchHandler {
-  readonly #o: TunnelOptions;
-  #connected = false;
-  #status = 0;
-  #onAbort: (() => void) | null = null;
-  constructor(o: TunnelOptions) {
-    this.#o = o;
-  }
+/** The protocol the target switched to (its `Upgrade` header), else the one asked for. */
+function upgradedTo(raw: ReadonlyArray<Buffer | string>, asked: string): string {
+  for (let i = 0; i + 1 < raw.length; i += 2) if (String(raw[i]).toLowerCase() === 'upgrade') return String(raw[i + 1]);
+  return asked;
+}
 
-  onRequestStart(controller: Dispatcher.DispatchController): void {
-    this.#connected = true;
-    const signal = this.#o.signal;
-    // The client gave up while we were connecting.
-    if (signal.aborted) controller.abort(signal.reason as Error);
-    else {
-      this.#onAbort = () => controller.abort(signal.reason as Error);
-      signal.addEventListener('abort', this.#onAbort, { once: true });
-    }
+/** Streams a refused upgrade's answer body to the raw downstream socket. */
+class SocketSink implements BodySink {
+  readonly #socket: Duplex;
+  readonly #done: () => void;
+  readonly #failed: (err: AttemptError) => void;
+  constructor(socket: Duplex, done: () => void, failed: (err: AttemptError) => void) {
+    this.#socket = socket;
+    this.#done = done;
+    this.#failed = failed;
   }
-
-  /** Answered (upgraded, refused or failed): the deadline no longer concerns the upgrade. */
-  #settled(): void {
-    if (this.#onAbort !== null) this.#o.signal.removeEventListener('abort', this.#onAbort);
-    this.#onAbort = null;
+  write(chunk: Buffer): boolean {
+    return this.#socket.write(chunk);
   }
-
-  onRequestUpgrade(
-    _c: Dispatcher.DispatchController,
-    statusCode: number,
-    headers: Record<string, string | string[] | undefined>,
-    upstream: Duplex,
-  ): void {
-    this.#settled();
-    const { socket, head } = this.#o;
-    this.#status = statusCode;
-    const protocol = String(headers.upgrade ?? this.#o.protocol);
-    const out = [
-      'connection',
-      'Upgrade',
-      'upgrade',
-      protocol,
-      ...upgradeResponseHeaders(headers),
-      'x-request-id',
-      this.#o.requestId,
-    ];
-    socket.write(headLines(statusCode, 'Switching Protocols', out));
-    if (head.length > 0) upstream.write(head);
-    let closed = false;
-    const close = (err?: Error) => {
-      if (closed) return;
-      closed = true;
-      socket.destroy();
-      upstream.destroy();
-      this.#o.onDone(statusCode, err ? 'TUNNEL_ERROR' : undefined);
-    };
-    upstream.on('error', close);
-    socket.on('error', close);
-    upstream.on('close', () => close());
-    socket.on('close', () => close());
-    // A half-close from one side is passed on; the full close follows.
-    upstream.pipe(socket);
-    socket.pipe(upstream);
+  end(): void {
+    this.#socket.end();
+    this.#done();
   }
-
-  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number): void {
-    // The target answered without upgrading: relay that answer and close the connection.
-    this.#status = statusCode;
-    const raw = (controller.rawHeaders as Array<Buffer | string> | null) ?? [];
-    const headers = downstreamResponseHeaders(raw, this.#o.requestId);
-    headers.push('connection', 'close');
-    this.#o.socket.write(headLines(statusCode, '', headers));
+  error(err: AttemptError): void {
+    this.#socket.destroy();
+    this.#failed(err);
   }
-
-  onResponseData(_c: Dispatcher.DispatchController, chunk: Buffer): void {
-    this.#o.socket.write(chunk);
-  }
-
-  onResponseEnd(): void {
-    this.#settled();
-    this.#o.socket.end();
-    this.#o.onDone(this.#status);
-  }
-
-  onResponseError(_c: Dispatcher.DispatchController, err: Error): void {
-    this.#settled();
-    const e = classify(this.#o.signal.aborted ? (this.#o.signal.reason ?? err) : err, this.#o.target, this.#connected, this.#status !== 0);
-    if (this.#status === 0 && e.code !== 'CLIENT_CLOSED') this.#o.refuse(e);
-    else this.#o.socket.destroy();
-    this.#o.onDone(this.#status || e.status, e.code);
+  onDrain(resume: () => void): void {
+    this.#socket.on('drain', resume);
   }
 }
 
-export function tunnelUpgrade(o: TunnelOptions): void {
-  o.target.dispatcher.dispatch(
-    {
-      origin: o.target.spec.origin,
-      method: o.method as Dispatcher.HttpMethod,
-      path: o.path,
-      headers: o.headers,
-      upgrade: o.protocol,
-      headersTimeout: o.timeoutMs,
-    },
-    new UpgradeHandler(o),
-  );
+/**
+ * Answers the downstream `socket` from the winning attempt: tunnels an upgraded connection,
+ * or relays the target's refusal.
+ */
+export function tunnel(
+  result: AttemptResult,
+  socket: Duplex,
+  head: Buffer,
+  protocol: string,
+  requestId: string,
+  onDone: UpgradeDone,
+): void {
+  const upstream = result.upgraded;
+  const status = result.status;
+  if (upstream === undefined) {
+    // The target answered without upgrading: relay that answer and close the connection.
+    const headers = downstreamResponseHeaders(result.rawHeaders, requestId);
+    headers.push('connection', 'close');
+    socket.write(headLines(status, '', headers));
+    result.pipeTo(
+      new SocketSink(
+        socket,
+        () => onDone(status),
+        (err) => onDone(status, err.code),
+      ),
+    );
+    return;
+  }
+  // The target's headers minus hop-by-hop ones (Via and x-request-id added), plus the upgrade pair.
+  const out = [
+    'connection',
+    'Upgrade',
+    'upgrade',
+    upgradedTo(result.rawHeaders, protocol),
+    ...downstreamResponseHeaders(result.rawHeaders, requestId),
+  ];
+  socket.write(headLines(status, 'Switching Protocols', out));
+  if (head.length > 0) upstream.write(head);
+  let closed = false;
+  const close = (err?: Error) => {
+    if (closed) return;
+    closed = true;
+    socket.destroy();
+    upstream.destroy();
+    onDone(status, err ? 'TUNNEL_ERROR' : undefined);
+  };
+  upstream.on('error', close);
+  socket.on('error', close);
+  upstream.on('close', () => close());
+  socket.on('close', () => close());
+  // A half-close from one side is passed on; the full close follows.
+  upstream.pipe(socket);
+  socket.pipe(upstream);
 }

@@ -7,8 +7,8 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { CompiledRoute } from '../config/compile.ts';
 import { performance } from 'node:perf_hooks';
+import { Deadline } from '../deadline.ts';
 import { type TraceContext, type TracingConfig, traceOf } from '../observability/trace.ts';
-import { Deadline } from '../proxy/deadline.ts';
 import type { AttemptRecord } from '../strategy/types.ts';
 
 const VALID_REQUEST_ID = /^[\w\-.:@+=/]{1,128}$/;
@@ -30,8 +30,7 @@ export class RequestContext {
   readonly deadline = new Deadline();
 
   constructor(req: IncomingMessage, now: number, tracing: Readonly<TracingConfig> | null) {
-    const incoming = req.headers['x-request-id'];
-    this.id = typeof incoming === 'string' && VALID_REQUEST_ID.test(incoming) ? incoming : randomUUID();
+    this.id = requestIdOf(req);
     this.startedAt = now;
     this.trace = tracing === null ? null : traceOf(req.headers.traceparent, tracing.sampled);
   }
@@ -40,4 +39,10 @@ export class RequestContext {
   elapsedSeconds(): number {
     return (performance.now() - this.startedAt) / 1000;
   }
+}
+
+/** The request's id: its own valid `x-request-id`, or a new one. */
+export function requestIdOf(req: IncomingMessage): string {
+  const incoming = req.headers['x-request-id'];
+  return typeof incoming === 'string' && VALID_REQUEST_ID.test(incoming) ? incoming : randomUUID();
 }

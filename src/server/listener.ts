@@ -10,6 +10,7 @@ import type { Config } from '../config/schema.ts';
 import { parseDuration, parseSize } from '../lib/units.ts';
 import { GatewayError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
+import { Admission } from './admission.ts';
 import type { Pipeline } from './pipeline.ts';
 import { sendErrorOnSocket } from './respond.ts';
 
@@ -77,7 +78,11 @@ export function createListener(config: Config, pipeline: Pipeline, log: Logger):
       requireHostHeader: false,
       joinDuplicateHeaders: false,
     },
-    pipeline.handle,
+    new Admission(pipeline.handle, {
+      maxInflightPerClient: l.max_inflight_per_client,
+      writeIdleMs: parseDuration(l.write_idle_timeout),
+      bodyIdleMs: parseDuration(l.body_idle_timeout),
+    }).handle,
   );
   server.maxRequestsPerSocket = l.max_requests_per_socket;
   server.on('upgrade', pipeline.upgrade);

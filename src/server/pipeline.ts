@@ -23,10 +23,10 @@ import {
   type OutboundRequest,
 } from '../proxy/forward.ts';
 import { downstreamResponseHeaders, hostFor, joinPath, outboundRequestHeaders } from '../proxy/headers.ts';
-import { tunnelUpgrade } from '../proxy/upgrade.ts';
+import { tunnel } from '../proxy/upgrade.ts';
 import { findRoute } from '../routing/route-table.ts';
 import type { MatchInput } from '../routing/matcher.ts';
-import { isIdempotent, runStrategy } from '../strategy/index.ts';
+import { isIdempotent, runStrategy, runUpgrade } from '../strategy/index.ts';
 import { prepareBody } from '../strategy/replay.ts';
 import type { AttemptRecord } from '../strategy/types.ts';
 import { RequestContext } from './context.ts';
@@ -57,6 +57,8 @@ export function requestPath(url: string): string {
   if (DOT_SEGMENT.test(path)) throw new GatewayError('BAD_REQUEST', 'path must not contain dot segments');
   return path;
 }
+
+type ProxyAction = Extract<CompiledRoute['action'], { kind: 'proxy' }>;
 
 class ResponseSink implements BodySink {
   readonly #res: ServerResponse;
@@ -203,7 +205,7 @@ export class Pipeline {
     res: ServerResponse,
     ctx: RequestContext,
     route: CompiledRoute,
-    action: Extract<CompiledRoute['action'], { kind: 'proxy' }>,
+    action: ProxyAction,
     snapshot: Snapshot,
   ): Promise<void> {
     const pool = snapshot.pools.get(action.pool)!;
@@ -222,23 +224,7 @@ export class Pipeline {
       headersTimeoutMs: route.headersTimeoutMs,
       idleTimeoutMs: route.idleTimeoutMs,
     };
-    // The path and Host depend on the target, so each attempt gets its own copy.
-    const forward: Forward = (target, r, s) => {
-      ctx.target = target.id;
-      const attempt: OutboundRequest = {
-        ...r,
-        path: joinPath(target.spec.basePath, req.url ?? '/', action.stripPrefix),
-        headers: outboundRequestHeaders(req.rawHeaders, {
-          clientIp: req.socket.remoteAddress ?? '',
-          proto: this.#proto,
-          host: req.headers.host ?? '',
-          requestId: ctx.id,
-          hostOverride: hostFor(action.host, target),
-          trace: ctx.trace,
-        }),
-      };
-      return this.#forward(target, attempt, s);
-    };
+    const forward = this.#attemptForward(req, ctx, action);
     // Issue 4: the route's strategy spends attempts; a body is buffered only when it may be replayed.
     const attempts: AttemptRecord[] = [];
     ctx.attempts = attempts;
@@ -281,6 +267,26 @@ export class Pipeline {
     result.pipeTo(sink);
   }
 
+  /** The route's Forward for this request: path and Host depend on the target, so each attempt gets its own copy. */
+  #attemptForward(req: IncomingMessage, ctx: RequestContext, action: ProxyAction): Forward {
+    return (target, r, s) => {
+      ctx.target = target.id;
+      const attempt: OutboundRequest = {
+        ...r,
+        path: joinPath(target.spec.basePath, req.url ?? '/', action.stripPrefix),
+        headers: outboundRequestHeaders(req.rawHeaders, {
+          clientIp: req.socket.remoteAddress ?? '',
+          proto: this.#proto,
+          host: req.headers.host ?? '',
+          requestId: ctx.id,
+          hostOverride: hostFor(action.host, target),
+          trace: ctx.trace,
+        }),
+      };
+      return this.#forward(target, attempt, s);
+    };
+  }
+
   /**
    * Issue 5: reads the batch (bounded), runs it under one deadline and answers 200 with every
    * result in order. The downstream going away aborts the batch (499); the route timeout, when
@@ -293,14 +299,15 @@ export class Pipeline {
     route: CompiledRoute,
     handler: MultiplexHandler,
   ): Promise<void> {
-    // The request's one deadline (issue 11): a route timeout ends the batch like its own deadline.
-    const signal = ctx.deadline.within(route.timeoutMs, 'route').signal;
+    // The request's one deadline (issue 11) is the batch deadline: the route timeout arms it here,
+    // the batch's timeout_msec in run() (the earlier wins), and each item's derives from it.
+    ctx.deadline.within(route.timeoutMs, 'route');
     const opts = handler.options;
     const format = FORMATS[opts.format];
     try {
       const max = Math.min(route.maxBodyBytes ?? opts.maxBodyBytes, opts.maxBodyBytes);
       const parsed = format.parse(await readBody(req, max), opts);
-      const result = await handler.run(parsed.batch, signal);
+      const result = await handler.run(parsed.batch, ctx.deadline);
       const responses = mergeResults(parsed, result.responses);
       this.#metrics?.batch(route.id, responses);
       ctx.status = 200;
@@ -405,7 +412,11 @@ export class Pipeline {
     }
   }
 
-  /** Upgrade requests (WebSocket): matched like any request, then tunnelled. */
+  /**
+   * Upgrade requests (WebSocket): matched like any request, then the upgrade spends its attempt
+   * through the strategy runner and the route's Forward like a proxied request (issue 11:
+   * passive health, attempt metrics, connect retry on another target), then tunnels.
+   */
   upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     const snapshot = this.#snapshot;
     const ctx = new RequestContext(req, performance.now(), snapshot.tracing);
@@ -419,57 +430,87 @@ export class Pipeline {
         throw new GatewayError('BAD_REQUEST', 'this route does not accept upgrades');
       ctx.route = route;
       const action = route.action;
-      const pool = snapshot.pools.get(action.pool)!;
-      const target = pool.pick();
-      if (target === undefined) throw new GatewayError('NO_TARGET_AVAILABLE');
-      ctx.target = target.id;
-      const headers = outboundRequestHeaders(req.rawHeaders, {
-        clientIp: req.socket.remoteAddress ?? '',
-        proto: this.#proto,
-        host: req.headers.host ?? '',
-        requestId: ctx.id,
-        hostOverride: hostFor(action.host, target),
-        trace: ctx.trace,
-      });
-      tunnelUpgrade({
-        target,
-        method: req.method ?? 'GET',
-        path: joinPath(target.spec.basePath, req.url ?? '/', action.stripPrefix),
-        protocol: String(req.headers.upgrade ?? 'websocket'),
-        headers,
-        socket,
-        head,
-        requestId: ctx.id,
-        timeoutMs: route.headersTimeoutMs,
-        // The route timeout is not armed: it would cut the tunnel's lifetime (unchanged behaviour).
-        signal: ctx.deadline.signal,
-        refuse: (err) => sendErrorOnSocket(socket, err, ctx.id),
-        onDone: (status, error) => {
-          // Counted, but kept out of the duration histogram: a tunnel's lifetime is not a latency.
-          this.#metrics?.request(route.id, req.method, status, null);
-          if (snapshot.accessLog) {
-            this.#log.info(
-              {
-                req_id: ctx.id,
-                ...(ctx.trace !== null ? { trace_id: ctx.trace.traceId } : {}),
-                method: req.method,
-                url: req.url,
-                route: route.id,
-                target: target.id,
-                status,
-                upgrade: true,
-                duration_ms: Math.round(performance.now() - ctx.startedAt),
-                ...(error ? { error } : {}),
-              },
-              'request',
-            );
-          }
-        },
-      });
+      this.#upgrade(req, socket, head, ctx, route, action, snapshot);
     } catch (err) {
       const e = isGatewayError(err) ? err : new GatewayError('INTERNAL', undefined, { cause: err });
       this.#metrics?.request(ctx.route?.id ?? null, req.method, e.status, ctx.elapsedSeconds());
       sendErrorOnSocket(socket, e, ctx.id);
     }
   };
+
+  #upgrade(
+    req: IncomingMessage,
+    socket: Duplex,
+    head: Buffer,
+    ctx: RequestContext,
+    route: CompiledRoute,
+    action: ProxyAction,
+    snapshot: Snapshot,
+  ): void {
+    const protocol = String(req.headers.upgrade ?? 'websocket');
+    const attempts: AttemptRecord[] = [];
+    ctx.attempts = attempts;
+    const done = (status: number, error?: string) => {
+      // Counted, but kept out of the duration histogram: a tunnel's lifetime is not a latency.
+      this.#metrics?.request(route.id, req.method, status, null);
+      this.#metrics?.attempts(route.id, action.pool, attempts);
+      if (snapshot.accessLog) {
+        this.#log.info(
+          {
+            req_id: ctx.id,
+            ...(ctx.trace !== null ? { trace_id: ctx.trace.traceId } : {}),
+            method: req.method,
+            url: req.url,
+            route: route.id,
+            target: ctx.target,
+            status,
+            upgrade: true,
+            duration_ms: Math.round(performance.now() - ctx.startedAt),
+            ...(error ? { error } : {}),
+            ...(attempts.length > 1 ? { attempts } : {}),
+          },
+          'request',
+        );
+      }
+    };
+    const method = req.method ?? 'GET';
+    runUpgrade({
+      routeId: route.id,
+      pool: snapshot.pools.get(action.pool)!,
+      pickContext: req,
+      spec: action.strategy,
+      request: {
+        method,
+        path: '',
+        headers: [],
+        body: null,
+        headersTimeoutMs: route.headersTimeoutMs,
+        idleTimeoutMs: route.idleTimeoutMs,
+        upgrade: protocol,
+      },
+      forward: this.#attemptForward(req, ctx, action),
+      // The route timeout is not armed: it would cut the tunnel's lifetime (unchanged behaviour).
+      signal: ctx.deadline.signal,
+      replayable: true,
+      idempotent: isIdempotent(method),
+      attempts,
+    }).then(
+      (result) => {
+        ctx.target = result.target.id;
+        if (socket.destroyed) {
+          result.abort(new GatewayError('CLIENT_CLOSED'));
+          done(499, 'CLIENT_CLOSED');
+          return;
+        }
+        tunnel(result, socket, head, protocol, ctx.id, done);
+      },
+      (err: unknown) => {
+        const e = isGatewayError(err) ? err : new GatewayError('INTERNAL', undefined, { cause: err });
+        if (e.code === 'INTERNAL') this.#log.error({ req_id: ctx.id, err }, 'unexpected error');
+        if (e.code === 'CLIENT_CLOSED') socket.destroy();
+        else sendErrorOnSocket(socket, e, ctx.id);
+        done(e.code === 'CLIENT_CLOSED' ? 499 : e.status, e.code);
+      },
+    );
+  }
 }

@@ -22,6 +22,15 @@ export function runStrategy(run: StrategyRun): Promise<AttemptResult> {
   return (run.replayable ? STRATEGIES[run.spec.name] : single)(run);
 }
 
+/**
+ * Upgrades (WebSocket) run as `single` whatever the route's strategy: a tunnel is one
+ * connection, so fanout or hedge would open several. A connect failure, which sent nothing,
+ * is tried again on another target up to `max_attempts` (issue 11).
+ */
+export function runUpgrade(run: StrategyRun): Promise<AttemptResult> {
+  return single(run);
+}
+
 /** RFC 9110 §9.2.2. */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 

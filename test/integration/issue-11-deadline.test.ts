@@ -15,7 +15,7 @@ import { after, test } from 'node:test';
 import { loadConfigText } from '../../src/config/load.ts';
 import { GatewayError } from '../../src/errors.ts';
 import { classify } from '../../src/proxy/forward.ts';
-import { Deadline } from '../../src/proxy/deadline.ts';
+import { Deadline } from '../../src/deadline.ts';
 import { Registry } from '../../src/upstream/registry.ts';
 import { startGateway, startUpstream, until } from '../helpers/index.ts';
 import { send } from '../helpers/http.ts';
@@ -92,4 +92,37 @@ test('issue 11: classify() survives reasons that are not GatewayErrors (defence 
   assert.equal(timeout.phase, 'headers');
   assert.equal(classify(new DOMException('aborted', 'AbortError'), target, true, false).code, 'CLIENT_CLOSED');
   assert.equal(classify(Object.assign(new Error('odd'), { code: 42 }), target, true, false).code, 'TARGET_UNREACHABLE');
+});
+
+test('issue 11: the earliest deadline wins; a child deadline ends with its parent, or by its own time', async () => {
+  const both = new Deadline().within(60_000, 'route').within(1, 'batch').within(30_000, 'later');
+  await until(() => both.aborted, 'the earlier deadline to pass');
+  assert.equal((both.signal.reason as GatewayError).message, 'batch deadline of 1 ms passed');
+
+  const batch = new Deadline();
+  const item = batch.child();
+  const finished = batch.child();
+  finished.clear(); // its work is done: it no longer follows the batch
+  batch.abort(new GatewayError('CLIENT_CLOSED'));
+  assert.equal(item.signal.reason, batch.signal.reason, 'the item ends with the batch, for the same reason');
+  assert.equal(finished.aborted, false);
+
+  const own = new Deadline().child().within(1, 'item');
+  await until(() => own.aborted, 'the item deadline to pass');
+  assert.equal((own.signal.reason as GatewayError).message, 'item deadline of 1 ms passed');
+});
+
+test('issue 11: a foreign AbortSignal is followed with a GatewayError reason', async () => {
+  const timeout = Deadline.follow(AbortSignal.timeout(1));
+  await until(() => timeout.aborted, 'the foreign timeout');
+  assert.equal((timeout.signal.reason as GatewayError).code, 'TARGET_TIMEOUT');
+  const c = new AbortController();
+  const cancelled = Deadline.follow(c.signal);
+  c.abort();
+  assert.equal((cancelled.signal.reason as GatewayError).code, 'CLIENT_CLOSED');
+  const kept = new AbortController();
+  const passed = Deadline.follow(kept.signal);
+  passed.clear();
+  kept.abort();
+  assert.equal(passed.aborted, false, 'a cleared deadline no longer follows');
 });

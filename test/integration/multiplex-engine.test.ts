@@ -563,6 +563,47 @@ describe('target safety', () => {
   });
 });
 
+describe('issue 11: DNS through undici\'s dns interceptor keeps the guard', () => {
+  test('an answer that changes to a forbidden address (rebinding) is refused when next resolved; nothing connects to it', async () => {
+    // 127.0.0.2 is a loopback address outside the allowed 127.0.0.1/32: a rebind target.
+    let rebound = 0;
+    const trap = http.createServer((_req, res) => res.end('trap'));
+    trap.on('connection', () => rebound++);
+    trap.listen(port, '127.0.0.2');
+    await once(trap, 'listening');
+    cleanups.push(() => {
+      trap.closeAllConnections();
+      trap.close();
+    });
+    HOSTS['flip.test'] = ['127.0.0.1'];
+    // A cap of 1 ms: the answer is stale by the next request.
+    const { run } = engine({ allow: ['127.0.0.1/32'], dns_max_ttl: 1 });
+    const body = { requests: [{ uri: `http://flip.test:${port}/ok` }] };
+    assert.equal(ok((await run(body)).responses[0]).body, 'hello');
+    HOSTS['flip.test'] = ['127.0.0.2'];
+    const n = resolved.length;
+    const started = Date.now();
+    await until(() => Date.now() > started + 2, 'the answer to expire');
+    const { responses } = await run(body);
+    assert.equal(
+      failed(responses[0], 'FORBIDDEN_TARGET').error.message,
+      'flip.test resolves to a loopback address',
+    );
+    assert.ok(resolved.length > n, 'the name was resolved again');
+    assert.equal(rebound, 0, 'no connection reached the rebound address');
+  });
+
+  test('redirect hops are resolved and checked by name too', async () => {
+    HOSTS['hop.test'] = ['127.0.0.2'];
+    const { run } = engine({ allow: ['127.0.0.1/32'] });
+    const { responses } = await run({
+      follow_redirects: true,
+      requests: [{ uri: `${base}/redirect?to=${encodeURIComponent(`http://hop.test:${port}/ok`)}` }],
+    });
+    assert.equal(failed(responses[0], 'FORBIDDEN_TARGET').error.message, 'hop.test resolves to a loopback address');
+  });
+});
+
 describe('redirects', () => {
   test('not followed unless asked', async () => {
     const { run } = engine();

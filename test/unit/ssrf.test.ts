@@ -1,19 +1,26 @@
 import assert from 'node:assert/strict';
 import type { LookupAddress } from 'node:dns';
-import { describe, test } from 'node:test';
-import { DnsCache } from '../../src/multiplex/dns.ts';
+import { once } from 'node:events';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, describe, test } from 'node:test';
+import { Agent } from 'undici';
+import { DnsStorage, dnsInterceptor, shareQueries } from '../../src/multiplex/dns.ts';
 import { cidrContains, parseCidr, parseIp } from '../../src/multiplex/ip.ts';
 import { Limiter } from '../../src/multiplex/limiter.ts';
 import {
   classifyAddress,
   compileAllowList,
   ForbiddenTargetError,
+  guardedConnector,
   guardedLookup,
+  guardedResolve,
   type Resolve,
   type ResolvedAddress,
   TargetDnsError,
   TargetGuard,
 } from '../../src/multiplex/ssrf.ts';
+import { until } from '../helpers/index.ts';
 
 function allowList(entries: string[]) {
   const compiled = compileAllowList(entries);
@@ -236,62 +243,115 @@ describe('guardedLookup', () => {
   });
 });
 
-describe('DnsCache', () => {
+describe('dns for multiplex targets: undici dns interceptor over the guard (issue 11)', () => {
   function counting(ttl: number, ...addresses: string[]) {
     const calls: string[] = [];
+    let fail = false;
     const resolve: Resolve = async (host) => {
       calls.push(host);
+      if (fail) throw Object.assign(new Error(`queryA ENOTFOUND ${host}`), { code: 'ENOTFOUND' });
       return addresses.map((address) => ({ address, family: 4 as const, ttl }));
     };
-    return { calls, resolve };
+    return { calls, resolve, failNext: (on: boolean) => (fail = on) };
   }
 
-  test('reuses an answer within its TTL and rotates the addresses', async () => {
-    const { calls, resolve } = counting(60, '1.1.1.1', '2.2.2.2', '3.3.3.3');
-    const cache = new DnsCache(resolve, { maxTtlMs: 60_000, maxEntries: 10 });
-    const firsts: string[] = [];
-    for (let i = 0; i < 4; i++) firsts.push((await cache.resolve('Host.test'))[0].address);
-    assert.deepEqual(firsts, ['1.1.1.1', '2.2.2.2', '3.3.3.3', '1.1.1.1']);
+  /** A local server, and an Agent with the interceptor in front, as the multiplex handler builds it. */
+  async function client(resolve: Resolve, maxTtlMs = 60_000, allow = ['127.0.0.0/8']) {
+    const server = createServer((req, res) => res.end(`${req.headers.host} via ${req.socket.localAddress}`));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const port = (server.address() as AddressInfo).port;
+    const agent = new Agent();
+    const guard = new TargetGuard(allowList(allow));
+    const dispatcher = agent.compose(
+      dnsInterceptor(guardedResolve(guard, shareQueries(resolve)), { maxTtlMs, maxEntries: 10 }),
+    );
+    after(async () => {
+      await agent.close();
+      server.close();
+    });
+    const get = async (host: string) => {
+      const res = await dispatcher.request({ origin: `http://${host}:${port}`, path: '/', method: 'GET' });
+      return res.body.text();
+    };
+    return { get, port };
+  }
+
+  test('sends to the resolved address with the name as Host; reuses the answer within its TTL', async () => {
+    const { calls, resolve } = counting(60, '127.0.0.1');
+    const { get, port } = await client(resolve);
+    for (let i = 0; i < 3; i++) assert.equal(await get('Host.test'), `host.test:${port} via 127.0.0.1`);
     assert.deepEqual(calls, ['host.test']);
   });
 
-  test('a zero TTL, or a zero cap, means ask again', async () => {
-    const zero = counting(0, '1.1.1.1');
-    const cache = new DnsCache(zero.resolve, { maxTtlMs: 60_000, maxEntries: 10 });
-    await cache.resolve('a.test');
-    await cache.resolve('a.test');
-    assert.equal(zero.calls.length, 2);
-    const capped = counting(3600, '1.1.1.1');
-    const cache2 = new DnsCache(capped.resolve, { maxTtlMs: 0, maxEntries: 10 });
-    await cache2.resolve('a.test');
-    await cache2.resolve('a.test');
-    assert.equal(capped.calls.length, 2);
+  test('an answer past its TTL cap is asked for again', async () => {
+    const { calls, resolve } = counting(3600, '127.0.0.1');
+    const { get } = await client(resolve, 1);
+    await get('a.test');
+    const started = Date.now();
+    await until(() => Date.now() > started + 2, 'the cap to pass');
+    await get('a.test');
+    assert.equal(calls.length, 2);
   });
 
-  test('concurrent lookups share one query; entries are bounded', async () => {
-    const { calls, resolve } = counting(60, '1.1.1.1');
-    const cache = new DnsCache(resolve, { maxTtlMs: 60_000, maxEntries: 2 });
-    await Promise.all([cache.resolve('a.test'), cache.resolve('a.test'), cache.resolve('a.test')]);
+  test('concurrent lookups share one query', async () => {
+    const { calls, resolve } = counting(60, '127.0.0.1');
+    const { get } = await client(resolve);
+    await Promise.all([get('a.test'), get('a.test'), get('a.test')]);
     assert.equal(calls.length, 1);
-    await cache.resolve('b.test');
-    await cache.resolve('c.test');
-    assert.equal(cache.size, 2);
-    await cache.resolve('a.test');
-    assert.equal(calls.filter((h) => h === 'a.test').length, 2, 'the oldest entry was dropped');
   });
 
-  test('failures are not cached', async () => {
-    let fail = true;
-    const cache = new DnsCache(
-      async () => {
-        if (fail) throw Object.assign(new Error('nope'), { code: 'ENOTFOUND' });
-        return [{ address: '1.1.1.1', family: 4, ttl: 60 }];
-      },
-      { maxTtlMs: 60_000, maxEntries: 10 },
+  test('failures are not cached; refusals reach the caller as the guard words them', async () => {
+    const { calls, resolve, failNext } = counting(60, '127.0.0.1');
+    const { get } = await client(resolve);
+    failNext(true);
+    await assert.rejects(get('a.test'), (err: Error) => err instanceof TargetDnsError);
+    failNext(false);
+    await get('a.test');
+    assert.equal(calls.length, 2);
+    const refused = await client(resolve, 60_000, ['10.0.0.0/8']);
+    await assert.rejects(refused.get('b.test'), {
+      name: 'ForbiddenTargetError',
+      message: 'b.test resolves to a loopback address',
+    });
+  });
+
+  test('the record store is bounded, oldest first, and keeps the first of concurrent answers', () => {
+    const storage = new DnsStorage(2);
+    const records = (ip: string) => ({ records: { 4: { ips: [{ address: ip, family: 4 as const, ttl: 1 }] }, 6: null } });
+    storage.set('a.test', records('1.1.1.1'));
+    storage.set('a.test', records('9.9.9.9'));
+    assert.equal(storage.get('a.test')?.records[4]?.ips[0].address, '1.1.1.1');
+    storage.set('b.test', records('2.2.2.2'));
+    storage.set('c.test', records('3.3.3.3'));
+    assert.equal(storage.size, 2);
+    assert.equal(storage.get('a.test'), null, 'the oldest entry was dropped');
+    assert.equal(storage.full(), false);
+  });
+});
+
+describe('guardedConnector: addresses the dns interceptor pinned are checked as their name', () => {
+  const connect = (allow: string[] | null, opts: { hostname: string; servername?: string }) =>
+    new Promise<Error | null>((done) =>
+      guardedConnector(new TargetGuard(allow ? allowList(allow) : null), async () => [], {})(
+        { protocol: 'http:', port: '9', host: opts.hostname, ...opts } as never,
+        (err, socket) => {
+          socket?.destroy();
+          done(err);
+        },
+      ),
     );
-    await assert.rejects(cache.resolve('a.test'), { code: 'ENOTFOUND' });
-    fail = false;
-    assert.equal((await cache.resolve('a.test'))[0].address, '1.1.1.1');
+
+  test('a pinned loopback address is refused in the name of the host', async () => {
+    const err = await connect(['*.example.com'], { hostname: '127.0.0.1', servername: 'a.example.com' });
+    assert.ok(err instanceof ForbiddenTargetError);
+    assert.equal(err.message, 'a.example.com resolves to a loopback address');
+  });
+
+  test('a pinned public address of a name outside the allow list is refused before dialing', async () => {
+    const err = await connect(['*.example.com'], { hostname: '93.184.216.34', servername: 'evil.test' });
+    assert.ok(err instanceof ForbiddenTargetError);
+    assert.equal(err.message, 'evil.test is not in the allow list');
   });
 });
 
