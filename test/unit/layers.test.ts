@@ -48,13 +48,16 @@ const folderOf = (file: string): string | null => {
   return parts.length > 1 ? parts[0] : null;
 };
 
+/** Every relative import of a file, resolved. */
+const importsOf = (file: string): string[] =>
+  [...readFileSync(file, 'utf8').matchAll(IMPORT)].map((m) => resolve(dirname(file), m[1]));
+
 /** folder → imported folder → the file-level edges that make it. */
 function folderGraph(): Graph {
   const graph: Graph = new Map();
   for (const file of tsFiles(SRC)) {
     const from = folderOf(file);
-    for (const m of readFileSync(file, 'utf8').matchAll(IMPORT)) {
-      const target = resolve(dirname(file), m[1]);
+    for (const target of importsOf(file)) {
       const to = folderOf(target);
       if (from === null || to === null || from === to) continue;
       const out = graph.get(from) ?? new Map<string, string[]>();
@@ -124,4 +127,11 @@ test('each folder imports only the layers below it: config/ above the features, 
     [...out].filter(([to]) => LAYERS.indexOf(to) > LAYERS.indexOf(from)).flatMap(([, edges]) => edges),
   );
   assert.deepEqual(upward, [], 'imports of a higher layer');
+});
+
+test('the files at the top of src/ are leaves (errors.ts, deadline.ts …): they import no folder; main.ts is the top', () => {
+  const wrong = tsFiles(SRC)
+    .filter((f) => folderOf(f) === null && !f.endsWith(`${sep}main.ts`))
+    .flatMap((f) => importsOf(f).filter((t) => folderOf(t) !== null).map((t) => `${relative(SRC, f)} -> ${relative(SRC, t)}`));
+  assert.deepEqual(wrong, []);
 });
