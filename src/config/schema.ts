@@ -613,6 +613,12 @@ export const configSchema: Schema = {
           default: '127.0.0.1',
           description: 'Address the metrics port binds (with `port`).',
         },
+        asyncproxy: {
+          type: 'boolean',
+          default: false,
+          description:
+            "Also export asyncproxy's metric names (`http_requests_total`, `http_response_time_seconds`, `http_proxy_response_time_seconds`, `queue_total_size`), translated at scrape time from Manifold's own; their `path` label is the route id (issue 13).",
+        },
         port: {
           description:
             'A port of their own for scrapers without credentials (no token is asked there: bind it where only Prometheus reaches); null = admin port only.',
@@ -835,6 +841,7 @@ export interface RouteConfig {
 export interface MetricsConfig {
   enabled: boolean;
   path: string;
+  asyncproxy: boolean;
   host: string;
   port: number | null;
 }
