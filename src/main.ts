@@ -25,6 +25,7 @@ import {
 import { parseDuration } from './config/units.ts';
 import { WELDR_BASE, WELDR_SOURCE } from './compat/weldr.ts';
 import { startDeliveryHost, withDeliveries } from './defer/host.ts';
+import { IMPORT_USAGE, queueImportCommand, UsageError } from './defer/import.ts';
 import type { Queue } from './defer/queue.ts';
 import { createLogger } from './observability/logger.ts';
 import { Metrics } from './observability/metrics.ts';
@@ -244,6 +245,20 @@ function loadOctoplex(values: Record<string, unknown>): LoadedConfig {
   return loadConfigText(OCTOPLEX_BASE, OCTOPLEX_SOURCE, { overrides });
 }
 
+/** `manifold queue import --from asyncproxy` (issue 13), in src/defer/import.ts. */
+async function queueCommand(argv: string[]): Promise<void> {
+  try {
+    await queueImportCommand(argv, (values) => load(values), process.stdout);
+  } catch (err) {
+    if (err instanceof UsageError) fail(`${err.message}\n\n${IMPORT_USAGE}`);
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.problems.map(formatProblem).join('\n')}\n`);
+      process.exit(1);
+    }
+    fail(`queue import failed: ${(err as Error).message}`, 1);
+  }
+}
+
 /** `--log-file`: an asynchronous (SonicBoom) destination appending to the file. */
 function logDestination(file: string | undefined): NodeJS.WritableStream | undefined {
   if (file === undefined) return undefined;
@@ -375,6 +390,7 @@ async function run(
 }
 
 export async function main(argv: string[]): Promise<void> {
+  if (argv[0] === 'queue') return queueCommand(argv.slice(1));
   let parsed: ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true; strict: true }>>;
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });

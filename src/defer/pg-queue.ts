@@ -13,6 +13,7 @@
 
 import pg from 'pg';
 import { GatewayError } from '../errors.ts';
+import { databaseOf } from './pg-conn.ts';
 import {
   checkClaim,
   checkList,
@@ -123,6 +124,8 @@ const JOB_COLUMNS = `id, route, method, url, headers, body, idempotency_key, att
   run_at, lease_until, last_error, created_at, updated_at`;
 
 export class PgQueue implements Queue {
+  /** `host:port/database` of the connection (databaseOf): who shares transactions with it. */
+  readonly database: string;
   #pool: pg.Pool;
   #clientConfig: pg.ClientConfig;
   #schema: string;
@@ -181,6 +184,7 @@ export class PgQueue implements Queue {
     this.#onError = options.onError ?? ((err) => process.emitWarning(err));
 
     this.#schema = schema;
+    this.database = databaseOf(options.connectionString);
     this.#channel = `${schema}.defer`;
     this.#sql = statements(`"${schema}"`);
     this.#clientConfig = {
@@ -387,19 +391,7 @@ export class PgQueue implements Queue {
       for (let round = 0; todo.length > 0; round++) {
         if (round === 3) throw new Error('idempotency conflicts kept racing with deletes');
         const batch = todo.map((i) => rows[i]);
-        const { rows: inserted } = await this.#write<{ id: string }>(this.#sql.insert, [
-          batch.map((r) => r.id),
-          batch.map((r) => r.route),
-          batch.map((r) => r.method),
-          batch.map((r) => r.url),
-          batch.map((r) => r.headers),
-          batch.map((r) => Buffer.from(r.body.buffer, r.body.byteOffset, r.body.byteLength)),
-          batch.map((r) => r.key),
-          batch.map((r) => r.maxAttempts),
-          batch.map((r) => r.runAt),
-          this.#now(),
-          this.#channel,
-        ]);
+        const { rows: inserted } = await this.#write<{ id: string }>(this.#sql.insert, this.#insertParams(batch));
         const insertedIds = new Set(inserted.map((r) => r.id));
         const duplicates: number[] = [];
         for (const i of todo) {
@@ -431,6 +423,48 @@ export class PgQueue implements Queue {
       for (const route of woken) this.#hub.wake(route);
     }
     return results;
+  }
+
+  #insertParams(batch: readonly NewRow[]): unknown[] {
+    return [
+      batch.map((r) => r.id),
+      batch.map((r) => r.route),
+      batch.map((r) => r.method),
+      batch.map((r) => r.url),
+      batch.map((r) => r.headers),
+      batch.map((r) => Buffer.from(r.body.buffer, r.body.byteOffset, r.body.byteLength)),
+      batch.map((r) => r.key),
+      batch.map((r) => r.maxAttempts),
+      batch.map((r) => r.runAt),
+      this.#now(),
+      this.#channel,
+    ];
+  }
+
+  /**
+   * Issue 13 (`manifold queue import`): one transaction on this queue's database. `work` runs
+   * on its connection first — it reads and deletes the rows of another table there — and
+   * returns the jobs they become, inserted in the same commit: the rows move, or nothing does.
+   * Jobs whose idempotency key exists already are skipped. Resolves with the jobs inserted.
+   */
+  async transact(work: (client: pg.ClientBase) => Promise<JobInput[]>): Promise<number> {
+    this.#open();
+    const client = await this.#pool.connect();
+    try {
+      await client.query('BEGIN');
+      const rows = (await work(client)).map((job) => newRow(job, this.#now(), this.#closed, closedError));
+      const inserted =
+        rows.length === 0 ? 0 : ((await client.query(this.#sql.insert, this.#insertParams(rows))).rowCount ?? 0);
+      await client.query('COMMIT');
+      this.#commits++;
+      this.#enqueued += inserted;
+      return inserted;
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw err;
+    } finally {
+      client.release();
+    }
   }
 
   async #migrate(): Promise<void> {
