@@ -12,7 +12,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { rowToJob } from '../../src/defer/import.ts';
+import { type AsyncproxyRow, rowToJob } from '../../src/defer/import.ts';
 import { SqliteQueue } from '../../src/defer/sqlite-queue.ts';
 import { type Cli, cliPort, spawnCli, startUpstream, until } from '../helpers/index.ts';
 import { send } from '../helpers/http.ts';
@@ -306,7 +306,7 @@ describe('manifold queue import --from asyncproxy', { timeout: 60_000 }, () => {
     // The row that had used 2 attempts in asyncproxy keeps only what is left of max_retries + 1.
     const { rows } = await pgQuery(`SELECT url, max_attempts FROM "${target}".jobs ORDER BY url`);
     assert.equal(rows.length, 10);
-    assert.equal(rows.find((r) => r.url === '/imported/0?n=0').max_attempts, 1001 - 2);
+    assert.equal(rows.find((r) => r.url === '/imported/0?n=0')?.max_attempts, 1001 - 2);
 
     const gw = await start(t, ['--config', config], { ...env, SERVER_ENQUEUE_RATE: '0' });
     await until(() => Array.from({ length: 10 }, (_, i) => remote.to(`/imported/${i}?n=${i}`).length > 0).every(Boolean), 'every row delivered');
@@ -346,7 +346,7 @@ routes:
     assert.match(partial, /^imported 2 requests from .* into route hooks$/m);
     // An import killed after its batch was committed to the queue but before the rows were
     // deleted: the next row's job is in the queue while the row still waits in the table.
-    const { rows } = await pgQuery(
+    const { rows } = await pgQuery<AsyncproxyRow>(
       `SELECT id, timestamp, method, header, body, origin_url, attempt FROM "${source}".proxy_requests ORDER BY timestamp, id LIMIT 1`,
     );
     const q = new SqliteQueue({ path: queueFile });
