@@ -82,6 +82,8 @@ export function postgresUrl(text: string): string {
     }
     return text;
   }
+  if (/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(text))
+    throw new ConnectionStringError('must be a postgres:// URL or a libpq key=value string');
   let user = '';
   let password = '';
   let host = '';

@@ -152,7 +152,11 @@ describe('asyncproxy config.yaml and environment', { timeout: 60_000 }, () => {
     assert.ok(directCount >= 4 && directCount < 20, `some direct (the burst), the rest queued: ${attempts.join(',')}`);
     assert.ok(attempts.includes('1'), 'queued deliveries are attempt 1');
 
-    const metrics = await send(`${gw.metricsUrl}/metrics`);
+    // The last completions commit a moment after the remote answered: poll for an empty queue.
+    const metrics = await until(async () => {
+      const r = await send(`${gw.metricsUrl}/metrics`);
+      return /^queue_total_size 0$/m.test(r.text) ? r : null;
+    }, 'queue_total_size 0');
     assert.equal(metrics.status, 200);
     assert.match(metrics.text, /^http_requests_total\{path="asyncproxy"\} 21$/m);
     assert.match(metrics.text, /^http_response_time_seconds_count\{path="asyncproxy"\} 21$/m);
