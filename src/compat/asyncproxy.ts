@@ -18,6 +18,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
+import { configSchema } from '../config/schema.ts';
 import { ConfigError, type ConfigProblem, type LoadedConfig, loadConfigText, type Override } from '../config/load.ts';
 
 type Kind = 'bind' | 'int' | 'bool' | 'duration' | 'string';
@@ -55,13 +56,16 @@ export const envName = (key: string): string => key.replace(/\./g, '_').toUpperC
 
 /** asyncproxy's sections; `server`, `proxy` and `db` never appear in a Manifold file. */
 const SECTIONS = new Set(['server', 'metrics', 'proxy', 'queue', 'db']);
+const MANIFOLD_KEYS = new Set(Object.keys((configSchema as { properties: object }).properties));
 const OWN_QUEUE_KEYS = ['workers', 'handle_per_second', 'max_retries'];
 
 /** Whether a parsed YAML document is an asyncproxy config (by its keys). */
 export function isAsyncproxyConfig(raw: unknown): boolean {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) return false;
+  // A key only Manifold has makes it Manifold's (where `server` is an unknown key); other
+  // sections (an older asyncproxy's `redis`) leave it asyncproxy's, to be refused by name.
   const keys = Object.keys(raw);
-  if (keys.length === 0 || !keys.every((k) => SECTIONS.has(k))) return false;
+  if (keys.some((k) => !SECTIONS.has(k) && MANIFOLD_KEYS.has(k))) return false;
   const queue = (raw as Record<string, unknown>).queue;
   return (
     keys.some((k) => k === 'server' || k === 'proxy' || k === 'db') ||
@@ -319,7 +323,8 @@ function histogramAs(m: MetricJson | undefined, name: string, help: string, extr
  * scrape time from Manifold's own series so the request path pays nothing twice. Their `path`
  * label is the route id, not the raw request path asyncproxy used (one series per distinct
  * URL, query included, grows without bound: STYLE.md §10); `status` of the delivery histogram
- * is `_all`. Buckets are Manifold's.
+ * is `_all`, and it times deliveries from the queue only (a direct one is part of the
+ * downstream request's time). Buckets are Manifold's.
  */
 export function asyncproxyMetrics(snapshot: readonly MetricJson[]): string {
   const by = new Map(snapshot.map((m) => [m.name, m]));

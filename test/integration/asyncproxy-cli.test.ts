@@ -8,13 +8,14 @@
  * delivered once, also after an import stopped half way.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { type AsyncproxyRow, rowToJob } from '../../src/defer/import.ts';
 import { SqliteQueue } from '../../src/defer/sqlite-queue.ts';
-import { type Cli, cliPort, spawnCli, startUpstream, until } from '../helpers/index.ts';
+import { type Cli, cliPort, NODE, ROOT, spawnCli, startUpstream, until } from '../helpers/index.ts';
 import { send } from '../helpers/http.ts';
 import { freshSchema, pgQuery } from '../helpers/pg.ts';
 
@@ -227,6 +228,30 @@ describe('asyncproxy config.yaml and environment', { timeout: 60_000 }, () => {
     const { rows } = await pgQuery(`SELECT count(*)::int AS n FROM "${schema}".jobs`);
     assert.equal(rows[0].n, 0, 'nothing was stored');
     assert.equal(await stopped(gw.cli), 0);
+  });
+
+  test('found as ./config.yaml by its keys when no config is named; its own unknown keys are refused', async () => {
+    const cwd = mkdtempSync(join(dir, 'cwd-'));
+    writeFileSync(join(cwd, 'config.yaml'), readFileSync(seedConfig('http://127.0.0.1:9')));
+    const run = (args: string[]) =>
+      new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+        const env = { ...process.env };
+        delete env.MANIFOLD_CONFIG;
+        const child = spawn(NODE, [join(ROOT, 'src/main.ts'), ...args], { cwd, env });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', (c: Buffer) => (stdout += c));
+        child.stderr.on('data', (c: Buffer) => (stderr += c));
+        child.on('exit', (code) => resolve({ code, stdout, stderr }));
+      });
+    const ok = await run(['validate']);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(ok.stdout, 'config.yaml (asyncproxy): ok (1 routes, 1 pools)\n');
+    writeFileSync(join(cwd, 'config.yaml'), 'server:\n  bind: :8080\n  colour: blue\nredis: {}\n');
+    const bad = await run(['validate']);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /config\.yaml: server\.colour: unknown key \(not an asyncproxy setting\)/);
+    assert.match(bad.stderr, /config\.yaml: redis: unknown key/);
   });
 
   test('config errors name the asyncproxy key and where it came from', async () => {

@@ -54,6 +54,8 @@ test('an asyncproxy file is told from a Manifold one by its keys', () => {
   assert.equal(isAsyncproxyConfig({ server: { bind: ':8080' }, proxy: {} }), true);
   assert.equal(isAsyncproxyConfig({ queue: { workers: 3 } }), true);
   assert.equal(isAsyncproxyConfig({ queue: { driver: 'sqlite' }, metrics: {} }), false);
-  assert.equal(isAsyncproxyConfig({ listen: { port: 1 }, proxy: {} }), false);
+  assert.equal(isAsyncproxyConfig({ redis: {}, proxy: {} }), true);
+  assert.equal(isAsyncproxyConfig({ listen: { port: 1 }, routes: [] }), false);
+  assert.equal(isAsyncproxyConfig({ listen: { port: 1 }, server: {} }), false, 'Manifold file with a stray key');
   assert.equal(isAsyncproxyConfig(null), false);
 });
