@@ -54,6 +54,12 @@ export const ASYNCPROXY_ROUTE = 'asyncproxy';
 /** `PROXY_REMOTE_URL` for `proxy.remote_url` (viper's `.` → `_` replacer, upper case). */
 export const envName = (key: string): string => key.replace(/\./g, '_').toUpperCase();
 
+/** The key's variable if set; empty counts as unset, as viper's AutomaticEnv has it. */
+function envValue(env: NodeJS.ProcessEnv, key: string): string | undefined {
+  const v = env[envName(key)];
+  return v === '' ? undefined : v;
+}
+
 /** asyncproxy's sections; `server`, `proxy` and `db` never appear in a Manifold file. */
 const SECTIONS = new Set(['server', 'metrics', 'proxy', 'queue', 'db']);
 const MANIFOLD_KEYS = new Set(Object.keys((configSchema as { properties: object }).properties));
@@ -158,7 +164,7 @@ export function readAsyncproxy(
   const out = {} as Record<AsyncproxyKey, Value>;
   for (const [key, def] of Object.entries(ASYNCPROXY_KEYS) as Array<[AsyncproxyKey, (typeof ASYNCPROXY_KEYS)[AsyncproxyKey]]>) {
     const [section, name] = key.split('.');
-    const fromEnv = env[envName(key)];
+    const fromEnv = envValue(env, key);
     const fromFile = (raw[section] as Record<string, unknown> | undefined)?.[name];
     const [value, source] =
       fromEnv !== undefined ? [fromEnv, `env ${envName(key)}`] : fromFile !== undefined ? [fromFile, file] : [def.default, 'asyncproxy default'];
@@ -288,7 +294,7 @@ export function loadAsyncproxy(options: AsyncproxyLoad): LoadedConfig | null {
   if (text === null && !options.forced) return null;
   const settings = readAsyncproxy(text, file, env);
   const sourceOf = (key: AsyncproxyKey) =>
-    env[envName(key)] !== undefined ? `env ${envName(key)}` : text !== null ? file : 'asyncproxy default';
+    envValue(env, key) !== undefined ? `env ${envName(key)}` : text !== null ? file : 'asyncproxy default';
   const config = translate(settings, sourceOf);
   const source = text === null ? 'asyncproxy (environment)' : `${file} (asyncproxy)`;
   return loadConfigText(JSON.stringify(config), source, { env, overrides: options.overrides });
