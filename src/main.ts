@@ -10,6 +10,7 @@ import { startMetricsServer } from './admin/metrics-server.ts';
 import { type DataPlane, localPlane, Manager } from './cluster/manager.ts';
 import { startPrimary } from './cluster/primary.ts';
 import { startRuntime } from './cluster/runtime.ts';
+import { loadAsyncproxy } from './compat/asyncproxy.ts';
 import { OCTOPLEX_BASE, OCTOPLEX_SOURCE, octoplexOverrides } from './compat/octoplex.ts';
 import { pino } from 'pino';
 import {
@@ -24,6 +25,7 @@ import {
 import { parseDuration } from './config/units.ts';
 import { WELDR_BASE, WELDR_SOURCE } from './compat/weldr.ts';
 import { startDeliveryHost, withDeliveries } from './defer/host.ts';
+import { IMPORT_USAGE, queueImportCommand, UsageError } from './defer/import.ts';
 import type { Queue } from './defer/queue.ts';
 import { createLogger } from './observability/logger.ts';
 import { Metrics } from './observability/metrics.ts';
@@ -36,6 +38,11 @@ export const USAGE = `Usage:
   manifold --defer-to URL [options]       quick mode: answer 202 now, deliver to URL later
   manifold --multiplex [--allow LIST]     quick mode: Octoplex (POST /multiplex on 0.0.0.0:8080)
   manifold --pool-api [options]           quick mode (Weldr): empty pool managed by the admin API
+  manifold [--asyncproxy] [--config config.yaml]
+                                          asyncproxy's config.yaml and env variables (found by its keys)
+  manifold queue import --from asyncproxy [--url CONN] [--table T] [--batch N] [--limit N]
+                                          move the requests waiting in asyncproxy's proxy_requests
+                                          into Manifold's queue
 
 Options:
   -c, --config FILE      YAML config file (default: $MANIFOLD_CONFIG)
@@ -63,6 +70,8 @@ Quick mode (no config file; one process unless --workers is given):
       --allow LIST       with --multiplex: CIDRs and names also allowed, e.g. 127.0.0.0/8,10.1.0.0/16
       --pool-api         Weldr's start: data on 0.0.0.0:8080, admin on 127.0.0.1:8687
                          (POST /servers, DELETE /servers/:ip/:port), every target health-checked
+      --asyncproxy       asyncproxy's configuration: ./config.yaml (or --config) if there is one,
+                         its env variables (PROXY_REMOTE_URL, DB_CONNECTION_STRING, …) and defaults
       --admin-host ADDR  admin API address (overrides admin.host; off loopback needs a token)
       --admin-port N     admin API port (overrides admin.port)
       --admin-token T    admin API token (overrides admin.token; or MANIFOLD_ADMIN_TOKEN)
@@ -85,6 +94,7 @@ const OPTIONS = {
   fanout: { type: 'boolean', short: 'f' },
   'terminal-responses': { type: 'string', short: 't' },
   'defer-to': { type: 'string' },
+  asyncproxy: { type: 'boolean' },
   multiplex: { type: 'boolean' },
   allow: { type: 'string' },
   'pool-api': { type: 'boolean' },
@@ -178,6 +188,16 @@ const QUICK_DEFER_BASE = `${QUICK_BASE}routes:
     defer: { pool: remote, host: target }
 `;
 
+/** The flags that set a config key (FLAG_KEYS), as overrides applied last. */
+function flagOverrides(values: Record<string, unknown>): Override[] {
+  const out: Override[] = [];
+  for (const [flag, path] of Object.entries(FLAG_KEYS)) {
+    const v = values[flag];
+    if (typeof v === 'string') out.push({ path, value: scalar(v), source: `flag --${flag}` });
+  }
+  return out;
+}
+
 function load(values: Record<string, unknown>): LoadedConfig {
   if (values.multiplex === true) return loadOctoplex(values);
   if (values.allow !== undefined) fail('--allow needs --multiplex (quick mode)');
@@ -191,6 +211,15 @@ function load(values: Record<string, unknown>): LoadedConfig {
   if (quick && values.config !== undefined) fail('--endpoints (quick mode) and --config exclude each other');
   if (!quick && (values.fanout !== undefined || values['terminal-responses'] !== undefined))
     fail('--fanout and --terminal-responses need --endpoints (quick mode)');
+  const others = quick || deferTo || poolApi;
+  if (values.asyncproxy === true && others)
+    fail('--asyncproxy excludes --endpoints, --defer-to and --pool-api (quick modes)');
+  if (!others) {
+    // Issue 13: asyncproxy's config.yaml (found by its keys) and its environment variables.
+    const file = (values.config as string | undefined) ?? process.env.MANIFOLD_CONFIG;
+    const ap = loadAsyncproxy({ forced: values.asyncproxy === true, file, overrides: flagOverrides(values) });
+    if (ap !== null) return ap;
+  }
   const file =
     poolApi ? WELDR_SOURCE : quick || deferTo ? QUICK_SOURCE : ((values.config as string | undefined) ?? process.env.MANIFOLD_CONFIG);
   if (!file) fail(`no config file: pass --config FILE or set MANIFOLD_CONFIG\n\n${USAGE}`);
@@ -201,10 +230,7 @@ function load(values: Record<string, unknown>): LoadedConfig {
       value: [values['defer-to']],
       source: 'flag --defer-to',
     });
-  for (const [flag, path] of Object.entries(FLAG_KEYS)) {
-    const v = values[flag];
-    if (typeof v === 'string') overrides.push({ path, value: scalar(v), source: `flag --${flag}` });
-  }
+  overrides.push(...flagOverrides(values));
   if (deferTo) return loadConfigText(QUICK_DEFER_BASE, file, { overrides });
   if (poolApi) return loadConfigText(WELDR_BASE, file, { overrides });
   return quick ? loadConfigText(QUICK_BASE, file, { overrides }) : loadConfigFile(file, { overrides });
@@ -215,12 +241,22 @@ function loadOctoplex(values: Record<string, unknown>): LoadedConfig {
   const others = ['config', 'endpoints', 'defer-to', 'fanout', 'terminal-responses'];
   if (others.some((flag) => values[flag] !== undefined))
     fail('--multiplex (quick mode) excludes --config, --endpoints, --defer-to and their flags');
-  const overrides = octoplexOverrides(values.allow as string | undefined);
-  for (const [flag, path] of Object.entries(FLAG_KEYS)) {
-    const v = values[flag];
-    if (typeof v === 'string') overrides.push({ path, value: scalar(v), source: `flag --${flag}` });
-  }
+  const overrides = [...octoplexOverrides(values.allow as string | undefined), ...flagOverrides(values)];
   return loadConfigText(OCTOPLEX_BASE, OCTOPLEX_SOURCE, { overrides });
+}
+
+/** `manifold queue import --from asyncproxy` (issue 13), in src/defer/import.ts. */
+async function queueCommand(argv: string[]): Promise<void> {
+  try {
+    await queueImportCommand(argv, (values) => load(values), process.stdout);
+  } catch (err) {
+    if (err instanceof UsageError) fail(`${err.message}\n\n${IMPORT_USAGE}`);
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.problems.map(formatProblem).join('\n')}\n`);
+      process.exit(1);
+    }
+    fail(`queue import failed: ${(err as Error).message}`, 1);
+  }
 }
 
 /** `--log-file`: an asynchronous (SonicBoom) destination appending to the file. */
@@ -360,6 +396,7 @@ async function run(
 }
 
 export async function main(argv: string[]): Promise<void> {
+  if (argv[0] === 'queue') return queueCommand(argv.slice(1));
   let parsed: ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true; strict: true }>>;
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });

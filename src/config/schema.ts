@@ -389,11 +389,19 @@ const deferSchema: Schema = {
       description: 'Name of the pool deliveries go to (same selectors and health as proxy routes).',
     },
     status: {
-      description: 'Status of the answer once the job is stored; the body is `{"id": "<job id>"}`.',
+      description:
+        'Status of the answer once the job is stored (any 2xx-5xx: asyncproxy users may answer what their clients expect, issue 13).',
       type: 'integer',
       minimum: 200,
-      maximum: 299,
+      maximum: 599,
       default: 202,
+    },
+    body: {
+      description:
+        '`id`: the answer is `{"id": "<job id>"}` (JSON); `empty`: no body at all, as asyncproxy answers. The `x-manifold-job-id` header is sent either way.',
+      type: 'string',
+      enum: ['id', 'empty'],
+      default: 'id',
     },
     host: {
       description:
@@ -406,7 +414,7 @@ const deferSchema: Schema = {
       description: 'Delivery attempts before the job becomes a dead letter (kept, with its last error).',
       type: 'integer',
       minimum: 1,
-      maximum: 1000,
+      maximum: 100000,
       default: 10,
     },
     rate: rate(
@@ -456,7 +464,19 @@ const deferSchema: Schema = {
       additionalProperties: false,
       required: ['rate'],
       properties: {
-        rate: rate('Direct deliveries per second, per process that accepts.'),
+        rate: {
+          description:
+            "Direct deliveries per second, per process that accepts; `unlimited` = every request is delivered directly and only failures are queued (asyncproxy's `enqueue_enabled: false`).",
+          anyOf: [{ type: 'string', pattern: RATE_PATTERN }, { const: 'unlimited' }],
+          errorMessage: 'must be a rate such as 100/s, 20/m or 1000/h, or unlimited',
+        },
+        burst: {
+          description:
+            'Direct deliveries allowed at once after a quiet spell (token bucket size); default a tenth of a second of `rate`, at least 1. asyncproxy: one second of its rate.',
+          type: 'integer',
+          minimum: 1,
+          maximum: 1000000,
+        },
       },
     },
   },
@@ -611,6 +631,12 @@ export const configSchema: Schema = {
           default: '127.0.0.1',
           description: 'Address the metrics port binds (with `port`).',
         },
+        asyncproxy: {
+          type: 'boolean',
+          default: false,
+          description:
+            "Also export asyncproxy's metric names (`http_requests_total`, `http_response_time_seconds`, `http_proxy_response_time_seconds`, `queue_total_size`), translated at scrape time from Manifold's own; their `path` label is the route id (issue 13).",
+        },
         port: {
           description:
             'A port of their own for scrapers without credentials (no token is asked there: bind it where only Prometheus reaches); null = admin port only.',
@@ -655,9 +681,9 @@ export const configSchema: Schema = {
       },
       url: {
         description:
-          'PostgreSQL: connection URL, `postgres://user:pass@host:5432/db`; required with `postgres`.',
-        anyOf: [{ type: 'string', pattern: '^postgres(ql)?://' }, { type: 'null' }],
-        errorMessage: 'must be a postgres:// URL',
+          "PostgreSQL: connection URL `postgres://user:pass@host:5432/db`, or libpq's `host=… port=… user=… dbname=…` (issue 13); required with `postgres`.",
+        anyOf: [{ type: 'string', minLength: 1 }, { type: 'null' }],
+        errorMessage: 'must be a postgres:// URL or a libpq key=value string',
         default: null,
       },
       schema: {
@@ -797,6 +823,7 @@ export interface RespondConfig {
 export interface DeferConfig {
   pool: string;
   status: number;
+  body: 'id' | 'empty';
   host: string;
   max_attempts: number;
   rate: string | null;
@@ -805,7 +832,7 @@ export interface DeferConfig {
   backoff: { base: Duration; max: Duration; jitter: 'full' | 'decorrelated' | 'none' };
   lease: Duration;
   max_body_bytes: Size;
-  overflow?: { rate: string };
+  overflow?: { rate: string; burst?: number };
 }
 
 export interface QueueConfig {
@@ -837,6 +864,7 @@ export interface RouteConfig {
 export interface MetricsConfig {
   enabled: boolean;
   path: string;
+  asyncproxy: boolean;
   host: string;
   port: number | null;
 }

@@ -31,7 +31,7 @@ import { prepareBody } from '../strategy/replay.ts';
 import type { AttemptRecord } from '../strategy/types.ts';
 import { RequestContext } from './context.ts';
 import { hostProblem } from './listener.ts';
-import { sendError, sendErrorOnSocket, sendJson } from './respond.ts';
+import { sendEmpty, sendError, sendErrorOnSocket, sendJson } from './respond.ts';
 import type { Snapshot } from './snapshot.ts';
 
 /** Dot segments (also percent-encoded) would let a path escape the prefix a route matched. */
@@ -346,14 +346,17 @@ export class Pipeline {
       ctx.elapsedSeconds(),
     );
     ctx.status = accepted.status;
-    ctx.bytesOut = sendJson(
-      res,
-      accepted.status,
-      JSON.stringify({ id: accepted.id }),
-      ctx.id,
-      this.#draining,
-      [JOB_ID_HEADER, accepted.id],
-    );
+    ctx.bytesOut =
+      spec.body === 'empty'
+        ? sendEmpty(res, accepted.status, ctx.id, this.#draining, [JOB_ID_HEADER, accepted.id])
+        : sendJson(
+            res,
+            accepted.status,
+            JSON.stringify({ id: accepted.id }),
+            ctx.id,
+            this.#draining,
+            [JOB_ID_HEADER, accepted.id],
+          );
   }
 
   #fail(res: ServerResponse, ctx: RequestContext, err: unknown): void {

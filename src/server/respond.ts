@@ -26,6 +26,25 @@ export function sendJson(
   return body.length;
 }
 
+/**
+ * An answer without a body (a `defer` route with `body: empty`, asyncproxy's answer); 204 and
+ * 304 carry no Content-Length (RFC 9110 §8.6). Returns 0, the bytes of body sent.
+ */
+export function sendEmpty(
+  res: ServerResponse,
+  status: number,
+  requestId: string,
+  close: boolean,
+  extra: readonly string[] = [],
+): number {
+  const headers = status === 204 || status === 304 ? [...extra] : ['content-length', '0', ...extra];
+  headers.push('x-request-id', requestId);
+  if (close) headers.push('connection', 'close');
+  res.writeHead(status, headers);
+  res.end();
+  return 0;
+}
+
 export function sendError(res: ServerResponse, err: GatewayError, requestId: string, close = false): void {
   if (res.headersSent) {
     res.destroy(err);
