@@ -27,11 +27,12 @@ import { tunnelUpgrade } from '../proxy/upgrade.ts';
 import { findRoute } from '../routing/route-table.ts';
 import type { MatchInput } from '../routing/matcher.ts';
 import { isIdempotent, runStrategy } from '../strategy/index.ts';
+import { EXHAUSTED_CODE, unlessExhausted } from '../strategy/exhausted.ts';
 import { prepareBody } from '../strategy/replay.ts';
 import type { AttemptRecord } from '../strategy/types.ts';
 import { RequestContext } from './context.ts';
 import { hostProblem } from './listener.ts';
-import { sendError, sendErrorOnSocket, sendJson } from './respond.ts';
+import { sendError, sendErrorOnSocket, sendJson, sendStatic } from './respond.ts';
 import type { Snapshot } from './snapshot.ts';
 
 /** Dot segments (also percent-encoded) would let a path escape the prefix a route matched. */
@@ -254,7 +255,7 @@ export class Pipeline {
       request.body = prepared.body;
       replayable = prepared.replayable;
     }
-    const result = await runStrategy({
+    const result = await unlessExhausted(runStrategy({
       routeId: route.id,
       pool,
       pickContext: req,
@@ -265,7 +266,14 @@ export class Pipeline {
       replayable,
       idempotent: isIdempotent(request.method),
       attempts,
-    });
+    }), action.exhausted, action.strategy.verdicts, attempts);
+    if (result === null) {
+      // Issue 13: nothing accepted and the route has its own answer for that (quick mode: 500, empty).
+      ctx.status = action.exhausted!.status;
+      ctx.errorCode = EXHAUSTED_CODE;
+      if (!res.destroyed) ctx.bytesOut = sendStatic(res, ctx.status, action.exhausted!.body, ctx.id, this.#draining);
+      return;
+    }
     if (res.destroyed) {
       result.abort(new GatewayError('CLIENT_CLOSED'));
       return;

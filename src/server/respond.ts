@@ -26,6 +26,16 @@ export function sendJson(
   return body.length;
 }
 
+/** A whole answer from config (a route's `exhausted` answer): `text/plain` unless empty; returns its size. */
+export function sendStatic(res: ServerResponse, status: number, body: Buffer, requestId: string, close: boolean): number {
+  const headers = ['content-length', String(body.length), 'x-request-id', requestId];
+  if (body.length > 0) headers.push('content-type', 'text/plain; charset=utf-8');
+  if (close) headers.push('connection', 'close');
+  res.writeHead(status, headers);
+  res.end(body);
+  return body.length;
+}
+
 export function sendError(res: ServerResponse, err: GatewayError, requestId: string, close = false): void {
   if (res.headersSent) {
     res.destroy(err);
