@@ -70,8 +70,9 @@ const candidates = (given: string) => NAMES.filter((n) => n.startsWith(given));
  * Whether `argv` is written in balancing-reverse-proxy's style rather than Manifold's: some
  * flag (before `--`) is one only the seed's grammar reads — a
  * single-dash long name or `-x=value` (`-endpoints`, `-e=URL`, `-log-file`), three dashes, a
- * shortened long name (`--end`), or a seed-only flag (`-s`, `--stop-after`, `--log-msec`).
- * Manifold's own spellings (`--endpoints`, `-e URL`, `--log-file`, `-p8080`) stay Manifold's.
+ * shortened long name (`--end`), a seed-only flag (`-s`, `--stop-after`, `--log-msec`), or a
+ * single-dash word Manifold cannot read (`-nope`). Manifold's own spellings (`--endpoints`,
+ * `-e URL`, `--log-file`, `-p8080`) stay Manifold's.
  */
 export function looksLikeBrp(argv: readonly string[]): boolean {
   for (const arg of argv) {
@@ -81,7 +82,10 @@ export function looksLikeBrp(argv: readonly string[]): boolean {
     const head = eq === -1 ? arg : arg.slice(0, eq);
     const dashes = head.length - head.replace(/^-+/, '').length;
     const name = head.slice(dashes);
-    if (name === '' || candidates(name).length === 0) continue;
+    if (name === '') continue;
+    // `-nope`: Manifold's parser reads it as short flags and fails; the seed's names it.
+    if (dashes === 1 && name.length > 1 && !MANIFOLD_SHORT.has(name[0]!)) return true;
+    if (candidates(name).length === 0) continue;
     if (dashes >= 3) return true;
     if (dashes === 2 && !MANIFOLD_LONG.has(name)) return true;
     if (dashes === 1 && (name.length > 1 || eq !== -1 || !MANIFOLD_SHORT.has(name))) return true;
