@@ -43,7 +43,8 @@ export function textHeader(epochMs: number, opts: Readonly<LogTextConfig>): stri
     const min = utc ? d.getUTCMinutes() : d.getMinutes();
     const s = utc ? d.getUTCSeconds() : d.getSeconds();
     out += `${pad(h)}:${pad(min)}:${pad(s)}`;
-    if (opts.microseconds) out += `.${pad(Math.floor((epochMs % 1000) * 1000), 6)}`;
+    // Truncated like Go's; the epsilon absorbs binary floating point (0.9 ms is 0.89999…).
+    if (opts.microseconds) out += `.${pad(Math.min(999_999, Math.floor((epochMs % 1000) * 1000 + 1e-3)), 6)}`;
     out += ' ';
   }
   return out;
