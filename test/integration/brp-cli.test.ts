@@ -9,7 +9,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { type Cli, spawnCli, startUpstream, type Upstream, until } from '../helpers/index.ts';
+import { type Cli, deadAddress, spawnCli, startGateway, startUpstream, type Upstream, until } from '../helpers/index.ts';
 import { type Reply, send } from '../helpers/http.ts';
 
 /** Like the seed's dummy server: `Hello, world from <name><url>`, and the body it got. */
@@ -285,5 +285,41 @@ describe('usage and exit 1', { concurrency: 4 }, () => {
     const extra = start(['-e', 'http://127.0.0.1:1', 'extra']);
     assert.equal(await extra.exited, 2);
     assert.match(extra.stderr, /unknown command "extra"/);
+  });
+});
+
+describe('routes[].proxy.exhausted in a config file', () => {
+  test('absent: the last answer is relayed (503 with its body) or a JSON 502; set: its status and body', async () => {
+    const failing = await hello('failing', 503);
+    const dead = await deadAddress();
+    const yaml = (exhausted: string) => `
+pools:
+  answers: { targets: [${failing.url}, ${failing.url}/b] }
+  dead: { targets: [${dead}] }
+routes:
+  - { id: answers, match: { path: /answers/* }, proxy: { pool: answers, strategy: failover${exhausted} } }
+  - { id: dead, match: {}, proxy: { pool: dead, strategy: failover${exhausted} } }
+`;
+    const plain = await startGateway(yaml(''));
+    const own = await startGateway(yaml(', exhausted: { status: 599, body: "none usable" }'));
+    try {
+      const relayed = await send(`${plain.url}/answers/x`);
+      assert.equal(relayed.status, 503);
+      assert.equal(relayed.text, 'Hello, world from failing/b/answers/x\n');
+      const unreachable = await send(`${plain.url}/x`);
+      assert.equal(unreachable.status, 502);
+      assert.equal(unreachable.json<{ error: { code: string } }>().error.code, 'TARGET_UNREACHABLE');
+      for (const path of ['/answers/x', '/x']) {
+        const r = await send(`${own.url}${path}`);
+        assert.equal(r.status, 599, path);
+        assert.equal(r.text, 'none usable');
+        assert.equal(r.headers['content-type'], 'text/plain; charset=utf-8');
+      }
+      const line = await until(() => own.logs.lines.find((l) => l.msg === 'request' && l.url === '/x'), 'access line');
+      assert.equal(line.error, 'NO_ACCEPTED_ANSWER');
+      assert.equal(line.status, 599);
+    } finally {
+      await Promise.all([plain.close(), own.close(), failing.close()]);
+    }
   });
 });
