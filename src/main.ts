@@ -47,6 +47,7 @@ export const USAGE = `Usage:
   manifold --defer-to URL [options]       quick mode: answer 202 now, deliver to URL later
   manifold --multiplex [--allow LIST]     quick mode: Octoplex (POST /multiplex on 0.0.0.0:8080)
   manifold --pool-api [options]           quick mode (Weldr): empty pool managed by the admin API
+  manifold -endpoints=URLs [-fanout] ...  balancing-reverse-proxy's own command line (its flags: manifold -help)
 
 Options:
   -c, --config FILE      YAML config file (default: $MANIFOLD_CONFIG)
@@ -354,6 +355,7 @@ async function run(loaded: LoadedConfig, opts: RunOptions, reread: () => LoadedC
   const after = parseDuration(config.shutdown.after);
   if (after > 0) {
     setTimeout(() => {
+      if (stopping !== null) return;
       if (opts.stopLine) process.stdout.write(`${opts.stopLine}\n`);
       else log.info({ after: config.shutdown.after }, 'stopping: shutdown.after has passed');
       onSignal('shutdown.after');
