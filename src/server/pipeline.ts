@@ -255,7 +255,7 @@ export class Pipeline {
       request.body = prepared.body;
       replayable = prepared.replayable;
     }
-    const result = await unlessExhausted(runStrategy({
+    const outcome = runStrategy({
       routeId: route.id,
       pool,
       pickContext: req,
@@ -266,12 +266,16 @@ export class Pipeline {
       replayable,
       idempotent: isIdempotent(request.method),
       attempts,
-    }), action.exhausted, action.strategy.verdicts, attempts);
+    });
+    // Issue 13: a route with its own answer for "nothing accepted" (quick mode: 500, empty body);
+    // without one, no extra await on the request path.
+    const exhausted = action.exhausted;
+    const result =
+      exhausted === null ? await outcome : await unlessExhausted(outcome, action.strategy.verdicts, attempts);
     if (result === null) {
-      // Issue 13: nothing accepted and the route has its own answer for that (quick mode: 500, empty).
-      ctx.status = action.exhausted!.status;
+      ctx.status = exhausted!.status;
       ctx.errorCode = EXHAUSTED_CODE;
-      if (!res.destroyed) ctx.bytesOut = sendStatic(res, ctx.status, action.exhausted!.body, ctx.id, this.#draining);
+      if (!res.destroyed) ctx.bytesOut = sendStatic(res, ctx.status, exhausted!.body, ctx.id, this.#draining);
       return;
     }
     if (res.destroyed) {

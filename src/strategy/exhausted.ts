@@ -18,17 +18,15 @@ export interface ExhaustedAnswer {
 }
 
 /**
- * The strategy's answer when it was accepted; null when the route's exhausted answer is due
- * instead (the relayed answer is then aborted). Client-side failures (413, 499, …) are no
- * target's fault and go on as errors.
+ * For a route with an exhausted answer: the strategy's answer when it was accepted; null when
+ * the exhausted answer is due instead (the relayed answer is then aborted). Client-side
+ * failures (413, 499, …) are no target's fault and go on as errors.
  */
 export async function unlessExhausted(
   outcome: Promise<AttemptResult>,
-  exhausted: ExhaustedAnswer | null,
   verdicts: Verdicts,
   attempts: AttemptRecord[],
 ): Promise<AttemptResult | null> {
-  if (exhausted === null) return outcome;
   let result: AttemptResult;
   try {
     result = await outcome;
