@@ -14,6 +14,7 @@
  * after an answer that is not accepted (`retry_non_idempotent`: choosing quick mode is that
  * consent, as the seed does it), its body replayed intact (the seed loses it on the way).
  */
+import { targetSpec } from '../config/compile.ts';
 import type { Override } from '../config/load.ts';
 import { goDuration } from '../observability/text-log.ts';
 
@@ -288,8 +289,24 @@ export function quickOverrides(endpointList: string, fanout: boolean, terminal: 
     .map((s) => s.trim())
     .filter(Boolean);
   const source = `flag ${dash}endpoints`;
+  // The seed's README names one server several times (more tries at a flaky one): a repeat is a
+  // target of its own, `endpoint-<index>`, where a config file would refuse the duplicate.
+  const seen = new Set<string>();
+  const targets = endpoints.map((url, i) => {
+    let id: string;
+    try {
+      id = targetSpec(url).id;
+    } catch {
+      return url; // not a URL: the config check names it
+    }
+    if (!seen.has(id)) {
+      seen.add(id);
+      return url;
+    }
+    return { url, id: `endpoint-${i}` };
+  });
   const overrides: Override[] = [
-    { path: ['pools', 'endpoints', 'targets'], value: endpoints, source },
+    { path: ['pools', 'endpoints', 'targets'], value: targets, source },
     {
       path: ['routes'],
       value: [

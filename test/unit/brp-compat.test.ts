@@ -1,7 +1,8 @@
 /** Issue 13 item 1: the pieces of balancing-reverse-proxy's grammar and log format, one by one. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { looksLikeBrp, parseBrp, parseGoDuration } from '../../src/compat/balancing-reverse-proxy.ts';
+import { BRP_BASE, BRP_SOURCE, looksLikeBrp, parseBrp, parseGoDuration } from '../../src/compat/balancing-reverse-proxy.ts';
+import { loadConfigText } from '../../src/config/load.ts';
 import { goDuration, textHeader, textLines } from '../../src/observability/text-log.ts';
 
 test("Go's Duration.String()", () => {
@@ -120,4 +121,19 @@ test('text lines: the request sentence, the exhausted line, key=value for the re
   assert.deepEqual(textLines({ level: 'info', time: 'x', pid: 1, msg: 'manifold listening', port: 8080, list: [1] }, null), [
     'manifold listening port=8080 list=[1]',
   ]);
+});
+
+test("the seed README's repeated endpoint is a target of its own, and the config is valid", () => {
+  const url = 'http://localhost:8000';
+  const r = parseBrp(['-fanout', '--endpoints', [url, url, url, 'http://localhost:8000/'].join(',')]);
+  assert.ok(!('error' in r));
+  const loaded = loadConfigText(BRP_BASE, BRP_SOURCE, { overrides: r.overrides, env: {} });
+  const pool = loaded.compiled.pools.find((p) => p.name === 'endpoints')!;
+  assert.deepEqual(
+    pool.targets.map((t) => t.id),
+    ['localhost:8000', 'endpoint-1', 'endpoint-2', 'endpoint-3'],
+  );
+  assert.equal(loaded.config.workers, 0);
+  assert.equal(loaded.config.log.format, 'json', 'no -log-* flag: JSON');
+  assert.equal(loaded.config.log.text.prefix, 'balancing-reverse-proxy');
 });
