@@ -333,6 +333,17 @@ const proxySchema: Schema = {
       type: 'boolean',
       default: true,
     },
+    // Issue 13: balancing-reverse-proxy answers a bare 500 when no endpoint gave a usable answer.
+    exhausted: {
+      description:
+        'The answer when no attempt was accepted (every answer outside `terminal`, or none): this status and body instead of relaying the last answer or a 502/504 JSON error. Absent = relay / JSON error (what the last target said is usually worth more). Quick mode sets `{status: 500, body: ""}`, as balancing-reverse-proxy answers.',
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        status: { type: 'integer', minimum: 200, maximum: 599, default: 500, description: 'Status of that answer.' },
+        body: { type: 'string', default: '', description: 'Its body (sent as `text/plain` when not empty).' },
+      },
+    },
   },
 };
 
@@ -558,8 +569,13 @@ export const configSchema: Schema = {
         'After SIGTERM/SIGINT, how long requests arriving on open keep-alive connections are still served (each answered with `Connection: close`) before idle connections are closed; within `grace`.',
         '2s',
       ),
+      // Issue 13: balancing-reverse-proxy's `-stop-after`, which its own test script uses.
+      after: duration(
+        'Stop by itself this long after it started listening, draining as on SIGTERM, and exit 0 (tests, demos); 0 = run until a signal.',
+        '0s',
+      ),
     }),
-    log: object('Logging (pino JSON on stdout).', {
+    log: object('Logging (pino JSON on stdout, or text lines with `format: text`).', {
       level: {
         type: 'string',
         enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
@@ -567,6 +583,24 @@ export const configSchema: Schema = {
         description: 'Lowest level written.',
       },
       access: { type: 'boolean', default: true, description: 'One access-log line per request.' },
+      format: {
+        type: 'string',
+        enum: ['json', 'text'],
+        default: 'json',
+        description:
+          "`json`: one pino JSON object per line. `text`: Go `log`-style lines as balancing-reverse-proxy writes them (`<prefix> 2006/01/02 15:04:05 request / served in 1.2ms by endpoint 0`); fields other than the message become `key=value`. Text is for people; JSON keeps every field for machines.",
+      },
+      text: object('The header of `format: text` lines (Go `log` flags).', {
+        prefix: { type: 'string', default: '', description: 'Written first, then a space (empty: nothing).' },
+        date: { type: 'boolean', default: true, description: 'The local date, `2006/01/02`.' },
+        time: { type: 'boolean', default: true, description: 'The local time, `15:04:05`.' },
+        microseconds: {
+          type: 'boolean',
+          default: false,
+          description: 'Microseconds after the time, `15:04:05.000000` (implies `time`).',
+        },
+        utc: { type: 'boolean', default: false, description: 'Date and time in UTC instead of local time.' },
+      }),
     }),
     pools: {
       description: 'Named pools of targets.',
@@ -812,6 +846,7 @@ export interface ProxyConfig {
   max_replay_bytes: Size;
   retry_non_idempotent: boolean;
   target_header: boolean;
+  exhausted?: { status: number; body: string };
 }
 
 export interface RespondConfig {
@@ -874,6 +909,15 @@ export interface TracingConfig {
   sampled: boolean;
 }
 
+/** Go `log`'s flags for `log.format: text` (issue 13). */
+export interface LogTextConfig {
+  prefix: string;
+  date: boolean;
+  time: boolean;
+  microseconds: boolean;
+  utc: boolean;
+}
+
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
 export interface Config {
@@ -889,8 +933,8 @@ export interface Config {
     write_idle_timeout: Duration;
     body_idle_timeout: Duration;
   };
-  shutdown: { grace: Duration; accept_grace: Duration };
-  log: { level: LogLevel; access: boolean };
+  shutdown: { grace: Duration; accept_grace: Duration; after: Duration };
+  log: { level: LogLevel; access: boolean; format: 'json' | 'text'; text: LogTextConfig };
   pools: Record<string, PoolConfig>;
   admin: AdminConfig;
   metrics: MetricsConfig;

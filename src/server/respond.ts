@@ -27,22 +27,25 @@ export function sendJson(
 }
 
 /**
- * An answer without a body (a `defer` route with `body: empty`, asyncproxy's answer); 204 and
- * 304 carry no Content-Length (RFC 9110 §8.6). Returns 0, the bytes of body sent.
+ * A whole answer from config: a route's `exhausted` answer, or a `defer` route's `body: empty`
+ * (asyncproxy's answer). `text/plain` unless empty; 204 and 304 carry no Content-Length (RFC
+ * 9110 §8.6). Returns the bytes of body sent.
  */
-export function sendEmpty(
+export function sendStatic(
   res: ServerResponse,
   status: number,
+  body: Buffer,
   requestId: string,
   close: boolean,
   extra: readonly string[] = [],
 ): number {
-  const headers = status === 204 || status === 304 ? [...extra] : ['content-length', '0', ...extra];
+  const headers = status === 204 || status === 304 ? [...extra] : ['content-length', String(body.length), ...extra];
+  if (body.length > 0) headers.push('content-type', 'text/plain; charset=utf-8');
   headers.push('x-request-id', requestId);
   if (close) headers.push('connection', 'close');
   res.writeHead(status, headers);
-  res.end();
-  return 0;
+  res.end(body);
+  return body.length;
 }
 
 export function sendError(res: ServerResponse, err: GatewayError, requestId: string, close = false): void {
