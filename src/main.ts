@@ -2,6 +2,7 @@
  * CLI entry: `manifold [--config FILE] [flags]` runs the gateway; `manifold validate --config FILE`
  * prints every config problem and exits non-zero when there is one.
  */
+import { closeSync, openSync } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
@@ -10,6 +11,16 @@ import { startMetricsServer } from './admin/metrics-server.ts';
 import { type DataPlane, localPlane, Manager } from './cluster/manager.ts';
 import { startPrimary } from './cluster/primary.ts';
 import { startRuntime } from './cluster/runtime.ts';
+import { loadAsyncproxy } from './compat/asyncproxy.ts';
+import {
+  BRP_BASE,
+  BRP_SOURCE,
+  type BrpStart,
+  type LogTarget,
+  looksLikeBrp,
+  parseBrp,
+  quickOverrides,
+} from './compat/balancing-reverse-proxy.ts';
 import { OCTOPLEX_BASE, OCTOPLEX_SOURCE, octoplexOverrides } from './compat/octoplex.ts';
 import { pino } from 'pino';
 import {
@@ -24,8 +35,10 @@ import {
 import { parseDuration } from './lib/units.ts';
 import { WELDR_BASE, WELDR_SOURCE } from './compat/weldr.ts';
 import { startDeliveryHost, withDeliveries } from './cluster/delivery-host.ts';
+import { IMPORT_USAGE, queueImportCommand, UsageError } from './defer/import.ts';
 import type { Queue } from './defer/queue.ts';
 import { createLogger } from './observability/logger.ts';
+import { type TextDestination, textDestination } from './server/text-log.ts';
 import { Metrics } from './observability/metrics.ts';
 import { VERSION } from './version.ts';
 
@@ -36,6 +49,12 @@ export const USAGE = `Usage:
   manifold --defer-to URL [options]       quick mode: answer 202 now, deliver to URL later
   manifold --multiplex [--allow LIST]     quick mode: Octoplex (POST /multiplex on 0.0.0.0:8080)
   manifold --pool-api [options]           quick mode (Weldr): empty pool managed by the admin API
+  manifold [--asyncproxy] [--config config.yaml]
+                                          asyncproxy's config.yaml and env variables (found by its keys)
+  manifold queue import --from asyncproxy [--url CONN] [--table T] [--batch N] [--limit N]
+                                          move the requests waiting in asyncproxy's proxy_requests
+                                          into Manifold's queue
+  manifold -endpoints=URLs [-fanout] ...  balancing-reverse-proxy's own command line (its flags: manifold -help)
 
 Options:
   -c, --config FILE      YAML config file (default: $MANIFOLD_CONFIG)
@@ -63,6 +82,8 @@ Quick mode (no config file; one process unless --workers is given):
       --allow LIST       with --multiplex: CIDRs and names also allowed, e.g. 127.0.0.0/8,10.1.0.0/16
       --pool-api         Weldr's start: data on 0.0.0.0:8080, admin on 127.0.0.1:8687
                          (POST /servers, DELETE /servers/:ip/:port), every target health-checked
+      --asyncproxy       asyncproxy's configuration: ./config.yaml (or --config) if there is one,
+                         its env variables (PROXY_REMOTE_URL, DB_CONNECTION_STRING, …) and defaults
       --admin-host ADDR  admin API address (overrides admin.host; off loopback needs a token)
       --admin-port N     admin API port (overrides admin.port)
       --admin-token T    admin API token (overrides admin.token; or MANIFOLD_ADMIN_TOKEN)
@@ -85,6 +106,7 @@ const OPTIONS = {
   fanout: { type: 'boolean', short: 'f' },
   'terminal-responses': { type: 'string', short: 't' },
   'defer-to': { type: 'string' },
+  asyncproxy: { type: 'boolean' },
   multiplex: { type: 'boolean' },
   allow: { type: 'string' },
   'pool-api': { type: 'boolean' },
@@ -125,47 +147,11 @@ function fail(message: string, code = 2): never {
 /**
  * Quick mode (issue 4), for users of balancing-reverse-proxy: the config is built in memory. The
  * base (one process, no admin API) may be overridden by env and flags like a file; the pool and
- * route come from the flags, so every problem names the flag it came from.
+ * route come from the flags (src/compat/balancing-reverse-proxy.ts), so every problem names the
+ * flag it came from.
  */
 const QUICK_BASE = 'workers: 0\nadmin: { enabled: false }\n';
 const QUICK_SOURCE = 'quick mode';
-
-function quickOverrides(values: Record<string, unknown>): Override[] {
-  const endpoints = String(values.endpoints)
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
-  const fanout = values.fanout === true;
-  const overrides: Override[] = [
-    { path: ['pools', 'endpoints', 'targets'], value: endpoints, source: 'flag --endpoints' },
-    {
-      path: ['routes'],
-      value: [
-        {
-          id: 'quick',
-          match: {},
-          proxy: {
-            pool: 'endpoints',
-            host: 'target',
-            strategy: fanout ? 'fanout' : 'failover',
-            order: 'listed',
-            ...(fanout ? {} : { max_attempts: Math.max(1, Math.min(10, endpoints.length)) }),
-          },
-        },
-      ],
-      source: 'flag --endpoints',
-    },
-  ];
-  const terminal = values['terminal-responses'];
-  if (typeof terminal === 'string') {
-    overrides.push({
-      path: ['routes', 0, 'proxy', 'terminal'],
-      value: terminal.split(',').map((s) => (/^\s*\d+\s*$/.test(s) ? Number(s) : s.trim())),
-      source: 'flag --terminal-responses',
-    });
-  }
-  return overrides;
-}
 
 /**
  * `--defer-to URL` (issue 6), asyncproxy's mode. The route is part of the base rather than a
@@ -177,6 +163,16 @@ const QUICK_DEFER_BASE = `${QUICK_BASE}routes:
     match: {}
     defer: { pool: remote, host: target }
 `;
+
+/** The flags that set a config key (FLAG_KEYS), as overrides applied last. */
+function flagOverrides(values: Record<string, unknown>): Override[] {
+  const out: Override[] = [];
+  for (const [flag, path] of Object.entries(FLAG_KEYS)) {
+    const v = values[flag];
+    if (typeof v === 'string') out.push({ path, value: scalar(v), source: `flag --${flag}` });
+  }
+  return out;
+}
 
 function load(values: Record<string, unknown>): LoadedConfig {
   if (values.multiplex === true) return loadOctoplex(values);
@@ -191,20 +187,33 @@ function load(values: Record<string, unknown>): LoadedConfig {
   if (quick && values.config !== undefined) fail('--endpoints (quick mode) and --config exclude each other');
   if (!quick && (values.fanout !== undefined || values['terminal-responses'] !== undefined))
     fail('--fanout and --terminal-responses need --endpoints (quick mode)');
+  const others = quick || deferTo || poolApi;
+  if (values.asyncproxy === true && others)
+    fail('--asyncproxy excludes --endpoints, --defer-to and --pool-api (quick modes)');
+  if (!others) {
+    // Issue 13: asyncproxy's config.yaml (found by its keys) and its environment variables.
+    const file = (values.config as string | undefined) ?? process.env.MANIFOLD_CONFIG;
+    const ap = loadAsyncproxy({ forced: values.asyncproxy === true, file, overrides: flagOverrides(values) });
+    if (ap !== null) return ap;
+  }
   const file =
     poolApi ? WELDR_SOURCE : quick || deferTo ? QUICK_SOURCE : ((values.config as string | undefined) ?? process.env.MANIFOLD_CONFIG);
   if (!file) fail(`no config file: pass --config FILE or set MANIFOLD_CONFIG\n\n${USAGE}`);
-  const overrides: Override[] = quick ? quickOverrides(values) : [];
+  const overrides: Override[] = quick
+    ? quickOverrides(
+        String(values.endpoints),
+        values.fanout === true,
+        values['terminal-responses'] as string | undefined,
+        '--',
+      )
+    : [];
   if (deferTo)
     overrides.push({
       path: ['pools', 'remote', 'targets'],
       value: [values['defer-to']],
       source: 'flag --defer-to',
     });
-  for (const [flag, path] of Object.entries(FLAG_KEYS)) {
-    const v = values[flag];
-    if (typeof v === 'string') overrides.push({ path, value: scalar(v), source: `flag --${flag}` });
-  }
+  overrides.push(...flagOverrides(values));
   if (deferTo) return loadConfigText(QUICK_DEFER_BASE, file, { overrides });
   if (poolApi) return loadConfigText(WELDR_BASE, file, { overrides });
   return quick ? loadConfigText(QUICK_BASE, file, { overrides }) : loadConfigFile(file, { overrides });
@@ -215,31 +224,57 @@ function loadOctoplex(values: Record<string, unknown>): LoadedConfig {
   const others = ['config', 'endpoints', 'defer-to', 'fanout', 'terminal-responses'];
   if (others.some((flag) => values[flag] !== undefined))
     fail('--multiplex (quick mode) excludes --config, --endpoints, --defer-to and their flags');
-  const overrides = octoplexOverrides(values.allow as string | undefined);
-  for (const [flag, path] of Object.entries(FLAG_KEYS)) {
-    const v = values[flag];
-    if (typeof v === 'string') overrides.push({ path, value: scalar(v), source: `flag --${flag}` });
-  }
+  const overrides = [...octoplexOverrides(values.allow as string | undefined), ...flagOverrides(values)];
   return loadConfigText(OCTOPLEX_BASE, OCTOPLEX_SOURCE, { overrides });
 }
 
-/** `--log-file`: an asynchronous (SonicBoom) destination appending to the file. */
-function logDestination(file: string | undefined): NodeJS.WritableStream | undefined {
-  if (file === undefined) return undefined;
-  const dest = pino.destination({ dest: file, append: true, mkdir: true, sync: false });
-  return dest as unknown as NodeJS.WritableStream;
+/** `manifold queue import --from asyncproxy` (issue 13), in src/defer/import.ts. */
+async function queueCommand(argv: string[]): Promise<void> {
+  try {
+    await queueImportCommand(argv, (values) => load(values), process.stdout);
+  } catch (err) {
+    if (err instanceof UsageError) fail(`${err.message}\n\n${IMPORT_USAGE}`);
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.problems.map(formatProblem).join('\n')}\n`);
+      process.exit(1);
+    }
+    fail(`queue import failed: ${(err as Error).message}`, 1);
+  }
 }
 
-async function run(
-  loaded: LoadedConfig,
-  logFile: string | undefined,
-  reread: () => LoadedConfig,
-): Promise<void> {
+/**
+ * Where the log goes: stdout, stderr (the seed's `-log-file stderr`) or a file appended to
+ * (`--log-file`; SonicBoom, asynchronous). `log.format: text` rewrites pino's lines on the way
+ * (issue 13); the returned `text` gets the runtime's snapshot for endpoint indexes.
+ */
+function logDestination(
+  to: LogTarget,
+  log: LoadedConfig['config']['log'],
+): { dest: NodeJS.WritableStream | undefined; text: TextDestination | null } {
+  // Text lines are written synchronously, in order, as Go's log writes them (for people, not load).
+  const sync = log.format === 'text';
+  let raw: unknown;
+  if (to.kind === 'file') raw = pino.destination({ dest: to.path, append: true, mkdir: true, sync });
+  else if (to.kind === 'stderr') raw = pino.destination({ dest: 2, sync });
+  const text = textDestination(log, raw as NodeJS.WritableStream | undefined);
+  return { dest: (text ?? raw) as NodeJS.WritableStream | undefined, text };
+}
+
+/** What the command line adds to a run beyond the config (issue 13: the seed's start and stop lines). */
+interface RunOptions {
+  logTo: LogTarget;
+  stopLine?: string | null;
+  startLines?: string[];
+}
+
+async function run(loaded: LoadedConfig, opts: RunOptions, reread: () => LoadedConfig): Promise<void> {
   const workers = loaded.config.workers === 'auto' ? availableParallelism() : loaded.config.workers;
   // Worker processes create their own logger on stdout, so a file is for one process only.
-  if (logFile !== undefined && workers > 1)
+  if (opts.logTo.kind !== 'stdout' && workers > 1)
     fail('--log-file needs a single process (--workers 0); workers would still log to stdout');
-  const log = createLogger(loaded.config.log.level, logDestination(logFile));
+  const destination = logDestination(opts.logTo, loaded.config.log);
+  const log = createLogger(loaded.config.log.level, destination.dest);
+  for (const line of opts.startLines ?? []) log.info(line);
   // Issue 7: this process's metrics — the control plane's, the deliveries', and with one
   // process also the data plane's; workers make their own and the Manager sums them.
   const metrics = loaded.config.metrics.enabled ? new Metrics({ version: VERSION }) : null;
@@ -284,6 +319,7 @@ async function run(
     const runtime = await startRuntime(config, log, { metrics });
     log.info({ port: runtime.port, workers: 0, config: loaded.file }, 'manifold listening');
     shutdown = () => runtime.close();
+    if (destination.text !== null) destination.text.view = () => runtime.pipeline.snapshot;
     plane = localPlane(runtime);
     queue = () => runtime.defer.queue;
   } else {
@@ -357,9 +393,63 @@ async function run(
   };
   stopNow = stop;
   if (stopping !== null) stop(stopping);
+  // `shutdown.after` (issue 13, the seed's -stop-after): the same drain as a signal, then exit 0.
+  const after = parseDuration(config.shutdown.after);
+  if (after > 0) {
+    setTimeout(() => {
+      if (stopping !== null) return;
+      if (opts.stopLine) process.stdout.write(`${opts.stopLine}\n`);
+      else log.info({ after: config.shutdown.after }, 'stopping: shutdown.after has passed');
+      onSignal('shutdown.after');
+    }, after);
+  }
+}
+
+/** Loads a config; a problem is printed with where it came from, and the process exits 1. */
+function loadOrExit(load: () => LoadedConfig): LoadedConfig {
+  try {
+    return load();
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`${err.problems.map(formatProblem).join('\n')}\n`);
+    process.stderr.write(
+      `manifold: ${err.problems.length} config problem${err.problems.length > 1 ? 's' : ''}\n`,
+    );
+    process.exit(1);
+  }
+}
+
+/**
+ * balancing-reverse-proxy's own command line (issue 13): its grammar, its usage and exit 1 on
+ * anything wrong, its start-up and stop lines; the rest is a quick-mode run.
+ */
+async function mainBrp(argv: string[]): Promise<void> {
+  const parsed = parseBrp(argv);
+  if ('error' in parsed) {
+    process.stderr.write(parsed.error);
+    process.exit(1);
+  }
+  const start: BrpStart = parsed;
+  const load = () => loadConfigText(BRP_BASE, BRP_SOURCE, { overrides: start.overrides });
+  const loaded = loadOrExit(load);
+  // The seed opens its log file before anything else and stops when it cannot.
+  if (start.logTo.kind === 'file') {
+    try {
+      closeSync(openSync(start.logTo.path, 'a'));
+    } catch (err) {
+      fail(`flag -log-file: ${(err as Error).message}`, 1);
+    }
+  }
+  try {
+    await run(loaded, { logTo: start.logTo, stopLine: start.stopLine, startLines: start.startLines }, load);
+  } catch (err) {
+    fail(`could not start: ${(err as Error).message}`, 1);
+  }
 }
 
 export async function main(argv: string[]): Promise<void> {
+  if (argv[0] === 'queue') return queueCommand(argv.slice(1));
+  if (looksLikeBrp(argv)) return mainBrp(argv);
   let parsed: ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true; strict: true }>>;
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
@@ -379,17 +469,7 @@ export async function main(argv: string[]): Promise<void> {
   if (positionals.length > 1 || (command !== 'run' && command !== 'validate')) {
     fail(`unknown command "${positionals.join(' ')}"\n\n${USAGE}`);
   }
-  let loaded: LoadedConfig;
-  try {
-    loaded = load(values);
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    process.stderr.write(`${err.problems.map(formatProblem).join('\n')}\n`);
-    process.stderr.write(
-      `manifold: ${err.problems.length} config problem${err.problems.length > 1 ? 's' : ''}\n`,
-    );
-    process.exit(1);
-  }
+  const loaded = loadOrExit(() => load(values));
   if (command === 'validate') {
     process.stdout.write(
       `${loaded.file}: ok (${loaded.compiled.routes.length} routes, ${loaded.compiled.pools.length} pools)\n`,
@@ -397,7 +477,9 @@ export async function main(argv: string[]): Promise<void> {
     return;
   }
   try {
-    await run(loaded, values['log-file'], () => load(values));
+    const logFile = values['log-file'];
+    const logTo: LogTarget = logFile === undefined ? { kind: 'stdout' } : { kind: 'file', path: logFile };
+    await run(loaded, { logTo }, () => load(values));
   } catch (err) {
     fail(`could not start: ${(err as Error).message}`, 1);
   }

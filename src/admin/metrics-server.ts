@@ -6,6 +6,7 @@
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Manager } from '../cluster/manager.ts';
+import { asyncproxyMetrics } from '../compat/asyncproxy.ts';
 import { errorBody, GatewayError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import { CONTENT_TYPE } from '../observability/metrics.ts';
@@ -37,7 +38,10 @@ export async function startMetricsServer(manager: Manager, log: Logger): Promise
       });
     manager.metrics().then(
       async (registry) => {
-        const text = registry === null ? '' : await registry.metrics();
+        let text = registry === null ? '' : await registry.metrics();
+        // Issue 13: asyncproxy's names beside Manifold's, translated from the same registry.
+        if (registry !== null && manager.config.metrics.asyncproxy)
+          text += asyncproxyMetrics(await registry.getMetricsAsJSON());
         res.writeHead(200, {
           'content-type': CONTENT_TYPE,
           'content-length': Buffer.byteLength(text),

@@ -5,6 +5,7 @@
  */
 import { parseDuration } from '../lib/units.ts';
 import { createLogger, type Logger } from '../observability/logger.ts';
+import { textDestination } from '../server/text-log.ts';
 import { Metrics } from '../observability/metrics.ts';
 import { VERSION } from '../version.ts';
 import type { DownTargets } from '../upstream/registry.ts';
@@ -44,7 +45,9 @@ process.on('message', async (msg: PrimaryMessage) => {
       return;
     }
     starting = true;
-    log = createLogger(msg.config.log.level);
+    // Issue 13: `log.format: text` rewrites this worker's lines too.
+    const text = textDestination(msg.config.log);
+    log = createLogger(msg.config.log.level, (text ?? undefined) as NodeJS.WritableStream | undefined);
     try {
       const metrics = msg.config.metrics.enabled ? new Metrics({ version: VERSION }) : null;
       const r = await startRuntime(msg.config, log, { metrics });
@@ -52,6 +55,7 @@ process.on('message', async (msg: PrimaryMessage) => {
       r.apply(latest.config, latest.version);
       if (pendingDown) r.setDown(pendingDown);
       runtime = r;
+      if (text !== null) text.view = () => r.pipeline.snapshot;
       send({ type: 'ready', port: r.port });
       send({ type: 'applied', version: latest.version });
     } catch (err) {

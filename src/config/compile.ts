@@ -14,6 +14,7 @@ import { compileMatch } from '../routing/matcher.ts';
 import type { Route } from '../routing/route.ts';
 import { compileStrategy } from '../strategy/spec.ts';
 import type { HostMode } from '../proxy/headers.ts';
+import type { ExhaustedAnswer } from '../strategy/exhausted.ts';
 import type { StrategySpec } from '../strategy/types.ts';
 import { compilePool, type PoolSpec } from '../upstream/spec.ts';
 import type { AdminConfig, Config, RouteConfig } from './schema.ts';
@@ -30,6 +31,8 @@ export type RouteAction =
       strategy: StrategySpec;
       /** Add `x-manifold-target` to the response. */
       targetHeader: boolean;
+      /** The answer when no attempt is accepted (issue 13); null = relay the last / 502-504. */
+      exhausted: ExhaustedAnswer | null;
     }
   | { kind: 'respond'; status: number; body: Buffer; headers: Record<string, string> }
   /** Store the request, answer at once, deliver it later (issue 6; src/defer/). */
@@ -140,6 +143,9 @@ function compileRoute(
       stripPrefix: r.proxy.strip_prefix?.replace(/\/+$/, '') || null,
       strategy: compileStrategy(r.proxy, ['routes', index, 'proxy'], problems),
       targetHeader: r.proxy.target_header,
+      exhausted: r.proxy.exhausted
+        ? { status: r.proxy.exhausted.status, body: Buffer.from(r.proxy.exhausted.body) }
+        : null,
     };
   } else if (r.multiplex) {
     action = compileMultiplex(r.multiplex, index, problems);

@@ -339,6 +339,17 @@ const proxySchema: Schema = {
       type: 'boolean',
       default: true,
     },
+    // Issue 13: balancing-reverse-proxy answers a bare 500 when no endpoint gave a usable answer.
+    exhausted: {
+      description:
+        'The answer when no attempt was accepted (every answer outside `terminal`, or none): this status and body instead of relaying the last answer or a 502/504 JSON error. Absent = relay / JSON error (what the last target said is usually worth more). Quick mode sets `{status: 500, body: ""}`, as balancing-reverse-proxy answers.',
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        status: { type: 'integer', minimum: 200, maximum: 599, default: 500, description: 'Status of that answer.' },
+        body: { type: 'string', default: '', description: 'Its body (sent as `text/plain` when not empty).' },
+      },
+    },
   },
 };
 
@@ -395,11 +406,19 @@ const deferSchema: Schema = {
       description: 'Name of the pool deliveries go to (same selectors and health as proxy routes).',
     },
     status: {
-      description: 'Status of the answer once the job is stored; the body is `{"id": "<job id>"}`.',
+      description:
+        'Status of the answer once the job is stored (any 2xx-5xx: asyncproxy users may answer what their clients expect, issue 13).',
       type: 'integer',
       minimum: 200,
-      maximum: 299,
+      maximum: 599,
       default: 202,
+    },
+    body: {
+      description:
+        '`id`: the answer is `{"id": "<job id>"}` (JSON); `empty`: no body at all, as asyncproxy answers. The `x-manifold-job-id` header is sent either way.',
+      type: 'string',
+      enum: ['id', 'empty'],
+      default: 'id',
     },
     host: {
       description:
@@ -412,7 +431,7 @@ const deferSchema: Schema = {
       description: 'Delivery attempts before the job becomes a dead letter (kept, with its last error).',
       type: 'integer',
       minimum: 1,
-      maximum: 1000,
+      maximum: 100000,
       default: 10,
     },
     rate: rate(
@@ -462,7 +481,19 @@ const deferSchema: Schema = {
       additionalProperties: false,
       required: ['rate'],
       properties: {
-        rate: rate('Direct deliveries per second, per process that accepts.'),
+        rate: {
+          description:
+            "Direct deliveries per second, per process that accepts; `unlimited` = every request is delivered directly and only failures are queued (asyncproxy's `enqueue_enabled: false`).",
+          anyOf: [{ type: 'string', pattern: RATE_PATTERN }, { const: 'unlimited' }],
+          errorMessage: 'must be a rate such as 100/s, 20/m or 1000/h, or unlimited',
+        },
+        burst: {
+          description:
+            'Direct deliveries allowed at once after a quiet spell (token bucket size); default a tenth of a second of `rate`, at least 1. asyncproxy: one second of its rate.',
+          type: 'integer',
+          minimum: 1,
+          maximum: 1000000,
+        },
       },
     },
   },
@@ -544,8 +575,13 @@ export const configSchema: Schema = {
         'After SIGTERM/SIGINT, how long requests arriving on open keep-alive connections are still served (each answered with `Connection: close`) before idle connections are closed; within `grace`.',
         '2s',
       ),
+      // Issue 13: balancing-reverse-proxy's `-stop-after`, which its own test script uses.
+      after: duration(
+        'Stop by itself this long after it started listening, draining as on SIGTERM, and exit 0 (tests, demos); 0 = run until a signal.',
+        '0s',
+      ),
     }),
-    log: object('Logging (pino JSON on stdout).', {
+    log: object('Logging (pino JSON on stdout, or text lines with `format: text`).', {
       level: {
         type: 'string',
         enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
@@ -553,6 +589,24 @@ export const configSchema: Schema = {
         description: 'Lowest level written.',
       },
       access: { type: 'boolean', default: true, description: 'One access-log line per request.' },
+      format: {
+        type: 'string',
+        enum: ['json', 'text'],
+        default: 'json',
+        description:
+          "`json`: one pino JSON object per line. `text`: Go `log`-style lines as balancing-reverse-proxy writes them (`<prefix> 2006/01/02 15:04:05 request / served in 1.2ms by endpoint 0`); fields other than the message become `key=value`. Text is for people; JSON keeps every field for machines.",
+      },
+      text: object('The header of `format: text` lines (Go `log` flags).', {
+        prefix: { type: 'string', default: '', description: 'Written first, then a space (empty: nothing).' },
+        date: { type: 'boolean', default: true, description: 'The local date, `2006/01/02`.' },
+        time: { type: 'boolean', default: true, description: 'The local time, `15:04:05`.' },
+        microseconds: {
+          type: 'boolean',
+          default: false,
+          description: 'Microseconds after the time, `15:04:05.000000` (implies `time`).',
+        },
+        utc: { type: 'boolean', default: false, description: 'Date and time in UTC instead of local time.' },
+      }),
     }),
     pools: {
       description: 'Named pools of targets.',
@@ -617,6 +671,12 @@ export const configSchema: Schema = {
           default: '127.0.0.1',
           description: 'Address the metrics port binds (with `port`).',
         },
+        asyncproxy: {
+          type: 'boolean',
+          default: false,
+          description:
+            "Also export asyncproxy's metric names (`http_requests_total`, `http_response_time_seconds`, `http_proxy_response_time_seconds`, `queue_total_size`), translated at scrape time from Manifold's own; their `path` label is the route id (issue 13).",
+        },
         port: {
           description:
             'A port of their own for scrapers without credentials (no token is asked there: bind it where only Prometheus reaches); null = admin port only.',
@@ -661,9 +721,9 @@ export const configSchema: Schema = {
       },
       url: {
         description:
-          'PostgreSQL: connection URL, `postgres://user:pass@host:5432/db`; required with `postgres`.',
-        anyOf: [{ type: 'string', pattern: '^postgres(ql)?://' }, { type: 'null' }],
-        errorMessage: 'must be a postgres:// URL',
+          "PostgreSQL: connection URL `postgres://user:pass@host:5432/db`, or libpq's `host=… port=… user=… dbname=…` (issue 13); required with `postgres`.",
+        anyOf: [{ type: 'string', minLength: 1 }, { type: 'null' }],
+        errorMessage: 'must be a postgres:// URL or a libpq key=value string',
         default: null,
       },
       schema: {
@@ -735,6 +795,7 @@ export interface ProxyConfig extends StrategyConfig {
   host: string;
   strip_prefix?: string;
   target_header: boolean;
+  exhausted?: { status: number; body: string };
 }
 
 export interface RespondConfig {
@@ -759,8 +820,18 @@ export interface RouteConfig {
 export interface MetricsConfig {
   enabled: boolean;
   path: string;
+  asyncproxy: boolean;
   host: string;
   port: number | null;
+}
+
+/** Go `log`'s flags for `log.format: text` (issue 13). */
+export interface LogTextConfig {
+  prefix: string;
+  date: boolean;
+  time: boolean;
+  microseconds: boolean;
+  utc: boolean;
 }
 
 export interface Config {
@@ -776,8 +847,8 @@ export interface Config {
     write_idle_timeout: Duration;
     body_idle_timeout: Duration;
   };
-  shutdown: { grace: Duration; accept_grace: Duration };
-  log: { level: LogLevel; access: boolean };
+  shutdown: { grace: Duration; accept_grace: Duration; after: Duration };
+  log: { level: LogLevel; access: boolean; format: 'json' | 'text'; text: LogTextConfig };
   pools: Record<string, PoolConfig>;
   admin: AdminConfig;
   metrics: MetricsConfig;

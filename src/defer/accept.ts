@@ -106,7 +106,7 @@ export class Acceptor {
       maxAttempts: spec.maxAttempts,
     };
     let id: string | undefined;
-    if (spec.overflowPerSecond !== null && key === undefined && this.#limiter(route.id, spec).tryTake()) {
+    if (spec.overflowPerSecond !== null && key === undefined && this.#overflowAllows(route.id, spec)) {
       id = newJobId();
       if (await this.#direct(ctx, route, spec, pool, { ...job, id }))
         return { status: spec.status, id, duplicate: false, direct: true };
@@ -142,14 +142,17 @@ export class Acceptor {
     return outcome.ok;
   }
 
-  #limiter(routeId: string, spec: DeferSpec): RateLimiter {
+  /** A token for one direct delivery (always, with rate `unlimited`). */
+  #overflowAllows(routeId: string, spec: DeferSpec): boolean {
     const rate = spec.overflowPerSecond!;
+    if (rate === Number.POSITIVE_INFINITY) return true;
+    const burst = spec.overflowBurst ?? undefined;
     let limiter = this.#overflow.get(routeId);
-    if (limiter === undefined || limiter.perSecond !== rate) {
-      limiter = new RateLimiter(rate);
+    if (limiter === undefined || limiter.perSecond !== rate || (burst !== undefined && limiter.burst !== burst)) {
+      limiter = new RateLimiter(rate, burst);
       this.#overflow.set(routeId, limiter);
     }
-    return limiter;
+    return limiter.tryTake();
   }
 }
 

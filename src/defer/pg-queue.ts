@@ -12,8 +12,18 @@
  */
 
 import pg from 'pg';
-import { type EnqueueResult, intOption, type JobState, type ListQuery, type NewRow, QueueOptionError } from './queue.ts';
-import { JOB_COLUMNS, jobMigrations, type JobRow, pendingMigrations, QueueCore } from './queue-core.ts';
+import { databaseOf } from './pg-conn.ts';
+import {
+  type EnqueueResult,
+  intOption,
+  type JobInput,
+  type JobState,
+  type ListQuery,
+  newRow,
+  type NewRow,
+  QueueOptionError,
+} from './queue.ts';
+import { closedError, JOB_COLUMNS, jobMigrations, type JobRow, pendingMigrations, QueueCore } from './queue-core.ts';
 
 export interface PgQueueOptions {
   /** `postgres://user:pass@host:port/db?sslmode=...`. */
@@ -61,6 +71,8 @@ const migrations = (s: string) =>
 
 /** The PostgreSQL dialect of the queue core (queue-core.ts). */
 export class PgQueue extends QueueCore {
+  /** `host:port/database` of the connection (databaseOf): who shares transactions with it. */
+  readonly database: string;
   #pool: pg.Pool;
   #clientConfig: pg.ClientConfig;
   #schema: string;
@@ -109,6 +121,7 @@ export class PgQueue extends QueueCore {
     this.#reconnectMs = intOption(options, 'reconnectMs', 1, 600_000, 1000);
     this.#onError = options.onError ?? ((err) => process.emitWarning(err));
 
+    this.database = databaseOf(options.connectionString);
     this.#schema = schema;
     this.#channel = `${schema}.defer`;
     this.#sql = statements(`"${schema}"`);
@@ -155,19 +168,7 @@ export class PgQueue extends QueueCore {
     for (let round = 0; todo.length > 0; round++) {
       if (round === 3) throw new Error('idempotency conflicts kept racing with deletes');
       const batch = todo.map((i) => rows[i]);
-      const { rows: inserted } = await client.query<{ id: string }>(this.#sql.insert, [
-        batch.map((r) => r.id),
-        batch.map((r) => r.route),
-        batch.map((r) => r.method),
-        batch.map((r) => r.url),
-        batch.map((r) => r.headers),
-        batch.map((r) => Buffer.from(r.body.buffer, r.body.byteOffset, r.body.byteLength)),
-        batch.map((r) => r.key),
-        batch.map((r) => r.maxAttempts),
-        batch.map((r) => r.runAt),
-        now,
-        this.#channel,
-      ]);
+      const { rows: inserted } = await client.query<{ id: string }>(this.#sql.insert, this.#insertParams(batch, now));
       const insertedIds = new Set(inserted.map((r) => r.id));
       const duplicates: number[] = [];
       for (const i of todo) {
@@ -288,6 +289,49 @@ export class PgQueue extends QueueCore {
     const result = await this.#pool.query<R>(sql, params);
     this.commits++;
     return result;
+  }
+
+  #insertParams(batch: readonly NewRow[], now: number): unknown[] {
+    return [
+      batch.map((r) => r.id),
+      batch.map((r) => r.route),
+      batch.map((r) => r.method),
+      batch.map((r) => r.url),
+      batch.map((r) => r.headers),
+      batch.map((r) => Buffer.from(r.body.buffer, r.body.byteOffset, r.body.byteLength)),
+      batch.map((r) => r.key),
+      batch.map((r) => r.maxAttempts),
+      batch.map((r) => r.runAt),
+      now,
+      this.#channel,
+    ];
+  }
+
+  /**
+   * Issue 13 (`manifold queue import`): one transaction on this queue's database. `work` runs
+   * on its connection first — it reads and deletes the rows of another table there — and
+   * returns the jobs they become, inserted in the same commit: the rows move, or nothing does.
+   * Jobs whose idempotency key exists already are skipped. Resolves with the jobs inserted.
+   */
+  async transact(work: (client: pg.ClientBase) => Promise<JobInput[]>): Promise<number> {
+    if (this.closed) throw closedError();
+    const client = await this.#pool.connect();
+    try {
+      await client.query('BEGIN');
+      const now = this.now();
+      const rows = (await work(client)).map((job) => newRow(job, now, this.closed, closedError));
+      const inserted =
+        rows.length === 0 ? 0 : ((await client.query(this.#sql.insert, this.#insertParams(rows, now))).rowCount ?? 0);
+      await client.query('COMMIT');
+      this.commits++;
+      this.countEnqueued(inserted);
+      return inserted;
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw err;
+    } finally {
+      client.release();
+    }
   }
 
   async #migrate(): Promise<void> {

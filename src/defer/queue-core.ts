@@ -399,6 +399,11 @@ export abstract class QueueCore implements Queue {
     return this.#closing;
   }
 
+  /** Jobs a dialect stored outside `enqueue()` (an import), for `stats().enqueued`. */
+  protected countEnqueued(n: number): void {
+    this.#enqueued += n;
+  }
+
   /** Whether `close()` has been called. */
   protected get closed(): boolean {
     return this.#closed;

@@ -10,6 +10,7 @@ import { type Duration, parseDuration, parseSize, type Size } from '../lib/units
 import type { HostMode } from '../proxy/headers.ts';
 import type { Route } from '../routing/route.ts';
 import type { BackoffPolicy } from './backoff.ts';
+import { postgresUrl } from './pg-conn.ts';
 
 type Path = Array<string | number>;
 
@@ -18,6 +19,7 @@ type Path = Array<string | number>;
 export interface DeferConfig {
   pool: string;
   status: number;
+  body: 'id' | 'empty';
   host: string;
   max_attempts: number;
   rate: string | null;
@@ -26,7 +28,7 @@ export interface DeferConfig {
   backoff: { base: Duration; max: Duration; jitter: 'full' | 'decorrelated' | 'none' };
   lease: Duration;
   max_body_bytes: Size;
-  overflow?: { rate: string };
+  overflow?: { rate: string; burst?: number };
 }
 
 export interface QueueConfig {
@@ -46,8 +48,10 @@ export interface QueueConfig {
 
 export interface DeferSpec {
   readonly pool: string;
-  /** Status of the answer once the job is stored (2xx). */
+  /** Status of the answer once the job is stored (2xx-5xx). */
   readonly status: number;
+  /** `empty`: the answer has no body (asyncproxy's); `id`: `{"id"}`. */
+  readonly body: 'id' | 'empty';
   readonly host: HostMode;
   readonly maxAttempts: number;
   /** Deliveries started per second by one delivering process; null = no limit. */
@@ -58,8 +62,13 @@ export interface DeferSpec {
   readonly backoff: BackoffPolicy;
   readonly leaseMs: number;
   readonly maxBodyBytes: number;
-  /** Overflow mode: direct deliveries per second per accepting process; null = always queue. */
+  /**
+   * Overflow mode: direct deliveries per second per accepting process; null = always queue;
+   * Infinity = always direct (failures are queued).
+   */
   readonly overflowPerSecond: number | null;
+  /** Overflow token bucket size; null = the limiter's default (a tenth of a second). */
+  readonly overflowBurst: number | null;
 }
 
 /** A defer route's action in the compiled config (config/compile.ts `RouteAction`). */
@@ -134,6 +143,7 @@ export function compileDefer(
   return {
     pool: d.pool,
     status: d.status,
+    body: d.body,
     host: host === 'preserve' || host === 'target' ? host : { literal: host },
     maxAttempts: d.max_attempts,
     ratePerSecond: rateOf(d.rate, ['rate']),
@@ -142,20 +152,29 @@ export function compileDefer(
     backoff: { baseMs, maxMs, jitter: d.backoff.jitter },
     leaseMs,
     maxBodyBytes: parseSize(d.max_body_bytes),
-    overflowPerSecond: rateOf(d.overflow?.rate, ['overflow', 'rate']),
+    overflowPerSecond:
+      d.overflow?.rate === 'unlimited' ? Number.POSITIVE_INFINITY : rateOf(d.overflow?.rate, ['overflow', 'rate']),
+    overflowBurst: d.overflow?.burst ?? null,
   };
 }
 
 export function compileQueue(q: QueueConfig, problems: CompileProblem[]): QueueSpec {
   if (q.driver === 'postgres' && !q.url)
     problems.push({ path: ['queue', 'url'], message: 'is required with driver postgres' });
+  let url: string | null = null;
+  if (q.url)
+    try {
+      url = postgresUrl(q.url);
+    } catch (err) {
+      problems.push({ path: ['queue', 'url'], message: (err as Error).message });
+    }
   const intervalMs = parseDuration(q.janitor_interval);
   if (intervalMs < 1000)
     problems.push({ path: ['queue', 'janitor_interval'], message: 'must be at least 1s' });
   return {
     driver: q.driver,
     path: q.path,
-    url: q.url,
+    url,
     schema: q.schema,
     poolSize: q.pool_size,
     busyTimeoutMs: parseDuration(q.busy_timeout),

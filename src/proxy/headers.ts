@@ -35,7 +35,7 @@ function connectionTokens(raw: readonly string[]): Set<string> | null {
   return tokens;
 }
 
-function isHopByHop(lower: string, tokens: Set<string> | null): boolean {
+export function isHopByHop(lower: string, tokens: Set<string> | null): boolean {
   return HOP_BY_HOP.has(lower) || tokens?.has(lower) === true;
 }
 

@@ -27,15 +27,18 @@ import { tunnel } from '../proxy/upgrade.ts';
 import { findRoute } from '../routing/route-table.ts';
 import type { MatchInput } from '../routing/matcher.ts';
 import { isIdempotent, runStrategy, runUpgrade } from '../strategy/index.ts';
+import { EXHAUSTED_CODE, unlessExhausted } from '../strategy/exhausted.ts';
 import { prepareBody } from '../strategy/replay.ts';
 import type { AttemptRecord } from '../strategy/types.ts';
 import { RequestContext } from './context.ts';
 import { hostProblem } from './listener.ts';
-import { sendError, sendErrorOnSocket, sendJson } from './respond.ts';
+import { sendError, sendErrorOnSocket, sendJson, sendStatic } from './respond.ts';
 import type { Snapshot } from './snapshot.ts';
 
 /** Dot segments (also percent-encoded) would let a path escape the prefix a route matched. */
 const DOT_SEGMENT = /(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)/i;
+/** The body of an answer without one (`defer` with `body: empty`). */
+const EMPTY = Buffer.alloc(0);
 
 export function hostOf(header: string | undefined): string {
   if (!header) return '';
@@ -240,7 +243,7 @@ export class Pipeline {
       request.body = prepared.body;
       replayable = prepared.replayable;
     }
-    const result = await runStrategy({
+    const outcome = runStrategy({
       routeId: route.id,
       pool,
       pickContext: req,
@@ -252,6 +255,17 @@ export class Pipeline {
       idempotent: isIdempotent(request.method),
       attempts,
     });
+    // Issue 13: a route with its own answer for "nothing accepted" (quick mode: 500, empty body);
+    // without one, no extra await on the request path.
+    const exhausted = action.exhausted;
+    const result =
+      exhausted === null ? await outcome : await unlessExhausted(outcome, action.strategy.verdicts, attempts);
+    if (result === null) {
+      ctx.status = exhausted!.status;
+      ctx.errorCode = EXHAUSTED_CODE;
+      if (!res.destroyed) ctx.bytesOut = sendStatic(res, ctx.status, exhausted!.body, ctx.id, this.#draining);
+      return;
+    }
     if (res.destroyed) {
       result.abort(new GatewayError('CLIENT_CLOSED'));
       return;
@@ -346,14 +360,17 @@ export class Pipeline {
       ctx.elapsedSeconds(),
     );
     ctx.status = accepted.status;
-    ctx.bytesOut = sendJson(
-      res,
-      accepted.status,
-      JSON.stringify({ id: accepted.id }),
-      ctx.id,
-      this.#draining,
-      [JOB_ID_HEADER, accepted.id],
-    );
+    ctx.bytesOut =
+      spec.body === 'empty'
+        ? sendStatic(res, accepted.status, EMPTY, ctx.id, this.#draining, [JOB_ID_HEADER, accepted.id])
+        : sendJson(
+            res,
+            accepted.status,
+            JSON.stringify({ id: accepted.id }),
+            ctx.id,
+            this.#draining,
+            [JOB_ID_HEADER, accepted.id],
+          );
   }
 
   #fail(res: ServerResponse, ctx: RequestContext, err: unknown): void {

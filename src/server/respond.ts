@@ -26,6 +26,28 @@ export function sendJson(
   return body.length;
 }
 
+/**
+ * A whole answer from config: a route's `exhausted` answer, or a `defer` route's `body: empty`
+ * (asyncproxy's answer). `text/plain` unless empty; 204 and 304 carry no Content-Length (RFC
+ * 9110 §8.6). Returns the bytes of body sent.
+ */
+export function sendStatic(
+  res: ServerResponse,
+  status: number,
+  body: Buffer,
+  requestId: string,
+  close: boolean,
+  extra: readonly string[] = [],
+): number {
+  const headers = status === 204 || status === 304 ? [...extra] : ['content-length', String(body.length), ...extra];
+  if (body.length > 0) headers.push('content-type', 'text/plain; charset=utf-8');
+  headers.push('x-request-id', requestId);
+  if (close) headers.push('connection', 'close');
+  res.writeHead(status, headers);
+  res.end(body);
+  return body.length;
+}
+
 export function sendError(res: ServerResponse, err: GatewayError, requestId: string, close = false): void {
   if (res.headersSent) {
     res.destroy(err);

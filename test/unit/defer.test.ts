@@ -31,8 +31,8 @@ describe('defer config', () => {
       schema: 'manifold',
       pool_size: 10,
       busy_timeout: '5s',
-      max_waiting: 10000,
       commit_timeout: '5s',
+      max_waiting: 10000,
       retention: '24h',
       janitor_interval: '1m',
     });
@@ -43,6 +43,7 @@ describe('defer config', () => {
     assert.deepEqual(spec, {
       pool: 'hooks',
       status: 202,
+      body: 'id',
       host: 'preserve',
       maxAttempts: 10,
       ratePerSecond: null,
@@ -51,6 +52,7 @@ describe('defer config', () => {
       leaseMs: 300_000,
       maxBodyBytes: 1024 * 1024,
       overflowPerSecond: null,
+      overflowBurst: null,
     });
     assert.equal(success[200], 1);
     assert.equal(success[299], 1);
@@ -64,8 +66,22 @@ describe('defer config', () => {
     assert.deepEqual(problems(base('{ pool: hooks, rate: fast }')), [
       'routes[0].defer.rate: must be a rate such as 100/s, 20/m or 1000/h',
     ]);
-    assert.deepEqual(problems(base('{ pool: hooks, status: 500 }')), [
-      'routes[0].defer.status: must be <= 299',
+    // Issue 13: any 2xx-5xx (asyncproxy's response_status), never 1xx or beyond 599.
+    assert.deepEqual(problems(base('{ pool: hooks, status: 500, body: empty }')), []);
+    assert.deepEqual(problems(base('{ pool: hooks, status: 600 }')), [
+      'routes[0].defer.status: must be <= 599',
+    ]);
+    assert.deepEqual(problems(base('{ pool: hooks, status: 101 }')), [
+      'routes[0].defer.status: must be >= 200',
+    ]);
+    assert.deepEqual(problems(base('{ pool: hooks, body: none }')), [
+      'routes[0].defer.body: must be one of id, empty',
+    ]);
+    assert.deepEqual(problems(base('{ pool: hooks, overflow: { rate: lots } }')), [
+      'routes[0].defer.overflow.rate: must be a rate such as 100/s, 20/m or 1000/h, or unlimited',
+    ]);
+    assert.deepEqual(problems(base('{ pool: hooks, overflow: { rate: 10/s, burst: 0 } }')), [
+      'routes[0].defer.overflow.burst: must be >= 1',
     ]);
     assert.deepEqual(problems(base('{ pool: hooks, backoff: { base: 2s, max: 1s } }')), [
       'routes[0].defer.backoff.max: must be at least backoff.base',
@@ -84,7 +100,7 @@ describe('defer config', () => {
       'queue.url: is required with driver postgres',
     ]);
     assert.deepEqual(problems(`${base('{ pool: hooks }')}queue: { url: mysql://x }\n`), [
-      'queue.url: must be a postgres:// URL',
+      'queue.url: must be a postgres:// URL or a libpq key=value string',
     ]);
     assert.match(problems(`${base('{ pool: hooks }', ', proxy: { pool: hooks }')}`)[0], /several actions/);
   });

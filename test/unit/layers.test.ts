@@ -28,8 +28,8 @@ const LAYERS = [
   'config',
   'server',
   'cluster',
-  'admin',
   'compat',
+  'admin',
 ];
 
 const IMPORT = /^\s*(?:import|export)\s[^;]*?from\s+'(\.[^']+)'/gm;

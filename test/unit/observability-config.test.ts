@@ -10,7 +10,7 @@ const ROUTE = 'routes: [{ id: r, match: {}, respond: { status: 200 } }]\n';
 
 test('defaults: metrics on at /metrics on the admin port only; trace context on, unsampled', () => {
   const { config } = loadConfigText(ROUTE, 'test.yaml', { env: {} });
-  assert.deepEqual(config.metrics, { enabled: true, path: '/metrics', host: '127.0.0.1', port: null });
+  assert.deepEqual(config.metrics, { enabled: true, path: '/metrics', host: '127.0.0.1', asyncproxy: false, port: null });
   assert.deepEqual(config.tracing, { enabled: true, sampled: false });
 });
 
