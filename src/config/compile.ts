@@ -3,7 +3,6 @@
  * validate and in every worker to build the same result. Durations and sizes are parsed,
  * matchers compiled and cross-references (route → pool) resolved here, once.
  */
-import { StatusSet } from '../status-list.ts';
 import {
   compileMultiplexOptions,
   type MultiplexOptions,
@@ -44,8 +43,7 @@ export interface HealthSpec {
   intervalMs: number;
   timeoutMs: number;
   /** Passing statuses as inclusive [low, high] ranges. */
-  /** Statuses that pass (src/status-list.ts; `200` is exactly 200). */
-  expect: StatusSet;
+  expect: Array<[number, number]>;
   fall: number;
   rise: number;
 }
@@ -145,6 +143,16 @@ export function compileHashKey(key: string): HashKey {
   return { kind, name: kind === 'header' ? name.toLowerCase() : name };
 }
 
+/** `204` → [204, 204]; `200-399` → [200, 399]; `2xx` → [200, 299]. */
+export function compileStatuses(list: ReadonlyArray<number | string>): Array<[number, number]> {
+  return list.map((e) => {
+    if (typeof e === 'number') return [e, e];
+    if (e.endsWith('xx')) return [Number(e[0]) * 100, Number(e[0]) * 100 + 99];
+    const [lo, hi] = e.split('-').map(Number);
+    return [lo, hi];
+  });
+}
+
 /** A check interval shorter than this would keep a CPU busy; tests use 50-100 ms. */
 const MIN_HEALTH_INTERVAL_MS = 10;
 
@@ -154,9 +162,7 @@ function compileHealth(name: string, h: HealthConfig, problems: CompileProblem[]
     method: h.method,
     intervalMs: parseDuration(h.interval),
     timeoutMs: parseDuration(h.timeout),
-    expect: StatusSet.compile(h.expect, 'exact', (i, message) =>
-      problems.push({ path: ['pools', name, 'health', 'expect', i], message }),
-    ),
+    expect: compileStatuses(h.expect),
     fall: h.fall,
     rise: h.rise,
   };
@@ -167,6 +173,10 @@ function compileHealth(name: string, h: HealthConfig, problems: CompileProblem[]
     });
   if (spec.timeoutMs <= 0)
     problems.push({ path: ['pools', name, 'health', 'timeout'], message: 'must be more than 0' });
+  spec.expect.forEach(([lo, hi], i) => {
+    if (lo > hi)
+      problems.push({ path: ['pools', name, 'health', 'expect', i], message: 'range is empty (low > high)' });
+  });
   return spec;
 }
 

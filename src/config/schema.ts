@@ -46,22 +46,19 @@ const object = (description: string, properties: Record<string, Schema>, extra: 
   ...extra,
 });
 
-/**
- * A list of statuses (src/status-list.ts, the one parser): codes (`204`), ranges (`500-503`)
- * or classes (`4xx`); `hundreds` says what a bare multiple of 100 means for this key.
- */
-const statusList = (description: string, fallback: Array<number | string>, hundreds: 'class' | 'exact'): Schema => ({
-  description: `${description} ${hundreds === 'class' ? 'A multiple of 100 is its class (`400` = 400-499; the exact code is `400-400`), other codes are exact (`429`)' : 'Every code is exact (`200` is 200 only)'}, \`500-503\` is a range, \`4xx\` a class.`,
+/** A list of statuses: codes (`204`), ranges (`200-399`) or classes (`2xx`); default `[2xx]`. */
+const statusList = (description: string, exampleRange: string): Schema => ({
+  description,
   type: 'array',
   minItems: 1,
   items: {
     anyOf: [
       { type: 'integer', minimum: 100, maximum: 599 },
-      { type: 'string', pattern: '^([1-5][0-9][0-9](-[1-5][0-9][0-9])?|[1-5]xx)$' },
+      { type: 'string', pattern: '^([1-5]xx|[1-5][0-9][0-9]-[1-5][0-9][0-9])$' },
     ],
-    errorMessage: 'must be a status (429), a range (500-503) or a class (4xx)',
+    errorMessage: `must be a status (204), a range (${exampleRange}) or a class (2xx)`,
   },
-  default: fallback,
+  default: ['2xx'],
 });
 
 const HTTP_METHOD = '^[A-Z][A-Z0-9_-]*$';
@@ -110,7 +107,10 @@ const healthSchema: Schema = {
     },
     interval: duration('Time between the end of one check of a target and the start of the next.', '30s'),
     timeout: duration('Time a check may take, body included; longer counts as failed.', '2s'),
-    expect: statusList('Statuses that pass.', ['2xx'], 'exact'),
+    expect: statusList(
+      'Statuses that pass: codes (`204`), ranges (`200-399`) or classes (`2xx`).',
+      '200-399',
+    ),
     fall: {
       description: 'Consecutive failed checks that mark a target down.',
       type: 'integer',
@@ -305,11 +305,19 @@ const proxySchema: Schema = {
       default: 0.1,
     },
     hedge_budget_window: duration('Hedge only: the sliding window `hedge_budget` is counted over.', '10s'),
-    terminal: statusList(
-      'Statuses accepted as the answer; any other (and connect errors, per-try timeouts) means "try another target" while the strategy may, else it is relayed. Default: every status below 500.',
-      [100, 200, 300, 400],
-      'class',
-    ),
+    terminal: {
+      description:
+        'Statuses accepted as the answer; any other (and connect errors, per-try timeouts) means "try another target" while the strategy may, else it is relayed. A multiple of 100 is its class (`400` = 400-499), other codes are exact (`429`), `500-503` is a range, `4xx` a class. Default: every status below 500.',
+      type: 'array',
+      items: {
+        anyOf: [
+          { type: 'integer', minimum: 100, maximum: 599 },
+          { type: 'string', pattern: '^([1-5][0-9][0-9](-[1-5][0-9][0-9])?|[1-5]xx)$' },
+        ],
+        errorMessage: 'must be a status (429), a class (400 or 4xx) or a range (500-503)',
+      },
+      default: [100, 200, 300, 400],
+    },
     max_replay_bytes: size(
       'Largest request body buffered so that it can be sent again (failover, fanout, hedge). A larger body, or a chunked one that grows past it, streams to one target with a single attempt.',
       '1MiB',
@@ -431,7 +439,10 @@ const deferSchema: Schema = {
       maximum: 10000,
       default: 32,
     },
-    success: statusList('Statuses that complete a job; any other answer, or none, is retried.', ['2xx'], 'exact'),
+    success: statusList(
+      'Statuses that complete a job: codes (`204`), ranges (`200-299`) or classes (`2xx`). Any other answer, or none, is retried.',
+      '200-299',
+    ),
     backoff: {
       description: 'Delay before a failed delivery is tried again: exponential, capped, with jitter.',
       type: 'object',

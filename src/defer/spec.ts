@@ -4,7 +4,6 @@
  * table. config/compile.ts calls these; the accept handler and the deliverers only read the
  * result.
  */
-import { StatusSet } from '../status-list.ts';
 import type { CompileProblem } from '../config/compile.ts';
 import type { DeferConfig, QueueConfig } from '../config/schema.ts';
 import { parseDuration, parseSize } from '../config/units.ts';
@@ -25,8 +24,8 @@ export interface DeferSpec {
   /** Deliveries started per second by one delivering process; null = no limit. */
   readonly ratePerSecond: number | null;
   readonly concurrency: number;
-  /** Statuses that complete a job (src/status-list.ts; `200` is exactly 200). */
-  readonly success: StatusSet;
+  /** Statuses that complete a job, one byte per status (1 = success). */
+  readonly success: Uint8Array;
   readonly backoff: BackoffPolicy;
   readonly leaseMs: number;
   readonly maxBodyBytes: number;
@@ -64,6 +63,20 @@ export function parseRate(text: string): number {
   return Number(m[1]) / PER[m[2] as keyof typeof PER];
 }
 
+/** `[204, '2xx', '200-299']` → a 600-entry table, 1 where the status is listed. */
+export function statusTable(list: ReadonlyArray<number | string>): Uint8Array {
+  const table = new Uint8Array(600);
+  for (const e of list) {
+    if (typeof e === 'number') table[e] = 1;
+    else if (e.endsWith('xx')) table.fill(1, Number(e[0]) * 100, Number(e[0]) * 100 + 100);
+    else {
+      const [lo, hi] = e.split('-').map(Number);
+      table.fill(1, lo, hi + 1);
+    }
+  }
+  return table;
+}
+
 /**
  * The route's `timeout` bounds each delivery; the lease must outlast it, or another deliverer
  * could take the job while the first is still sending it (a duplicate for the target).
@@ -92,9 +105,12 @@ export function compileDefer(
       path: [...path, 'lease'],
       message: `must be longer than the route timeout (${routeTimeoutMs}ms): a delivery must end before its lease`,
     });
-  const success = StatusSet.compile(d.success, 'exact', (i, message) =>
-    problems.push({ path: [...path, 'success', i], message }),
-  );
+  d.success.forEach((e, i) => {
+    if (typeof e === 'string' && e.includes('-')) {
+      const [lo, hi] = e.split('-').map(Number);
+      if (lo > hi) problems.push({ path: [...path, 'success', i], message: 'range is empty (low > high)' });
+    }
+  });
   const host = d.host;
   return {
     pool: d.pool,
@@ -104,7 +120,7 @@ export function compileDefer(
     maxAttempts: d.max_attempts,
     ratePerSecond: rateOf(d.rate, ['rate']),
     concurrency: d.concurrency,
-    success,
+    success: statusTable(d.success),
     backoff: { baseMs, maxMs, jitter: d.backoff.jitter },
     leaseMs,
     maxBodyBytes: parseSize(d.max_body_bytes),

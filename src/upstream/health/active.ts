@@ -128,7 +128,7 @@ export class ActiveHealth {
         signal: AbortSignal.timeout(spec.timeoutMs),
       });
       await res.body.dump({ limit: MAX_BODY_BYTES });
-      const ok = spec.expect.has(res.statusCode);
+      const ok = spec.expect.some(([lo, hi]) => res.statusCode >= lo && res.statusCode <= hi);
       return ok ? null : `status ${res.statusCode}`;
     } catch (err) {
       const e = err as { code?: string; name?: string; message?: string };
