@@ -108,8 +108,20 @@ const VARIANTS: Record<Variant, { id: string; label: string; note: string }> = {
   },
 };
 
-function manifold(variant: Variant): Contestant {
-  const { id, label, note } = VARIANTS[variant];
+/**
+ * A Manifold contestant; `tree` (another checkout, `--baseline DIR`) runs that tree's
+ * src/main.ts with its defaults instead of this one's, to measure a change in the same run.
+ */
+export function manifold(variant: Variant, tree?: string): Contestant {
+  const base = VARIANTS[variant];
+  const { id, label, note } =
+    tree === undefined
+      ? base
+      : {
+          id: 'manifold@base',
+          label: 'Manifold (defaults), baseline',
+          note: `Manifold (defaults), baseline: ${tree} (${git(['describe', '--always', '--dirty'], tree) ?? 'not a git tree'})`,
+        };
   return {
     id,
     label,
@@ -117,7 +129,7 @@ function manifold(variant: Variant): Contestant {
     note,
     unavailable: () => null,
     // Once is enough: every variant runs the same tree.
-    version: variant === 'default' ? () => git(['describe', '--always', '--dirty']) : undefined,
+    version: variant === 'default' ? () => git(['describe', '--always', '--dirty'], tree) : undefined,
     async start(ctx) {
       const port = await freePort();
       const file = join(ctx.tmp, `${id}.yaml`);
@@ -128,16 +140,16 @@ function manifold(variant: Variant): Contestant {
       const child = new Child(
         id,
         node,
-        [join(REPO, 'src/main.ts'), '--config', file, '--workers', '1'],
-        { cwd: REPO, stdout: { file: logFile } },
+        [join(tree ?? REPO, 'src/main.ts'), '--config', file, '--workers', '1'],
+        { cwd: tree ?? REPO, stdout: { file: logFile } },
       );
       return { port, child, logFile };
     },
   };
 }
 
-function git(args: string[]): string | null {
-  const r = spawnSync('git', args, { cwd: REPO, encoding: 'utf8' });
+function git(args: string[], cwd = REPO): string | null {
+  const r = spawnSync('git', args, { cwd, encoding: 'utf8' });
   return r.status === 0 ? r.stdout.trim() : null;
 }
 

@@ -15,7 +15,8 @@ import { httpGet, stopAll, waitReady, inTempDir } from '../lib/processes.ts';
 import { fmtFixed, fmtInt, median, round, table } from '../lib/report.ts';
 import type { BenchOptions, Suite } from '../lib/suite.ts';
 import { BODIES, type BodySpec } from '../peers/bodies.ts';
-import { CONTESTANTS, type Contestant, type Started, startUpstream } from './contestants.ts';
+import { resolve } from 'node:path';
+import { CONTESTANTS, type Contestant, manifold, type Started, startUpstream } from './contestants.ts';
 
 /**
  * Ratios reported: Manifold (or a variant) over another contestant, with DESIGN.md's target
@@ -23,6 +24,7 @@ import { CONTESTANTS, type Contestant, type Started, startUpstream } from './con
  */
 const RATIOS: ReadonlyArray<{ num: string; den: string; label: string; target?: number }> = [
   { num: 'manifold', den: 'direct', label: 'Manifold / direct' },
+  { num: 'manifold', den: 'manifold@base', label: 'Manifold / its --baseline tree' },
   { num: 'manifold', den: 'undici', label: 'Manifold / undici minimal', target: 0.9 },
   { num: 'manifold', den: 'fastify', label: 'Manifold / @fastify/http-proxy', target: 1.5 },
   { num: 'manifold', den: 'http-proxy', label: 'Manifold / node-http-proxy', target: 2 },
@@ -100,11 +102,16 @@ function run(options: BenchOptions): Promise<Record<string, unknown>> {
 }
 
 async function runIn(tmp: string, options: BenchOptions): Promise<Record<string, unknown>> {
-  const selected = CONTESTANTS.filter((c) => options.only.length === 0 || options.only.includes(c.id));
-  const unknown = options.only.filter((id) => !CONTESTANTS.some((c) => c.id === id));
+  const baseline = options.extra.baseline;
+  const all =
+    typeof baseline === 'string'
+      ? [...CONTESTANTS.slice(0, 2), manifold('default', resolve(baseline)), ...CONTESTANTS.slice(2)]
+      : CONTESTANTS;
+  const selected = all.filter((c) => options.only.length === 0 || options.only.includes(c.id));
+  const unknown = options.only.filter((id) => !all.some((c) => c.id === id));
   if (unknown.length > 0)
     throw new Error(
-      `unknown contestant(s) ${unknown.join(', ')}; known: ${CONTESTANTS.map((c) => c.id).join(', ')}`,
+      `unknown contestant(s) ${unknown.join(', ')}; known: ${all.map((c) => c.id).join(', ')}`,
     );
 
   const measurements = options.rounds * BODIES.length * selected.length;
@@ -415,5 +422,6 @@ function report(
 
 export const suite: Suite = {
   description: 'throughput, requests per proxy core and p50/p99 latency: direct vs Manifold vs peer proxies',
+  options: { baseline: { type: 'string' } },
   run,
 };
