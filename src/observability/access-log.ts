@@ -1,11 +1,12 @@
 /**
  * The access log's writer (issue 11 item 4): the same pino line as `log.info(fields, 'request')`
  * — level, time, the logger's bindings, the fields in order, msg — built by hand for the fixed
- * fields, and handed to the logger's own destination in batches: when FLUSH_BYTES have
+ * fields, and handed to the logger's own file destination in batches: when FLUSH_BYTES have
  * gathered, or FLUSH_MS after the first line of a batch, whichever comes first. Each write to
  * the destination is an fs.write (a syscall and a thread-pool round trip, dearer than building
  * the line); under load one carries some fifty lines, at rest a line waits at most FLUSH_MS.
- * Lines still pending when the process exits are written synchronously.
+ * Lines still pending when the process exits are written synchronously. Any other destination
+ * (a stream given to createLogger, such as the tests' capture) gets each line as it is made.
  *
  * Only for loggers made by createLogger (logger.ts): the line shape follows its options.
  */
@@ -69,6 +70,11 @@ export class AccessLog {
   readonly #stream: Destination;
   /** The logger's bindings as pino renders them (`,"pid":123`). */
   readonly #bindings: string;
+  /**
+   * Batching is for a file-descriptor destination (pino.destination, SonicBoom), where each
+   * write is a syscall; any other stream (an in-process capture) gets each line at once.
+   */
+  readonly #batched: boolean;
   #pending = '';
 
   constructor(log: Logger) {
@@ -77,6 +83,7 @@ export class AccessLog {
     const own = log as unknown as Record<symbol, unknown>;
     this.#stream = own[symbols.streamSym] as Destination;
     this.#bindings = (own[symbols.chindingsSym] as string | undefined) ?? '';
+    this.#batched = typeof this.#stream.flushSync === 'function';
     if (!exitHook) {
       exitHook = true;
       process.on('exit', () => {
@@ -96,7 +103,7 @@ export class AccessLog {
     if (f.error) line += `,"error":${str(f.error)}`;
     if (f.attempts !== null && f.attempts.length > 1) line += `,"attempts":${JSON.stringify(f.attempts)}`;
     this.#pending += `${line},"msg":"request"}\n`;
-    if (this.#pending.length >= FLUSH_BYTES) {
+    if (!this.#batched || this.#pending.length >= FLUSH_BYTES) {
       this.flush();
       return;
     }

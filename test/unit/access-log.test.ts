@@ -88,6 +88,12 @@ test('the access line is byte for byte the line pino wrote for the same fields',
   for (const line of ours.text.trim().split('\n')) assert.match(JSON.parse(line).time, /^\d{4}-\d\d-\d\dT.*Z$/);
 });
 
+test('a stream destination (not a file descriptor) gets each line at once', () => {
+  const out = new Raw();
+  new AccessLog(createLogger('info', out)).write(CASES[0]);
+  assert.equal(JSON.parse(out.text).req_id, 'abc-1');
+});
+
 test('no access line below level info', async () => {
   const out = new Raw();
   new AccessLog(createLogger('warn', out)).write(CASES[0]);
