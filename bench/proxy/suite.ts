@@ -1,6 +1,8 @@
 /**
- * The proxy suite (DESIGN.md, "Performance targets"): throughput and p50/p99 latency of the
- * same upstream reached directly, through one Manifold worker, and through peer proxies, all
+ * The proxy suite (DESIGN.md, "Performance targets"): throughput, requests per second per proxy
+ * core (answers ÷ the CPU seconds of the proxy's process tree over the window, lib/cpu.ts) and
+ * p50/p99 latency of the same upstream reached directly, through Manifold (defaults, access log
+ * off, log/metrics/tracing off, optionally a `--baseline` tree) and through peer proxies, all
  * inside one run. Every contestant is warmed up first, then measured over interleaved rounds
  * (each round visits every contestant, starting one further along each time); results are
  * medians over rounds, and ratios are medians of the per-round ratios, so slow drift in the
