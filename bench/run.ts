@@ -40,9 +40,15 @@ Options:
       --warmup S        seconds of warm-up load per contestant (default ${DEFAULTS.warmup}; --quick ${QUICK.warmup})
   -c, --connections N   concurrent keep-alive connections (default ${DEFAULTS.connections})
   -r, --rounds N        interleaved rounds; results are medians (default ${DEFAULTS.rounds}; --quick ${QUICK.rounds})
-  -q, --quick           a smoke run of about 30 s (explicit flags still win)
+  -q, --quick           a smoke run, under a minute (explicit flags still win)
       --only A,B        only these contestants (e.g. direct,manifold,undici)
   -h, --help            show this help
+
+Suite options:
+  proxy --baseline DIR  also run Manifold (defaults) from another checkout DIR as
+                        manifold@base, e.g. git archive main | tar -x -C DIR, then link
+                        DIR/node_modules to this node_modules: a change measured in one run
+  hedge --rate N        requests per second of the open-loop load
 
 The last line of output is a JSON summary. Exit code 1 when a result is invalid (an answer
 other than 200, a socket error or timeout) or the run failed.
@@ -70,7 +76,9 @@ function number(
 async function main(argv: string[]): Promise<void> {
   // First pass only to find the suite, whose own flags join the strict second pass.
   const loose = parseArgs({ args: argv, options: COMMON, allowPositionals: true, strict: false });
-  const name = loose.positionals[0] ?? Object.keys(SUITES)[0];
+  // A suite's own flag with a separate value (`--baseline DIR`) looks like a positional here.
+  const first = loose.positionals[0];
+  const name = first !== undefined && first in SUITES ? first : Object.keys(SUITES)[0];
   if (loose.values.help) {
     process.stdout.write(USAGE);
     return;
@@ -91,6 +99,9 @@ async function main(argv: string[]): Promise<void> {
     fail(`${(err as Error).message}\n\n${USAGE}`);
   }
   if (parsed.positionals.length > 1) fail(`one suite at a time, not "${parsed.positionals.join(' ')}"`);
+  const given = parsed.positionals[0];
+  if (given !== undefined && given !== name)
+    fail(`unknown suite "${given}"; suites: ${Object.keys(SUITES).join(', ')}`);
   const v = parsed.values;
   const quick = v.quick === true;
   const base = quick ? { ...DEFAULTS, ...QUICK } : DEFAULTS;

@@ -5,7 +5,7 @@
  * which covers a parent killed with SIGKILL.
  */
 import { type ChildProcess, spawn, type StdioOptions } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -19,8 +19,11 @@ const STOP_GRACE_MS = 5000;
 export interface ChildOptions {
   /** Open an IPC channel (our own peers exit when it closes). */
   ipc?: boolean;
-  /** `ignore` sends stdout to /dev/null; `capture` keeps its tail for error reports. */
-  stdout?: 'ignore' | 'capture';
+  /**
+   * `ignore` sends stdout to /dev/null; `capture` keeps its tail for error reports; `{file}`
+   * appends it to that file, as a deployment writing its logs to disk would.
+   */
+  stdout?: 'ignore' | 'capture' | { file: string };
   cwd?: string;
   env?: NodeJS.ProcessEnv;
 }
@@ -58,13 +61,20 @@ export class Child {
 
   constructor(name: string, command: string, args: readonly string[], options: ChildOptions = {}) {
     this.name = name;
+    const out = options.stdout;
+    const fd = typeof out === 'object' ? openSync(out.file, 'a') : null;
     const stdio: StdioOptions = [
       'ignore',
-      options.stdout === 'capture' ? 'pipe' : 'ignore',
+      fd ?? (out === 'capture' ? 'pipe' : 'ignore'),
       'pipe',
       ...(options.ipc ? (['ipc'] as const) : []),
     ];
-    this.process = spawn(command, args, { stdio, cwd: options.cwd, env: options.env ?? process.env });
+    try {
+      this.process = spawn(command, args, { stdio, cwd: options.cwd, env: options.env ?? process.env });
+    } finally {
+      // The child holds its own copy of the descriptor.
+      if (fd !== null) closeSync(fd);
+    }
     live.add(this);
     // A child with an IPC channel exits by itself when this process dies; the others need the reaper.
     const reaped = !options.ipc && this.process.pid !== undefined;

@@ -25,6 +25,8 @@ export interface Started {
   port: number;
   /** null when nothing was started (direct). */
   child: Child | null;
+  /** Where its stdout (the access log) goes, emptied between measurements. */
+  logFile?: string;
 }
 
 export interface Contestant {
@@ -59,15 +61,17 @@ function resolvable(pkg: string): string | null {
     createRequire(import.meta.url).resolve(pkg);
     return null;
   } catch {
-    return `the ${pkg} package is not installed (npm install -D ${pkg})`;
+    return `not installed (the ${pkg} package; add it: npm install -D ${pkg})`;
   }
 }
 
-/** What a Manifold contestant runs with: the default, the access log on, or observability off. */
-type Variant = 'default' | 'access' | 'bare';
+/**
+ * What a Manifold contestant runs with: its defaults (access log on, metrics and trace context
+ * on), `bare` (the access log off), `noobs` (the access log, metrics and tracing off).
+ */
+type Variant = 'default' | 'bare' | 'noobs';
 
 function manifoldYaml(port: number, upstream: string, variant: Variant): string {
-  const access = variant === 'access';
   return [
     '# written by bench/proxy: one route to one pool of one target',
     `listen: { host: 127.0.0.1, port: ${port} }`,
@@ -80,8 +84,8 @@ function manifoldYaml(port: number, upstream: string, variant: Variant): string 
     '  - id: bench',
     '    match: { path: /* }',
     '    proxy: { pool: bench }',
-    `log: { level: ${access ? 'info' : 'warn'}, access: ${access} }`,
-    ...(variant === 'bare' ? ['metrics: { enabled: false }', 'tracing: { enabled: false }'] : []),
+    ...(variant === 'default' ? [] : ['log: { access: false }']),
+    ...(variant === 'noobs' ? ['metrics: { enabled: false }', 'tracing: { enabled: false }'] : []),
     '',
   ].join('\n');
 }
@@ -89,24 +93,35 @@ function manifoldYaml(port: number, upstream: string, variant: Variant): string 
 const VARIANTS: Record<Variant, { id: string; label: string; note: string }> = {
   default: {
     id: 'manifold',
-    label: 'Manifold',
-    note: 'Manifold with `--workers 1 --log-level warn` and `log: {access: false}` (no access log; metrics and trace context on, as by default)',
-  },
-  access: {
-    id: 'manifold+access',
-    label: 'Manifold, access log on',
-    note: 'Manifold with `log: {access: true, level: info}`: one pino line per request, stdout to /dev/null',
+    label: 'Manifold (defaults)',
+    note: 'Manifold (defaults): `--workers 1`, access log on (level info, one line per request, stdout appended to a file), metrics and trace context on',
   },
   bare: {
     id: 'manifold-bare',
-    label: 'Manifold, metrics and tracing off',
-    note: 'Manifold as the default but `metrics: {enabled: false}` and `tracing: {enabled: false}`: what observability costs',
+    label: 'Manifold, access log off',
+    note: 'Manifold, access log off: as the defaults but `log: {access: false}`',
+  },
+  noobs: {
+    id: 'manifold-noobs',
+    label: 'Manifold, no log/metrics/tracing',
+    note: 'Manifold, no log/metrics/tracing: `log: {access: false}`, `metrics: {enabled: false}`, `tracing: {enabled: false}`',
   },
 };
 
-function manifold(variant: Variant): Contestant {
-  const { id, label, note } = VARIANTS[variant];
-  const access = variant === 'access';
+/**
+ * A Manifold contestant; `tree` (another checkout, `--baseline DIR`) runs that tree's
+ * src/main.ts with its defaults instead of this one's, to measure a change in the same run.
+ */
+export function manifold(variant: Variant, tree?: string): Contestant {
+  const base = VARIANTS[variant];
+  const { id, label, note } =
+    tree === undefined
+      ? base
+      : {
+          id: 'manifold@base',
+          label: 'Manifold (defaults), baseline',
+          note: `Manifold (defaults), baseline: ${tree} (${git(['describe', '--always', '--dirty'], tree) ?? 'not a git tree'})`,
+        };
   return {
     id,
     label,
@@ -114,39 +129,42 @@ function manifold(variant: Variant): Contestant {
     note,
     unavailable: () => null,
     // Once is enough: every variant runs the same tree.
-    version: variant === 'default' ? () => git(['describe', '--always', '--dirty']) : undefined,
+    version: variant === 'default' ? () => git(['describe', '--always', '--dirty'], tree) : undefined,
     async start(ctx) {
       const port = await freePort();
       const file = join(ctx.tmp, `${id}.yaml`);
       writeFileSync(file, manifoldYaml(port, ctx.upstream, variant));
-      const level = access ? 'info' : 'warn';
+      // The access log goes to a file, as in a deployment: the cost measured is Manifold's, not
+      // that of a pipe read by this busy process. The suite empties it between measurements.
+      const logFile = join(ctx.tmp, `${id}.log`);
       const child = new Child(
         id,
         node,
-        [join(REPO, 'src/main.ts'), '--config', file, '--workers', '1', '--log-level', level],
-        // With access logs on, stdout is /dev/null: the cost measured is pino's, not a pipe's.
-        { cwd: REPO, stdout: access ? 'ignore' : 'capture' },
+        [join(tree ?? REPO, 'src/main.ts'), '--config', file, '--workers', '1'],
+        { cwd: tree ?? REPO, stdout: { file: logFile } },
       );
-      return { port, child };
+      return { port, child, logFile };
     },
   };
 }
 
-function git(args: string[]): string | null {
-  const r = spawnSync('git', args, { cwd: REPO, encoding: 'utf8' });
+function git(args: string[], cwd = REPO): string | null {
+  const r = spawnSync('git', args, { cwd, encoding: 'utf8' });
   return r.status === 0 ? r.stdout.trim() : null;
 }
 
-export function findNginx(): string | null {
+/** The executable `name` on PATH or in the usual sbin folders; null when not installed. */
+export function findBinary(name: string): string | null {
   const dirs = [
     ...(process.env.PATH ?? '').split(delimiter),
     '/usr/sbin',
     '/usr/local/sbin',
-    '/usr/local/nginx/sbin',
+    '/usr/local/bin',
+    `/usr/local/${name}/sbin`,
   ];
   for (const dir of dirs) {
     if (!dir) continue;
-    const file = join(dir, 'nginx');
+    const file = join(dir, name);
     try {
       accessSync(file, constants.X_OK);
       return file;
@@ -155,6 +173,19 @@ export function findNginx(): string | null {
     }
   }
   return null;
+}
+
+/** "not installed" when `name` is not found, else null. */
+function missing(name: string): string | null {
+  return findBinary(name) === null ? `not installed (no ${name} on PATH nor in /usr/sbin, /usr/local/sbin)` : null;
+}
+
+/** The first line `bin args` prints (on stdout or stderr), without `strip`. */
+function versionOf(name: string, args: string[], strip: RegExp): string | null {
+  const bin = findBinary(name);
+  if (bin === null) return null;
+  const r = spawnSync(bin, args, { encoding: 'utf8' });
+  return (r.stdout || r.stderr || '').trim().split('\n')[0].replace(strip, '') || null;
 }
 
 function nginxConf(prefix: string, port: number, upstreamPort: number): string {
@@ -196,13 +227,8 @@ const nginx: Contestant = {
   label: 'nginx proxy_pass',
   required: false,
   note: 'nginx: 1 worker, proxy_pass with upstream keepalive 64, access_log off',
-  unavailable: () => (findNginx() === null ? 'nginx is not on PATH (nor in /usr/sbin)' : null),
-  version() {
-    const bin = findNginx();
-    if (bin === null) return null;
-    const r = spawnSync(bin, ['-v'], { encoding: 'utf8' });
-    return (r.stderr || r.stdout).trim().replace(/^nginx version: /, '') || null;
-  },
+  unavailable: () => missing('nginx'),
+  version: () => versionOf('nginx', ['-v'], /^nginx version: /),
   async start(ctx) {
     const port = await freePort();
     const prefix = join(ctx.tmp, 'nginx');
@@ -210,7 +236,69 @@ const nginx: Contestant = {
     const conf = join(prefix, 'nginx.conf');
     writeFileSync(conf, nginxConf(prefix, port, ctx.upstreamPort));
     // -e: the error log before the config is read (the default path may not be writable).
-    const child = new Child('nginx', findNginx()!, ['-p', `${prefix}/`, '-e', 'stderr', '-c', conf]);
+    const child = new Child('nginx', findBinary('nginx')!, ['-p', `${prefix}/`, '-e', 'stderr', '-c', conf]);
+    return { port, child };
+  },
+};
+
+function haproxyConf(port: number, upstreamPort: number): string {
+  return `# written by bench/proxy
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+frontend bench
+  bind 127.0.0.1:${port}
+  default_backend bench
+backend bench
+  http-reuse always
+  server upstream 127.0.0.1:${upstreamPort}
+`;
+}
+
+const haproxy: Contestant = {
+  id: 'haproxy',
+  label: 'HAProxy',
+  required: false,
+  note: 'HAProxy: 1 thread, mode http, http-reuse always, no log',
+  unavailable: () => missing('haproxy'),
+  version: () => versionOf('haproxy', ['-v'], /^HA-?Proxy version /i),
+  async start(ctx) {
+    const port = await freePort();
+    const conf = join(ctx.tmp, 'haproxy.cfg');
+    writeFileSync(conf, haproxyConf(port, ctx.upstreamPort));
+    // -db: stay in the foreground, no daemon.
+    const child = new Child('haproxy', findBinary('haproxy')!, ['-db', '-f', conf]);
+    return { port, child };
+  },
+};
+
+const caddy: Contestant = {
+  id: 'caddy',
+  label: 'Caddy reverse_proxy',
+  required: false,
+  note: 'Caddy: reverse_proxy, admin endpoint and automatic HTTPS off, no access log, GOMAXPROCS=1',
+  unavailable: () => missing('caddy'),
+  version: () => versionOf('caddy', ['version'], /^v/),
+  async start(ctx) {
+    const port = await freePort();
+    const conf = join(ctx.tmp, 'Caddyfile');
+    writeFileSync(
+      conf,
+      `{\n  admin off\n  auto_https off\n}\nhttp://127.0.0.1:${port} {\n  reverse_proxy 127.0.0.1:${ctx.upstreamPort}\n}\n`,
+    );
+    const child = new Child(
+      'caddy',
+      findBinary('caddy')!,
+      ['run', '--config', conf, '--adapter', 'caddyfile'],
+      // One core's worth of Go threads, as the other contestants get one event loop or worker.
+      { env: { ...process.env, GOMAXPROCS: '1', XDG_DATA_HOME: ctx.tmp, XDG_CONFIG_HOME: ctx.tmp } },
+    );
     return { port, child };
   },
 };
@@ -225,8 +313,8 @@ export const CONTESTANTS: readonly Contestant[] = [
     start: async (ctx) => ({ port: ctx.upstreamPort, child: null }),
   },
   manifold('default'),
-  manifold('access'),
   manifold('bare'),
+  manifold('noobs'),
   {
     id: 'undici',
     label: 'undici minimal',
@@ -234,6 +322,14 @@ export const CONTESTANTS: readonly Contestant[] = [
     note: 'undici minimal: bench/peers/undici-proxy.ts, node:http + undici Pool.stream (the naive Node ceiling)',
     unavailable: () => resolvable('undici'),
     start: nodePeer('undici', 'undici-proxy.ts', (ctx) => [ctx.upstream]),
+  },
+  {
+    id: 'fastify',
+    label: '@fastify/http-proxy',
+    required: false,
+    note: '@fastify/http-proxy: bench/peers/fastify-proxy.ts, fastify with @fastify/http-proxy (undici underneath), logger off',
+    unavailable: () => resolvable('@fastify/http-proxy'),
+    start: nodePeer('fastify', 'fastify-proxy.ts', (ctx) => [ctx.upstream]),
   },
   {
     id: 'http-proxy',
@@ -244,6 +340,8 @@ export const CONTESTANTS: readonly Contestant[] = [
     start: nodePeer('http-proxy', 'node-http-proxy.ts', (ctx) => [ctx.upstream]),
   },
   nginx,
+  haproxy,
+  caddy,
 ];
 
 /** Starts the upstream of every contestant. */

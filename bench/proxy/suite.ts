@@ -1,6 +1,8 @@
 /**
- * The proxy suite (DESIGN.md, "Performance targets"): throughput and p50/p99 latency of the
- * same upstream reached directly, through one Manifold worker, and through peer proxies, all
+ * The proxy suite (DESIGN.md, "Performance targets"): throughput, requests per second per proxy
+ * core (answers ÷ the CPU seconds of the proxy's process tree over the window, lib/cpu.ts) and
+ * p50/p99 latency of the same upstream reached directly, through Manifold (defaults, access log
+ * off, log/metrics/tracing off, optionally a `--baseline` tree) and through peer proxies, all
  * inside one run. Every contestant is warmed up first, then measured over interleaved rounds
  * (each round visits every contestant, starting one further along each time); results are
  * medians over rounds, and ratios are medians of the per-round ratios, so slow drift in the
@@ -8,21 +10,32 @@
  */
 import { availableParallelism, loadavg } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { statSync, truncateSync } from 'node:fs';
+import { cpuAvailable, treeCpuSeconds } from '../lib/cpu.ts';
 import { type Measurement, measure } from '../lib/load.ts';
 import { httpGet, stopAll, waitReady, inTempDir } from '../lib/processes.ts';
 import { fmtFixed, fmtInt, median, round, table } from '../lib/report.ts';
 import type { BenchOptions, Suite } from '../lib/suite.ts';
 import { BODIES, type BodySpec } from '../peers/bodies.ts';
-import { CONTESTANTS, type Contestant, type Started, startUpstream } from './contestants.ts';
+import { resolve } from 'node:path';
+import { CONTESTANTS, type Contestant, manifold, type Started, startUpstream } from './contestants.ts';
 
-/** Ratios reported: Manifold (or a variant) over another contestant, with DESIGN.md's target. */
+/**
+ * Ratios reported: Manifold (or a variant) over another contestant, with DESIGN.md's target
+ * (issue 11), which is on requests per proxy core; req/s is shown beside it.
+ */
 const RATIOS: ReadonlyArray<{ num: string; den: string; label: string; target?: number }> = [
   { num: 'manifold', den: 'direct', label: 'Manifold / direct' },
+  { num: 'manifold', den: 'manifold@base', label: 'Manifold / its --baseline tree' },
   { num: 'manifold', den: 'undici', label: 'Manifold / undici minimal', target: 0.9 },
+  { num: 'manifold', den: 'fastify', label: 'Manifold / @fastify/http-proxy', target: 1.5 },
   { num: 'manifold', den: 'http-proxy', label: 'Manifold / node-http-proxy', target: 2 },
   { num: 'manifold', den: 'nginx', label: 'Manifold / nginx' },
-  { num: 'manifold+access', den: 'manifold', label: 'access log on / off (its cost)' },
-  { num: 'manifold', den: 'manifold-bare', label: 'metrics + trace context on / off (their cost)' },
+  { num: 'manifold', den: 'haproxy', label: 'Manifold / HAProxy' },
+  { num: 'manifold', den: 'caddy', label: 'Manifold / Caddy' },
+  { num: 'manifold-bare', den: 'undici', label: 'Manifold, access log off / undici minimal' },
+  { num: 'manifold', den: 'manifold-bare', label: 'access log on / off (its cost)' },
+  { num: 'manifold-bare', den: 'manifold-noobs', label: 'metrics + trace context on / off (their cost)' },
 ];
 
 /** Pause between two measurements, so closing connections settle before the next starts. */
@@ -36,6 +49,16 @@ interface Running {
   dead: string | null;
 }
 
+/** A measurement with the contestant's own CPU time over it. */
+interface Sample extends Measurement {
+  /** CPU seconds (user + system) the proxy process tree used; NaN for direct. */
+  cpu: number;
+  /** 200 answers per CPU second of the proxy: requests per second per proxy core. */
+  perCore: number;
+  /** Bytes the contestant wrote to its log file over the measurement (the access log). */
+  logBytes: number | null;
+}
+
 type Key = `${string}|${string}`;
 const key = (contestant: string, body: string): Key => `${contestant}|${body}`;
 
@@ -44,9 +67,26 @@ function log(line = ''): void {
 }
 
 /** One progress line; the 1-minute load average explains an outlier round on a shared machine. */
-function describeMeasurement(m: Measurement): string {
-  const base = `${fmtInt(m.rps).padStart(8)} req/s  p50 ${fmtFixed(m.p50, 2).padStart(6)} ms  p99 ${fmtFixed(m.p99, 2).padStart(6)} ms  load ${loadavg()[0].toFixed(1)}`;
+function describeMeasurement(m: Sample): string {
+  const perCore = Number.isFinite(m.perCore) ? `${fmtInt(m.perCore).padStart(8)} req/s/core` : ''.padStart(19);
+  const log = m.logBytes !== null && m.ok > 0 ? `  log ${Math.round(m.logBytes / m.ok)} B/req` : '';
+  const base = `${fmtInt(m.rps).padStart(8)} req/s ${perCore}  p50 ${fmtFixed(m.p50, 2).padStart(6)} ms  p99 ${fmtFixed(m.p99, 2).padStart(6)} ms  load ${loadavg()[0].toFixed(1)}${log}`;
   return m.problems.length === 0 ? base : `${base}  INVALID: ${m.problems.join(', ')}`;
+}
+
+/**
+ * One measurement of `r`, with the CPU time of its process tree read just before and just after
+ * the load (so requests ÷ CPU seconds is per proxy core), its log file emptied first.
+ */
+async function measureOne(r: Running, paths: readonly string[], options: BenchOptions, seconds: number): Promise<Sample> {
+  const logFile = r.started.logFile;
+  if (logFile !== undefined) truncateSync(logFile, 0);
+  const pid = r.started.child?.pid;
+  const before = pid === undefined ? Number.NaN : treeCpuSeconds(pid);
+  const m = await measure({ origin: r.origin, paths, connections: options.connections, duration: seconds });
+  const cpu = pid === undefined ? Number.NaN : treeCpuSeconds(pid) - before;
+  const logBytes = logFile === undefined ? null : statSync(logFile).size;
+  return { ...m, cpu, perCore: cpu > 0 ? m.ok / cpu : Number.NaN, logBytes };
 }
 
 /** GETs every body through a contestant and compares it byte for byte with the upstream's. */
@@ -64,11 +104,16 @@ function run(options: BenchOptions): Promise<Record<string, unknown>> {
 }
 
 async function runIn(tmp: string, options: BenchOptions): Promise<Record<string, unknown>> {
-  const selected = CONTESTANTS.filter((c) => options.only.length === 0 || options.only.includes(c.id));
-  const unknown = options.only.filter((id) => !CONTESTANTS.some((c) => c.id === id));
+  const baseline = options.extra.baseline;
+  const all =
+    typeof baseline === 'string'
+      ? [...CONTESTANTS.slice(0, 2), manifold('default', resolve(baseline)), ...CONTESTANTS.slice(2)]
+      : CONTESTANTS;
+  const selected = all.filter((c) => options.only.length === 0 || options.only.includes(c.id));
+  const unknown = options.only.filter((id) => !all.some((c) => c.id === id));
   if (unknown.length > 0)
     throw new Error(
-      `unknown contestant(s) ${unknown.join(', ')}; known: ${CONTESTANTS.map((c) => c.id).join(', ')}`,
+      `unknown contestant(s) ${unknown.join(', ')}; known: ${all.map((c) => c.id).join(', ')}`,
     );
 
   const measurements = options.rounds * BODIES.length * selected.length;
@@ -84,6 +129,11 @@ async function runIn(tmp: string, options: BenchOptions): Promise<Record<string,
       `${options.rounds} round(s) × ${BODIES.length} bodies × ${options.duration} s; about ${Math.ceil(estimate)} s in all`,
   );
   log('load generator: autocannon in the bench process; upstream: node:http in its own process');
+  log(
+    cpuAvailable()
+      ? 'per core: 200 answers ÷ CPU seconds (utime + stime, /proc) of the proxy process and its children over the window'
+      : 'per core: not available (no /proc here); only req/s',
+  );
   if (availableParallelism() < 4)
     log(
       `note: ${availableParallelism()} cores for load generator, upstream and proxy: they compete, numbers are noisy — read the ratios`,
@@ -107,7 +157,7 @@ async function runIn(tmp: string, options: BenchOptions): Promise<Record<string,
     if (reason !== null) {
       if (contestant.required) throw new Error(`${contestant.label} cannot run: ${reason}`);
       skipped.push({ id: contestant.id, reason });
-      log(`skip ${contestant.id}: ${reason}`);
+      log(`${contestant.id}: skipped: ${reason}`);
       continue;
     }
     const version = contestant.version?.();
@@ -127,7 +177,7 @@ async function runIn(tmp: string, options: BenchOptions): Promise<Record<string,
       const message = `could not start or check ${contestant.label}: ${(err as Error).message}`;
       if (contestant.required) throw new Error(message, { cause: err });
       skipped.push({ id: contestant.id, reason: message });
-      log(`skip ${contestant.id}: ${message}`);
+      log(`${contestant.id}: skipped: ${message}`);
     }
   }
   log();
@@ -144,31 +194,26 @@ async function runIn(tmp: string, options: BenchOptions): Promise<Record<string,
 
   // Warm-up: a fresh process runs ~30% slow for its first seconds.
   for (const r of running) {
-    if (!usable(r)) continue;
-    const m = await measure({
-      origin: r.origin,
-      paths: BODIES.map((b) => b.path),
-      connections: options.connections,
-      duration: options.warmup,
-    });
+    if (options.warmup === 0 || !usable(r)) continue;
+    const m = await measureOne(
+      r,
+      BODIES.map((b) => b.path),
+      options,
+      options.warmup,
+    );
     log(`warm-up ${r.contestant.id.padEnd(16)} ${describeMeasurement(m)}`);
     await sleep(SETTLE_MS);
   }
   log();
 
   // Interleaved rounds.
-  const results = new Map<Key, Measurement[]>();
+  const results = new Map<Key, Sample[]>();
   for (let round = 0; round < options.rounds; round++) {
     const order = running.map((_, i) => running[(i + round) % running.length]);
     for (const body of BODIES) {
       for (const r of order) {
         if (!usable(r)) continue;
-        const m = await measure({
-          origin: r.origin,
-          paths: [body.path],
-          connections: options.connections,
-          duration: options.duration,
-        });
+        const m = await measureOne(r, [body.path], options, options.duration);
         const list = results.get(key(r.contestant.id, body.id)) ?? [];
         list.push(m);
         results.set(key(r.contestant.id, body.id), list);
@@ -187,6 +232,8 @@ async function runIn(tmp: string, options: BenchOptions): Promise<Record<string,
 
 interface Summarised {
   rps: number;
+  perCore: number;
+  cpu: number;
   p50: number;
   p99: number;
   minRps: number;
@@ -195,7 +242,7 @@ interface Summarised {
   problems: string[];
 }
 
-function summarise(list: readonly Measurement[] | undefined, dead: string | null): Summarised {
+function summarise(list: readonly Sample[] | undefined, dead: string | null): Summarised {
   const ms = list ?? [];
   const problems = [...new Set(ms.flatMap((m) => m.problems))];
   if (dead !== null) problems.push('process died during the run');
@@ -203,6 +250,8 @@ function summarise(list: readonly Measurement[] | undefined, dead: string | null
   const rps = ms.map((m) => m.rps);
   return {
     rps: median(rps),
+    perCore: median(ms.map((m) => m.perCore)),
+    cpu: median(ms.map((m) => m.cpu)),
     p50: median(ms.map((m) => m.p50)),
     p99: median(ms.map((m) => m.p99)),
     minRps: Math.min(...rps),
@@ -212,22 +261,27 @@ function summarise(list: readonly Measurement[] | undefined, dead: string | null
   };
 }
 
-/** Median over rounds of num/den req/s measured in the same round; NaN when either is invalid. */
+type Figure = 'rps' | 'perCore' | 'p99';
+
+/** Median over rounds of num/den of `figure` measured in the same round; NaN when either is invalid. */
 function pairedRatio(
-  num: readonly Measurement[] | undefined,
-  den: readonly Measurement[] | undefined,
+  num: readonly Sample[] | undefined,
+  den: readonly Sample[] | undefined,
   valid: (id: 'num' | 'den') => boolean,
+  figure: Figure = 'rps',
 ): number {
   if (!num || !den || !valid('num') || !valid('den')) return Number.NaN;
   const n = Math.min(num.length, den.length);
   const ratios: number[] = [];
-  for (let i = 0; i < n; i++) ratios.push(num[i].rps / den[i].rps);
+  for (let i = 0; i < n; i++) ratios.push(num[i][figure] / den[i][figure]);
   return median(ratios);
 }
 
+const ratioCell = (value: number): string => (Number.isFinite(value) ? `${value.toFixed(2)}×` : 'n/a');
+
 function report(
   running: readonly Running[],
-  results: Map<Key, Measurement[]>,
+  results: Map<Key, Sample[]>,
   skipped: ReadonlyArray<{ id: string; reason: string }>,
   versions: Record<string, string>,
   options: BenchOptions,
@@ -241,71 +295,94 @@ function report(
       );
 
   const rows: string[][] = [
-    ['body', 'contestant', 'req/s', 'min–max over rounds', 'p50 ms', 'p99 ms', 'vs direct', 'status'],
+    [
+      'body',
+      'contestant',
+      'req/s',
+      'min–max over rounds',
+      'req/s per core',
+      'p50 ms',
+      'p99 ms',
+      'vs direct',
+      'status',
+    ],
   ];
   const isValid = (id: string, body: BodySpec) => summaries.get(key(id, body.id))?.problems.length === 0;
+  const ratioOf = (num: string, den: string, body: BodySpec, figure: Figure) =>
+    pairedRatio(
+      results.get(key(num, body.id)),
+      results.get(key(den, body.id)),
+      (which) => isValid(which === 'num' ? num : den, body),
+      figure,
+    );
   for (const body of BODIES) {
     for (const r of running) {
       const s = summaries.get(key(r.contestant.id, body.id))!;
       const valid = s.problems.length === 0;
       const id = r.contestant.id;
-      const vsDirect =
-        id === 'direct'
-          ? ''
-          : pairedRatio(results.get(key(id, body.id)), results.get(key('direct', body.id)), (which) =>
-              isValid(which === 'num' ? id : 'direct', body),
-            );
       rows.push([
         body.label,
         r.contestant.label,
         fmtInt(s.rps),
         s.rounds > 1 ? `${fmtInt(s.minRps)}–${fmtInt(s.maxRps)}` : '',
+        Number.isFinite(s.perCore) ? fmtInt(s.perCore) : '',
         fmtFixed(s.p50, 2),
         fmtFixed(s.p99, 2),
-        typeof vsDirect === 'number' && Number.isFinite(vsDirect) ? `${vsDirect.toFixed(2)}×` : '',
+        id === 'direct' ? '' : ratioCell(ratioOf(id, 'direct', body, 'rps')).replace('n/a', ''),
         valid ? 'ok' : `INVALID: ${s.problems.join(', ')}`,
       ]);
     }
   }
   log(
-    `Results (median over ${options.rounds} round(s); only 200 answers counted; "vs direct" as the ratios below)`,
+    `Results (median over ${options.rounds} round(s); only 200 answers counted; per core = answers ÷ the proxy's own CPU seconds)`,
   );
-  log(table(rows, ['left', 'left', 'right', 'right', 'right', 'right', 'right', 'left']));
+  log(table(rows, ['left', 'left', 'right', 'right', 'right', 'right', 'right', 'right', 'left']));
   log();
 
-  const ratioRows: string[][] = [['ratio of req/s', ...BODIES.map((b) => b.label), 'DESIGN.md target']];
-  const ratios: Record<string, Record<string, number | null>> = {};
+  const has = (id: string) => running.some((r) => r.contestant.id === id);
+  const ratioRows: string[][] = [
+    ['ratio', ...BODIES.flatMap((b) => [`${b.label} req/s`, `${b.label} per core`]), 'target (per core)'],
+  ];
+  const ratios: Record<string, Record<string, { rps: number | null; per_core: number | null }>> = {};
+  const met: Record<string, boolean> = {};
   for (const spec of RATIOS) {
-    if (
-      !running.some((r) => r.contestant.id === spec.num) ||
-      !running.some((r) => r.contestant.id === spec.den)
-    )
-      continue;
+    if (!has(spec.num) || !has(spec.den)) continue;
     const name = `${spec.num}/${spec.den}`;
     ratios[name] = {};
-    const cells = BODIES.map((body) => {
-      const value = pairedRatio(
-        results.get(key(spec.num, body.id)),
-        results.get(key(spec.den, body.id)),
-        (which) => isValid(which === 'num' ? spec.num : spec.den, body),
-      );
-      ratios[name][body.id] = round(value, 3);
-      if (!Number.isFinite(value)) return 'n/a (invalid)';
-      const mark = spec.target === undefined ? '' : value >= spec.target ? ' (met)' : ' (below)';
-      return `${value.toFixed(2)}×${mark}`;
+    const cells = BODIES.flatMap((body) => {
+      const rps = ratioOf(spec.num, spec.den, body, 'rps');
+      const perCore = ratioOf(spec.num, spec.den, body, 'perCore');
+      ratios[name][body.id] = { rps: round(rps, 3), per_core: round(perCore, 3) };
+      let mark = '';
+      if (spec.target !== undefined && Number.isFinite(perCore)) {
+        met[`${name} ${body.id}`] = perCore >= spec.target;
+        mark = perCore >= spec.target ? ' (met)' : ' (below)';
+      }
+      return [ratioCell(rps), spec.den === 'direct' ? '' : `${ratioCell(perCore)}${mark}`];
     });
     ratioRows.push([spec.label, ...cells, spec.target === undefined ? '' : `≥ ${spec.target}×`]);
   }
+  if (has('manifold') && has('undici')) {
+    // DESIGN.md: p99 no worse than the minimal proxy's.
+    const cells = BODIES.flatMap((body) => {
+      const value = ratioOf('manifold', 'undici', body, 'p99');
+      ratios['manifold/undici'][body.id] = { ...ratios['manifold/undici'][body.id], ...{ p99: round(value, 3) } };
+      if (Number.isFinite(value)) met[`manifold/undici p99 ${body.id}`] = value <= 1;
+      const mark = Number.isFinite(value) ? (value <= 1 ? ' (met)' : ' (above)') : '';
+      return [`${ratioCell(value)}${mark}`, ''];
+    });
+    ratioRows.push(['p99 Manifold / undici minimal', ...cells, '≤ 1× (p99)']);
+  }
   if (ratioRows.length > 1) {
     log('Ratios (median over rounds of the ratio measured within each round)');
-    log(table(ratioRows, ['left', ...BODIES.map(() => 'right' as const), 'right']));
+    log(table(ratioRows, ['left', ...BODIES.flatMap(() => ['right', 'right'] as const), 'right']));
     log();
   }
 
   log('Setup');
   for (const r of running) if (r.contestant.note) log(`  ${r.contestant.note}`);
   for (const [id, v] of Object.entries(versions)) log(`  ${id} version: ${v}`);
-  for (const s of skipped) log(`  skipped ${s.id}: ${s.reason}`);
+  for (const s of skipped) log(`  ${s.id}: skipped: ${s.reason}`);
   log(
     `  load average at the end: ${loadavg()
       .map((l) => l.toFixed(2))
@@ -318,11 +395,15 @@ function report(
     contestants[r.contestant.id] = {};
     for (const body of BODIES) {
       const s = summaries.get(key(r.contestant.id, body.id))!;
+      const list = results.get(key(r.contestant.id, body.id)) ?? [];
       contestants[r.contestant.id][body.id] = {
         rps: round(s.rps, 0),
+        per_core: round(s.perCore, 0),
+        cpu_s: round(s.cpu, 2),
         p50_ms: round(s.p50, 3),
         p99_ms: round(s.p99, 3),
-        rounds_rps: (results.get(key(r.contestant.id, body.id)) ?? []).map((m) => round(m.rps, 0)),
+        rounds_rps: list.map((m) => round(m.rps, 0)),
+        rounds_per_core: list.map((m) => round(m.perCore, 0)),
         valid: s.problems.length === 0,
         ...(s.problems.length > 0 ? { problems: s.problems } : {}),
       };
@@ -335,12 +416,14 @@ function report(
     versions,
     contestants,
     ratios,
+    targets_met: met,
     skipped,
     valid: !invalid,
   };
 }
 
 export const suite: Suite = {
-  description: 'throughput and p50/p99 latency: direct vs one Manifold worker vs peer proxies',
+  description: 'throughput, requests per proxy core and p50/p99 latency: direct vs Manifold vs peer proxies',
+  options: { baseline: { type: 'string' } },
   run,
 };

@@ -21,9 +21,9 @@ const HOP_BY_HOP = new Set([
 
 export const VIA = '1.1 manifold';
 
-/** Lower-case names listed in Connection headers (there may be several, comma separated). */
-function connectionTokens(raw: readonly string[]): Set<string> | null {
-  let tokens: Set<string> | null = null;
+/** Lower-case names listed in Connection headers (there may be several, comma separated), added to `into`. */
+function connectionTokens(raw: readonly string[], into: Set<string> | null = null): Set<string> | null {
+  let tokens = into;
   for (let i = 0; i < raw.length; i += 2) {
     if (raw[i].length === 10 && raw[i].toLowerCase() === 'connection') {
       for (const t of raw[i + 1].split(',')) {
@@ -119,23 +119,29 @@ export function outboundRequestHeaders(raw: readonly string[], info: ForwardedIn
   return out;
 }
 
-/** The response headers to send downstream, from undici's raw header buffers. */
+const latin1 = (v: Buffer | string): string => (typeof v === 'string' ? v : v.toString('latin1'));
+
+/**
+ * The response headers to send downstream, from undici's raw header buffers: each name and
+ * value decoded once, in one pass (a `Connection` header, rare in responses, is looked for
+ * among the names first); hop-by-hop values are never decoded.
+ */
 export function downstreamResponseHeaders(raw: readonly (Buffer | string)[], requestId: string): string[] {
-  const strings: string[] = new Array(raw.length);
-  for (let i = 0; i < raw.length; i++)
-    strings[i] = typeof raw[i] === 'string' ? (raw[i] as string) : raw[i].toString('latin1');
-  const tokens = connectionTokens(strings);
+  let tokens: Set<string> | null = null;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i].length !== 10) continue;
+    const name = latin1(raw[i]);
+    if (name.toLowerCase() === 'connection') tokens = connectionTokens([name, latin1(raw[i + 1])], tokens);
+  }
   const out: string[] = [];
   let via = '';
-  for (let i = 0; i < strings.length; i += 2) {
-    const lower = strings[i].toLowerCase();
-    if (isHopByHop(lower, tokens)) continue;
-    if (lower === 'via') {
-      via = via ? `${via}, ${strings[i + 1]}` : strings[i + 1];
-      continue;
-    }
-    if (lower === 'x-request-id') continue;
-    out.push(strings[i], strings[i + 1]);
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = latin1(raw[i]);
+    const lower = name.toLowerCase();
+    if (isHopByHop(lower, tokens) || lower === 'x-request-id') continue;
+    const value = latin1(raw[i + 1]);
+    if (lower === 'via') via = via ? `${via}, ${value}` : value;
+    else out.push(name, value);
   }
   out.push('via', via ? `${via}, ${VIA}` : VIA, 'x-request-id', requestId);
   return out;

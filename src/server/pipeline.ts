@@ -13,6 +13,7 @@ import type { DeferSpec } from '../defer/spec.ts';
 import { GatewayError, isGatewayError } from '../errors.ts';
 import { FORMATS, mergeResults } from '../multiplex/formats/index.ts';
 import type { MultiplexHandler } from '../multiplex/handler.ts';
+import { AccessLog } from '../observability/access-log.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { hasBody, limitBody, readBody } from '../proxy/body.ts';
@@ -99,6 +100,7 @@ export interface PipelineOptions {
 export class Pipeline {
   #snapshot: Snapshot;
   readonly #log: Logger;
+  readonly #access: AccessLog;
   readonly #proto: 'http' | 'https';
   readonly #forward: Forward;
   readonly #acceptor: Acceptor | undefined;
@@ -112,6 +114,7 @@ export class Pipeline {
   constructor(snapshot: Snapshot, options: PipelineOptions) {
     this.#snapshot = snapshot;
     this.#log = options.logger;
+    this.#access = new AccessLog(options.logger);
     this.#proto = options.proto ?? 'http';
     this.#forward = options.forward ?? baseForward;
     this.#acceptor = options.acceptor;
@@ -404,23 +407,20 @@ export class Pipeline {
         metrics.attempts(route.id, route.action.pool, ctx.attempts);
     }
     if (snapshot.accessLog) {
-      this.#log.info(
-        {
-          req_id: ctx.id,
-          ...(ctx.trace !== null ? { trace_id: ctx.trace.traceId } : {}),
-          method: req.method,
-          url: req.url,
-          route: ctx.route?.id ?? null,
-          target: ctx.target,
-          status: ctx.status,
-          bytes: ctx.bytesOut,
-          duration_ms: Math.round(ms * 1000) / 1000,
-          ...(ctx.errorCode ? { error: ctx.errorCode } : {}),
-          // A single attempt is already described by target, status and error.
-          ...(ctx.attempts !== null && ctx.attempts.length > 1 ? { attempts: ctx.attempts } : {}),
-        },
-        'request',
-      );
+      this.#access.write({
+        reqId: ctx.id,
+        traceId: ctx.trace !== null ? ctx.trace.traceId : null,
+        method: req.method ?? '',
+        url: req.url ?? '',
+        route: ctx.route?.id ?? null,
+        target: ctx.target,
+        status: ctx.status,
+        bytes: ctx.bytesOut,
+        durationMs: ms,
+        error: ctx.errorCode,
+        // A single attempt is already described by target, status and error.
+        attempts: ctx.attempts,
+      });
     }
     // After the log line, as before: aborting first would rewrite what the attempts recorded.
     ctx.deadline.closed(res.writableFinished);

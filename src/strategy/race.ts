@@ -106,7 +106,23 @@ export class Race {
     return undefined;
   }
 
+  /** Starts an attempt on `target`; its outcome comes out of `next()`. */
   launch(target: Target, hedge = false): void {
+    void this.#start(target, hedge).then((o) => {
+      if (o !== null) this.#push(o);
+    });
+  }
+
+  /**
+   * `single`'s fast path (issue 11 item 4): starts an attempt and resolves with its outcome
+   * directly, without the queue and its wake-up promise. Only for one attempt in flight at a
+   * time, never mixed with `launch`/`next`; null when the race had already ended.
+   */
+  attempt(target: Target): Promise<Outcome | null> {
+    return this.#start(target, false);
+  }
+
+  #start(target: Target, hedge: boolean): Promise<Outcome | null> {
     const now = performance.now();
     const controller = this.#cancellable ? new AbortController() : null;
     const record: AttemptRecord = { target: target.id, duration_ms: 0, outcome: 'pending' };
@@ -129,13 +145,14 @@ export class Race {
     this.counters.attempts++;
     if (this.#attempts.length > 1 && !hedge) this.counters.retries++;
     const signal = controller?.signal ?? this.run.signal;
-    this.run.forward(target, this.run.request, signal).then(
+    return this.run.forward(target, this.run.request, signal).then(
       (result) => this.#settle(attempt, result, null),
       (err) => this.#settle(attempt, null, err),
     );
   }
 
-  #settle(attempt: Attempt, result: AttemptResult | null, err: unknown): void {
+  /** Records how an attempt ended; the outcome to hand on, or null once the race is over. */
+  #settle(attempt: Attempt, result: AttemptResult | null, err: unknown): Outcome | null {
     attempt.settled = true;
     this.#inflight--;
     const record = attempt.record;
@@ -150,12 +167,11 @@ export class Race {
         this.#markCancelled(attempt);
         attempt.dropped = true;
         result.abort(lost());
-        return;
+        return null;
       }
       const accepted = this.run.spec.verdicts.accepts(result.status);
       if (!accepted) record.outcome = 'rejected';
-      this.#push({ kind: 'answer', attempt, result, accepted });
-      return;
+      return { kind: 'answer', attempt, result, accepted };
     }
     const error = isGatewayError(err) ? err : new GatewayError('INTERNAL', undefined, { cause: err });
     record.error = error.code;
@@ -166,9 +182,9 @@ export class Race {
       record.outcome = 'failed';
       record.message = error.message;
     }
-    if (this.#done) return;
+    if (this.#done) return null;
     this.#lastError = error;
-    this.#push({ kind: 'error', attempt, error });
+    return { kind: 'error', attempt, error };
   }
 
   #push(o: Outcome): void {

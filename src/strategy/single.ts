@@ -11,8 +11,9 @@ export async function single(run: StrategyRun): Promise<AttemptResult> {
   const race = new Race(run, false);
   let target = race.pickNext();
   while (target !== undefined) {
-    race.launch(target);
-    const o = (await race.next())!;
+    // One attempt at a time: its outcome straight from forward's promise (race.attempt).
+    const o = await race.attempt(target);
+    if (o === null) break;
     if (o.kind === 'answer') return race.win(o);
     const connectFailure = (o.error as { phase?: string }).phase === 'connect';
     if (!connectFailure || !race.mayRetry(o, false) || race.count >= run.spec.maxAttempts) break;

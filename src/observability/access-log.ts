@@ -1,0 +1,130 @@
+/**
+ * The access log's writer (issue 11 item 4): the same pino line as `log.info(fields, 'request')`
+ * — level, time, the logger's bindings, the fields in order, msg — built by hand for the fixed
+ * fields, and handed to the logger's own file destination in batches: when FLUSH_BYTES have
+ * gathered, or FLUSH_MS after the first line of a batch, whichever comes first. Each write to
+ * the destination is an fs.write (a syscall and a thread-pool round trip, dearer than building
+ * the line); under load one carries some fifty lines, at rest a line waits at most FLUSH_MS.
+ * Lines still pending when the process exits are written synchronously. Any other destination
+ * (a stream given to createLogger, such as the tests' capture) gets each line as it is made.
+ *
+ * Only for loggers made by createLogger (logger.ts): the line shape follows its options.
+ */
+import { pino, type Logger } from 'pino';
+import type { AttemptRecord } from '../strategy/types.ts';
+
+/** What one access-log line says; optional fields are left out when absent, as before. */
+export interface AccessFields {
+  reqId: string;
+  traceId: string | null;
+  method: string;
+  url: string;
+  route: string | null;
+  target: string | null;
+  status: number;
+  bytes: number;
+  durationMs: number;
+  error: string | null;
+  /** Listed only when there was more than one. */
+  attempts: AttemptRecord[] | null;
+}
+
+interface Destination {
+  write(chunk: string): unknown;
+  /** SonicBoom (pino.destination) has it: used at exit. */
+  flushSync?(): void;
+}
+
+/** A batch is written once it holds this much (SonicBoom's own write size)… */
+const FLUSH_BYTES = 16 * 1024;
+/** …or this long after its first line. */
+const FLUSH_MS = 50;
+
+/** Access logs with lines waiting. */
+const dirty = new Set<AccessLog>();
+let timer: NodeJS.Timeout | null = null;
+let exitHook = false;
+
+function flushAll(): void {
+  timer = null;
+  for (const a of dirty) a.flush();
+  dirty.clear();
+}
+
+/** The time string of pino's isoTime, made once per millisecond. */
+let lastMs = -1;
+let lastTime = '';
+function isoTime(): string {
+  const now = Date.now();
+  if (now !== lastMs) {
+    lastMs = now;
+    lastTime = `,"time":"${new Date(now).toISOString()}"`;
+  }
+  return lastTime;
+}
+
+const str = (v: string | null | undefined): string => (v == null ? 'null' : JSON.stringify(v));
+
+export class AccessLog {
+  readonly #log: Logger;
+  readonly #stream: Destination;
+  /** The logger's bindings as pino renders them (`,"pid":123`). */
+  readonly #bindings: string;
+  /**
+   * Batching is for a file-descriptor destination (pino.destination, SonicBoom), where each
+   * write is a syscall; any other stream (an in-process capture) gets each line at once.
+   */
+  readonly #batched: boolean;
+  #pending = '';
+
+  constructor(log: Logger) {
+    this.#log = log;
+    const symbols = pino.symbols as unknown as { streamSym: symbol; chindingsSym: symbol };
+    const own = log as unknown as Record<symbol, unknown>;
+    this.#stream = own[symbols.streamSym] as Destination;
+    this.#bindings = (own[symbols.chindingsSym] as string | undefined) ?? '';
+    this.#batched = typeof this.#stream.flushSync === 'function';
+    if (!exitHook) {
+      exitHook = true;
+      process.on('exit', () => {
+        for (const a of dirty) a.flush(true);
+        dirty.clear();
+      });
+    }
+  }
+
+  write(f: AccessFields): void {
+    if (!this.#log.isLevelEnabled('info')) return;
+    let line = `{"level":"info"${isoTime()}${this.#bindings},"req_id":${str(f.reqId)}`;
+    if (f.traceId !== null) line += `,"trace_id":"${f.traceId}"`;
+    line +=
+      `,"method":${str(f.method)},"url":${str(f.url)},"route":${str(f.route)},"target":${str(f.target)}` +
+      `,"status":${f.status},"bytes":${f.bytes},"duration_ms":${Math.round(f.durationMs * 1000) / 1000}`;
+    if (f.error) line += `,"error":${str(f.error)}`;
+    if (f.attempts !== null && f.attempts.length > 1) line += `,"attempts":${JSON.stringify(f.attempts)}`;
+    this.#pending += `${line},"msg":"request"}\n`;
+    if (!this.#batched || this.#pending.length >= FLUSH_BYTES) {
+      this.flush();
+      return;
+    }
+    dirty.add(this);
+    // Unref'd: a pending line never keeps the process alive; the exit hook writes it.
+    timer ??= setTimeout(flushAll, FLUSH_MS).unref();
+  }
+
+  /** Hands the pending lines to the destination; `sync` (at exit) also writes them out now. */
+  flush(sync = false): void {
+    const pending = this.#pending;
+    if (pending === '') return;
+    this.#pending = '';
+    dirty.delete(this);
+    this.#stream.write(pending);
+    if (sync) {
+      try {
+        this.#stream.flushSync?.();
+      } catch {
+        // not ready or closed: nothing more can be done at exit
+      }
+    }
+  }
+}
