@@ -58,6 +58,9 @@ function validationMessage(err: FastifyError): string {
 /** Methods that change state: refused from a foreign `Origin` (issue 15). */
 const CHANGES: ReadonlySet<string> = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
+/** Largest admin request body (a pool with many targets fits easily). */
+const ADMIN_BODY_LIMIT = 1024 * 1024;
+
 export interface AdminOptions {
   /** The queue of defer routes where this process delivers (issue 6); null while none is open. */
   queue?: () => Queue | null;
@@ -69,7 +72,10 @@ export function buildAdmin(manager: Manager, log: Logger, options: AdminOptions 
   const app = Fastify({
     // Changes are logged by the Manager; fastify's per-request lines would only repeat them.
     loggerInstance: log.child({ component: 'admin' }, { level: 'warn' }) as FastifyBaseLogger,
-    bodyLimit: 1024 * 1024,
+    bodyLimit: ADMIN_BODY_LIMIT,
+    // Issue 15: a target id (host:port[/prefix]) can be longer than fastify's default 100,
+    // which made such targets impossible to PATCH or DELETE (414) once added.
+    routerOptions: { maxParamLength: 2048 },
     ajv: AJV_OPTIONS,
   });
 
@@ -104,6 +110,8 @@ export function buildAdmin(manager: Manager, log: Logger, options: AdminOptions 
     let e: GatewayError;
     if (isGatewayError(err)) e = err;
     else if (err.validation) e = new GatewayError('INVALID_BODY', validationMessage(err));
+    else if (err.statusCode === 413)
+      e = new GatewayError('BODY_TOO_LARGE', `an admin request body may have at most ${ADMIN_BODY_LIMIT} bytes`);
     else if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500)
       e = new GatewayError('INVALID_BODY', `body: ${err.message}`);
     else {

@@ -6,18 +6,9 @@
  */
 import { NAME_PATTERN } from '../lib/names.ts';
 import { poolSchema } from '../config/schema.ts';
+import { isTargetUrl } from '../upstream/target-url.ts';
 
 type Schema = Record<string, unknown>;
-
-/** Same rule as the config loader's `target-url` format (config/load.ts). */
-export function isTargetUrl(s: string): boolean {
-  try {
-    const u = new URL(s);
-    return (u.protocol === 'http:' || u.protocol === 'https:') && !u.search && !u.hash && !u.username;
-  } catch {
-    return false;
-  }
-}
 
 /** Options for fastify's ajv: strict shapes, defaults filled in, every error reported. */
 export const AJV_OPTIONS = {
@@ -56,6 +47,7 @@ export const targetBody: Schema = {
     id: {
       type: 'string',
       pattern: '^[A-Za-z0-9._:-]+$',
+      maxLength: 256,
       description: 'Stable id (default: host:port[/prefix]).',
     },
     drain: {

@@ -6,6 +6,7 @@
  * primary.ts, every worker (re-sent to a worker that restarts). Changes are serialized, each
  * is validated by compile() before anything moves, and identical health updates are dropped.
  */
+import { DEFAULT_SPECIAL_TARGETS, type SpecialClass, specialTargetProblem } from './special-targets.ts';
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { type CompiledConfig, compile } from '../config/compile.ts';
 import { ConfigError, formatPath, formatProblem, type LoadedConfig, shapeProblems } from '../config/load.ts';
@@ -311,10 +312,11 @@ export class Manager {
 
   addTarget(pool: string, body: TargetConfig): Promise<TargetView> {
     return this.#serial(async () => {
-      this.#pool(pool);
+      const p = this.#pool(pool);
       const id = targetSpec(body).id;
       if (findTarget(this.#config, pool, id))
         throw new GatewayError('CONFLICT', `pool "${pool}" already has a target "${id}"`);
+      await refuseSpecial([body.url], p.allow_special_targets ?? DEFAULT_SPECIAL_TARGETS, pool);
       await this.#commit(change.addTarget(this.#overlay, pool, body), `adding target "${id}"`);
       this.#draining.delete(`${pool}\u0000${id}`);
       this.#log.info({ pool, target: id, url: body.url }, 'target added');
@@ -384,6 +386,11 @@ export class Manager {
     return this.#serial(async () => {
       if (Object.hasOwn(this.#config.pools, name))
         throw new GatewayError('CONFLICT', `pool "${name}" already exists`);
+      await refuseSpecial(
+        pool.targets.map((t) => (typeof t === 'string' ? t : t.url)),
+        pool.allow_special_targets ?? DEFAULT_SPECIAL_TARGETS,
+        name,
+      );
       await this.#commit(change.createPool(this.#overlay, name, pool), `creating pool "${name}"`);
       this.#log.info({ pool: name, targets: pool.targets.length }, 'pool created');
       return (await this.pools(name))[0];
@@ -663,4 +670,12 @@ function restartKeys(before: Config, after: Config): string[] {
       JSON.stringify(getIn(before as unknown as Tree, path)) !==
       JSON.stringify(getIn(after as unknown as Tree, path)),
   ).map((path) => path.join('.'));
+}
+
+/** Issue 15: an admin-added target at a special-use address its pool does not allow is a 400. */
+async function refuseSpecial(urls: readonly string[], allowed: readonly SpecialClass[], pool: string): Promise<void> {
+  for (const url of urls) {
+    const problem = await specialTargetProblem(url, allowed);
+    if (problem !== null) throw new GatewayError('INVALID_BODY', `pool "${pool}": ${problem}`);
+  }
 }

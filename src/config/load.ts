@@ -4,6 +4,7 @@
  * not just the first, and each names where the bad value came from: `file:line: key.path: …`,
  * `env MANIFOLD_X: key.path: …` or `flag --x: key.path: …`.
  */
+import { isTargetUrl } from '../upstream/target-url.ts';
 import { readFileSync } from 'node:fs';
 import { Ajv, type ErrorObject } from 'ajv';
 import {
@@ -141,14 +142,7 @@ const ajv = new Ajv({
   strictRequired: false,
 });
 ajv.addKeyword({ keyword: 'errorMessage', schemaType: 'string' });
-ajv.addFormat('target-url', (s: string) => {
-  try {
-    const u = new URL(s);
-    return (u.protocol === 'http:' || u.protocol === 'https:') && !u.search && !u.hash && !u.username;
-  } catch {
-    return false;
-  }
-});
+ajv.addFormat('target-url', isTargetUrl);
 const validate = ajv.compile(configSchema);
 
 /**

@@ -80,7 +80,7 @@ const targetSchema: Schema = {
       properties: {
         url: { type: 'string', format: 'target-url', description: 'Origin URL of the target.' },
         weight: { type: 'integer', minimum: 1, maximum: 10000, description: 'Relative weight (default 1).' },
-        id: { type: 'string', pattern: '^[A-Za-z0-9._:-]+$', description: 'Stable id (default: host:port).' },
+        id: { type: 'string', pattern: '^[A-Za-z0-9._:-]+$', maxLength: 256, description: 'Stable id (default: host:port).' },
         drain: {
           type: 'boolean',
           description:
@@ -191,6 +191,17 @@ export const poolSchema: Schema = {
     },
     health: healthSchema,
     passive: passiveSchema,
+    allow_special_targets: {
+      description:
+        'Special-use address classes a target added through the admin API may have (its IP, or every address its name resolves to when it is added): `loopback`, `private`, `link-local`, `metadata` (cloud metadata services such as 169.254.169.254 and fd00:ec2::254), `unspecified`, `multicast`, `broadcast`, `reserved`. Anything else special is refused (400). Targets in the config file are not checked.',
+      type: 'array',
+      items: {
+        type: 'string',
+        enum: ['loopback', 'private', 'link-local', 'metadata', 'unspecified', 'multicast', 'broadcast', 'reserved'],
+      },
+      uniqueItems: true,
+      default: ['loopback', 'private'],
+    },
     panic_threshold: {
       description:
         "When fewer than this percent of the targets are usable (up and not ejected), every target is used: trying a maybe-dead target beats a 503 for every request (Envoy's panic threshold). 0 = never.",

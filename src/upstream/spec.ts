@@ -41,6 +41,7 @@ export interface PoolConfig {
   hash_key: string;
   health?: HealthConfig;
   passive?: PassiveConfig;
+  allow_special_targets: Array<'loopback' | 'private' | 'link-local' | 'metadata' | 'unspecified' | 'multicast' | 'broadcast' | 'reserved'>;
   panic_threshold: number;
   connections: number;
   connect_timeout: Duration;
