@@ -12,7 +12,7 @@ export const ERRORS = Object.freeze({
   REQUEST_NOT_FORWARDABLE: { status: 400, message: 'the request cannot be forwarded' },
   // Issue 15: an `Expect` other than 100-continue (RFC 9110 §10.1.1).
   EXPECTATION_FAILED: { status: 417, message: 'this expectation cannot be met' },
-  // Issue 15: HTTP/2.0 (or a later major version) in the request line of the HTTP/1.1 listener.
+  // Issue 15: HTTP/2.0 in the request line of the HTTP/1.1 listener (llhttp refuses other versions).
   HTTP_VERSION_NOT_SUPPORTED: { status: 505, message: 'this HTTP version is not supported' },
   HEADERS_TOO_LARGE: { status: 431, message: 'request headers are too large' },
   BODY_TOO_LARGE: { status: 413, message: 'request body is too large' },
