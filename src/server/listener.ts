@@ -89,6 +89,7 @@ export function requestProblem(req: IncomingMessage): GatewayError | null {
  */
 const LINGER_MS = 2000;
 const LINGER_BYTES = 16 << 20;
+const LINGER_TICK_MS = 100;
 
 /**
  * node:http ends a closing answer with `socket.destroySoon()`, which destroys the socket once
@@ -103,14 +104,15 @@ function lingerAfter(req: IncomingMessage, res: ServerResponse): void {
     // node:http's own 'finish' handler ran first: a closing answer has ended the socket.
     if (req.complete || socket.destroyed || !socket.writableEnded) return;
     socket.removeListener('finish', socket.destroy);
-    const timer = setTimeout(() => socket.destroy(), LINGER_MS).unref();
-    socket.once('close', () => clearTimeout(timer));
-    let drained = 0;
-    req.on('data', (chunk: Buffer) => {
-      drained += chunk.length;
-      if (drained > LINGER_BYTES) socket.destroy();
-    });
+    // node:http discards the rest of the body itself (an unread request is dumped, without
+    // 'data' events): the socket's byte counter is what tells how much came.
     req.resume();
+    const until = performance.now() + LINGER_MS;
+    const limit = socket.bytesRead + LINGER_BYTES;
+    const timer = setInterval(() => {
+      if (performance.now() >= until || socket.bytesRead >= limit) socket.destroy();
+    }, LINGER_TICK_MS).unref();
+    socket.once('close', () => clearInterval(timer));
   });
 }
 

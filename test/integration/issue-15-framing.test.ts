@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { request } from 'node:http';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { type Gateway, NODE, startGateway, startUpstream, type Upstream, until } from '../helpers/index.ts';
 import { sendRaw } from '../helpers/http.ts';
@@ -62,6 +62,9 @@ for (let i = 0; i < Number(tries); i++) {
 }
 process.stdout.write(JSON.stringify(results));
 `;
+
+/** Resolves when the socket closes, however (an EPIPE or a reset included). */
+const closed = (socket: Socket) => new Promise<void>((resolve) => socket.once('close', () => resolve()));
 
 interface Upload {
   status: number;
@@ -178,6 +181,38 @@ routes:
     assert.equal(code, 0);
     assert.deepEqual(JSON.parse(out), Array(20).fill('413'));
     assert.equal(bodies.filter((b) => b.length > 1024).length, 0, 'nothing over the limit was forwarded');
+  });
+
+  test('item 9: the lingering close is bounded: a client that trickles, or never stops, is cut', async () => {
+    const head = 'POST /small HTTP/1.1\r\nHost: a\r\nContent-Length: 1073741824\r\n\r\n';
+    // Trickles, and keeps its side open: without a bound the socket would stay until
+    // limits.request_timeout (5 minutes). Cut after LINGER_MS (2 s): the next write fails.
+    const trickle = connect({ port: gw.port, host: '127.0.0.1', allowHalfOpen: true });
+    let answer = '';
+    trickle.on('data', (c: Buffer) => (answer += c.toString('latin1')));
+    trickle.on('error', () => {});
+    trickle.write(head + 'x'.repeat(4096));
+    const drip = setInterval(() => trickle.write('x'), 50);
+    await closed(trickle);
+    clearInterval(drip);
+    assert.equal(statusOf(answer), 413, answer);
+    // Never stops: cut once LINGER_BYTES (16 MiB, checked every 100 ms) were read, far short of
+    // the 1 GiB announced, which it could send whole within LINGER_MS without the byte bound.
+    const greedy = connect({ port: gw.port, host: '127.0.0.1', allowHalfOpen: true });
+    let sent = 0;
+    let got = '';
+    greedy.on('data', (c: Buffer) => (got += c.toString('latin1')));
+    greedy.on('error', () => {});
+    const chunk = Buffer.alloc(1 << 16, 'x');
+    const pump = () => {
+      while (!greedy.destroyed && greedy.write(chunk)) sent += chunk.length;
+    };
+    greedy.on('drain', pump);
+    greedy.write(head);
+    pump();
+    await closed(greedy);
+    assert.equal(statusOf(got), 413, got);
+    assert.ok(sent < 512 << 20, `the client could send ${sent} bytes`);
   });
 
   test('item 13: HTTP/0.9 is 400, HTTP/2.0 on the HTTP/1.1 listener is 505, neither forwarded', async () => {
