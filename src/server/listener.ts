@@ -99,8 +99,9 @@ const LINGER_TICK_MS = 100;
  * the socket is destroyed when the client closes or after LINGER_MS / LINGER_BYTES.
  */
 function lingerAfter(req: IncomingMessage, res: ServerResponse): void {
+  // Taken now: a destroyed request no longer has it.
+  const socket = req.socket;
   res.once('finish', () => {
-    const socket = req.socket;
     // node:http's own 'finish' handler ran first: a closing answer has ended the socket.
     if (req.complete || socket.destroyed || !socket.writableEnded) return;
     socket.removeListener('finish', socket.destroy);
