@@ -10,6 +10,10 @@ export const ERRORS = Object.freeze({
   AMBIGUOUS_FRAMING: { status: 400, message: 'request framing is ambiguous' },
   // undici refused to build the outbound request from it (issue 15): never the target's fault.
   REQUEST_NOT_FORWARDABLE: { status: 400, message: 'the request cannot be forwarded' },
+  // Issue 15: an `Expect` other than 100-continue (RFC 9110 §10.1.1).
+  EXPECTATION_FAILED: { status: 417, message: 'this expectation cannot be met' },
+  // Issue 15: HTTP/2.0 in the request line of the HTTP/1.1 listener (llhttp refuses other versions).
+  HTTP_VERSION_NOT_SUPPORTED: { status: 505, message: 'this HTTP version is not supported' },
   HEADERS_TOO_LARGE: { status: 431, message: 'request headers are too large' },
   BODY_TOO_LARGE: { status: 413, message: 'request body is too large' },
   REQUEST_TIMEOUT: { status: 408, message: 'request was not received in time' },

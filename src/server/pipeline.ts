@@ -32,7 +32,7 @@ import { EXHAUSTED_CODE, unlessExhausted } from '../strategy/exhausted.ts';
 import { prepareBody } from '../strategy/replay.ts';
 import type { AttemptRecord } from '../strategy/types.ts';
 import { RequestContext } from './context.ts';
-import { hostProblem } from './listener.ts';
+import { requestProblem } from './listener.ts';
 import { sendError, sendErrorOnSocket, sendJson, sendStatic } from './respond.ts';
 import type { Snapshot } from './snapshot.ts';
 
@@ -195,9 +195,9 @@ export class Pipeline {
   };
 
   #matchInput(req: IncomingMessage): MatchInput {
-    // RFC 9112 §3.2: no Host on HTTP/1.1, several, or an invalid one: 400 (listener.ts).
-    const hostError = hostProblem(req);
-    if (hostError !== null) throw hostError;
+    // RFC 9112: HTTP/0.9 or 2.0 in the request line; no Host on HTTP/1.1, several, or an invalid one (listener.ts).
+    const problem = requestProblem(req);
+    if (problem !== null) throw problem;
     return {
       method: req.method ?? 'GET',
       host: hostOf(req.headers.host),
@@ -388,7 +388,7 @@ export class Pipeline {
     ctx.status = res.headersSent ? ctx.status : e.status;
     // After a malformed request, or with an unread body behind a refusal, the connection
     // cannot be trusted or reused: close it.
-    sendError(res, e, ctx.id, e.code === 'BODY_TOO_LARGE' || e.code === 'BAD_REQUEST' || this.#draining);
+    ctx.bytesOut += sendError(res, e, ctx.id, e.code === 'BODY_TOO_LARGE' || e.code === 'BAD_REQUEST' || this.#draining);
   }
 
   #finish(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, snapshot: Snapshot): void {
