@@ -22,7 +22,14 @@ import {
   forward as baseForward,
   type OutboundRequest,
 } from '../proxy/forward.ts';
-import { downstreamResponseHeaders, hostFor, joinPath, outboundRequestHeaders } from '../proxy/headers.ts';
+import {
+  checkLoop,
+  clientAddress,
+  downstreamResponseHeaders,
+  hostFor,
+  joinPath,
+  outboundRequestHeaders,
+} from '../proxy/headers.ts';
 import { tunnel } from '../proxy/upgrade.ts';
 import { findRoute } from '../routing/route-table.ts';
 import type { MatchInput } from '../routing/matcher.ts';
@@ -152,6 +159,7 @@ export class Pipeline {
           `no route matches ${req.method} ${requestPath(req.url ?? '')}`,
         );
       ctx.route = route;
+      checkLoop(req.rawHeaders, route.forwarding);
       if (route.maxBodyBytes !== null) {
         const declared = req.headers['content-length'];
         if (declared !== undefined && Number(declared) > route.maxBodyBytes) {
@@ -227,7 +235,7 @@ export class Pipeline {
       headersTimeoutMs: route.headersTimeoutMs,
       idleTimeoutMs: route.idleTimeoutMs,
     };
-    const forward = this.#attemptForward(req, ctx, action);
+    const forward = this.#attemptForward(req, ctx, route, action);
     // Issue 4: the route's strategy spends attempts; a body is buffered only when it may be replayed.
     const attempts: AttemptRecord[] = [];
     ctx.attempts = attempts;
@@ -272,7 +280,7 @@ export class Pipeline {
     }
     ctx.status = result.status;
     ctx.target = result.target.id;
-    const headers = downstreamResponseHeaders(result.rawHeaders, ctx.id);
+    const headers = downstreamResponseHeaders(result.rawHeaders, ctx.id, route.forwarding.via);
     if (action.targetHeader) headers.push('x-manifold-target', result.target.id);
     if (this.#draining) headers.push('connection', 'close');
     res.writeHead(result.status, headers);
@@ -282,19 +290,20 @@ export class Pipeline {
   }
 
   /** The route's Forward for this request: path and Host depend on the target, so each attempt gets its own copy. */
-  #attemptForward(req: IncomingMessage, ctx: RequestContext, action: ProxyAction): Forward {
+  #attemptForward(req: IncomingMessage, ctx: RequestContext, route: CompiledRoute, action: ProxyAction): Forward {
     return (target, r, s) => {
       ctx.target = target.id;
       const attempt: OutboundRequest = {
         ...r,
         path: joinPath(target.spec.basePath, req.url ?? '/', action.stripPrefix),
         headers: outboundRequestHeaders(req.rawHeaders, {
-          clientIp: req.socket.remoteAddress ?? '',
+          clientIp: clientAddress(req.socket.remoteAddress),
           proto: this.#proto,
           host: req.headers.host ?? '',
           requestId: ctx.id,
           hostOverride: hostFor(action.host, target),
           trace: ctx.trace,
+          forwarding: route.forwarding,
         }),
       };
       return this.#forward(target, attempt, s);
@@ -446,6 +455,7 @@ export class Pipeline {
       if (route.action.kind !== 'proxy')
         throw new GatewayError('BAD_REQUEST', 'this route does not accept upgrades');
       ctx.route = route;
+      checkLoop(req.rawHeaders, route.forwarding);
       const action = route.action;
       this.#upgrade(req, socket, head, ctx, route, action, snapshot);
     } catch (err) {
@@ -505,7 +515,7 @@ export class Pipeline {
         idleTimeoutMs: route.idleTimeoutMs,
         upgrade: protocol,
       },
-      forward: this.#attemptForward(req, ctx, action),
+      forward: this.#attemptForward(req, ctx, route, action),
       // The route timeout is not armed: it would cut the tunnel's lifetime (unchanged behaviour).
       signal: ctx.deadline.signal,
       replayable: true,
