@@ -145,6 +145,17 @@ export function classify(err: unknown, target: Target, connected: boolean, respo
       // without Upgrade trips one) is the answer's fault too (issue 15, item 12).
       if (connected && ((err as Error | null)?.name === 'HTTPParserError' || code === 'ERR_ASSERTION'))
         return new AttemptError('TARGET_PROTOCOL', target, phase, `invalid response from ${detail}`, err);
+      // undici's HTTP/1 client drops the connection on a `100 Continue` it did not ask for (and
+      // on an answer to no request) before any handler sees it: the target's fault, not a
+      // failure to reach it (issue 15, item 12).
+      if (connected && code === 'UND_ERR_SOCKET' && (err as Error).message === 'bad response')
+        return new AttemptError(
+          'TARGET_PROTOCOL',
+          target,
+          phase,
+          `invalid response from ${target.id}: an unexpected 100 Continue (or an answer to no request)`,
+          err,
+        );
       if (CONNECT_CODES.has(code) || !connected) {
         return new AttemptError('TARGET_UNREACHABLE', target, phase, `cannot reach ${detail}`, err);
       }
