@@ -72,7 +72,7 @@ type ProxyAction = Extract<CompiledRoute['action'], { kind: 'proxy' }>;
 
 /**
  * Streams the winning answer downstream. The head is written with the first body byte (or the
- * end), which is when node:http would send it anyway: a target whose body fails before any
+ * end), which is when node:http (HTTP/1) would send it anyway: a target whose body fails before any
  * byte of it (a bad chunk size in the first read, issue 15 item 12) still gets its client a
  * 502 JSON instead of a cut connection.
  */
@@ -92,6 +92,9 @@ class ResponseSink implements BodySink {
     this.#ctx = ctx;
     this.#head = { status, headers };
     this.#fail = fail;
+    // HTTP/2 (the compat response has a stream) sends HEADERS at writeHead: keep that, so a
+    // slow first byte (long poll, event stream) does not hold the head back.
+    if ((res as { stream?: unknown }).stream !== undefined) this.#writeHead();
   }
   #writeHead(): void {
     const head = this.#head!;
