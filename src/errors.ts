@@ -25,6 +25,8 @@ export const ERRORS = Object.freeze({
   TARGET_TIMEOUT: { status: 504, message: 'target did not answer in time' },
   // Why a losing attempt (fanout, hedge) was aborted: logged per attempt, never sent to a client.
   ATTEMPT_CANCELLED: { status: 502, message: 'another attempt answered first' },
+  // Issue 15: the request already carries forwarding.loop_limit of our own Via entries.
+  LOOP_DETECTED: { status: 508, message: 'the request has already passed this gateway: a forwarding loop' },
   NO_TARGET_AVAILABLE: { status: 503, message: 'no target is available' },
   SHUTTING_DOWN: { status: 503, message: 'gateway is shutting down' },
   QUEUE_UNAVAILABLE: { status: 503, message: 'the queue could not store the request' },

@@ -12,7 +12,7 @@ import {
 import { compileDefer, compileQueue, type DeferSpec } from '../defer/spec.ts';
 import { compileMatch, type Matcher } from '../routing/matcher.ts';
 import { compileStrategy } from '../strategy/spec.ts';
-import type { HostMode } from '../proxy/headers.ts';
+import { compileForwarding, type Forwarding, type HostMode } from '../proxy/headers.ts';
 import type { ExhaustedAnswer } from '../strategy/exhausted.ts';
 import type { StrategySpec } from '../strategy/types.ts';
 import type { AdminConfig, Config, HealthConfig, PoolConfig, RouteConfig } from './schema.ts';
@@ -105,6 +105,10 @@ export interface CompiledRoute {
   idleTimeoutMs: number;
   /** null = unlimited (streamed). */
   maxBodyBytes: number | null;
+  /** An upgraded tunnel with no byte either way for this long is closed; 0 = never (issue 15). */
+  tunnelIdleTimeoutMs: number;
+  /** The top-level `forwarding` settings (Via pseudonym, loop limit, Forwarded), shared by every route. */
+  forwarding: Forwarding;
 }
 
 export interface CompiledConfig {
@@ -277,6 +281,7 @@ function compileRoute(
   index: number,
   config: Config,
   problems: CompileProblem[],
+  forwarding: Forwarding,
 ): CompiledRoute {
   const actions = ACTION_KEYS.filter((k) => r[k] !== undefined);
   if (actions.length !== 1) {
@@ -332,13 +337,16 @@ function compileRoute(
     headersTimeoutMs: parseDuration(r.headers_timeout),
     idleTimeoutMs: parseDuration(r.idle_timeout),
     maxBodyBytes: r.max_body_bytes === null ? null : parseSize(r.max_body_bytes),
+    tunnelIdleTimeoutMs: parseDuration(r.tunnel_idle_timeout),
+    forwarding,
   };
 }
 
 export function compile(config: Config): { compiled?: CompiledConfig; problems: CompileProblem[] } {
   const problems: CompileProblem[] = [];
   const pools = Object.entries(config.pools).map(([name, p]) => compilePool(name, p, problems));
-  const routes = config.routes.map((r, i) => compileRoute(r, i, config, problems));
+  const forwarding = compileForwarding(config.forwarding);
+  const routes = config.routes.map((r, i) => compileRoute(r, i, config, problems, forwarding));
   checkAdmin(config.admin, problems);
   if (config.metrics) checkMetrics(config, problems);
   if (config.queue) compileQueue(config.queue, problems);

@@ -19,7 +19,7 @@ import { GatewayError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import { readBody } from '../proxy/body.ts';
 import type { Forward } from '../proxy/forward.ts';
-import { outboundRequestHeaders } from '../proxy/headers.ts';
+import { clientAddress, outboundRequestHeaders } from '../proxy/headers.ts';
 import { Deadline, type RequestContext } from '../server/context.ts';
 import type { Pool } from '../upstream/pool.ts';
 import { ATTEMPT_HEADER, deliver, type DeliveryOutcome, JOB_ID_HEADER } from './delivery.ts';
@@ -75,13 +75,14 @@ export class Acceptor {
     const queue = this.#queue;
     if (queue === null) throw new GatewayError('QUEUE_UNAVAILABLE', 'the queue is not open');
     const flat = outboundRequestHeaders(req.rawHeaders, {
-      clientIp: req.socket.remoteAddress ?? '',
+      clientIp: clientAddress(req.socket.remoteAddress),
       proto,
       host: req.headers.host ?? '',
       requestId: ctx.id,
       hostOverride: undefined,
       // Stored with a span id of its own; each later delivery gets a new one (delivery.ts).
       trace: ctx.trace,
+      forwarding: route.forwarding,
     });
     const headers: Array<[string, string]> = [];
     for (let i = 0; i < flat.length; i += 2) {

@@ -1,4 +1,5 @@
 import type { HashKey } from '../../config/compile.ts';
+import { clientAddress } from '../../proxy/headers.ts';
 import type { Target } from '../target.ts';
 import { randomEligible } from './random.ts';
 import { eligible, type PickContext, type Selector } from './types.ts';
@@ -25,7 +26,7 @@ function cookie(header: string | undefined, name: string): string | undefined {
 
 export function hashKeyOf(key: HashKey, ctx: PickContext | null): string | undefined {
   if (ctx === null) return undefined;
-  if (key.kind === 'client_ip') return ctx.socket.remoteAddress;
+  if (key.kind === 'client_ip') return clientAddress(ctx.socket.remoteAddress);
   if (key.kind === 'cookie') return cookie(ctx.headers.cookie, key.name);
   const v = ctx.headers[key.name];
   return Array.isArray(v) ? v.join(',') : v;
