@@ -10,6 +10,10 @@ export const ERRORS = Object.freeze({
   AMBIGUOUS_FRAMING: { status: 400, message: 'request framing is ambiguous' },
   // undici refused to build the outbound request from it (issue 15): never the target's fault.
   REQUEST_NOT_FORWARDABLE: { status: 400, message: 'the request cannot be forwarded' },
+  // Issue 15: an `Expect` other than 100-continue (RFC 9110 §10.1.1).
+  EXPECTATION_FAILED: { status: 417, message: 'this expectation cannot be met' },
+  // Issue 15: HTTP/2.0 in the request line of the HTTP/1.1 listener (llhttp refuses other versions).
+  HTTP_VERSION_NOT_SUPPORTED: { status: 505, message: 'this HTTP version is not supported' },
   HEADERS_TOO_LARGE: { status: 431, message: 'request headers are too large' },
   BODY_TOO_LARGE: { status: 413, message: 'request body is too large' },
   REQUEST_TIMEOUT: { status: 408, message: 'request was not received in time' },
@@ -21,6 +25,8 @@ export const ERRORS = Object.freeze({
   TARGET_TIMEOUT: { status: 504, message: 'target did not answer in time' },
   // Why a losing attempt (fanout, hedge) was aborted: logged per attempt, never sent to a client.
   ATTEMPT_CANCELLED: { status: 502, message: 'another attempt answered first' },
+  // Issue 15: the request already carries forwarding.loop_limit of our own Via entries.
+  LOOP_DETECTED: { status: 508, message: 'the request has already passed this gateway: a forwarding loop' },
   NO_TARGET_AVAILABLE: { status: 503, message: 'no target is available' },
   SHUTTING_DOWN: { status: 503, message: 'gateway is shutting down' },
   QUEUE_UNAVAILABLE: { status: 503, message: 'the queue could not store the request' },

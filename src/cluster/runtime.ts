@@ -150,6 +150,7 @@ export async function startRuntime(
         clearTimeout(timer);
         if (timedOut)
           log.warn({ inflight: pipeline.inflight }, 'grace period over: closing remaining connections');
+        pipeline.closeTunnels();
         server.closeAllConnections();
         await delivering;
         await defer.close();

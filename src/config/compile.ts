@@ -13,7 +13,7 @@ import { compileDefer, compileQueue, type DeferAction } from '../defer/spec.ts';
 import { compileMatch } from '../routing/matcher.ts';
 import type { Route } from '../routing/route.ts';
 import { compileStrategy } from '../strategy/spec.ts';
-import type { HostMode } from '../proxy/headers.ts';
+import { compileForwarding, type Forwarding, type HostMode } from '../proxy/headers.ts';
 import type { ExhaustedAnswer } from '../strategy/exhausted.ts';
 import type { StrategySpec } from '../strategy/types.ts';
 import { compilePool, type PoolSpec } from '../upstream/spec.ts';
@@ -116,6 +116,7 @@ function compileRoute(
   index: number,
   config: Config,
   problems: CompileProblem[],
+  forwarding: Forwarding,
 ): CompiledRoute {
   const actions = ACTION_KEYS.filter((k) => r[k] !== undefined);
   if (actions.length !== 1) {
@@ -171,13 +172,16 @@ function compileRoute(
     headersTimeoutMs: parseDuration(r.headers_timeout),
     idleTimeoutMs: parseDuration(r.idle_timeout),
     maxBodyBytes: r.max_body_bytes === null ? null : parseSize(r.max_body_bytes),
+    tunnelIdleTimeoutMs: parseDuration(r.tunnel_idle_timeout),
+    forwarding,
   };
 }
 
 export function compile(config: Config): { compiled?: CompiledConfig; problems: CompileProblem[] } {
   const problems: CompileProblem[] = [];
   const pools = Object.entries(config.pools).map(([name, p]) => compilePool(name, p, problems));
-  const routes = config.routes.map((r, i) => compileRoute(r, i, config, problems));
+  const forwarding = compileForwarding(config.forwarding);
+  const routes = config.routes.map((r, i) => compileRoute(r, i, config, problems, forwarding));
   checkAdmin(config.admin, problems);
   if (config.metrics) checkMetrics(config, problems);
   if (config.queue) compileQueue(config.queue, problems);

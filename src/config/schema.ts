@@ -528,6 +528,10 @@ const routeSchema: Schema = {
     timeout: duration('One overall deadline for the whole exchange, body included; 0 = none.', '60s'),
     headers_timeout: duration('Time a target may take to send its response headers.', '30s'),
     idle_timeout: duration('Longest pause allowed between two chunks of the response body.', '30s'),
+    tunnel_idle_timeout: duration(
+      'An upgraded connection (WebSocket) with no byte in either direction for this long is closed; 0 = never. Longer than the ping interval of the applications it carries.',
+      '5m',
+    ),
     max_body_bytes: size(
       'Largest request body accepted (413 beyond); null = unlimited (bodies stream).',
       null,
@@ -579,6 +583,29 @@ export const configSchema: Schema = {
         'A request body from which no byte arrives for this long (while Manifold reads) is cut: 408 `REQUEST_TIMEOUT`; 0 = never.',
         '30s',
       ),
+    }),
+    forwarding: object('What the gateway adds to the requests it forwards, and how it spots a forwarding loop.', {
+      via: {
+        type: 'string',
+        pattern: '^[!#$%&\'*+.^_`|~0-9A-Za-z-]{1,64}$',
+        default: 'manifold',
+        description:
+          'The pseudonym in the `Via: 1.1 <via>` entry added to requests and answers; gateways that should see each other as one for loop detection share it.',
+      },
+      loop_limit: {
+        type: 'integer',
+        minimum: 0,
+        maximum: 100,
+        default: 2,
+        description:
+          'A request that already carries this many `Via` entries with this pseudonym is refused with 508 `LOOP_DETECTED` (a pool that points back at the gateway ends after a few hops); 0 = never refuse.',
+      },
+      forwarded: {
+        type: 'boolean',
+        default: false,
+        description:
+          "Also send an RFC 7239 `Forwarded: for=…;proto=…;host=…` element on every forwarded request. A client's own `Forwarded` is always appended to, like `X-Forwarded-For`.",
+      },
     }),
     shutdown: object('Graceful shutdown.', {
       grace: duration('How long in-flight requests may take to finish after SIGTERM/SIGINT.', '30s'),
@@ -825,6 +852,7 @@ export interface RouteConfig {
   timeout: Duration;
   headers_timeout: Duration;
   idle_timeout: Duration;
+  tunnel_idle_timeout: Duration;
   max_body_bytes: Size | null;
 }
 
@@ -858,6 +886,7 @@ export interface Config {
     write_idle_timeout: Duration;
     body_idle_timeout: Duration;
   };
+  forwarding: { via: string; loop_limit: number; forwarded: boolean };
   shutdown: { grace: Duration; accept_grace: Duration; after: Duration };
   log: { level: LogLevel; access: boolean; format: 'json' | 'text'; text: LogTextConfig };
   pools: Record<string, PoolConfig>;

@@ -15,6 +15,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import { GatewayError } from '../errors.ts';
+import { clientAddress } from '../lib/address.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { TraceContext } from '../observability/trace.ts';
 import { readBody } from '../proxy/body.ts';
@@ -84,13 +85,14 @@ export class Acceptor {
     const queue = this.#queue;
     if (queue === null) throw new GatewayError('QUEUE_UNAVAILABLE', 'the queue is not open');
     const flat = outboundRequestHeaders(req.rawHeaders, {
-      clientIp: req.socket.remoteAddress ?? '',
+      clientIp: clientAddress(req.socket.remoteAddress),
       proto,
       host: req.headers.host ?? '',
       requestId: ctx.id,
       hostOverride: undefined,
       // Stored with a span id of its own; each later delivery gets a new one (delivery.ts).
       trace: ctx.trace,
+      forwarding: route.forwarding,
     });
     const headers: Array<[string, string]> = [];
     for (let i = 0; i < flat.length; i += 2) {

@@ -159,7 +159,7 @@ export class Metrics {
     );
     new Gauge({
       name: 'manifold_downstream_inflight',
-      help: 'Downstream requests being answered now.',
+      help: 'Downstream requests being answered now, open tunnels (WebSockets) included.',
       registers,
       collect() {
         let n = 0;

@@ -140,6 +140,22 @@ export function classify(err: unknown, target: Target, connected: boolean, respo
     case 'UND_ERR_RES_EXCEEDED_MAX_SIZE':
       return new AttemptError('TARGET_PROTOCOL', target, phase, `invalid response from ${detail}`, err);
     default:
+      // undici's HTTPParserError often has no code (it looks its llhttp code up by number in a
+      // map keyed by name): its name says it. An undici assertion on a live connection (a 101
+      // without Upgrade trips one) is the answer's fault too (issue 15, item 12).
+      if (connected && ((err as Error | null)?.name === 'HTTPParserError' || code === 'ERR_ASSERTION'))
+        return new AttemptError('TARGET_PROTOCOL', target, phase, `invalid response from ${detail}`, err);
+      // undici's HTTP/1 client drops the connection on a `100 Continue` it did not ask for (and
+      // on an answer to no request) before any handler sees it: the target's fault, not a
+      // failure to reach it (issue 15, item 12).
+      if (connected && code === 'UND_ERR_SOCKET' && (err as Error).message === 'bad response')
+        return new AttemptError(
+          'TARGET_PROTOCOL',
+          target,
+          phase,
+          `invalid response from ${target.id}: an unexpected 100 Continue (or an answer to no request)`,
+          err,
+        );
       if (CONNECT_CODES.has(code) || !connected) {
         return new AttemptError('TARGET_UNREACHABLE', target, phase, `cannot reach ${detail}`, err);
       }
@@ -148,6 +164,33 @@ export function classify(err: unknown, target: Target, connected: boolean, respo
       }
       return new AttemptError('TARGET_UNREACHABLE', target, phase, `${detail}`, err);
   }
+}
+
+/**
+ * Issue 15, item 12: the only transfer coding a target may answer with is one `chunked`
+ * (undici decodes it; the downstream side frames the body afresh). Anything else
+ * (`chunked, gzip, chunked`, `gzip, chunked`, `xchunked`) undici relays as identity: the body
+ * the client gets would be mis-framed or still encoded with nothing saying so. Refused with
+ * 502 `TARGET_PROTOCOL`, as HAProxy does, and the connection is dropped.
+ */
+function badTransferCoding(te: unknown): string | null {
+  if (te === undefined || te === 'chunked') return null;
+  if (typeof te === 'string' && te.trim().toLowerCase() === 'chunked') return null;
+  return Array.isArray(te) ? te.join(', ') : String(te);
+}
+
+/**
+ * A 101 whose `Upgrade` names no protocol or another one than was asked for (RFC 9110 §7.8):
+ * the bytes that follow are not the protocol the client expects. The error's text, or null.
+ */
+function badUpgrade(raw: ReadonlyArray<Buffer | string> | null, asked: string | undefined): string | null {
+  let got = '';
+  if (raw !== null)
+    for (let i = 0; i + 1 < raw.length; i += 2)
+      if (String(raw[i]).toLowerCase() === 'upgrade') got = String(raw[i + 1]).trim();
+  if (got === '') return 'a 101 without Upgrade';
+  if (asked === undefined) return null;
+  return got.toLowerCase() === asked.trim().toLowerCase() ? null : `a 101 to "${got}", "${asked}" was asked for`;
 }
 
 /** Body bytes held per attempt before its consumer is attached (see onResponseData). */
@@ -173,14 +216,18 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptResult {
   #earlyBytes = 0;
   #earlyEnd = false;
   #earlyError: AttemptError | null = null;
+  /** The protocol an upgrade request asked for. */
+  readonly #upgrade: string | undefined;
 
   constructor(
     target: Target,
     signal: AbortSignal,
     resolve: (r: AttemptResult) => void,
     reject: (e: AttemptError) => void,
+    upgrade?: string,
   ) {
     this.target = target;
+    this.#upgrade = upgrade;
     this.#signal = signal;
     this.#resolve = resolve;
     this.#reject = reject;
@@ -205,8 +252,21 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptResult {
     if (this.#signal.aborted) controller.abort(this.#signal.reason as Error);
   }
 
-  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number): void {
+  onResponseStart(
+    controller: Dispatcher.DispatchController,
+    statusCode: number,
+    headers: Record<string, string | string[] | undefined>,
+  ): void {
     if (statusCode < 200) return; // 1xx informational: not forwarded
+    const te = badTransferCoding(headers['transfer-encoding']);
+    // Thrown: undici aborts the request (onResponseError) and drops the connection.
+    if (te !== null)
+      throw new AttemptError(
+        'TARGET_PROTOCOL',
+        this.target,
+        'headers',
+        `invalid response from ${this.target.id}: Transfer-Encoding "${te}" (only chunked is accepted)`,
+      );
     this.#responded = true;
     this.status = statusCode;
     this.rawHeaders = (controller.rawHeaders as Array<Buffer | string> | null) ?? [];
@@ -215,6 +275,14 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptResult {
 
   /** 101 to an upgrade request: the attempt is over and its connection the caller's to tunnel. */
   onRequestUpgrade(controller: Dispatcher.DispatchController, statusCode: number, _h: unknown, socket: Duplex): void {
+    const bad = badUpgrade(controller.rawHeaders as Array<Buffer | string> | null, this.#upgrade);
+    if (bad !== null) {
+      // Issue 15: never relayed; a 502 counted against the target, like any invalid answer.
+      socket.destroy();
+      this.#finish();
+      this.#reject(new AttemptError('TARGET_PROTOCOL', this.target, 'headers', `invalid response from ${this.target.id}: ${bad}`));
+      return;
+    }
     this.#finish();
     this.#responded = true;
     this.status = statusCode;
@@ -293,7 +361,7 @@ export const forward: Forward = (target, request, signal) =>
       reject(classify(signal.reason, target, false, false));
       return;
     }
-    const handler = new AttemptHandler(target, signal, resolve, reject);
+    const handler = new AttemptHandler(target, signal, resolve, reject, request.upgrade);
     handler.listen();
     try {
       target.dispatcher.dispatch(

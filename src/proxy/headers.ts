@@ -3,8 +3,10 @@
  * hop-by-hop headers and every header named in `Connection` are removed; `X-Forwarded-For`
  * is appended to, `X-Forwarded-Proto`/`X-Forwarded-Host` set, `Via` appended. Headers are
  * handled as flat raw [name, value, name, value…] lists so duplicates (Set-Cookie) and
- * original casing survive untouched.
+ * original casing survive untouched. A client's own `Forwarded` (RFC 7239) is appended to like
+ * `X-Forwarded-For`, and sent on every request with `forwarding.forwarded: true` (issue 15).
  */
+import { GatewayError } from '../errors.ts';
 import { attemptTraceparent, TRACEPARENT, TRACESTATE, type TraceContext } from '../observability/trace.ts';
 
 const HOP_BY_HOP = new Set([
@@ -19,7 +21,74 @@ const HOP_BY_HOP = new Set([
   'upgrade',
 ]);
 
-export const VIA = '1.1 manifold';
+/** The top-level `forwarding` key, compiled once (config/compile.ts). */
+export interface Forwarding {
+  /** The whole Via element this gateway adds, `1.1 <pseudonym>`. */
+  readonly via: string;
+  /** Lower-case pseudonym, to recognise our own entries in a request's Via. */
+  readonly pseudonym: string;
+  /** A request already carrying this many of our Via entries is refused (508); 0 = never. */
+  readonly loopLimit: number;
+  /** Also send RFC 7239 `Forwarded` when the client sent none. */
+  readonly forwarded: boolean;
+}
+
+export const DEFAULT_FORWARDING: Forwarding = Object.freeze({
+  via: '1.1 manifold',
+  pseudonym: 'manifold',
+  loopLimit: 2,
+  forwarded: false,
+});
+
+export const VIA = DEFAULT_FORWARDING.via;
+
+export function compileForwarding(cfg: { via: string; loop_limit: number; forwarded: boolean }): Forwarding {
+  return Object.freeze({
+    via: `1.1 ${cfg.via}`,
+    pseudonym: cfg.via.toLowerCase(),
+    loopLimit: cfg.loop_limit,
+    forwarded: cfg.forwarded,
+  });
+}
+
+/**
+ * Issue 15, item 10: a request that already passed this gateway (or another one with the same
+ * pseudonym) `loopLimit` times is refused with 508 `LOOP_DETECTED`, so a pool that points at
+ * the gateway itself ends after a few hops instead of looping until the route timeout. Two
+ * Manifolds chained on purpose (edge → inner) stay under the default of 2.
+ */
+export function checkLoop(raw: readonly string[], forwarding: Forwarding): void {
+  const limit = forwarding.loopLimit;
+  if (limit === 0) return;
+  let ours = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i].length !== 3 || raw[i].toLowerCase() !== 'via') continue;
+    // Via = #( received-protocol RWS received-by [ RWS comment ] ), RFC 9110 §7.6.3.
+    for (const element of raw[i + 1].split(',')) {
+      const by = element.trim().split(/[ \t]+/)[1];
+      if (by !== undefined && by.toLowerCase() === forwarding.pseudonym) ours++;
+    }
+  }
+  if (ours >= limit)
+    throw new GatewayError(
+      'LOOP_DETECTED',
+      `the request already passed ${forwarding.via.slice(4)} ${ours} times (forwarding.loop_limit ${limit}): a loop`,
+    );
+}
+
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/** An RFC 7239 value: a token as it is, anything else quoted. */
+function forwardedValue(v: string): string {
+  return TOKEN.test(v) ? v : `"${v.replace(/["\\]/g, '\\$&')}"`;
+}
+
+/** This hop's `Forwarded` element: `for=…;proto=…[;host=…]`; an IPv6 node in brackets (§6). */
+export function forwardedElement(clientIp: string, proto: string, host: string): string {
+  const node = clientIp === '' ? 'unknown' : clientIp.includes(':') ? `[${clientIp}]` : clientIp;
+  const element = `for=${forwardedValue(node)};proto=${proto}`;
+  return host ? `${element};host=${forwardedValue(host)}` : element;
+}
 
 /** Lower-case names listed in Connection headers (there may be several, comma separated), added to `into`. */
 function connectionTokens(raw: readonly string[], into: Set<string> | null = null): Set<string> | null {
@@ -63,6 +132,8 @@ export interface ForwardedInfo {
    */
   trace?: TraceContext | null;
   /** For upgrade requests: keep `Upgrade`/`Connection: upgrade` (undici sets them itself). */
+  /** The `forwarding` settings (Via pseudonym, Forwarded output); default DEFAULT_FORWARDING. */
+  forwarding?: Forwarding;
 }
 
 /**
@@ -74,6 +145,7 @@ export function outboundRequestHeaders(raw: readonly string[], info: ForwardedIn
   const out: string[] = [];
   let xff = '';
   let via = '';
+  let forwarded = '';
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i];
     const lower = name.toLowerCase();
@@ -87,6 +159,9 @@ export function outboundRequestHeaders(raw: readonly string[], info: ForwardedIn
         continue;
       case 'via':
         via = via ? `${via}, ${raw[i + 1]}` : raw[i + 1];
+        continue;
+      case 'forwarded':
+        forwarded = forwarded ? `${forwarded}, ${raw[i + 1]}` : raw[i + 1];
         continue;
       case 'x-forwarded-proto':
       case 'x-forwarded-host':
@@ -105,17 +180,24 @@ export function outboundRequestHeaders(raw: readonly string[], info: ForwardedIn
   }
   if (info.trace != null) out.push(TRACEPARENT, attemptTraceparent(info.trace));
   if (info.hostOverride !== undefined && info.host === '') out.push('host', info.hostOverride);
+  const forwarding = info.forwarding ?? DEFAULT_FORWARDING;
   out.push(
     'x-forwarded-for',
     xff ? `${xff}, ${info.clientIp}` : info.clientIp,
     'x-forwarded-proto',
     info.proto,
     'via',
-    via ? `${via}, ${VIA}` : VIA,
+    via ? `${via}, ${forwarding.via}` : forwarding.via,
     'x-request-id',
     info.requestId,
   );
   if (info.host) out.push('x-forwarded-host', info.host);
+  // The client's own Forwarded follows the X-Forwarded-For rule: appended to, never passed as the
+  // only claim about where the request came from (issue 15, item 11).
+  if (forwarded || forwarding.forwarded) {
+    const mine = forwardedElement(info.clientIp, info.proto, info.host);
+    out.push('forwarded', forwarded ? `${forwarded}, ${mine}` : mine);
+  }
   return out;
 }
 
@@ -124,9 +206,14 @@ const latin1 = (v: Buffer | string): string => (typeof v === 'string' ? v : v.to
 /**
  * The response headers to send downstream, from undici's raw header buffers: each name and
  * value decoded once, in one pass (a `Connection` header, rare in responses, is looked for
- * among the names first); hop-by-hop values are never decoded.
+ * among the names first); hop-by-hop values are never decoded. `ownVia` is this gateway's Via
+ * element (`forwarding.via`).
  */
-export function downstreamResponseHeaders(raw: readonly (Buffer | string)[], requestId: string): string[] {
+export function downstreamResponseHeaders(
+  raw: readonly (Buffer | string)[],
+  requestId: string,
+  ownVia: string = VIA,
+): string[] {
   let tokens: Set<string> | null = null;
   for (let i = 0; i < raw.length; i += 2) {
     if (raw[i].length !== 10) continue;
@@ -143,7 +230,7 @@ export function downstreamResponseHeaders(raw: readonly (Buffer | string)[], req
     if (lower === 'via') via = via ? `${via}, ${value}` : value;
     else out.push(name, value);
   }
-  out.push('via', via ? `${via}, ${VIA}` : VIA, 'x-request-id', requestId);
+  out.push('via', via ? `${via}, ${ownVia}` : ownVia, 'x-request-id', requestId);
   return out;
 }
 

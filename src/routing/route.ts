@@ -4,6 +4,7 @@
  * a feature that reads routes takes `Route<ItsAction>` (defer: `Route<DeferAction>`) or a
  * plain `Route` list it filters with a guard, so features need not import config/ (issue 11).
  */
+import type { Forwarding } from '../proxy/headers.ts';
 import type { Matcher } from './matcher.ts';
 
 export interface RouteActionBase {
@@ -21,4 +22,8 @@ export interface Route<A extends RouteActionBase = RouteActionBase> {
   idleTimeoutMs: number;
   /** null = unlimited (streamed). */
   maxBodyBytes: number | null;
+  /** An upgraded tunnel with no byte either way for this long is closed; 0 = never (issue 15). */
+  tunnelIdleTimeoutMs: number;
+  /** The top-level `forwarding` settings (Via pseudonym, loop limit, Forwarded), shared by every route. */
+  forwarding: Forwarding;
 }

@@ -21,6 +21,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { GatewayError } from '../errors.ts';
+import { clientAddress } from '../lib/address.ts';
 import { requestIdOf } from './context.ts';
 import { sendError } from './respond.ts';
 
@@ -92,7 +93,7 @@ export class Admission {
 
   #run(conn: Connection, req: IncomingMessage, res: ServerResponse): void {
     conn.busy = true;
-    const client = req.socket.remoteAddress ?? '';
+    const client = clientAddress(req.socket.remoteAddress);
     const cap = this.#limits.maxInflightPerClient;
     const n = this.#perClient.get(client) ?? 0;
     const watch = this.#watch(req, res);

@@ -2,17 +2,21 @@
  * The data-plane HTTP listener: node:http with the inbound limits from `limits` (header size,
  * slowloris timeouts) and parse errors answered as JSON. llhttp already refuses ambiguous
  * framing (Content-Length with Transfer-Encoding, conflicting lengths, bad chunking); those
- * surface here as client errors and are answered 400 without anything being forwarded.
+ * surface here as client errors and are answered 400 without anything being forwarded. What
+ * llhttp lets through is refused here or in the pipeline: HTTP/0.9 and HTTP/2.0 request lines,
+ * duplicate or invalid Host, expectations other than 100-continue (issue 15).
  */
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Config } from '../config/schema.ts';
 import { parseDuration, parseSize } from '../lib/units.ts';
 import { GatewayError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
+import { hasBody } from '../proxy/body.ts';
 import { Admission } from './admission.ts';
+import { requestIdOf } from './context.ts';
 import type { Pipeline } from './pipeline.ts';
-import { sendErrorOnSocket } from './respond.ts';
+import { sendError, sendErrorOnSocket } from './respond.ts';
 
 const FRAMING_ERRORS = new Set([
   'HPE_UNEXPECTED_CONTENT_LENGTH',
@@ -63,9 +67,89 @@ export function hostProblem(req: IncomingMessage): GatewayError | null {
   return null;
 }
 
+/**
+ * Why the request cannot be served as it was framed, or null: its version (issue 15, item 13),
+ * then its Host (item 4). llhttp accepts the HTTP/0.9 form (`GET /v`, no version, no headers)
+ * and `HTTP/2.0` in a request line, and node:http hands both over like HTTP/1.1 requests.
+ * Checked by the pipeline, for answers and upgrades alike, so refusals are access-logged.
+ */
+export function requestProblem(req: IncomingMessage): GatewayError | null {
+  const major = req.httpVersionMajor;
+  if (major === 1) return hostProblem(req);
+  return major === 0
+    ? new GatewayError('BAD_REQUEST', `HTTP/${req.httpVersion} requests are not supported`)
+    : new GatewayError('HTTP_VERSION_NOT_SUPPORTED', `HTTP/${req.httpVersion} is not spoken on this HTTP/1.1 listener`);
+}
+
+/**
+ * Lingering close (issue 15, item 9): how long and how much of an unread request body is read
+ * and discarded after an answer that closes the connection (a 413, a 417, a refusal under
+ * `Expect`). Long enough for a client still sending to read its answer; bounded, so a refused
+ * upload cannot keep the connection (or the CPU) busy.
+ */
+const LINGER_MS = 2000;
+const LINGER_BYTES = 16 << 20;
+const LINGER_TICK_MS = 100;
+
+/**
+ * node:http ends a closing answer with `socket.destroySoon()`, which destroys the socket once
+ * the answer is flushed. A client still sending its body then gets a reset and, more often
+ * than not, loses the answer it had not read yet (EPIPE). Instead, as nginx's lingering close:
+ * the answer is followed by a FIN (half-close), what still arrives is read and discarded, and
+ * the socket is destroyed when the client closes or after LINGER_MS / LINGER_BYTES.
+ */
+function lingerAfter(req: IncomingMessage, res: ServerResponse): void {
+  // Taken now: a destroyed request no longer has it.
+  const socket = req.socket;
+  res.once('finish', () => {
+    // node:http's own 'finish' handler ran first: a closing answer has ended the socket.
+    if (req.complete || socket.destroyed || !socket.writableEnded) return;
+    socket.removeListener('finish', socket.destroy);
+    // node:http discards the rest of the body itself (an unread request is dumped, without
+    // 'data' events): the socket's byte counter is what tells how much came.
+    req.resume();
+    const until = performance.now() + LINGER_MS;
+    const limit = socket.bytesRead + LINGER_BYTES;
+    const timer = setInterval(() => {
+      if (performance.now() >= until || socket.bytesRead >= limit) socket.destroy();
+    }, LINGER_TICK_MS).unref();
+    socket.once('close', () => clearInterval(timer));
+  });
+}
+
+/**
+ * `Expect: 100-continue` (issue 15, item 8): `100 Continue` goes out when the body is first
+ * read, which the pipeline does only after the route matched and the declared length passed
+ * `max_body_bytes` (Go's net/http answers the same way). An answer given without the body (404,
+ * 413, 429, a `respond` route) goes out alone, and node:http then closes the connection. A
+ * client that did not wait (its body is already here) needs no 100.
+ */
+function continueOnRead(req: IncomingMessage, res: ServerResponse): void {
+  const read = req._read;
+  req._read = (size: number) => {
+    req._read = read;
+    if (req.readableLength === 0 && !req.complete && !res.headersSent) res.writeContinue();
+    read.call(req, size);
+  };
+}
+
 export function createListener(config: Config, pipeline: Pipeline, log: Logger): Server {
   const l = config.limits;
   const headersTimeout = parseDuration(l.headers_timeout);
+  const admit = new Admission(pipeline.handle, {
+    maxInflightPerClient: l.max_inflight_per_client,
+    writeIdleMs: parseDuration(l.write_idle_timeout),
+    bodyIdleMs: parseDuration(l.body_idle_timeout),
+  }).handle;
+  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    if (hasBody(req)) {
+      // RFC 9112 §6.1: HTTP/1.0 with Transfer-Encoding has faulty framing; it is answered,
+      // then the connection is closed.
+      if (req.httpVersion === '1.0' && req.headers['transfer-encoding'] !== undefined) res.shouldKeepAlive = false;
+      lingerAfter(req, res);
+    }
+    admit(req, res);
+  };
   const server = createServer(
     {
       maxHeaderSize: parseSize(l.max_header_bytes),
@@ -78,12 +162,21 @@ export function createListener(config: Config, pipeline: Pipeline, log: Logger):
       requireHostHeader: false,
       joinDuplicateHeaders: false,
     },
-    new Admission(pipeline.handle, {
-      maxInflightPerClient: l.max_inflight_per_client,
-      writeIdleMs: parseDuration(l.write_idle_timeout),
-      bodyIdleMs: parseDuration(l.body_idle_timeout),
-    }).handle,
+    onRequest,
   );
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    continueOnRead(req, res);
+    onRequest(req, res);
+  });
+  server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+    if (hasBody(req)) lingerAfter(req, res);
+    sendError(
+      res,
+      new GatewayError('EXPECTATION_FAILED', 'only Expect: 100-continue is supported'),
+      requestIdOf(req),
+      true,
+    );
+  });
   server.maxRequestsPerSocket = l.max_requests_per_socket;
   server.on('upgrade', pipeline.upgrade);
   // Issue 12: without a 'connect' listener node:http destroys the socket and the client gets

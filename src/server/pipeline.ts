@@ -23,8 +23,15 @@ import {
   forward as baseForward,
   type OutboundRequest,
 } from '../proxy/forward.ts';
-import { downstreamResponseHeaders, hostFor, joinPath, outboundRequestHeaders } from '../proxy/headers.ts';
-import { tunnel } from '../proxy/upgrade.ts';
+import { clientAddress } from '../lib/address.ts';
+import {
+  checkLoop,
+  downstreamResponseHeaders,
+  hostFor,
+  joinPath,
+  outboundRequestHeaders,
+} from '../proxy/headers.ts';
+import { type OpenTunnel, tunnel } from '../proxy/upgrade.ts';
 import { findRoute } from '../routing/route-table.ts';
 import type { MatchInput } from '../routing/matcher.ts';
 import { isIdempotent, runStrategy, runUpgrade } from '../strategy/index.ts';
@@ -32,7 +39,7 @@ import { EXHAUSTED_CODE, unlessExhausted } from '../strategy/exhausted.ts';
 import { prepareBody } from '../strategy/replay.ts';
 import type { AttemptRecord } from '../strategy/types.ts';
 import { RequestContext } from './context.ts';
-import { hostProblem } from './listener.ts';
+import { requestProblem } from './listener.ts';
 import { sendError, sendErrorOnSocket, sendJson, sendStatic } from './respond.ts';
 import type { Snapshot } from './snapshot.ts';
 
@@ -64,21 +71,52 @@ export function requestPath(url: string): string {
 
 type ProxyAction = Extract<CompiledRoute['action'], { kind: 'proxy' }>;
 
+/**
+ * Streams the winning answer downstream. The head is written with the first body byte (or the
+ * end), which is when node:http (HTTP/1) would send it anyway: a target whose body fails before any
+ * byte of it (a bad chunk size in the first read, issue 15 item 12) still gets its client a
+ * 502 JSON instead of a cut connection.
+ */
 class ResponseSink implements BodySink {
   readonly #res: ServerResponse;
   readonly #ctx: RequestContext;
-  constructor(res: ServerResponse, ctx: RequestContext) {
+  #head: { status: number; headers: string[] } | null;
+  readonly #fail: (err: GatewayError) => void;
+  constructor(
+    res: ServerResponse,
+    ctx: RequestContext,
+    status: number,
+    headers: string[],
+    fail: (err: GatewayError) => void,
+  ) {
     this.#res = res;
     this.#ctx = ctx;
+    this.#head = { status, headers };
+    this.#fail = fail;
+    // HTTP/2 (the compat response has a stream) sends HEADERS at writeHead: keep that, so a
+    // slow first byte (long poll, event stream) does not hold the head back.
+    if ((res as { stream?: unknown }).stream !== undefined) this.#writeHead();
+  }
+  #writeHead(): void {
+    const head = this.#head!;
+    this.#head = null;
+    this.#res.writeHead(head.status, head.headers);
   }
   write(chunk: Buffer): boolean {
+    if (this.#head !== null) this.#writeHead();
     this.#ctx.bytesOut += chunk.length;
     return this.#res.write(chunk);
   }
   end(): void {
+    if (this.#head !== null) this.#writeHead();
     this.#res.end();
   }
   error(err: GatewayError): void {
+    if (this.#head !== null && !this.#res.destroyed) {
+      this.#head = null;
+      this.#fail(err);
+      return;
+    }
     this.#ctx.errorCode = err.code;
     this.#res.destroy(err);
   }
@@ -110,6 +148,8 @@ export class Pipeline {
   readonly downstream = { success: 0, failed: 0 };
   #draining = false;
   #idleWaiters: Array<() => void> = [];
+  /** Open upgraded tunnels (WebSockets): in flight for the drain, sent away at the end of the grace. */
+  readonly #tunnels = new Set<OpenTunnel>();
 
   constructor(snapshot: Snapshot, options: PipelineOptions) {
     this.#snapshot = snapshot;
@@ -134,6 +174,20 @@ export class Pipeline {
     return this.#inflight;
   }
 
+  /**
+   * The end of `shutdown.grace` (issue 15): every open tunnel is ended, a WebSocket with a
+   * close frame 1001 (Going Away) at a frame boundary rather than a cut (1006).
+   */
+  closeTunnels(): void {
+    for (const t of [...this.#tunnels]) t.goAway();
+  }
+
+  #settled(): void {
+    if (--this.#inflight === 0 && this.#idleWaiters.length > 0) {
+      for (const w of this.#idleWaiters.splice(0)) w();
+    }
+  }
+
   /** From now on every answer carries `Connection: close`; resolves when nothing is in flight. */
   drain(): Promise<void> {
     this.#draining = true;
@@ -155,6 +209,7 @@ export class Pipeline {
           `no route matches ${req.method} ${requestPath(req.url ?? '')}`,
         );
       ctx.route = route;
+      checkLoop(req.rawHeaders, route.forwarding);
       if (route.maxBodyBytes !== null) {
         const declared = req.headers['content-length'];
         if (declared !== undefined && Number(declared) > route.maxBodyBytes) {
@@ -195,9 +250,9 @@ export class Pipeline {
   };
 
   #matchInput(req: IncomingMessage): MatchInput {
-    // RFC 9112 §3.2: no Host on HTTP/1.1, several, or an invalid one: 400 (listener.ts).
-    const hostError = hostProblem(req);
-    if (hostError !== null) throw hostError;
+    // RFC 9112: HTTP/0.9 or 2.0 in the request line; no Host on HTTP/1.1, several, or an invalid one (listener.ts).
+    const problem = requestProblem(req);
+    if (problem !== null) throw problem;
     return {
       method: req.method ?? 'GET',
       host: hostOf(req.headers.host),
@@ -230,7 +285,7 @@ export class Pipeline {
       headersTimeoutMs: route.headersTimeoutMs,
       idleTimeoutMs: route.idleTimeoutMs,
     };
-    const forward = this.#attemptForward(req, ctx, action);
+    const forward = this.#attemptForward(req, ctx, route, action);
     // Issue 4: the route's strategy spends attempts; a body is buffered only when it may be replayed.
     const attempts: AttemptRecord[] = [];
     ctx.attempts = attempts;
@@ -275,29 +330,29 @@ export class Pipeline {
     }
     ctx.status = result.status;
     ctx.target = result.target.id;
-    const headers = downstreamResponseHeaders(result.rawHeaders, ctx.id);
+    const headers = downstreamResponseHeaders(result.rawHeaders, ctx.id, route.forwarding.via);
     if (action.targetHeader) headers.push('x-manifold-target', result.target.id);
     if (this.#draining) headers.push('connection', 'close');
-    res.writeHead(result.status, headers);
-    const sink = new ResponseSink(res, ctx);
+    const sink = new ResponseSink(res, ctx, result.status, headers, (err) => this.#fail(res, ctx, err));
     signal.addEventListener('abort', () => result.abort(signal.reason as Error), { once: true });
     result.pipeTo(sink);
   }
 
   /** The route's Forward for this request: path and Host depend on the target, so each attempt gets its own copy. */
-  #attemptForward(req: IncomingMessage, ctx: RequestContext, action: ProxyAction): Forward {
+  #attemptForward(req: IncomingMessage, ctx: RequestContext, route: CompiledRoute, action: ProxyAction): Forward {
     return (target, r, s) => {
       ctx.target = target.id;
       const attempt: OutboundRequest = {
         ...r,
         path: joinPath(target.spec.basePath, req.url ?? '/', action.stripPrefix),
         headers: outboundRequestHeaders(req.rawHeaders, {
-          clientIp: req.socket.remoteAddress ?? '',
+          clientIp: clientAddress(req.socket.remoteAddress),
           proto: this.#proto,
           host: req.headers.host ?? '',
           requestId: ctx.id,
           hostOverride: hostFor(action.host, target),
           trace: ctx.trace,
+          forwarding: route.forwarding,
         }),
       };
       return this.#forward(target, attempt, s);
@@ -388,7 +443,7 @@ export class Pipeline {
     ctx.status = res.headersSent ? ctx.status : e.status;
     // After a malformed request, or with an unread body behind a refusal, the connection
     // cannot be trusted or reused: close it.
-    sendError(res, e, ctx.id, e.code === 'BODY_TOO_LARGE' || e.code === 'BAD_REQUEST' || this.#draining);
+    ctx.bytesOut += sendError(res, e, ctx.id, e.code === 'BODY_TOO_LARGE' || e.code === 'BAD_REQUEST' || this.#draining);
   }
 
   #finish(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, snapshot: Snapshot): void {
@@ -424,9 +479,7 @@ export class Pipeline {
     }
     // After the log line, as before: aborting first would rewrite what the attempts recorded.
     ctx.deadline.closed(res.writableFinished);
-    if (--this.#inflight === 0 && this.#idleWaiters.length > 0) {
-      for (const w of this.#idleWaiters.splice(0)) w();
-    }
+    this.#settled();
   }
 
   /**
@@ -446,6 +499,7 @@ export class Pipeline {
       if (route.action.kind !== 'proxy')
         throw new GatewayError('BAD_REQUEST', 'this route does not accept upgrades');
       ctx.route = route;
+      checkLoop(req.rawHeaders, route.forwarding);
       const action = route.action;
       this.#upgrade(req, socket, head, ctx, route, action, snapshot);
     } catch (err) {
@@ -467,7 +521,7 @@ export class Pipeline {
     const protocol = String(req.headers.upgrade ?? 'websocket');
     const attempts: AttemptRecord[] = [];
     ctx.attempts = attempts;
-    const done = (status: number, error?: string) => {
+    let done = (status: number, error?: string) => {
       // Counted, but kept out of the duration histogram: a tunnel's lifetime is not a latency.
       this.#metrics?.request(route.id, req.method, status, null);
       this.#metrics?.attempts(route.id, action.pool, attempts);
@@ -505,7 +559,7 @@ export class Pipeline {
         idleTimeoutMs: route.idleTimeoutMs,
         upgrade: protocol,
       },
-      forward: this.#attemptForward(req, ctx, action),
+      forward: this.#attemptForward(req, ctx, route, action),
       // The route timeout is not armed: it would cut the tunnel's lifetime (unchanged behaviour).
       signal: ctx.deadline.signal,
       replayable: true,
@@ -519,7 +573,20 @@ export class Pipeline {
           done(499, 'CLIENT_CLOSED');
           return;
         }
-        tunnel(result, socket, head, protocol, ctx.id, done);
+        if (result.upgraded !== undefined) {
+          // An open tunnel is in flight: the drain waits for it (within shutdown.grace).
+          this.#inflight++;
+          const settle = done;
+          done = (status, error) => {
+            settle(status, error);
+            this.#settled();
+          };
+        }
+        tunnel(result, socket, head, protocol, ctx.id, done, {
+          via: route.forwarding.via,
+          idleTimeoutMs: route.tunnelIdleTimeoutMs,
+          open: this.#tunnels,
+        });
       },
       (err: unknown) => {
         const e = isGatewayError(err) ? err : new GatewayError('INTERNAL', undefined, { cause: err });

@@ -48,12 +48,13 @@ export function sendStatic(
   return body.length;
 }
 
-export function sendError(res: ServerResponse, err: GatewayError, requestId: string, close = false): void {
+/** Returns the bytes of body sent (the access log's `bytes`): 0 once headers had gone out. */
+export function sendError(res: ServerResponse, err: GatewayError, requestId: string, close = false): number {
   if (res.headersSent) {
     res.destroy(err);
-    return;
+    return 0;
   }
-  sendJson(res, err.status, errorBody(err), requestId, close);
+  return sendJson(res, err.status, errorBody(err), requestId, close);
 }
 
 /** For sockets outside a ServerResponse (parse errors, upgrades). Closes the connection. */

@@ -1,3 +1,4 @@
+import { clientAddress } from '../../lib/address.ts';
 import type { HashKey } from '../spec.ts';
 import type { Target } from '../target.ts';
 import { randomEligible } from './random.ts';
@@ -25,7 +26,7 @@ function cookie(header: string | undefined, name: string): string | undefined {
 
 export function hashKeyOf(key: HashKey, ctx: PickContext | null): string | undefined {
   if (ctx === null) return undefined;
-  if (key.kind === 'client_ip') return ctx.socket.remoteAddress;
+  if (key.kind === 'client_ip') return clientAddress(ctx.socket.remoteAddress);
   if (key.kind === 'cookie') return cookie(ctx.headers.cookie, key.name);
   const v = ctx.headers[key.name];
   return Array.isArray(v) ? v.join(',') : v;
