@@ -371,6 +371,12 @@ const respondSchema: Schema = {
       default: {},
       description: 'Response headers.',
     },
+    ready: {
+      type: 'boolean',
+      default: false,
+      description:
+        "A readiness check on the data port (issue 15): this answer while the gateway takes traffic, 503 `NOT_READY` (JSON) from the moment a shutdown's drain starts, so a load balancer stops sending before connections close.",
+    },
   },
 };
 
@@ -892,6 +898,7 @@ export interface RespondConfig {
   status: number;
   body: string;
   headers: Record<string, string>;
+  ready: boolean;
 }
 
 export interface DeferConfig {
