@@ -346,12 +346,13 @@ export abstract class QueueCore implements Queue {
     if (!Number.isInteger(leaseMs) || leaseMs < 1) throw new RangeError('leaseMs must be a positive integer');
     this.#open();
     if (ids.length === 0) return [];
-    return this.renewIds(ids, this.now() + leaseMs);
+    // Bounded: a heartbeat stuck on a stalled store must not stop the next one.
+    return this.#bounded(this.renewIds(ids, this.now() + leaseMs), 'renew leases');
   }
 
   async releaseOwn(): Promise<number> {
     this.#open();
-    const routes = await this.releaseOwnRows(this.now());
+    const routes = await this.#bounded(this.releaseOwnRows(this.now()), 'release the jobs of a previous life');
     for (const route of new Set(routes)) this.hub.wake(route);
     return routes.length;
   }

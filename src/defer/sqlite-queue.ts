@@ -45,6 +45,8 @@ export interface SqliteQueueOptions {
   pollMs?: number;
   /** See `CoreOptions.commitTimeoutMs` (queue-core.ts). Default 5000. */
   commitTimeoutMs?: number;
+  /** See `CoreOptions.instance` (queue-core.ts): who claims. Default unique to the process. */
+  instance?: string;
   /** Clock, ms since the epoch. Default `Date.now`; tests inject one to move time. */
   now?: () => number;
 }
