@@ -199,11 +199,22 @@ describe('issue 16 item 6: leases that heal fast', { timeout: 120_000 }, () => {
     await until(() => target.deliveries.length === 1, 'the first delivery to reach the target');
 
     // Which gateway claimed it: the claimer name each logged when it opened the queue.
-    const { rows } = await pgQuery<{ claimed_by: string }>(`SELECT claimed_by FROM "${schema}".jobs WHERE id = $1`, [id]);
+    const row = async () =>
+      (
+        await pgQuery<{ claimed_by: string; lease_until: string }>(
+          `SELECT claimed_by, lease_until FROM "${schema}".jobs WHERE id = $1`,
+          [id],
+        )
+      ).rows;
+    const rows = await row();
     const nameOf = (cli: Cli) => (cli.logs().find((l) => l.msg === 'queue open') as { instance: string }).instance;
     const owner = [a, b].find((g) => nameOf(g.cli) === rows[0].claimed_by);
     assert.ok(owner !== undefined, `the job is claimed by one of the two gateways (${rows[0].claimed_by})`);
     const survivor = owner === a ? b : a;
+    // The 2 s lease is renewed while the target holds the delivery (the heartbeat moves it on).
+    const firstLease = Number(rows[0].lease_until);
+    await until(async () => Number((await row())[0].lease_until) > firstLease, 'the lease to be renewed');
+    assert.equal(target.deliveries.length, 1);
 
     target.answerWith((d) => d.res.end('ok'));
     assert.equal(await killed(owner.cli), null, 'killed by a signal');
