@@ -9,7 +9,8 @@
  * - two gateways on one PostgreSQL schema, a 2 s lease: kill -9 the one that claimed the job,
  *   the other delivers it once the (no longer renewed) lease runs out.
  * - renewal: a target answering after 3 leases, with a second gateway claiming on the same
- *   store, gets the job once (both stores).
+ *   store, gets the job once (both stores); a renewal that finds the job claimed by another
+ *   instance stops caring: its outcome is not recorded.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -20,7 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { after, describe, test } from 'node:test';
-import { type Cli, cliPort, spawnCli, startUpstream, until } from '../helpers/index.ts';
+import { type Cli, cliPort, spawnCli, startGateway, startUpstream, until } from '../helpers/index.ts';
 import { send } from '../helpers/http.ts';
 import { dropSchema, newSchemaName, PG_URL, pgQuery } from '../helpers/pg.ts';
 
@@ -257,4 +258,30 @@ describe('issue 16 item 6: leases that heal fast', { timeout: 120_000 }, () => {
       assert.deepEqual(answered, [id]);
     });
   }
+
+  test('a renewal that finds the job claimed by another instance stops caring: its outcome is not recorded', async (t) => {
+    const target = await startTarget();
+    const path = join(dir, `q${++seq}.db`);
+    const gw = await startGateway(gatewayYaml(0, target.up.url, `{ driver: sqlite, path: ${path} }`, '1s'));
+    t.after(async () => {
+      await gw.close();
+      await target.up.close();
+    });
+    const id = await post(gw.port, '/hooks/taken');
+    await until(() => target.deliveries.length === 1, 'the delivery to reach the target');
+    // What another instance does when our lease ran out (a stall): claim it, with its own lease.
+    const db = new DatabaseSync(path);
+    t.after(() => db.close());
+    const later = Date.now() + 3_600_000;
+    db.prepare(`UPDATE defer_jobs SET claimed_by = 'someone-else', lease_until = ? WHERE id = ?`).run(later, id);
+    await until(
+      () => gw.logs.lines.find((l) => typeof l.msg === 'string' && l.msg.startsWith('lease lost') && l.job === id),
+      'the next renewal to find the job no longer ours',
+    );
+    target.deliveries[0].res.end('ok');
+    await until(() => gw.runtime.defer.inflight().hooks === 0, 'the delivery to end');
+    const row = db.prepare('SELECT state, claimed_by, lease_until FROM defer_jobs WHERE id = ?').get(id);
+    assert.deepEqual({ ...row }, { state: 'inflight', claimed_by: 'someone-else', lease_until: later }, 'left to its claimer');
+    assert.equal(target.deliveries.length, 1);
+  });
 });
