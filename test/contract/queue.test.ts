@@ -24,6 +24,7 @@ import {
   QueueOptionError,
 } from '../../src/defer/queue.ts';
 import { SqliteQueue } from '../../src/defer/sqlite-queue.ts';
+import { jobMigrations } from '../../src/defer/queue-core.ts';
 import { dropSchema, newSchemaName, PG_URL, pgQuery } from '../helpers/pg.ts';
 
 interface StoreOptions {
@@ -689,6 +690,36 @@ const newSqliteStore: NewStore = async (t, options = {}) => {
 runQueueContract('SqliteQueue', newSqliteStore);
 
 describe('SqliteQueue', () => {
+  it('migrates a queue file from before issue 16: a job left inflight there is taken when its lease ends', async (t) => {
+    const path = join(tempDir, 'v2.db');
+    const old = new DatabaseSync(path);
+    old.exec('CREATE TABLE defer_schema_version (version INTEGER NOT NULL)');
+    const types = { text: 'TEXT', json: 'TEXT', blob: 'BLOB', int: 'INTEGER', time: 'INTEGER' };
+    jobMigrations('defer_jobs', 'defer_jobs', types)
+      .slice(0, 2)
+      .forEach((sql, i) => {
+        old.exec(sql);
+        old.prepare('INSERT INTO defer_schema_version (version) VALUES (?)').run(i + 1);
+      });
+    const id = newJobId(T0);
+    old
+      .prepare(
+        `INSERT INTO defer_jobs (id, route, method, url, headers, body, attempts, max_attempts, state, run_at,
+           lease_until, created_at, updated_at)
+         VALUES (?, 'r1', 'POST', '/', '[]', x'', 1, 3, 'inflight', ?, ?, ?, ?)`,
+      )
+      .run(id, T0, T0 + 1000, T0, T0);
+    old.close();
+    const clock = fakeClock();
+    const queue = new SqliteQueue({ path, now: clock.now, instance: 'gw-new' });
+    t.after(() => queue.close());
+    assert.equal((await queue.get(id))?.claimedBy, null);
+    assert.equal(await queue.releaseOwn(), 0, 'a claim without a name is nobody\'s previous life');
+    clock.advance(1000);
+    const [taken] = await queue.claim('r1', 1, 1000);
+    assert.deepEqual([taken.id, taken.attempts, taken.claimedBy], [id, 2, 'gw-new']);
+  });
+
   it('rejects bad options, naming the option', () => {
     const path = join(tempDir, 'options.db');
     const cases: Array<[object, string]> = [
