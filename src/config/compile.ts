@@ -330,7 +330,7 @@ function compileRoute(
       });
     }
     const path = ['routes', index, 'defer'];
-    action = { kind: 'defer', spec: compileDefer(r.defer, parseDuration(r.timeout), path, problems) };
+    action = { kind: 'defer', spec: compileDefer(r.defer, path, problems) };
   } else {
     const s = r.respond ?? { status: 404, body: '', headers: {}, ready: false };
     action = { kind: 'respond', status: s.status, body: Buffer.from(s.body), headers: s.headers, ready: s.ready };
