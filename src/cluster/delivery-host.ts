@@ -53,7 +53,7 @@ export async function startDeliveryHost(
   });
   build(config);
   try {
-    await service.apply(config.queue);
+    await service.apply(config);
   } catch (err) {
     await registry.destroy();
     unwatch?.();
@@ -63,7 +63,7 @@ export async function startDeliveryHost(
     service,
     apply(c) {
       build(c);
-      service.apply(c.queue).catch((err) => log.error({ err }, 'deliveries: could not apply the new config'));
+      service.apply(c).catch((err) => log.error({ err }, 'deliveries: could not apply the new config'));
     },
     health: (down) => registry.setDown(down),
     async close(graceMs) {

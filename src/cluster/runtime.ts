@@ -93,7 +93,7 @@ export async function startRuntime(
     targets: () => registry.liveStats(),
     strategies: strategyStats,
   });
-  await defer.apply(config.queue);
+  await defer.apply(config);
   const server = createListener(config, pipeline, log);
   let version = 0;
   await new Promise<void>((resolve, reject) => {
@@ -120,7 +120,7 @@ export async function startRuntime(
     apply(c: Config, v = version + 1) {
       pipeline.setSnapshot(build(c));
       version = v;
-      defer.apply(c.queue).catch((err) => log.error({ err }, 'queue: could not apply the new config'));
+      defer.apply(c).catch((err) => log.error({ err }, 'queue: could not apply the new config'));
     },
     setDown(down: DownTargets) {
       registry.setDown(down);

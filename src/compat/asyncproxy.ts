@@ -239,7 +239,6 @@ export function translate(s: Record<AsyncproxyKey, Value>, sourceOf: (key: Async
           success: ['2xx'],
           // asyncproxy re-queues at once; a short backoff spares a remote that is down.
           backoff: { base: '100ms', max: '1m', jitter: 'full' },
-          lease: `${Math.max(300_000, timeoutMs + 60_000)}ms`,
           // asyncproxy reads bodies whole without a bound; this one is generous but finite.
           max_body_bytes: '10MiB',
           ...(s['server.enqueue_enabled'] === false

@@ -34,7 +34,14 @@ export type RouteAction =
       /** The answer when no attempt is accepted (issue 13); null = relay the last / 502-504. */
       exhausted: ExhaustedAnswer | null;
     }
-  | { kind: 'respond'; status: number; body: Buffer; headers: Record<string, string> }
+  | {
+      kind: 'respond';
+      status: number;
+      body: Buffer;
+      headers: Record<string, string>;
+      /** A readiness answer: 503 NOT_READY once the drain starts (issue 15). */
+      ready: boolean;
+    }
   /** Store the request, answer at once, deliver it later (issue 6; src/defer/). */
   | DeferAction
   /** Answer with a batch (issue 5; src/multiplex/). */
@@ -107,7 +114,7 @@ function compileMultiplex(
     if (!(err instanceof MultiplexConfigError)) throw err;
     problems.push({ path: keyPath(base, prefix, err.path), message: err.problem });
     // Never served: with a problem, compile() returns no config.
-    return { kind: 'respond', status: 500, body: Buffer.alloc(0), headers: {} };
+    return { kind: 'respond', status: 500, body: Buffer.alloc(0), headers: {}, ready: false };
   }
 }
 
@@ -158,10 +165,10 @@ function compileRoute(
       });
     }
     const path = ['routes', index, 'defer'];
-    action = { kind: 'defer', spec: compileDefer(r.defer, parseDuration(r.timeout), path, problems) };
+    action = { kind: 'defer', spec: compileDefer(r.defer, path, problems) };
   } else {
-    const s = r.respond ?? { status: 404, body: '', headers: {} };
-    action = { kind: 'respond', status: s.status, body: Buffer.from(s.body), headers: s.headers };
+    const s = r.respond ?? { status: 404, body: '', headers: {}, ready: false };
+    action = { kind: 'respond', status: s.status, body: Buffer.from(s.body), headers: s.headers, ready: s.ready };
   }
   return {
     id: r.id ?? `route-${index}`,

@@ -377,6 +377,12 @@ const respondSchema: Schema = {
       default: {},
       description: 'Response headers.',
     },
+    ready: {
+      type: 'boolean',
+      default: false,
+      description:
+        "A readiness check on the data port (issue 15): this answer while the gateway takes traffic, 503 `NOT_READY` (JSON) from the moment a shutdown's drain starts, so a load balancer stops sending before connections close.",
+    },
   },
 };
 
@@ -478,8 +484,8 @@ const deferSchema: Schema = {
       },
     },
     lease: duration(
-      'How long a claimed job belongs to its deliverer; after it (a deliverer died) another takes it. Must be longer than the route timeout.',
-      '5m',
+      'How long a claim holds a job without news from its deliverer (issue 16): renewed every third of it while the delivery runs, so it need not outlast the route timeout; a job whose gateway died is taken by another within about this long. At least 1s; shorter heals faster, longer tolerates longer stalls of a gateway or its store (a stall past it may deliver a job twice).',
+      '30s',
     ),
     max_body_bytes: size(
       'Largest request body stored (413 beyond); the body is kept whole in the queue.',
@@ -805,6 +811,13 @@ export const configSchema: Schema = {
         default: '24h',
       },
       janitor_interval: duration('How often delivered jobs older than `retention` are purged.', '1m'),
+      instance: {
+        description:
+          "This gateway's name in the queue (issue 16): stored with every claim, and at start the gateway releases at once the jobs its previous life under this name left in flight (a kill -9), without waiting for their lease. Must differ between gateways sharing a queue and stay the same across restarts. null = `<hostname>:<listen.port>`; with `listen.port: 0` a name unique to the process (its jobs wait for their lease after a crash).",
+        anyOf: [{ type: 'string', minLength: 1, maxLength: 200 }, { type: 'null' }],
+        errorMessage: 'must be a name of 1 to 200 characters, or null',
+        default: null,
+      },
     }),
     routes: {
       description: 'Ordered routes; the first that matches takes the request.',
@@ -840,6 +853,7 @@ export interface RespondConfig {
   status: number;
   body: string;
   headers: Record<string, string>;
+  ready: boolean;
 }
 
 export interface RouteConfig {

@@ -10,6 +10,13 @@
  * enqueues. When a claim comes back empty the deliverer waits for a wake-up (an enqueue, a
  * release, a retry it scheduled itself) instead of polling in a loop.
  *
+ * Leases are short and renewed (issue 16 item 6): while deliveries run, one heartbeat every
+ * third of the lease renews all of them in one statement, so a job outlives its lease only when
+ * this process stops renewing it (killed, stalled, cut off from the store) — then another
+ * instance takes it within about one lease. A renewal that finds a job no longer ours (another
+ * instance claimed it after our lease ran out, or an operator deleted it) stops caring about
+ * it: the delivery runs on, but its outcome is not recorded (the store would refuse it anyway).
+ *
  * Shutdown (`stop(graceMs)`): stop claiming, let in-flight deliveries finish within the
  * grace period, then abort the rest and release their leases without counting the attempt.
  */
@@ -62,11 +69,27 @@ const IDLE_POLL_MS = 1000;
 const ERROR_PAUSE_MS = 1000;
 /** Retry times remembered for wake-ups; beyond this the idle poll finds them. */
 const RETRY_TIMES_MAX = 10_000;
+/**
+ * Leases are renewed every lease / RENEW_PER_LEASE: two heartbeats in a row may fail (a slow
+ * commit, a busy SQLite lock) before the job is taken by another instance.
+ */
+const RENEW_PER_LEASE = 3;
+/**
+ * A route with `timeout: 0` still bounds each delivery by this: a renewed lease no longer does
+ * (it did before issue 16, at the old 5-minute default), and a target that never answers must
+ * not hold a slot and a job forever.
+ */
+const UNTIMED_DELIVERY_MS = 5 * 60_000;
 
 interface Inflight {
   deadline: Deadline;
-  /** Set at shutdown: the lease was given back, so the outcome must not be recorded. */
+  /**
+   * The lease was given back (shutdown) or is no longer ours (a renewal said so): the outcome
+   * must not be recorded.
+   */
   released: boolean;
+  /** The delivery has returned: its outcome is being recorded, the lease needs no renewal. */
+  finished: boolean;
   done: Promise<void>;
 }
 
@@ -94,6 +117,9 @@ export class Deliverer {
   #nudge = new AbortController();
   #loop: Promise<void> | null = null;
   #stopping: Promise<void> | null = null;
+  /** The lease of the latest claim: what renewals extend to. */
+  #leaseMs = 0;
+  #renewTimer: NodeJS.Timeout | undefined;
 
   constructor(options: DelivererOptions) {
     this.routeId = options.routeId;
@@ -190,13 +216,53 @@ export class Deliverer {
       }
       limiter?.take(jobs.length);
       for (const job of jobs) this.#start(job, current);
+      this.#leaseMs = spec.leaseMs;
+      this.#heartbeat();
+    }
+  }
+
+  /** Schedules the next renewal while deliveries are in flight (one timer per deliverer). */
+  #heartbeat(): void {
+    if (this.#renewTimer !== undefined || this.#inflight.size === 0) return;
+    const every = Math.max(1, Math.floor(this.#leaseMs / RENEW_PER_LEASE));
+    this.#renewTimer = setTimeout(() => void this.#renew(), every);
+  }
+
+  /** One heartbeat: renew every running delivery's lease; drop the ones no longer ours. */
+  async #renew(): Promise<void> {
+    const ids: string[] = [];
+    for (const [id, e] of this.#inflight) if (!e.released && !e.finished) ids.push(id);
+    try {
+      if (ids.length > 0) {
+        const kept = new Set(await this.#queue.renew(ids, this.#leaseMs));
+        for (const id of ids) {
+          const e = this.#inflight.get(id);
+          if (e === undefined || e.released || e.finished || kept.has(id)) continue;
+          e.released = true;
+          this.#log.warn(
+            { job: id },
+            'lease lost (another instance took the job, or it was deleted): this delivery will not be recorded',
+          );
+        }
+      }
+    } catch (err) {
+      // The store is away or slow: the next heartbeat tries again; past the lease, another
+      // instance may deliver the job too (at least once).
+      this.#log.warn({ err, jobs: ids.length }, 'could not renew leases');
+    } finally {
+      this.#renewTimer = undefined;
+      this.#heartbeat();
     }
   }
 
   #start(job: Job, current: DeliveryTarget): void {
     const { route, spec, pool } = current;
-    const deadline = new Deadline().within(route.timeoutMs > 0 ? route.timeoutMs : spec.leaseMs, 'delivery');
-    const entry: Inflight = { deadline, released: false, done: Promise.resolve() };
+    const deadline = new Deadline().within(route.timeoutMs > 0 ? route.timeoutMs : UNTIMED_DELIVERY_MS, 'delivery');
+    const entry: Inflight = { deadline, released: false, finished: false, done: Promise.resolve() };
+    // Our own expired lease claimed again while the first delivery still runs (the store was
+    // away for a whole lease): the new claim is the one that counts.
+    const superseded = this.#inflight.get(job.id);
+    if (superseded !== undefined) superseded.released = true;
     this.#inflight.set(job.id, entry);
     entry.done = (async () => {
       // The request id the job was accepted under: every line about it carries it (issue 7).
@@ -215,6 +281,7 @@ export class Deliverer {
         );
         const seconds = (performance.now() - started) / 1000;
         deadline.clear();
+        entry.finished = true;
         if (entry.released) return;
         if (outcome.ok) {
           await this.#queue.complete(job.id);
@@ -252,7 +319,7 @@ export class Deliverer {
         this.#log.error({ err, req_id: reqId, job: job.id }, 'could not record a delivery outcome');
       } finally {
         deadline.clear();
-        this.#inflight.delete(job.id);
+        if (this.#inflight.get(job.id) === entry) this.#inflight.delete(job.id);
         const waiter = this.#slotWaiter;
         this.#slotWaiter = null;
         waiter?.();
@@ -323,6 +390,15 @@ export class Deliverer {
   }
 
   async #shutdown(graceMs: number): Promise<void> {
+    try {
+      await this.#finish(graceMs);
+    } finally {
+      clearTimeout(this.#renewTimer); // renewals ran until the last delivery ended
+      this.#renewTimer = undefined;
+    }
+  }
+
+  async #finish(graceMs: number): Promise<void> {
     this.#stop.abort();
     this.#slotWaiter?.();
     await this.#loop;

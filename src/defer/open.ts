@@ -1,5 +1,6 @@
 /** Opens the store named by the `queue` config block (issue 6). */
 import { mkdirSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import type { Logger } from '../observability/logger.ts';
 import { PgQueue } from './pg-queue.ts';
@@ -14,9 +15,22 @@ import { SqliteQueue } from './sqlite-queue.ts';
  */
 const SQLITE_POLL_MS = 50;
 
-export async function openQueue(spec: QueueSpec, log: Logger): Promise<Queue> {
+/**
+ * The delivering gateway's claimer name (issue 16 item 6): `queue.instance`, else
+ * `<hostname>:<listen port>` — stable across restarts, and distinct for gateways sharing a
+ * queue (one machine, one port: one gateway). With port 0 there is no stable name: undefined,
+ * and the store picks one unique to the process.
+ */
+export function instanceName(spec: QueueSpec, listenPort: number): string | undefined {
+  if (spec.instance !== null) return spec.instance;
+  return listenPort > 0 ? `${hostname()}:${listenPort}` : undefined;
+}
+
+/** `instance`: who claims through it (`instanceName`); default unique to the process. */
+export async function openQueue(spec: QueueSpec, log: Logger, instance?: string): Promise<Queue> {
   if (spec.driver === 'postgres') {
     return PgQueue.open({
+      instance,
       connectionString: spec.url!,
       schema: spec.schema,
       poolSize: spec.poolSize,
@@ -33,6 +47,7 @@ export async function openQueue(spec: QueueSpec, log: Logger): Promise<Queue> {
     maxWaiting: spec.maxWaiting,
     commitTimeoutMs: spec.commitTimeoutMs,
     pollMs: SQLITE_POLL_MS,
+    instance,
   });
 }
 

@@ -46,6 +46,8 @@ export interface PgQueueOptions {
   reconnectMs?: number;
   /** See `CoreOptions.commitTimeoutMs` (queue-core.ts). Default 5000. */
   commitTimeoutMs?: number;
+  /** See `CoreOptions.instance` (queue-core.ts): who claims. Default unique to the process. */
+  instance?: string;
   /** Clock, ms since the epoch. Default `Date.now`; tests inject one to move time. */
   now?: () => number;
   /**
@@ -192,18 +194,28 @@ export class PgQueue extends QueueCore {
   }
 
   protected async claimRows(route: string, limit: number, now: number, leaseUntil: number): Promise<JobRow[]> {
-    return (await this.#write<JobRow>(this.#sql.claim, [route, limit, now, leaseUntil])).rows;
+    return (await this.#write<JobRow>(this.#sql.claim, [route, limit, now, leaseUntil, this.instance])).rows;
   }
 
   /** Completions arrive one per delivered job: one UPDATE per batch instead of one per job. */
   protected async completeIds(ids: string[], now: number): Promise<boolean[]> {
-    const { rows } = await this.#write<{ id: string }>(this.#sql.complete, [ids, now]);
+    const { rows } = await this.#write<{ id: string }>(this.#sql.complete, [ids, now, this.instance]);
     const done = new Set(rows.map((r) => r.id));
     return ids.map((id) => done.has(id));
   }
 
+  protected async renewIds(ids: readonly string[], leaseUntil: number): Promise<string[]> {
+    const { rows } = await this.#write<{ id: string }>(this.#sql.renew, [ids, leaseUntil, this.instance]);
+    return rows.map((r) => r.id);
+  }
+
+  protected async releaseOwnRows(now: number): Promise<string[]> {
+    const { rows } = await this.#write<{ route: string }>(this.#sql.releaseOwn, [now, this.instance, this.#channel]);
+    return rows.map((r) => r.route);
+  }
+
   protected async failRow(id: string, error: string, retryAt: number | null, now: number): Promise<JobState | null> {
-    const { rows } = await this.#write<{ state: JobState }>(this.#sql.fail, [id, error, retryAt, now]);
+    const { rows } = await this.#write<{ state: JobState }>(this.#sql.fail, [id, error, retryAt, now, this.instance]);
     return rows[0]?.state ?? null;
   }
 
@@ -436,17 +448,25 @@ function statements(s: string) {
             ), picked AS (
               SELECT id FROM expired UNION ALL SELECT id FROM due LIMIT $2
             )
-            UPDATE ${s}.jobs SET state = 'inflight', attempts = attempts + 1, lease_until = $4, updated_at = $3
+            UPDATE ${s}.jobs SET state = 'inflight', attempts = attempts + 1, lease_until = $4, claimed_by = $5,
+              updated_at = $3
             WHERE id IN (SELECT id FROM picked)
             RETURNING ${JOB_COLUMNS}`,
     complete: `UPDATE ${s}.jobs SET state = 'done', lease_until = NULL, updated_at = $2
-               WHERE id = ANY($1::text[]) AND state = 'inflight'
+               WHERE id = ANY($1::text[]) AND state = 'inflight' AND claimed_by = $3
                RETURNING id`,
+    renew: `UPDATE ${s}.jobs SET lease_until = $2
+            WHERE id = ANY($1::text[]) AND state = 'inflight' AND claimed_by = $3
+            RETURNING id`,
+    releaseOwn: `UPDATE ${s}.jobs SET state = 'pending', attempts = greatest(attempts - 1, 0), lease_until = NULL,
+                   updated_at = $1
+                 WHERE state = 'inflight' AND claimed_by = $2
+                 RETURNING route, pg_notify($3, route)`,
     fail: `UPDATE ${s}.jobs SET
              state = CASE WHEN $3::int8 IS NULL OR attempts >= max_attempts THEN 'dead' ELSE 'pending' END,
              run_at = CASE WHEN $3::int8 IS NULL OR attempts >= max_attempts THEN run_at ELSE $3::int8 END,
              lease_until = NULL, last_error = $2, updated_at = $4
-           WHERE id = $1 AND state = 'inflight'
+           WHERE id = $1 AND state = 'inflight' AND claimed_by = $5
            RETURNING state`,
     release: `UPDATE ${s}.jobs SET state = 'pending', attempts = greatest(attempts - 1, 0), lease_until = NULL,
                 updated_at = $2

@@ -16,7 +16,9 @@
  * A dialect method may be synchronous (node:sqlite) or return a promise (pg): the core awaits both.
  */
 
+import { hostname } from 'node:os';
 import { GatewayError } from '../errors.ts';
+import { randomBytesPooled } from '../random.ts';
 import {
   checkClaim,
   checkList,
@@ -33,6 +35,7 @@ import {
   newRow,
   type NewRow,
   type Queue,
+  QueueOptionError,
   type QueueStats,
   type RouteDepth,
   truncateError,
@@ -42,7 +45,7 @@ import {
 
 /** The columns every store keeps, in the order both select them. */
 export const JOB_COLUMNS = `id, route, method, url, headers, body, idempotency_key, attempts, max_attempts, state,
-  run_at, lease_until, last_error, created_at, updated_at`;
+  run_at, lease_until, last_error, created_at, updated_at, claimed_by`;
 
 /** A dialect's column types for the jobs table. */
 export interface ColumnTypes {
@@ -85,6 +88,10 @@ export function jobMigrations(table: string, prefix: string, t: ColumnTypes): st
      CREATE INDEX ${prefix}_route_state ON ${table} (route, state, id);`,
     // Issue 6: the janitor purges done jobs by age.
     `CREATE INDEX ${prefix}_done ON ${table} (updated_at) WHERE state = 'done';`,
+    // Issue 16 item 6: who claimed a job, so leases are renewed and completed only by their
+    // claimer, and a restarted instance frees its own in-flight jobs at once (`releaseOwn`).
+    `ALTER TABLE ${table} ADD COLUMN claimed_by ${t.text};
+     CREATE INDEX ${prefix}_claimed ON ${table} (claimed_by) WHERE state = 'inflight';`,
   ];
 }
 
@@ -117,6 +124,7 @@ export interface JobRow {
   last_error: string | null;
   created_at: number;
   updated_at: number;
+  claimed_by: string | null;
 }
 
 /** What the core takes from a store's options (each store documents them on its own type). */
@@ -131,8 +139,17 @@ export interface CoreOptions {
    * letter, `lastError` says why): never delivered unless an operator retries it.
    */
   commitTimeoutMs?: number;
+  /**
+   * Issue 16 item 6: this claimer's name in the store (`Queue.instance`), 1 to
+   * `INSTANCE_MAX` characters. Default: unique to this process (host, pid and random bits),
+   * so nothing of another life is ever taken for ours; a gateway passes a stable one.
+   */
+  instance?: string;
   now?: () => number;
 }
+
+/** Longest `instance` name. */
+export const INSTANCE_MAX = 200;
 
 /** Why a timed-out job is a dead letter (also what an operator sees in `lastError`). */
 export const VOIDED = 'commit_timeout: the store committed this job after its sender was answered 503';
@@ -147,6 +164,7 @@ export interface CoreLimits {
 type Maybe<T> = T | Promise<T>;
 
 export abstract class QueueCore implements Queue {
+  readonly instance: string;
   protected readonly now: () => number;
   protected readonly hub = new WakeHub();
   /** Write transactions committed; the dialect adds one per commit. */
@@ -171,6 +189,7 @@ export abstract class QueueCore implements Queue {
     const maxWaiting = intOption(options, 'maxWaiting', 1, 10_000_000, 10_000);
     this.#commitTimeoutMs = intOption(options, 'commitTimeoutMs', 0, 3_600_000, 5000);
     this.now = options.now ?? Date.now;
+    this.instance = instanceOption(options.instance);
     this.#batcher = new GroupCommit({
       commit: (rows) => this.#commitBatch(rows),
       maxBatch,
@@ -199,9 +218,13 @@ export abstract class QueueCore implements Queue {
   protected abstract insertRows(rows: NewRow[], now: number): Maybe<EnqueueResult[]>;
   /** `Queue.claim` after the checks: reap, lease and return up to `limit` rows, any order. */
   protected abstract claimRows(route: string, limit: number, now: number, leaseUntil: number): Maybe<JobRow[]>;
-  /** Marks inflight jobs done; whether each id was. */
+  /** Marks inflight jobs of `this.instance` done; whether each id was. */
   protected abstract completeIds(ids: string[], now: number): Maybe<boolean[]>;
-  /** `Queue.fail` after the checks: the job's new state, or null when it was not inflight. */
+  /** Sets `lease_until` of inflight jobs of `this.instance`; the ids it did. */
+  protected abstract renewIds(ids: readonly string[], leaseUntil: number): Maybe<string[]>;
+  /** Puts every inflight job of `this.instance` back (attempt not counted); the route of each. */
+  protected abstract releaseOwnRows(now: number): Maybe<string[]>;
+  /** `Queue.fail` after the checks (the job must be inflight and ours): its new state, or null. */
   protected abstract failRow(id: string, error: string, retryAt: number | null, now: number): Maybe<JobState | null>;
   /** Puts inflight jobs back; the route of each job released. */
   protected abstract releaseIds(ids: readonly string[], now: number): Maybe<string[]>;
@@ -317,6 +340,21 @@ export abstract class QueueCore implements Queue {
     const now = this.now();
     const rows = await this.claimRows(route, limit, now, now + leaseMs);
     return rows.map(toJob).sort(byRunAtThenId);
+  }
+
+  async renew(ids: readonly string[], leaseMs: number): Promise<string[]> {
+    if (!Number.isInteger(leaseMs) || leaseMs < 1) throw new RangeError('leaseMs must be a positive integer');
+    this.#open();
+    if (ids.length === 0) return [];
+    // Bounded: a heartbeat stuck on a stalled store must not stop the next one.
+    return this.#bounded(this.renewIds(ids, this.now() + leaseMs), 'renew leases');
+  }
+
+  async releaseOwn(): Promise<number> {
+    this.#open();
+    const routes = await this.#bounded(this.releaseOwnRows(this.now()), 'release the jobs of a previous life');
+    for (const route of new Set(routes)) this.hub.wake(route);
+    return routes.length;
   }
 
   async complete(id: string): Promise<boolean> {
@@ -477,6 +515,7 @@ function toJob(row: JobRow): Job {
     runAt: row.run_at,
     leaseUntil: row.lease_until,
     lastError: row.last_error,
+    claimedBy: row.claimed_by,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   };
@@ -484,6 +523,14 @@ function toJob(row: JobRow): Job {
 
 function byRunAtThenId(a: Job, b: Job): number {
   return a.runAt - b.runAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+}
+
+function instanceOption(value: unknown): string {
+  if (value === undefined) return `${hostname()}:${process.pid}:${randomBytesPooled(4).toString('hex')}`;
+  if (typeof value !== 'string' || value === '' || value.length > INSTANCE_MAX) {
+    throw new QueueOptionError('instance', `a string of 1 to ${INSTANCE_MAX} characters`, value);
+  }
+  return value;
 }
 
 function timedOut(what: string, ms: number): GatewayError {

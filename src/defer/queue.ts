@@ -6,8 +6,11 @@
  * with a lease, send them, then `complete()` or `fail()` them; a job that runs out of attempts
  * becomes a **dead letter** (`state: 'dead'`) until an operator retries or deletes it.
  *
- * Delivery is at-least-once: a deliverer that outlives its lease (crash, stall, long send) lets
- * another claimer take the job again, so a target can see the same job twice. Leases are
+ * Delivery is at-least-once: a deliverer that outlives its lease (crash, stall, a renewal that
+ * could not reach the store) lets another claimer take the job again, so a target can see the
+ * same job twice. Leases are short and renewed while a delivery runs (`renew()`, issue 16 item
+ * 6): a killed gateway's jobs are free again within one lease, and a restarted one frees its own
+ * at once (`releaseOwn()`), because every claim records who made it (`instance`). Leases are
  * compared with the store's clock (`Date.now()` of the calling process): across machines,
  * keep clocks in sync and leases far longer than the skew.
  *
@@ -85,6 +88,8 @@ export interface Job {
   leaseUntil: number | null;
   /** The error of the latest failed attempt (bounded to `LAST_ERROR_MAX` characters). */
   lastError: string | null;
+  /** The `instance` of the queue that claimed the job last (null: never claimed since issue 16). */
+  claimedBy: string | null;
   createdAt: number;
   updatedAt: number;
 }
@@ -125,6 +130,12 @@ export interface QueueStats {
 
 export interface Queue {
   /**
+   * Who claims through this queue (issue 16 item 6): stored with every claim, so `renew`,
+   * `complete`, `fail` and `releaseOwn` act only on this instance's jobs. Stable across restarts
+   * when the gateway gives one (`queue.instance`), unique per process otherwise.
+   */
+  readonly instance: string;
+  /**
    * Store a job. Resolves only after a durable commit (concurrent calls share one commit).
    * Rejects with `GatewayError('QUEUE_UNAVAILABLE')` when the store cannot take it (closed,
    * overloaded, commit failed: the caller answers 503), with TypeError for invalid input.
@@ -136,17 +147,27 @@ export interface Queue {
    * one attempt each. No two claimers, in any process, get the same job under the same lease.
    * An expired job that has already used all its attempts becomes dead instead
    * (`lastError: 'lease expired'`): a job that crashes its deliverer cannot loop forever.
+   * The claimed jobs record `instance` as `claimedBy`.
    */
   claim(route: string, limit: number, leaseMs: number): Promise<Job[]>;
   /**
-   * Mark an inflight job delivered. False if the job is not inflight (e.g. deleted).
-   * Concurrent calls share one commit, as enqueues do: one fsync per batch, not per delivery.
+   * The heartbeat of deliveries in flight: extend the leases of these jobs to `now + leaseMs`,
+   * for the ones still inflight and claimed by this instance (even if their lease ran out and
+   * nobody took them yet). Returns the ids renewed; a missing id is no longer ours (another
+   * instance claimed it after our lease expired, or it was deleted): its outcome is theirs.
+   */
+  renew(ids: readonly string[], leaseMs: number): Promise<string[]>;
+  /**
+   * Mark an inflight job of this instance delivered. False if it is not inflight, or was
+   * claimed by another instance since (our lease expired). Concurrent calls share one commit,
+   * as enqueues do: one fsync per batch, not per delivery.
    */
   complete(id: string): Promise<boolean>;
   /**
-   * Record a failed attempt of an inflight job. With `retryAt` (ms epoch) and attempts left,
-   * the job goes back to pending at `retryAt`; with `retryAt === null` (permanent failure) or
-   * no attempts left it becomes dead. Returns the new state, or null if the job is not inflight.
+   * Record a failed attempt of an inflight job of this instance. With `retryAt` (ms epoch) and
+   * attempts left, the job goes back to pending at `retryAt`; with `retryAt === null` (permanent
+   * failure) or no attempts left it becomes dead. Returns the new state, or null if the job is
+   * not inflight or not ours any more.
    */
   fail(id: string, error: string, retryAt: number | null): Promise<JobState | null>;
   /**
@@ -154,6 +175,13 @@ export interface Queue {
    * eligible at once. Returns how many jobs were released.
    */
   release(ids: readonly string[]): Promise<number>;
+  /**
+   * `release` for every inflight job claimed under this `instance` (any route): what a gateway
+   * calls at start, before it claims, to free at once the deliveries its previous life had in
+   * flight when it was killed, instead of waiting for their leases. Only safe when no other
+   * live process uses the same `instance`. Returns how many jobs were released.
+   */
+  releaseOwn(): Promise<number>;
   /** Counts by state for one route (a zero row if it has no jobs) or for every route with jobs. */
   depth(route?: string): Promise<RouteDepth[]>;
   /** Jobs in id (creation) order, filtered, one page at a time. */

@@ -21,7 +21,7 @@ import type { Pool } from '../upstream/pool.ts';
 import { Acceptor } from './accept.ts';
 import { Deliverer, type DeliveryTarget } from './deliverer.ts';
 import { Janitor } from './janitor.ts';
-import { describeQueue, openQueue } from './open.ts';
+import { describeQueue, instanceName, openQueue } from './open.ts';
 import type { Queue } from './queue.ts';
 import { compileQueue, type DeferRoute, type DeferSpec, isDeferRoute, type QueueConfig } from './spec.ts';
 
@@ -87,16 +87,25 @@ export class DeferService {
    * then starts deliverers for new defer routes (routes that left stop by themselves).
    * Rejects when the store cannot be opened (at start: the gateway does not start).
    */
-  async apply(queueConfig: QueueConfig): Promise<void> {
+  /** `config`: the served config's queue block and listen port (config/schema.ts Config has both). */
+  async apply(config: { readonly queue: QueueConfig; readonly listen: { readonly port: number } }): Promise<void> {
     if (this.#stopping !== null) return;
     const routes = deferRoutes(this.#options.view().routes);
     if (routes.length === 0 && this.#queue === null) return;
-    const spec = compileQueue(queueConfig, []);
+    const spec = compileQueue(config.queue, []);
     const key = JSON.stringify(spec);
     if (this.#queue === null) {
-      this.#opening ??= openQueue(spec, this.#log).finally(() => {
-        this.#opening = null;
-      });
+      // Only the delivering process claims, so only it needs the stable name (issue 16 item 6).
+      const instance = this.#options.deliver ? instanceName(spec, config.listen.port) : undefined;
+      // The release is part of the opening: it runs once, before any deliverer claims.
+      this.#opening ??= openQueue(spec, this.#log, instance)
+        .then(async (queue) => {
+          if (this.#options.deliver) await this.#releaseOwn(queue);
+          return queue;
+        })
+        .finally(() => {
+          this.#opening = null;
+        });
       const queue = await this.#opening;
       if (this.#stopping !== null) {
         await queue.close();
@@ -105,7 +114,10 @@ export class DeferService {
       this.#queue = queue;
       this.#queueKey = key;
       this.acceptor.setQueue(queue);
-      this.#log.info({ queue: describeQueue(spec), deliver: this.#options.deliver }, 'queue open');
+      this.#log.info(
+        { queue: describeQueue(spec), deliver: this.#options.deliver, instance: queue.instance },
+        'queue open',
+      );
       if (this.#options.deliver) {
         this.#janitor = new Janitor({
           queue,
@@ -119,6 +131,20 @@ export class DeferService {
       this.#log.warn('queue settings changed: they take effect after a restart');
     }
     if (this.#options.deliver) this.#sync(routes);
+  }
+
+  /**
+   * Before the first claim: the jobs this instance's previous life had in flight when it was
+   * killed go back to pending at once (attempt not counted) instead of waiting for their leases
+   * (issue 16 item 6). A failure only means they wait for the lease, as before.
+   */
+  async #releaseOwn(queue: Queue): Promise<void> {
+    try {
+      const jobs = await queue.releaseOwn();
+      if (jobs > 0) this.#log.warn({ jobs, instance: queue.instance }, 'released the jobs left in flight by this instance before its restart');
+    } catch (err) {
+      this.#log.error({ err }, 'could not release the jobs of a previous life; they wait for their lease');
+    }
   }
 
   #sync(routes: readonly DeferRoute[]): void {

@@ -42,6 +42,7 @@ export interface QueueConfig {
   commit_timeout: Duration;
   retention: Duration | null;
   janitor_interval: Duration;
+  instance: string | null;
 }
 
 // ---- compiled ----
@@ -96,6 +97,8 @@ export interface QueueSpec {
   /** Delivered jobs older than this are purged; null = kept forever. */
   readonly retentionMs: number | null;
   readonly janitorIntervalMs: number;
+  /** `queue.instance`; null = derived from the listen address (open.ts `instanceName`). */
+  readonly instance: string | null;
 }
 
 const RATE = /^(\d+(?:\.\d+)?)\/(s|m|h)$/;
@@ -109,12 +112,14 @@ export function parseRate(text: string): number {
 }
 
 /**
- * The route's `timeout` bounds each delivery; the lease must outlast it, or another deliverer
- * could take the job while the first is still sending it (a duplicate for the target).
+ * The route's `timeout` bounds each delivery. The lease no longer has to outlast it (issue 16
+ * item 6): the deliverer renews it every third of a lease while the delivery runs, so only a
+ * gateway that stops renewing (killed, stalled, cut off from its store) loses its jobs, and a
+ * short lease makes them heal fast. 1s is the floor: renewals every 333 ms are the most we ask
+ * of the store.
  */
 export function compileDefer(
   d: DeferConfig,
-  routeTimeoutMs: number,
   path: Path,
   problems: CompileProblem[],
 ): DeferSpec {
@@ -131,11 +136,6 @@ export function compileDefer(
   if (maxMs < baseMs)
     problems.push({ path: [...path, 'backoff', 'max'], message: 'must be at least backoff.base' });
   if (leaseMs < 1000) problems.push({ path: [...path, 'lease'], message: 'must be at least 1s' });
-  else if (routeTimeoutMs > 0 && routeTimeoutMs >= leaseMs)
-    problems.push({
-      path: [...path, 'lease'],
-      message: `must be longer than the route timeout (${routeTimeoutMs}ms): a delivery must end before its lease`,
-    });
   const success = statusTable(d.success, 'exact', (i, message) =>
     problems.push({ path: [...path, 'success', i], message }),
   );
@@ -182,5 +182,6 @@ export function compileQueue(q: QueueConfig, problems: CompileProblem[]): QueueS
     commitTimeoutMs: parseDuration(q.commit_timeout),
     retentionMs: q.retention === null ? null : parseDuration(q.retention),
     janitorIntervalMs: intervalMs,
+    instance: q.instance,
   };
 }

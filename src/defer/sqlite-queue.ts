@@ -45,6 +45,8 @@ export interface SqliteQueueOptions {
   pollMs?: number;
   /** See `CoreOptions.commitTimeoutMs` (queue-core.ts). Default 5000. */
   commitTimeoutMs?: number;
+  /** See `CoreOptions.instance` (queue-core.ts): who claims. Default unique to the process. */
+  instance?: string;
   /** Clock, ms since the epoch. Default `Date.now`; tests inject one to move time. */
   now?: () => number;
 }
@@ -132,16 +134,28 @@ export class SqliteQueue extends QueueCore {
     if (this.#sql.anyEligible.get({ route, now }) === undefined) return [];
     return this.#write(() => {
       this.#sql.reapExpired.run({ route, now });
-      return this.#sql.claim.all({ route, now, limit, leaseUntil }) as unknown as JobRow[];
+      return this.#sql.claim.all({ route, now, limit, leaseUntil, me: this.instance }) as unknown as JobRow[];
     }, false);
   }
 
   protected completeIds(ids: string[], now: number): boolean[] {
-    return this.#write(() => ids.map((id) => Number(this.#sql.complete.run({ id, now }).changes) > 0), false);
+    const me = this.instance;
+    return this.#write(() => ids.map((id) => Number(this.#sql.complete.run({ id, now, me }).changes) > 0), false);
+  }
+
+  protected renewIds(ids: readonly string[], leaseUntil: number): string[] {
+    const params = { ids: JSON.stringify(ids), leaseUntil, me: this.instance };
+    const rows = this.#write(() => this.#sql.renew.all(params), false) as Array<{ id: string }>;
+    return rows.map((r) => r.id);
+  }
+
+  protected releaseOwnRows(now: number): string[] {
+    const rows = this.#write(() => this.#sql.releaseOwn.all({ now, me: this.instance })) as Array<{ route: string }>;
+    return rows.map((r) => r.route);
   }
 
   protected failRow(id: string, error: string, retryAt: number | null, now: number): JobState | null {
-    const row = this.#write(() => this.#sql.fail.get({ id, error, retryAt, now }), false) as
+    const row = this.#write(() => this.#sql.fail.get({ id, error, retryAt, now, me: this.instance }), false) as
       | { state: JobState }
       | undefined;
     return row?.state ?? null;
@@ -322,7 +336,7 @@ function prepare(db: DatabaseSync) {
     // Expired leases first (they waited longest), then due jobs by run_at; both walk an index.
     claim: db.prepare(
       `UPDATE defer_jobs SET state = 'inflight', attempts = attempts + 1, lease_until = :leaseUntil,
-         updated_at = :now
+         claimed_by = :me, updated_at = :now
        WHERE id IN (
          SELECT id FROM (SELECT id FROM defer_jobs WHERE route = :route AND state = 'inflight'
                            AND lease_until <= :now ORDER BY lease_until LIMIT :limit)
@@ -334,14 +348,25 @@ function prepare(db: DatabaseSync) {
     ),
     complete: db.prepare(
       `UPDATE defer_jobs SET state = 'done', lease_until = NULL, updated_at = :now
-       WHERE id = :id AND state = 'inflight'`,
+       WHERE id = :id AND state = 'inflight' AND claimed_by = :me`,
+    ),
+    renew: db.prepare(
+      `UPDATE defer_jobs SET lease_until = :leaseUntil
+       WHERE state = 'inflight' AND claimed_by = :me AND id IN (SELECT value FROM json_each(:ids))
+       RETURNING id`,
+    ),
+    releaseOwn: db.prepare(
+      `UPDATE defer_jobs SET state = 'pending', attempts = max(attempts - 1, 0), lease_until = NULL,
+         updated_at = :now
+       WHERE state = 'inflight' AND claimed_by = :me
+       RETURNING route`,
     ),
     fail: db.prepare(
       `UPDATE defer_jobs SET
          state = CASE WHEN :retryAt IS NULL OR attempts >= max_attempts THEN 'dead' ELSE 'pending' END,
          run_at = CASE WHEN :retryAt IS NULL OR attempts >= max_attempts THEN run_at ELSE :retryAt END,
          lease_until = NULL, last_error = :error, updated_at = :now
-       WHERE id = :id AND state = 'inflight'
+       WHERE id = :id AND state = 'inflight' AND claimed_by = :me
        RETURNING state`,
     ),
     release: db.prepare(

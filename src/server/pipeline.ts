@@ -221,6 +221,7 @@ export class Pipeline {
       }
       const action = route.action;
       if (action.kind === 'respond') {
+        if (action.ready && this.#draining) throw new GatewayError('NOT_READY', 'the gateway is draining');
         ctx.status = action.status;
         ctx.bytesOut = action.body.length;
         res.writeHead(action.status, {

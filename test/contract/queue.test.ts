@@ -24,10 +24,12 @@ import {
   QueueOptionError,
 } from '../../src/defer/queue.ts';
 import { SqliteQueue } from '../../src/defer/sqlite-queue.ts';
+import { jobMigrations } from '../../src/defer/queue-core.ts';
 import { dropSchema, newSchemaName, PG_URL, pgQuery } from '../helpers/pg.ts';
 
 interface StoreOptions {
   now?: () => number;
+  instance?: string;
   maxWaiting?: number;
   maxBatch?: number;
 }
@@ -134,6 +136,7 @@ function runQueueContract(name: string, newStore: NewStore): void {
         runAt: T0,
         leaseUntil: null,
         lastError: null,
+        claimedBy: null,
         createdAt: T0,
         updatedAt: T0,
       });
@@ -420,6 +423,72 @@ function runQueueContract(name: string, newStore: NewStore): void {
       assert.ok(claimed.every((j) => j.attempts === 1));
     });
 
+    it('claims record the instance; renew extends only our leases, even expired ones nobody took (issue 16)', async (t) => {
+      const clock = fakeClock();
+      const store = await newStore(t, { now: clock.now, instance: 'gw-a' });
+      const { queue } = store;
+      const other = await store.reopen({ instance: 'gw-b' });
+      assert.equal(queue.instance, 'gw-a');
+      const a = (await queue.enqueue(job())).id;
+      const b = (await queue.enqueue(job())).id;
+      const pending = (await queue.enqueue(job({ runAt: T0 + 3_600_000 }))).id;
+      const claimed = await queue.claim('r1', 2, 1000);
+      assert.deepEqual(claimed.map((j) => j.claimedBy), ['gw-a', 'gw-a']);
+      assert.equal((await queue.get(a))?.claimedBy, 'gw-a');
+
+      clock.advance(900);
+      assert.deepEqual((await queue.renew([a, b, pending, 'no-such-id'], 1000)).sort(), [a, b].sort());
+      assert.equal((await queue.get(a))?.leaseUntil, T0 + 1900);
+      assert.deepEqual(await other.renew([a, b], 60_000), [], "another instance cannot renew our jobs");
+      assert.equal((await queue.get(a))?.leaseUntil, T0 + 1900);
+      clock.advance(900);
+      assert.deepEqual(await other.claim('r1', 10, 1000), [], 'renewed leases are still held at T0+1800');
+      assert.deepEqual(await queue.renew([], 1000), []);
+      await assert.rejects(queue.renew([a], 0), RangeError);
+
+      // Our lease runs out: renewing before anyone takes the job keeps it ours...
+      clock.advance(1000);
+      assert.deepEqual(await queue.renew([a], 1000), [a], 'expired, not taken: still ours');
+      // ...but once another instance claims it, it is theirs: no renew, no complete, no fail.
+      clock.advance(1000);
+      const taken = await other.claim('r1', 10, 1000);
+      assert.deepEqual(taken.map((j) => j.id).sort(), [a, b].sort());
+      assert.ok(taken.every((j) => j.claimedBy === 'gw-b' && j.attempts === 2));
+      assert.deepEqual(await queue.renew([a, b], 1000), [], 'no longer ours');
+      assert.equal(await queue.complete(a), false, 'the old claimer cannot complete it');
+      assert.equal(await queue.fail(b, 'late', null), null, 'nor fail it');
+      assert.equal((await queue.get(b))?.state, 'inflight');
+      assert.equal(await other.complete(a), true, 'the new claimer can');
+      assert.equal(await other.fail(b, 'boom', T0), 'pending');
+    });
+
+    it('releaseOwn frees the inflight jobs of this instance name at once, attempt not counted (issue 16)', async (t) => {
+      const clock = fakeClock();
+      const store = await newStore(t, { now: clock.now, instance: 'gw-a' });
+      const other = await store.reopen({ instance: 'gw-b' });
+      const mine = [(await store.queue.enqueue(job())).id, (await store.queue.enqueue(job({ route: 'r2' }))).id];
+      const theirs = (await store.queue.enqueue(job({ route: 'r3' }))).id;
+      assert.equal((await store.queue.claim('r1', 10, 60_000)).length, 1);
+      assert.equal((await store.queue.claim('r2', 10, 60_000)).length, 1);
+      assert.equal((await other.claim('r3', 10, 60_000)).length, 1);
+
+      // The same name opened again: a restarted gateway (its previous life was killed).
+      const next = await store.reopen({ instance: 'gw-a' });
+      const woken = next.waitForWork('r1', { maxWaitMs: 10_000 });
+      assert.equal(await next.releaseOwn(), 2, 'both jobs of gw-a, on every route');
+      assert.equal(await woken, true, 'a release wakes the route');
+      for (const id of mine) {
+        const j = await next.get(id);
+        assert.equal(j?.state, 'pending');
+        assert.equal(j?.attempts, 0, 'the killed attempt does not count');
+        assert.equal(j?.runAt !== undefined && j.runAt <= T0, true, 'eligible at once');
+      }
+      assert.equal((await next.get(theirs))?.state, 'inflight', "another instance's job is left alone");
+      assert.equal(await next.releaseOwn(), 0, 'nothing left');
+      const again = await next.claim('r1', 10, 60_000);
+      assert.deepEqual(again.map((j) => [j.id, j.attempts, j.claimedBy]), [[mine[0], 1, 'gw-a']]);
+    });
+
     it('concurrent claimers on two instances never get the same job', async (t) => {
       const store = await newStore(t);
       const other = await store.reopen();
@@ -621,6 +690,36 @@ const newSqliteStore: NewStore = async (t, options = {}) => {
 runQueueContract('SqliteQueue', newSqliteStore);
 
 describe('SqliteQueue', () => {
+  it('migrates a queue file from before issue 16: a job left inflight there is taken when its lease ends', async (t) => {
+    const path = join(tempDir, 'v2.db');
+    const old = new DatabaseSync(path);
+    old.exec('CREATE TABLE defer_schema_version (version INTEGER NOT NULL)');
+    const types = { text: 'TEXT', json: 'TEXT', blob: 'BLOB', int: 'INTEGER', time: 'INTEGER' };
+    jobMigrations('defer_jobs', 'defer_jobs', types)
+      .slice(0, 2)
+      .forEach((sql, i) => {
+        old.exec(sql);
+        old.prepare('INSERT INTO defer_schema_version (version) VALUES (?)').run(i + 1);
+      });
+    const id = newJobId(T0);
+    old
+      .prepare(
+        `INSERT INTO defer_jobs (id, route, method, url, headers, body, attempts, max_attempts, state, run_at,
+           lease_until, created_at, updated_at)
+         VALUES (?, 'r1', 'POST', '/', '[]', x'', 1, 3, 'inflight', ?, ?, ?, ?)`,
+      )
+      .run(id, T0, T0 + 1000, T0, T0);
+    old.close();
+    const clock = fakeClock();
+    const queue = new SqliteQueue({ path, now: clock.now, instance: 'gw-new' });
+    t.after(() => queue.close());
+    assert.equal((await queue.get(id))?.claimedBy, null);
+    assert.equal(await queue.releaseOwn(), 0, 'a claim without a name is nobody\'s previous life');
+    clock.advance(1000);
+    const [taken] = await queue.claim('r1', 1, 1000);
+    assert.deepEqual([taken.id, taken.attempts, taken.claimedBy], [id, 2, 'gw-new']);
+  });
+
   it('rejects bad options, naming the option', () => {
     const path = join(tempDir, 'options.db');
     const cases: Array<[object, string]> = [
@@ -631,6 +730,7 @@ describe('SqliteQueue', () => {
       [{ path, maxWaiting: 1.5 }, 'maxWaiting'],
       [{ path, pollMs: '10' }, 'pollMs'],
       [{ path, now: 5 }, 'now'],
+      [{ path, instance: '' }, 'instance'],
     ];
     for (const [options, option] of cases) {
       assert.throws(
@@ -823,6 +923,6 @@ describe('PgQueue', () => {
     const { id } = await queues[0].enqueue(job());
     assert.equal((await queues[3].get(id))?.id, id);
     const { rows } = await pgQuery(`SELECT version FROM "${schema}".schema_version ORDER BY version`);
-    assert.deepEqual(rows, [{ version: 1 }, { version: 2 }]);
+    assert.deepEqual(rows, [{ version: 1 }, { version: 2 }, { version: 3 }]);
   });
 });

@@ -238,6 +238,7 @@ routes:
     assert.equal(job.url, '/hooks/fail');
     assert.equal(Buffer.from(String(job.body), 'base64').toString(), 'boom');
     assert.match(String(job.last_error), /answered 500/);
+    assert.equal(typeof job.claimed_by, 'string', 'the delivering process named itself in its claims (issue 16)');
     const page = (await admin('GET', '/queue/jobs?state=done&limit=4')).json<{
       jobs: unknown[];
       next: string;

@@ -12,7 +12,7 @@ import { test } from 'node:test';
 import { startGateway, startUpstream } from '../helpers/index.ts';
 
 /** Writes one request on `socket` and reads its whole answer (Content-Length bodies only). */
-function exchange(socket: Socket): Promise<{ head: string; body: string } | Error> {
+function exchange(socket: Socket, path = '/x'): Promise<{ head: string; body: string } | Error> {
   return new Promise((resolve) => {
     let buf = '';
     const onData = (chunk: Buffer) => {
@@ -31,7 +31,7 @@ function exchange(socket: Socket): Promise<{ head: string; body: string } | Erro
       resolve(r);
     };
     socket.on('data', onData).on('end', onEnd).on('error', onError);
-    socket.write('GET /x HTTP/1.1\r\nHost: gw\r\n\r\n');
+    socket.write(`GET ${path} HTTP/1.1\r\nHost: gw\r\n\r\n`);
   });
 }
 
@@ -56,7 +56,7 @@ routes:
     ),
   );
   t.after(() => sockets.forEach((s) => s.destroy()));
-  for (const r of await Promise.all(sockets.map(exchange))) {
+  for (const r of await Promise.all(sockets.map((s) => exchange(s)))) {
     assert.ok(!(r instanceof Error), String(r));
     assert.match(r.head, /^HTTP\/1\.1 200/);
     assert.doesNotMatch(r.head, /connection: close/i);
@@ -64,7 +64,7 @@ routes:
   // Every connection is idle now. Start the drain and, in the same tick, send the next request
   // on each: the race a busy keep-alive client runs at every shutdown.
   const closing = gw.runtime.close(5000, 2000);
-  const second = await Promise.all(sockets.map(exchange));
+  const second = await Promise.all(sockets.map((s) => exchange(s)));
   for (const r of second) {
     assert.ok(!(r instanceof Error), `a keep-alive request during the drain failed: ${String(r)}`);
     assert.match(r.head, /^HTTP\/1\.1 200/);
@@ -81,5 +81,29 @@ routes:
   });
   assert.equal((refused as NodeJS.ErrnoException | null)?.code, 'ECONNREFUSED');
   // Each connection was closed after its answer, so the accept grace ends early.
+  await closing;
+});
+
+test('a `respond: { ready: true }` route answers 503 NOT_READY from the start of the drain', async (t) => {
+  const gw = await startGateway(`
+routes:
+  - match: { path: /ready }
+    respond: { ready: true, body: ok }
+`);
+  const probe = await new Promise<Socket>((resolve, reject) => {
+    const s = connect(gw.port, '127.0.0.1', () => resolve(s));
+    s.once('error', reject);
+  });
+  t.after(() => probe.destroy());
+  const up = await exchange(probe, '/ready');
+  assert.ok(!(up instanceof Error), String(up));
+  assert.match(up.head, /^HTTP\/1\.1 200/);
+  assert.equal(up.body, 'ok');
+  // The load balancer's kept-alive probe connection, during the drain.
+  const closing = gw.runtime.close(5000, 2000);
+  const down = await exchange(probe, '/ready');
+  assert.ok(!(down instanceof Error), String(down));
+  assert.match(down.head, /^HTTP\/1\.1 503/);
+  assert.equal(JSON.parse(down.body).error.code, 'NOT_READY');
   await closing;
 });

@@ -35,6 +35,7 @@ describe('defer config', () => {
       max_waiting: 10000,
       retention: '24h',
       janitor_interval: '1m',
+      instance: null,
     });
     const action = compiled.routes[0].action;
     assert.equal(action.kind, 'defer');
@@ -49,7 +50,7 @@ describe('defer config', () => {
       ratePerSecond: null,
       concurrency: 32,
       backoff: { baseMs: 1000, maxMs: 300_000, jitter: 'full' },
-      leaseMs: 300_000,
+      leaseMs: 30_000,
       maxBodyBytes: 1024 * 1024,
       overflowPerSecond: null,
       overflowBurst: null,
@@ -86,10 +87,12 @@ describe('defer config', () => {
     assert.deepEqual(problems(base('{ pool: hooks, backoff: { base: 2s, max: 1s } }')), [
       'routes[0].defer.backoff.max: must be at least backoff.base',
     ]);
-    assert.deepEqual(problems(base('{ pool: hooks, lease: 30s }')), [
-      'routes[0].defer.lease: must be longer than the route timeout (60000ms): a delivery must end before its lease',
+    // Issue 16 item 6: renewed leases need not outlast the route timeout (60s by default).
+    assert.deepEqual(problems(base('{ pool: hooks, lease: 2s }')), []);
+    assert.deepEqual(problems(base('{ pool: hooks, lease: 500ms }')), ['routes[0].defer.lease: must be at least 1s']);
+    assert.deepEqual(problems(base('{ pool: hooks }') + '\nqueue: { instance: "" }'), [
+      'queue.instance: must be a name of 1 to 200 characters, or null',
     ]);
-    assert.deepEqual(problems(base('{ pool: hooks, lease: 30s }', ', timeout: 10s')), []);
     assert.deepEqual(problems(base('{ pool: hooks, success: [300-200] }')), [
       'routes[0].defer.success[0]: range "300-200" is empty (low > high)',
     ]);

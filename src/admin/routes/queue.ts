@@ -30,6 +30,8 @@ function summary(job: Job) {
     body_bytes: job.body.length,
     run_at: iso(job.runAt),
     lease_until: iso(job.leaseUntil),
+    // Issue 16: the gateway (`queue.instance`) that claimed it last: who holds an inflight job.
+    claimed_by: job.claimedBy,
     created_at: iso(job.createdAt),
     updated_at: iso(job.updatedAt),
   };
