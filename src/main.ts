@@ -32,13 +32,13 @@ import {
   type Override,
   scalar,
 } from './config/load.ts';
-import { parseDuration } from './config/units.ts';
+import { parseDuration } from './lib/units.ts';
 import { WELDR_BASE, WELDR_SOURCE } from './compat/weldr.ts';
-import { startDeliveryHost, withDeliveries } from './defer/host.ts';
+import { startDeliveryHost, withDeliveries } from './cluster/delivery-host.ts';
 import { IMPORT_USAGE, queueImportCommand, UsageError } from './defer/import.ts';
 import type { Queue } from './defer/queue.ts';
 import { createLogger } from './observability/logger.ts';
-import { type TextDestination, textDestination } from './observability/text-log.ts';
+import { type TextDestination, textDestination } from './server/text-log.ts';
 import { Metrics } from './observability/metrics.ts';
 import { VERSION } from './version.ts';
 

@@ -4,7 +4,7 @@
  * file's own pool schema, so a pool created through the API takes exactly the keys and
  * defaults a pool in the file does.
  */
-import { NAME_PATTERN } from '../config/names.ts';
+import { NAME_PATTERN } from '../lib/names.ts';
 import { poolSchema } from '../config/schema.ts';
 import { isTargetUrl } from '../upstream/target-url.ts';
 

@@ -1,26 +1,28 @@
 /**
  * The Manager: the control plane that the primary runs (or the only process, with
  * `--workers 0/1`). It holds the truth about what is served — the config file plus the
- * admin API's pool changes (upstream/membership.ts) — runs the active health checks once per
+ * admin API's pool changes (membership.ts) — runs the active health checks once per
  * target, and pushes both to the data plane, which is either the local runtime or, through
  * primary.ts, every worker (re-sent to a worker that restarts). Changes are serialized, each
  * is validated by compile() before anything moves, and identical health updates are dropped.
  */
 import { DEFAULT_SPECIAL_TARGETS, type SpecialClass, specialTargetProblem } from './special-targets.ts';
 import { readFile, rename, writeFile } from 'node:fs/promises';
-import { type CompileProblem, type CompiledConfig, compile, targetSpec } from '../config/compile.ts';
+import { type CompiledConfig, compile } from '../config/compile.ts';
 import { ConfigError, formatPath, formatProblem, type LoadedConfig, shapeProblems } from '../config/load.ts';
-import { dict, NAME, NAME_PATTERN, own } from '../config/names.ts';
-import type { Config, PoolConfig, TargetConfig } from '../config/schema.ts';
-import { parseDuration } from '../config/units.ts';
+import { dict, NAME, NAME_PATTERN, own } from '../lib/names.ts';
+import type { CompileProblem } from '../lib/problem.ts';
+import type { Config } from '../config/schema.ts';
+import { parseDuration } from '../lib/units.ts';
 import { GatewayError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import { aggregate, type Metrics, type MetricsSnapshot } from '../observability/metrics.ts';
 import type { Registry } from 'prom-client';
 import type { Runtime } from './runtime.ts';
 import { ActiveHealth } from '../upstream/health/active.ts';
-import { applyOverlay, change, emptyOverlay, findTarget, type Overlay } from '../upstream/membership.ts';
+import { applyOverlay, change, emptyOverlay, findTarget, type Overlay } from './membership.ts';
 import type { DownTargets } from '../upstream/registry.ts';
+import { type PoolConfig, type TargetConfig, targetSpec } from '../upstream/spec.ts';
 import { mergeTargetStats, type TargetTotals, type WorkerStats } from '../upstream/stats.ts';
 
 /** Where the Manager's decisions go: the local runtime, or every worker through IPC. */

@@ -8,7 +8,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import { fileURLToPath } from 'node:url';
 import type { Config } from '../config/schema.ts';
-import { parseDuration } from '../config/units.ts';
+import { parseDuration } from '../lib/units.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { MetricsSnapshot } from '../observability/metrics.ts';
 import type { DownTargets } from '../upstream/registry.ts';

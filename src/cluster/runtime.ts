@@ -7,7 +7,7 @@ import type { Server } from 'node:http';
 import { type AddressInfo, Server as NetServer } from 'node:net';
 import { compile } from '../config/compile.ts';
 import type { Config } from '../config/schema.ts';
-import { parseDuration } from '../config/units.ts';
+import { parseDuration } from '../lib/units.ts';
 import { MultiplexRegistry } from '../multiplex/registry.ts';
 import type { Logger } from '../observability/logger.ts';
 import { Metrics } from '../observability/metrics.ts';
@@ -15,8 +15,9 @@ import { createListener } from '../server/listener.ts';
 import { Pipeline } from '../server/pipeline.ts';
 import { buildSnapshot, type Snapshot } from '../server/snapshot.ts';
 import { DeferService } from '../defer/service.ts';
+import { strategyStats } from '../strategy/stats.ts';
 import { forward as baseForward } from '../proxy/forward.ts';
-import { recordOutcomes } from '../upstream/outcomes.ts';
+import { recordOutcomes } from '../proxy/outcomes.ts';
 import { type DownTargets, Registry } from '../upstream/registry.ts';
 import type { WorkerStats } from '../upstream/stats.ts';
 import { VERSION } from '../version.ts';
@@ -77,7 +78,7 @@ export async function startRuntime(
   };
   // Every attempt's outcome feeds its target's counters and passive health (issue 3).
   const forward = recordOutcomes(baseForward);
-  // Issue 6: workers accept and enqueue; the primary delivers (defer/host.ts), or this process
+  // Issue 6: workers accept and enqueue; the primary delivers (delivery-host.ts), or this process
   // when it is the only one — through the same pools and forward as the proxy routes.
   const defer = new DeferService({
     log,
@@ -90,6 +91,7 @@ export async function startRuntime(
   const unwatch = metrics?.addData({
     inflight: () => pipeline.inflight,
     targets: () => registry.liveStats(),
+    strategies: strategyStats,
   });
   await defer.apply(config);
   const server = createListener(config, pipeline, log);

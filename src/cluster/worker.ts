@@ -3,9 +3,9 @@
  * health updates, answers stats requests, and drains on `shutdown` (or on SIGTERM sent to it
  * directly).
  */
-import { parseDuration } from '../config/units.ts';
+import { parseDuration } from '../lib/units.ts';
 import { createLogger, type Logger } from '../observability/logger.ts';
-import { textDestination } from '../observability/text-log.ts';
+import { textDestination } from '../server/text-log.ts';
 import { Metrics } from '../observability/metrics.ts';
 import { VERSION } from '../version.ts';
 import type { DownTargets } from '../upstream/registry.ts';

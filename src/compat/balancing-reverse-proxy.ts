@@ -14,9 +14,9 @@
  * after an answer that is not accepted (`retry_non_idempotent`: choosing quick mode is that
  * consent, as the seed does it), its body replayed intact (the seed loses it on the way).
  */
-import { targetSpec } from '../config/compile.ts';
+import { targetSpec } from '../upstream/spec.ts';
 import type { Override } from '../config/load.ts';
-import { goDuration } from '../observability/text-log.ts';
+import { goDuration } from '../server/text-log.ts';
 
 export const BRP_SOURCE = 'balancing-reverse-proxy command line';
 

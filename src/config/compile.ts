@@ -5,70 +5,21 @@
  */
 import {
   compileMultiplexOptions,
-  type MultiplexOptions,
+  type MultiplexAction,
   MultiplexConfigError,
   multiplexSchema,
 } from '../multiplex/schema.ts';
-import { compileDefer, compileQueue, type DeferSpec } from '../defer/spec.ts';
-import { compileMatch, type Matcher } from '../routing/matcher.ts';
+import { compileDefer, compileQueue, type DeferAction } from '../defer/spec.ts';
+import { compileMatch } from '../routing/matcher.ts';
+import type { Route } from '../routing/route.ts';
 import { compileStrategy } from '../strategy/spec.ts';
 import { compileForwarding, type Forwarding, type HostMode } from '../proxy/headers.ts';
 import type { ExhaustedAnswer } from '../strategy/exhausted.ts';
 import type { StrategySpec } from '../strategy/types.ts';
-import type { AdminConfig, Config, HealthConfig, PoolConfig, RouteConfig } from './schema.ts';
-import { parseDuration, parseSize } from './units.ts';
-
-export interface TargetSpec {
-  /** Stable id used in logs and metrics: `host:port` plus the path prefix when there is one. */
-  id: string;
-  url: string;
-  /** `http://host:port`, what undici connects to. */
-  origin: string;
-  /** Path prefix of the target URL without trailing slash ('' for none). */
-  basePath: string;
-  /** Host header value for `host: target`. */
-  host: string;
-  weight: number;
-  /** Drained by an operator (admin API `PATCH … {"drain": true}`): never picked. */
-  drain: boolean;
-}
-
-/** What the `hash` selector hashes (pool key `hash_key`). */
-export type HashKey = { kind: 'client_ip' } | { kind: 'header' | 'cookie'; name: string };
-
-/** Active health checks of a pool (key `health`), run by the primary. */
-export interface HealthSpec {
-  path: string;
-  method: string;
-  intervalMs: number;
-  timeoutMs: number;
-  /** Passing statuses as inclusive [low, high] ranges. */
-  expect: Array<[number, number]>;
-  fall: number;
-  rise: number;
-}
-
-/** Outlier ejection of a pool (key `passive`), decided in each worker. */
-export interface PassiveSpec {
-  failures: number;
-  ejectionMs: number;
-  maxEjectionMs: number;
-  maxEjectedPercent: number;
-}
-
-export interface PoolSpec {
-  name: string;
-  selector: PoolConfig['selector'];
-  hashKey: HashKey;
-  connections: number;
-  connectTimeoutMs: number;
-  keepAliveTimeoutMs: number;
-  targets: TargetSpec[];
-  health: HealthSpec | null;
-  passive: PassiveSpec | null;
-  /** Percent; below it the pool uses every target (panic). */
-  panicThreshold: number;
-}
+import { compilePool, type PoolSpec } from '../upstream/spec.ts';
+import type { AdminConfig, Config, RouteConfig } from './schema.ts';
+import type { CompileProblem } from '../lib/problem.ts';
+import { parseDuration, parseSize } from '../lib/units.ts';
 
 export type RouteAction =
   | {
@@ -92,132 +43,16 @@ export type RouteAction =
       ready: boolean;
     }
   /** Store the request, answer at once, deliver it later (issue 6; src/defer/). */
-  | { kind: 'defer'; spec: DeferSpec }
-  | {
-      kind: 'multiplex';
-      /** Compiled once here; the runtime builds the route's live handler from them (issue 5). */
-      options: MultiplexOptions;
-      /** Equal keys mean equal options: a new snapshot then keeps the route's handler. */
-      key: string;
-    };
+  | DeferAction
+  /** Answer with a batch (issue 5; src/multiplex/). */
+  | MultiplexAction;
 
-export interface CompiledRoute {
-  id: string;
-  index: number;
-  matches: Matcher;
-  action: RouteAction;
-  /** 0 = no overall deadline. */
-  timeoutMs: number;
-  headersTimeoutMs: number;
-  idleTimeoutMs: number;
-  /** null = unlimited (streamed). */
-  maxBodyBytes: number | null;
-  /** An upgraded tunnel with no byte either way for this long is closed; 0 = never (issue 15). */
-  tunnelIdleTimeoutMs: number;
-  /** The top-level `forwarding` settings (Via pseudonym, loop limit, Forwarded), shared by every route. */
-  forwarding: Forwarding;
-}
+/** A route as served: its action is one of the four kinds (routing/route.ts has the rest). */
+export type CompiledRoute = Route<RouteAction>;
 
 export interface CompiledConfig {
   routes: CompiledRoute[];
   pools: PoolSpec[];
-}
-
-export interface CompileProblem {
-  path: Array<string | number>;
-  message: string;
-}
-
-export function targetSpec(
-  entry: string | { url: string; weight?: number; id?: string; drain?: boolean },
-): TargetSpec {
-  const { url, weight = 1, id, drain = false } = typeof entry === 'string' ? { url: entry } : entry;
-  const u = new URL(url);
-  const basePath = u.pathname.replace(/\/+$/, '');
-  const port = u.port || (u.protocol === 'https:' ? '443' : '80');
-  return {
-    id: id ?? `${u.hostname}:${port}${basePath}`,
-    url,
-    origin: u.origin,
-    basePath,
-    host: u.host,
-    weight,
-    drain,
-  };
-}
-
-export function compileHashKey(key: string): HashKey {
-  if (key === 'client_ip') return { kind: 'client_ip' };
-  const colon = key.indexOf(':');
-  const kind = key.slice(0, colon) === 'cookie' ? 'cookie' : 'header';
-  const name = key.slice(colon + 1);
-  return { kind, name: kind === 'header' ? name.toLowerCase() : name };
-}
-
-/** `204` → [204, 204]; `200-399` → [200, 399]; `2xx` → [200, 299]. */
-export function compileStatuses(list: ReadonlyArray<number | string>): Array<[number, number]> {
-  return list.map((e) => {
-    if (typeof e === 'number') return [e, e];
-    if (e.endsWith('xx')) return [Number(e[0]) * 100, Number(e[0]) * 100 + 99];
-    const [lo, hi] = e.split('-').map(Number);
-    return [lo, hi];
-  });
-}
-
-/** A check interval shorter than this would keep a CPU busy; tests use 50-100 ms. */
-const MIN_HEALTH_INTERVAL_MS = 10;
-
-function compileHealth(name: string, h: HealthConfig, problems: CompileProblem[]): HealthSpec {
-  const spec: HealthSpec = {
-    path: h.path,
-    method: h.method,
-    intervalMs: parseDuration(h.interval),
-    timeoutMs: parseDuration(h.timeout),
-    expect: compileStatuses(h.expect),
-    fall: h.fall,
-    rise: h.rise,
-  };
-  if (spec.intervalMs < MIN_HEALTH_INTERVAL_MS)
-    problems.push({
-      path: ['pools', name, 'health', 'interval'],
-      message: `must be at least ${MIN_HEALTH_INTERVAL_MS}ms`,
-    });
-  if (spec.timeoutMs <= 0)
-    problems.push({ path: ['pools', name, 'health', 'timeout'], message: 'must be more than 0' });
-  spec.expect.forEach(([lo, hi], i) => {
-    if (lo > hi)
-      problems.push({ path: ['pools', name, 'health', 'expect', i], message: 'range is empty (low > high)' });
-  });
-  return spec;
-}
-
-function compilePool(name: string, p: PoolConfig, problems: CompileProblem[]): PoolSpec {
-  const targets = p.targets.map(targetSpec);
-  const ids = new Set<string>();
-  targets.forEach((t, i) => {
-    if (ids.has(t.id))
-      problems.push({ path: ['pools', name, 'targets', i], message: `duplicate target "${t.id}"` });
-    ids.add(t.id);
-  });
-  return {
-    name,
-    selector: p.selector,
-    hashKey: compileHashKey(p.hash_key),
-    connections: p.connections,
-    connectTimeoutMs: parseDuration(p.connect_timeout),
-    keepAliveTimeoutMs: parseDuration(p.keep_alive_timeout),
-    targets,
-    health: p.health ? compileHealth(name, p.health, problems) : null,
-    passive: p.passive
-      ? {
-          failures: p.passive.failures,
-          ejectionMs: parseDuration(p.passive.ejection),
-          maxEjectionMs: Math.max(parseDuration(p.passive.max_ejection), parseDuration(p.passive.ejection)),
-          maxEjectedPercent: p.passive.max_ejected,
-        }
-      : null,
-    panicThreshold: p.panic_threshold,
-  };
 }
 
 const LOOPBACK = /^(127(\.\d{1,3}){3}|::1|\[::1\]|localhost)$/i;

@@ -11,8 +11,14 @@ import {
   SIZE_HINT,
   SIZE_KEYS,
 } from '../multiplex/schema.ts';
-import { DURATION_PATTERN, SIZE_PATTERN } from './units.ts';
-import { NAME_PATTERN } from './names.ts';
+import type { LogLevel } from '../observability/logger.ts';
+import type { TracingConfig } from '../observability/trace.ts';
+import { type Duration, DURATION_PATTERN, type Size, SIZE_PATTERN } from '../lib/units.ts';
+import type { DeferConfig, QueueConfig } from '../defer/spec.ts';
+import type { MatchConfig } from '../routing/matcher.ts';
+import type { StrategyConfig } from '../strategy/spec.ts';
+import type { PoolConfig } from '../upstream/spec.ts';
+import { NAME_PATTERN } from '../lib/names.ts';
 
 type Schema = Record<string, unknown>;
 
@@ -108,7 +114,7 @@ const healthSchema: Schema = {
     interval: duration('Time between the end of one check of a target and the start of the next.', '30s'),
     timeout: duration('Time a check may take, body included; longer counts as failed.', '2s'),
     expect: statusList(
-      'Statuses that pass: codes (`204`), ranges (`200-399`) or classes (`2xx`).',
+      'Statuses that pass: codes (`204`), ranges (`200-399`) or classes (`2xx`). Every code is exact: `200` is 200 only (unlike `terminal`).',
       '200-399',
     ),
     fall: {
@@ -457,7 +463,7 @@ const deferSchema: Schema = {
       default: 32,
     },
     success: statusList(
-      'Statuses that complete a job: codes (`204`), ranges (`200-299`) or classes (`2xx`). Any other answer, or none, is retried.',
+      'Statuses that complete a job: codes (`204`), ranges (`200-299`) or classes (`2xx`). Every code is exact: `200` is 200 only (unlike `terminal`). Any other answer, or none, is retried.',
       '200-299',
     ),
     backoff: {
@@ -824,35 +830,6 @@ export const configSchema: Schema = {
 
 // ---- the validated (defaults applied) config ----
 
-export type Duration = string | number;
-export type Size = string | number;
-
-export interface TargetConfig {
-  url: string;
-  weight?: number;
-  id?: string;
-  drain?: boolean;
-}
-
-export type SelectorName = 'round-robin' | 'weighted' | 'least-inflight' | 'random' | 'hash';
-
-export interface HealthConfig {
-  path: string;
-  method: string;
-  interval: Duration;
-  timeout: Duration;
-  expect: Array<number | string>;
-  fall: number;
-  rise: number;
-}
-
-export interface PassiveConfig {
-  failures: number;
-  ejection: Duration;
-  max_ejection: Duration;
-  max_ejected: number;
-}
-
 export interface AdminConfig {
   enabled: boolean;
   host: string;
@@ -863,40 +840,11 @@ export interface AdminConfig {
   allowed_hosts: string[];
 }
 
-export interface PoolConfig {
-  targets: Array<string | TargetConfig>;
-  selector: SelectorName;
-  hash_key: string;
-  health?: HealthConfig;
-  passive?: PassiveConfig;
-  allow_special_targets: Array<'loopback' | 'private' | 'link-local' | 'metadata' | 'unspecified' | 'multicast' | 'broadcast' | 'reserved'>;
-  panic_threshold: number;
-  connections: number;
-  connect_timeout: Duration;
-  keep_alive_timeout: Duration;
-}
-
-export interface MatchConfig {
-  host?: string | string[];
-  path?: string;
-  methods?: string[];
-  headers?: Record<string, string | string[]>;
-}
-
-export interface ProxyConfig {
+/** A route's `proxy` block: where it goes, plus how attempts are spent (strategy/spec.ts). */
+export interface ProxyConfig extends StrategyConfig {
   pool: string;
   host: string;
   strip_prefix?: string;
-  strategy: 'single' | 'failover' | 'fanout' | 'hedge';
-  max_attempts: number;
-  order?: 'listed' | 'selector';
-  width?: number;
-  hedge_after: Duration;
-  hedge_budget: number;
-  hedge_budget_window: Duration;
-  terminal: Array<number | string>;
-  max_replay_bytes: Size;
-  retry_non_idempotent: boolean;
   target_header: boolean;
   exhausted?: { status: number; body: string };
 }
@@ -906,35 +854,6 @@ export interface RespondConfig {
   body: string;
   headers: Record<string, string>;
   ready: boolean;
-}
-
-export interface DeferConfig {
-  pool: string;
-  status: number;
-  body: 'id' | 'empty';
-  host: string;
-  max_attempts: number;
-  rate: string | null;
-  concurrency: number;
-  success: Array<number | string>;
-  backoff: { base: Duration; max: Duration; jitter: 'full' | 'decorrelated' | 'none' };
-  lease: Duration;
-  max_body_bytes: Size;
-  overflow?: { rate: string; burst?: number };
-}
-
-export interface QueueConfig {
-  driver: 'sqlite' | 'postgres';
-  path: string;
-  url: string | null;
-  schema: string;
-  pool_size: number;
-  busy_timeout: Duration;
-  max_waiting: number;
-  commit_timeout: Duration;
-  retention: Duration | null;
-  janitor_interval: Duration;
-  instance: string | null;
 }
 
 export interface RouteConfig {
@@ -959,11 +878,6 @@ export interface MetricsConfig {
   port: number | null;
 }
 
-export interface TracingConfig {
-  enabled: boolean;
-  sampled: boolean;
-}
-
 /** Go `log`'s flags for `log.format: text` (issue 13). */
 export interface LogTextConfig {
   prefix: string;
@@ -972,8 +886,6 @@ export interface LogTextConfig {
   microseconds: boolean;
   utc: boolean;
 }
-
-export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
 export interface Config {
   listen: { host: string; port: number };

@@ -14,13 +14,15 @@
  * `Idempotency-Key` is always queued, so that the key is remembered.
  */
 import type { IncomingMessage } from 'node:http';
-import type { CompiledRoute } from '../config/compile.ts';
 import { GatewayError } from '../errors.ts';
+import { clientAddress } from '../lib/address.ts';
 import type { Logger } from '../observability/logger.ts';
+import type { TraceContext } from '../observability/trace.ts';
 import { readBody } from '../proxy/body.ts';
+import { Deadline } from '../deadline.ts';
 import type { Forward } from '../proxy/forward.ts';
-import { clientAddress, outboundRequestHeaders } from '../proxy/headers.ts';
-import { Deadline, type RequestContext } from '../server/context.ts';
+import { outboundRequestHeaders } from '../proxy/headers.ts';
+import type { Route } from '../routing/route.ts';
 import type { Pool } from '../upstream/pool.ts';
 import { ATTEMPT_HEADER, deliver, type DeliveryOutcome, JOB_ID_HEADER } from './delivery.ts';
 import { IDEMPOTENCY_KEY_MAX, newJobId, type Queue } from './queue.ts';
@@ -34,6 +36,14 @@ export interface Accepted {
   duplicate: boolean;
   /** Overflow mode delivered it directly (the target accepted it); nothing was stored. */
   direct: boolean;
+}
+
+/** What accepting reads and writes of the request's context (server/context.ts RequestContext). */
+export interface AcceptContext {
+  readonly id: string;
+  readonly trace: TraceContext | null;
+  /** Set to the target a direct (overflow) delivery reached. */
+  target: string | null;
 }
 
 export interface AcceptorOptions {
@@ -63,8 +73,8 @@ export class Acceptor {
 
   async accept(
     req: IncomingMessage,
-    ctx: RequestContext,
-    route: CompiledRoute,
+    ctx: AcceptContext,
+    route: Route,
     spec: DeferSpec,
     pool: Pool | undefined,
     proto: 'http' | 'https',
@@ -110,8 +120,8 @@ export class Acceptor {
 
   /** Overflow mode: one delivery now, bounded by the route timeout; true when accepted. */
   async #direct(
-    ctx: RequestContext,
-    route: CompiledRoute,
+    ctx: AcceptContext,
+    route: Route,
     spec: DeferSpec,
     pool: Pool | undefined,
     job: { id: string; method: string; url: string; headers: Array<[string, string]>; body: Buffer },

@@ -21,12 +21,12 @@
  * grace period, then abort the rest and release their leases without counting the attempt.
  */
 import { performance } from 'node:perf_hooks';
-import type { CompiledRoute } from '../config/compile.ts';
 import { GatewayError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
+import { Deadline } from '../deadline.ts';
 import type { Forward } from '../proxy/forward.ts';
-import { Deadline } from '../server/context.ts';
+import type { Route } from '../routing/route.ts';
 import type { Pool } from '../upstream/pool.ts';
 import { backoffDelay } from './backoff.ts';
 import { deliver } from './delivery.ts';
@@ -42,7 +42,7 @@ function requestIdOf(job: Job): string | undefined {
 
 /** The route as served now, or null once it is gone (or no longer defers). */
 export interface DeliveryTarget {
-  route: CompiledRoute;
+  route: Route;
   spec: DeferSpec;
   pool: Pool | undefined;
   /** `tracing.enabled`: each delivery gets a span id of its own (issue 7). */

@@ -8,11 +8,11 @@
  * within the same delivery; any other failure is the attempt's result, and the job's retry
  * schedule decides what happens next.
  */
-import type { CompiledRoute } from '../config/compile.ts';
 import { isGatewayError } from '../errors.ts';
 import type { AttemptError, BodySink, Forward, OutboundRequest } from '../proxy/forward.ts';
 import { TRACEPARENT, withNewSpan } from '../observability/trace.ts';
 import { hostFor, joinPath } from '../proxy/headers.ts';
+import type { Route } from '../routing/route.ts';
 import type { Pool } from '../upstream/pool.ts';
 import type { Target } from '../upstream/target.ts';
 import type { HeaderPairs } from './queue.ts';
@@ -109,7 +109,7 @@ function failure(err: unknown, target: Target | null): DeliveryOutcome {
  */
 export async function deliver(
   req: DeliveryRequest,
-  route: CompiledRoute,
+  route: Route,
   spec: DeferSpec,
   pool: Pool | undefined,
   forward: Forward,

@@ -15,15 +15,15 @@
  */
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import type { LoadedConfig } from '../config/load.ts';
 import { createLogger } from '../observability/logger.ts';
 import { isHopByHop } from '../proxy/headers.ts';
+import type { Route } from '../routing/route.ts';
 import { ATTEMPT_HEADER, JOB_ID_HEADER } from './delivery.ts';
 import { openQueue } from './open.ts';
 import { databaseOf, postgresUrl } from './pg-conn.ts';
 import { PgQueue } from './pg-queue.ts';
 import type { HeaderPairs, JobInput, Queue } from './queue.ts';
-import { compileQueue } from './spec.ts';
+import { compileQueue, isDeferRoute, type QueueConfig } from './spec.ts';
 
 /** One row of asyncproxy's table, as its migrations leave it. */
 export interface AsyncproxyRow {
@@ -200,13 +200,23 @@ function count(flag: string, text: string | undefined, dflt: number | null): num
 }
 
 /**
+ * What the import reads of the loaded config (config/load.ts `LoadedConfig` is one): the file
+ * name, the queue block and the served routes; narrow, so defer/ need not import config/ (issue 11).
+ */
+export interface ImportConfig {
+  readonly file: string;
+  readonly config: { readonly queue: QueueConfig };
+  readonly compiled: { readonly routes: readonly Route[] };
+}
+
+/**
  * `manifold queue import …`: `load` reads the config as `manifold` would (with `--config` /
  * `--asyncproxy`), so the target queue and route are the ones the gateway delivers from.
  * Writes one line per batch and the total to `out`; resolves with the result.
  */
 export async function queueImportCommand(
   argv: string[],
-  load: (values: { config?: string; asyncproxy?: boolean }) => LoadedConfig,
+  load: (values: { config?: string; asyncproxy?: boolean }) => ImportConfig,
   out: NodeJS.WritableStream,
 ): Promise<ImportResult | null> {
   let parsed;
@@ -227,9 +237,9 @@ export async function queueImportCommand(
   const batch = count('batch', values.batch, 500)!;
   const limit = count('limit', values.limit, null);
   const loaded = load({ config: values.config, asyncproxy: values.asyncproxy });
-  const defers = loaded.compiled.routes.filter((r) => r.action.kind === 'defer');
+  const defers = loaded.compiled.routes.filter(isDeferRoute);
   const route = values.route === undefined ? defers.length === 1 ? defers[0] : undefined : defers.find((r) => r.id === values.route);
-  if (route === undefined || route.action.kind !== 'defer')
+  if (route === undefined)
     throw new UsageError(
       values.route === undefined
         ? `${loaded.file} has ${defers.length} defer routes: name one with --route (${defers.map((r) => r.id).join(', ')})`

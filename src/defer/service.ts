@@ -12,22 +12,22 @@
  * janitor; `stopDelivering(grace)` first (stop claiming, finish or release), then `close()`
  * once the listener has drained, so accepts in flight still commit.
  */
-import type { CompiledRoute } from '../config/compile.ts';
-import type { Config, TracingConfig } from '../config/schema.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
+import type { TracingConfig } from '../observability/trace.ts';
 import type { Forward } from '../proxy/forward.ts';
+import type { Route } from '../routing/route.ts';
 import type { Pool } from '../upstream/pool.ts';
 import { Acceptor } from './accept.ts';
 import { Deliverer, type DeliveryTarget } from './deliverer.ts';
 import { Janitor } from './janitor.ts';
 import { describeQueue, instanceName, openQueue } from './open.ts';
 import type { Queue } from './queue.ts';
-import { compileQueue, type DeferSpec } from './spec.ts';
+import { compileQueue, type DeferRoute, type DeferSpec, isDeferRoute, type QueueConfig } from './spec.ts';
 
 /** What the deliverers read: the routes and pools served now (a snapshot has both). */
 export interface DeferView {
-  readonly routes: readonly CompiledRoute[];
+  readonly routes: readonly Route[];
   readonly pools: ReadonlyMap<string, Pool>;
   /** `tracing` as served (issue 7); null = off. */
   readonly tracing: Readonly<TracingConfig> | null;
@@ -47,8 +47,8 @@ export interface DeferServiceOptions {
 /** A deliverer whose route left the config finishes what it started within this. */
 const REMOVED_ROUTE_GRACE_MS = 60_000;
 
-export function deferRoutes(routes: readonly CompiledRoute[]): CompiledRoute[] {
-  return routes.filter((r) => r.action.kind === 'defer');
+export function deferRoutes(routes: readonly Route[]): DeferRoute[] {
+  return routes.filter(isDeferRoute);
 }
 
 export class DeferService {
@@ -87,7 +87,8 @@ export class DeferService {
    * then starts deliverers for new defer routes (routes that left stop by themselves).
    * Rejects when the store cannot be opened (at start: the gateway does not start).
    */
-  async apply(config: Config): Promise<void> {
+  /** `config`: the served config's queue block and listen port (config/schema.ts Config has both). */
+  async apply(config: { readonly queue: QueueConfig; readonly listen: { readonly port: number } }): Promise<void> {
     if (this.#stopping !== null) return;
     const routes = deferRoutes(this.#options.view().routes);
     if (routes.length === 0 && this.#queue === null) return;
@@ -146,7 +147,7 @@ export class DeferService {
     }
   }
 
-  #sync(routes: readonly CompiledRoute[]): void {
+  #sync(routes: readonly DeferRoute[]): void {
     const queue = this.#queue!;
     const wanted = new Set(routes.map((r) => r.id));
     for (const [id, d] of this.#deliverers) {
@@ -177,7 +178,7 @@ export class DeferService {
   #resolve(routeId: string): DeliveryTarget | null {
     const view = this.#options.view();
     const route = view.routes.find((r) => r.id === routeId);
-    if (route === undefined || route.action.kind !== 'defer') return null;
+    if (route === undefined || !isDeferRoute(route)) return null;
     const spec: DeferSpec = route.action.spec;
     return { route, spec, pool: view.pools.get(spec.pool), tracing: view.tracing !== null };
   }

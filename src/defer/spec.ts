@@ -4,14 +4,48 @@
  * table. config/compile.ts calls these; the accept handler and the deliverers only read the
  * result.
  */
-import type { CompileProblem } from '../config/compile.ts';
-import type { DeferConfig, QueueConfig } from '../config/schema.ts';
-import { parseDuration, parseSize } from '../config/units.ts';
+import type { CompileProblem } from '../lib/problem.ts';
+import { statusTable } from '../lib/statuses.ts';
+import { type Duration, parseDuration, parseSize, type Size } from '../lib/units.ts';
 import type { HostMode } from '../proxy/headers.ts';
+import type { Route } from '../routing/route.ts';
 import type { BackoffPolicy } from './backoff.ts';
 import { postgresUrl } from './pg-conn.ts';
 
 type Path = Array<string | number>;
+
+// ---- as validated (config/schema.ts `deferSchema` and `queue`, defaults applied) ----
+
+export interface DeferConfig {
+  pool: string;
+  status: number;
+  body: 'id' | 'empty';
+  host: string;
+  max_attempts: number;
+  rate: string | null;
+  concurrency: number;
+  success: Array<number | string>;
+  backoff: { base: Duration; max: Duration; jitter: 'full' | 'decorrelated' | 'none' };
+  lease: Duration;
+  max_body_bytes: Size;
+  overflow?: { rate: string; burst?: number };
+}
+
+export interface QueueConfig {
+  driver: 'sqlite' | 'postgres';
+  path: string;
+  url: string | null;
+  schema: string;
+  pool_size: number;
+  busy_timeout: Duration;
+  max_waiting: number;
+  commit_timeout: Duration;
+  retention: Duration | null;
+  janitor_interval: Duration;
+  instance: string | null;
+}
+
+// ---- compiled ----
 
 export interface DeferSpec {
   readonly pool: string;
@@ -37,6 +71,18 @@ export interface DeferSpec {
   /** Overflow token bucket size; null = the limiter's default (a tenth of a second). */
   readonly overflowBurst: number | null;
 }
+
+/** A defer route's action in the compiled config (config/compile.ts `RouteAction`). */
+export interface DeferAction {
+  readonly kind: 'defer';
+  readonly spec: DeferSpec;
+}
+
+/** A defer route as served: what accept, delivery and the deliverers read. */
+export type DeferRoute = Route<DeferAction>;
+
+/** Whether a served route defers. */
+export const isDeferRoute = (route: Route): route is DeferRoute => route.action.kind === 'defer';
 
 export interface QueueSpec {
   readonly driver: 'sqlite' | 'postgres';
@@ -65,20 +111,6 @@ export function parseRate(text: string): number {
   return Number(m[1]) / PER[m[2] as keyof typeof PER];
 }
 
-/** `[204, '2xx', '200-299']` → a 600-entry table, 1 where the status is listed. */
-export function statusTable(list: ReadonlyArray<number | string>): Uint8Array {
-  const table = new Uint8Array(600);
-  for (const e of list) {
-    if (typeof e === 'number') table[e] = 1;
-    else if (e.endsWith('xx')) table.fill(1, Number(e[0]) * 100, Number(e[0]) * 100 + 100);
-    else {
-      const [lo, hi] = e.split('-').map(Number);
-      table.fill(1, lo, hi + 1);
-    }
-  }
-  return table;
-}
-
 /**
  * The route's `timeout` bounds each delivery. The lease no longer has to outlast it (issue 16
  * item 6): the deliverer renews it every third of a lease while the delivery runs, so only a
@@ -104,12 +136,9 @@ export function compileDefer(
   if (maxMs < baseMs)
     problems.push({ path: [...path, 'backoff', 'max'], message: 'must be at least backoff.base' });
   if (leaseMs < 1000) problems.push({ path: [...path, 'lease'], message: 'must be at least 1s' });
-  d.success.forEach((e, i) => {
-    if (typeof e === 'string' && e.includes('-')) {
-      const [lo, hi] = e.split('-').map(Number);
-      if (lo > hi) problems.push({ path: [...path, 'success', i], message: 'range is empty (low > high)' });
-    }
-  });
+  const success = statusTable(d.success, 'exact', (i, message) =>
+    problems.push({ path: [...path, 'success', i], message }),
+  );
   const host = d.host;
   return {
     pool: d.pool,
@@ -119,7 +148,7 @@ export function compileDefer(
     maxAttempts: d.max_attempts,
     ratePerSecond: rateOf(d.rate, ['rate']),
     concurrency: d.concurrency,
-    success: statusTable(d.success),
+    success,
     backoff: { baseMs, maxMs, jitter: d.backoff.jitter },
     leaseMs,
     maxBodyBytes: parseSize(d.max_body_bytes),

@@ -9,9 +9,9 @@
  * the snapshot once, then may spend a while reading its body before `run()`, and a handler
  * closed under it would fail every item. `use()` counts those holders.
  */
-import type { CompiledRoute } from '../config/compile.ts';
+import type { Route } from '../routing/route.ts';
 import { createMultiplexHandler, type HandlerDeps, type MultiplexHandler } from './handler.ts';
-import type { MultiplexOptions } from './schema.ts';
+import type { MultiplexAction, MultiplexOptions } from './schema.ts';
 
 /** What a snapshot holds for one multiplex route. */
 export interface MultiplexLease {
@@ -62,7 +62,7 @@ class Entry implements MultiplexLease {
   }
 }
 
-type MultiplexAction = Extract<CompiledRoute['action'], { kind: 'multiplex' }>;
+const isMultiplex = (route: Route): route is Route<MultiplexAction> => route.action.kind === 'multiplex';
 
 export class MultiplexRegistry {
   readonly #deps: HandlerDeps;
@@ -77,12 +77,12 @@ export class MultiplexRegistry {
   }
 
   /** The handlers of a snapshot's multiplex routes, by route id; retires the ones no longer named. */
-  provision(routes: readonly CompiledRoute[]): ReadonlyMap<string, MultiplexLease> {
+  provision(routes: readonly Route[]): ReadonlyMap<string, MultiplexLease> {
     const entries = new Map<string, Entry>();
     const byRoute = new Map<string, MultiplexLease>();
     for (const route of routes) {
-      if (route.action.kind !== 'multiplex') continue;
-      const action: MultiplexAction = route.action;
+      if (!isMultiplex(route)) continue;
+      const action = route.action;
       const key = `${route.id}\u0000${action.key}`;
       const entry = this.#entries.get(key) ?? new Entry(action.options, this.#deps, this.#forget);
       entries.set(key, entry);

@@ -5,7 +5,7 @@
  * re-exported here.
  */
 import { Ajv, type ErrorObject } from 'ajv';
-import { parseDuration, parseSize } from '../config/units.ts';
+import { parseDuration, parseSize } from '../lib/units.ts';
 import { type AllowList, compileAllowList } from './ssrf.ts';
 
 export { parseBatch } from './batch.ts';
@@ -141,6 +141,15 @@ export interface MultiplexOptions {
   readonly keepAliveTimeoutMs: number;
 }
 
+/** A multiplex route's action in the compiled config (config/compile.ts `RouteAction`). */
+export interface MultiplexAction {
+  readonly kind: 'multiplex';
+  /** Compiled once at config time; the runtime builds the route's live handler from them (issue 5). */
+  readonly options: MultiplexOptions;
+  /** Equal keys mean equal options: a new snapshot then keeps the route's handler. */
+  readonly key: string;
+}
+
 /**
  * A config error; `path` is the full key path, e.g. `routes[2].multiplex.allow[1]`, and
  * `problem` the message without it (what config/compile.ts reports next to the path).
@@ -182,7 +191,7 @@ export function compileMultiplexOptions(raw: unknown, path = 'multiplex'): Multi
   if (!validate(cfg)) throw schemaProblem(path, validate.errors!);
   const c = cfg as MultiplexConfig;
 
-  // The schema has checked the shapes; the units come from config/units.ts like every key's.
+  // The schema has checked the shapes; the units come from lib/units.ts like every key's.
   const parsed = (parse: (v: string | number) => number, value: unknown) => {
     try {
       return parse(value as string | number);

@@ -11,7 +11,6 @@
  * Only for loggers made by createLogger (logger.ts): the line shape follows its options.
  */
 import { pino, type Logger } from 'pino';
-import type { AttemptRecord } from '../strategy/types.ts';
 
 /** What one access-log line says; optional fields are left out when absent, as before. */
 export interface AccessFields {
@@ -25,8 +24,11 @@ export interface AccessFields {
   bytes: number;
   durationMs: number;
   error: string | null;
-  /** Listed only when there was more than one. */
-  attempts: AttemptRecord[] | null;
+  /**
+   * Listed only when there was more than one; written whole as JSON (strategy/types.ts
+   * `AttemptRecord`s: typed loosely so that observability/ imports no feature, issue 11).
+   */
+  attempts: readonly object[] | null;
 }
 
 interface Destination {

@@ -1,8 +1,9 @@
 /** pino JSON logs on stdout; every line of a request carries its `req_id`. */
 import { pino, type Logger } from 'pino';
-import type { LogLevel } from '../config/schema.ts';
-
 export type { Logger };
+
+/** `log.level`: the lowest level written (config/schema.ts reads it from here). */
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
 export function createLogger(level: LogLevel, destination?: NodeJS.WritableStream): Logger {
   return pino(

@@ -23,10 +23,6 @@ import {
   type MetricValue,
   Registry,
 } from 'prom-client';
-import type { RouteDepth } from '../defer/queue.ts';
-import { strategyStats } from '../strategy/stats.ts';
-import type { AttemptRecord } from '../strategy/types.ts';
-import type { TargetStats } from '../upstream/stats.ts';
 import { CellCounter, CellHistogram } from './cells.ts';
 
 /** Request and attempt durations, in seconds: fine enough below 10 ms for p50/p99 on the dashboard. */
@@ -50,11 +46,49 @@ export const methodLabel = (method: string | undefined): string =>
 export const statusClass = (status: number): string =>
   status >= 100 && status <= 599 ? CLASSES[Math.floor(status / 100) - 1] : OTHER;
 
+// The shapes read from the features, declared here so that observability imports none of them
+// (issue 11 item 3): upstream/stats.ts TargetStats, strategy/stats.ts StrategyCounters,
+// strategy/types.ts AttemptRecord and defer/queue.ts RouteDepth each satisfy theirs.
+
+/** One target as one process counts it (upstream/stats.ts `TargetStats`). */
+export interface TargetCounts {
+  readonly pool: string;
+  readonly id: string;
+  /** Left its pool, still reported until its last attempt ends. */
+  readonly retired: boolean;
+  readonly inflight: number;
+  readonly ejected: boolean;
+  readonly ejections: number;
+}
+
+/** A route's strategy running totals in this process (strategy/stats.ts `StrategyCounters`). */
+export interface StrategyTotals {
+  readonly retries: number;
+  readonly hedgesFired: number;
+  readonly hedgesWon: number;
+  readonly hedgesDenied: number;
+}
+
+/** What the metrics read of one attempt (strategy/types.ts `AttemptRecord`). */
+export interface AttemptSample {
+  readonly target: string;
+  readonly outcome: string;
+  readonly duration_ms: number;
+}
+
+/** Jobs of one route by state (defer/queue.ts `RouteDepth`): `route` plus a count per state. */
+export interface QueueDepth {
+  readonly route: string;
+  readonly [state: string]: string | number;
+}
+
 /** What a serving process reads at scrape time (its runtime; the primary's delivery host). */
 export interface DataSource {
   /** Downstream requests being answered now. */
   inflight(): number;
-  targets(): TargetStats[];
+  targets(): readonly TargetCounts[];
+  /** Per route id, where strategies run (a runtime); absent = none here. */
+  strategies?(): Readonly<Record<string, StrategyTotals>>;
 }
 
 /** The control plane's view (the Manager), read at scrape time in the primary. */
@@ -67,7 +101,7 @@ export interface ControlSource {
 }
 
 /** The process that delivers deferred requests reads the queue depth at scrape time. */
-export type QueueSource = () => Promise<RouteDepth[]> | null;
+export type QueueSource = () => Promise<readonly QueueDepth[]> | null;
 
 /** How one delivery attempt of a deferred request ended. */
 export type DeliveryResult = 'delivered' | 'retry' | 'dead';
@@ -148,7 +182,7 @@ export class Metrics {
     const strategyCounter = (
       name: string,
       help: string,
-      pick: (c: ReturnType<typeof strategyStats>[string]) => number,
+      pick: (c: StrategyTotals) => number,
     ) =>
       new Counter({
         name,
@@ -158,8 +192,9 @@ export class Metrics {
         collect() {
           // The strategy counters are this process's running totals (strategy/stats.ts).
           this.reset();
-          for (const [route, c] of Object.entries(strategyStats()))
-            if (pick(c) > 0) this.inc({ route }, pick(c));
+          for (const s of data)
+            for (const [route, c] of Object.entries(s.strategies?.() ?? {}))
+              if (pick(c) > 0) this.inc({ route }, pick(c));
         },
       });
     strategyCounter(
@@ -182,7 +217,7 @@ export class Metrics {
     // ---- targets, as each serving process sees them ----
     type PerTarget = { reset(): void; inc(labels: { pool: string; target: string }, n: number): void };
     /** A collect that sums `pick` per target over this process's data sources. */
-    const perTarget = (pick: (t: TargetStats) => number) =>
+    const perTarget = (pick: (t: TargetCounts) => number) =>
       function (this: PerTarget) {
         this.reset();
         for (const s of data)
@@ -326,7 +361,7 @@ export class Metrics {
           const depth = await source()?.catch(() => null);
           for (const row of depth ?? []) {
             const { route, ...states } = row;
-            for (const [state, n] of Object.entries(states)) this.set({ route, state }, n);
+            for (const [state, n] of Object.entries(states)) this.set({ route, state }, n as number);
           }
         }
       },
@@ -364,7 +399,7 @@ export class Metrics {
   }
 
   /** The attempts of one proxied request, once it ended. */
-  attempts(route: string, pool: string, records: readonly AttemptRecord[]): void {
+  attempts(route: string, pool: string, records: readonly AttemptSample[]): void {
     for (const a of records) {
       this.#attempts.inc([route, pool, a.target, a.outcome]);
       this.#attemptSeconds.observe([route, pool, a.target], a.duration_ms / 1000);

@@ -12,6 +12,12 @@ import { randomBytesPooled } from '../random.ts';
 export const TRACEPARENT = 'traceparent';
 export const TRACESTATE = 'tracestate';
 
+/** The `tracing` block as validated (config/schema.ts reads the type from here). */
+export interface TracingConfig {
+  enabled: boolean;
+  sampled: boolean;
+}
+
 /** The trace a downstream request belongs to. */
 export interface TraceContext {
   readonly traceId: string;

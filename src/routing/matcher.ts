@@ -2,7 +2,13 @@
  * Route matchers, compiled once at config load (STYLE.md §5): host, path, method and header
  * predicates become one closure per route; nothing is parsed per request.
  */
-import type { MatchConfig } from '../config/schema.ts';
+/** A route's `match` block as validated (config/schema.ts reads the type from here). */
+export interface MatchConfig {
+  host?: string | string[];
+  path?: string;
+  methods?: string[];
+  headers?: Record<string, string | string[]>;
+}
 
 /** What a matcher reads from a request: already split and lower-cased by the pipeline. */
 export interface MatchInput {

@@ -21,7 +21,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { GatewayError } from '../errors.ts';
-import { clientAddress } from '../proxy/headers.ts';
+import { clientAddress } from '../lib/address.ts';
 import { requestIdOf } from './context.ts';
 import { sendError } from './respond.ts';
 

@@ -7,13 +7,9 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { CompiledRoute } from '../config/compile.ts';
 import { performance } from 'node:perf_hooks';
-import type { TracingConfig } from '../config/schema.ts';
 import { Deadline } from '../deadline.ts';
-import { type TraceContext, traceOf } from '../observability/trace.ts';
+import { type TraceContext, type TracingConfig, traceOf } from '../observability/trace.ts';
 import type { AttemptRecord } from '../strategy/types.ts';
-
-// The request's one deadline lives in a leaf module (issue 11) so defer/ and multiplex/ can use it too.
-export { Deadline } from '../deadline.ts';
 
 const VALID_REQUEST_ID = /^[\w\-.:@+=/]{1,128}$/;
 

@@ -9,7 +9,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Config } from '../config/schema.ts';
-import { parseDuration, parseSize } from '../config/units.ts';
+import { parseDuration, parseSize } from '../lib/units.ts';
 import { GatewayError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import { hasBody } from '../proxy/body.ts';

@@ -23,9 +23,9 @@ import {
   forward as baseForward,
   type OutboundRequest,
 } from '../proxy/forward.ts';
+import { clientAddress } from '../lib/address.ts';
 import {
   checkLoop,
-  clientAddress,
   downstreamResponseHeaders,
   hostFor,
   joinPath,

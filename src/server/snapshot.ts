@@ -3,7 +3,7 @@
  * pools they name. Built fully before it is published, then swapped by one assignment.
  */
 import type { CompiledConfig, CompiledRoute } from '../config/compile.ts';
-import type { TracingConfig } from '../config/schema.ts';
+import type { TracingConfig } from '../observability/trace.ts';
 import type { MultiplexLease, MultiplexRegistry } from '../multiplex/registry.ts';
 import type { Pool } from '../upstream/pool.ts';
 import type { Registry } from '../upstream/registry.ts';

@@ -11,30 +11,11 @@
  * - `lo-hi` is an inclusive range: `500-503`; `4xx` is the class spelled out.
  */
 
+import { type StatusEntry, statusTable } from '../lib/statuses.ts';
+
 export const DEFAULT_TERMINAL = Object.freeze([100, 200, 300, 400] as const);
 
-export type TerminalEntry = number | string;
-
-const RANGE = /^([1-5]\d\d)(?:-([1-5]\d\d))?$/;
-const CLASS = /^([1-5])xx$/i;
-
-/** The inclusive status range an entry covers, or an error message. */
-export function parseTerminalEntry(entry: TerminalEntry): [number, number] | string {
-  if (typeof entry === 'number') {
-    if (!Number.isInteger(entry) || entry < 100 || entry > 599) return `${entry} is not a status (100-599)`;
-    return entry % 100 === 0 ? [entry, entry + 99] : [entry, entry];
-  }
-  const s = entry.trim();
-  const cls = CLASS.exec(s);
-  if (cls) return [Number(cls[1]) * 100, Number(cls[1]) * 100 + 99];
-  const m = RANGE.exec(s);
-  if (!m) return `"${entry}" is not a status, a class (400 or 4xx) or a range (500-503)`;
-  if (m[2] === undefined) return parseTerminalEntry(Number(m[1]));
-  const lo = Number(m[1]);
-  const hi = Number(m[2]);
-  if (lo > hi) return `range "${entry}" ends before it starts`;
-  return [lo, hi];
-}
+export type TerminalEntry = StatusEntry;
 
 /** The compiled `terminal` list of one route. */
 export class Verdicts {
@@ -50,13 +31,8 @@ export class Verdicts {
     entries: readonly TerminalEntry[],
     onProblem: (index: number, message: string) => void = () => {},
   ): Verdicts {
-    const table = new Uint8Array(600);
-    entries.forEach((entry, i) => {
-      const r = parseTerminalEntry(entry);
-      if (typeof r === 'string') onProblem(i, r);
-      else table.fill(1, r[0], r[1] + 1);
-    });
-    return new Verdicts(table);
+    // A bare multiple of 100 is its class here (lib/statuses.ts): `400` accepts 400-499.
+    return new Verdicts(statusTable(entries, 'class', onProblem));
   }
 
   accepts(status: number): boolean {

@@ -3,12 +3,27 @@
  * becomes a verdict table, durations and sizes numbers, the hedge delay a fixed delay or a
  * percentile. Problems are reported with their key path like every other config problem.
  */
-import type { ProxyConfig } from '../config/schema.ts';
-import { parseDuration, parseSize } from '../config/units.ts';
+import type { CompileProblem } from '../lib/problem.ts';
+import { type Duration, parseDuration, parseSize, type Size } from '../lib/units.ts';
 import { Verdicts } from './acceptance.ts';
-import type { HedgeDelay, StrategySpec } from './types.ts';
+import type { HedgeDelay, StrategyName, StrategySpec, TargetOrder } from './types.ts';
 
-type Problem = { path: Array<string | number>; message: string };
+/**
+ * The strategy keys of a route's `proxy` block as validated (config/schema.ts `ProxyConfig`
+ * extends it): what compileStrategy reads, so strategy/ need not import config/ (issue 11).
+ */
+export interface StrategyConfig {
+  strategy: StrategyName;
+  max_attempts: number;
+  order?: TargetOrder;
+  width?: number;
+  hedge_after: Duration;
+  hedge_budget: number;
+  hedge_budget_window: Duration;
+  terminal: Array<number | string>;
+  max_replay_bytes: Size;
+  retry_non_idempotent: boolean;
+}
 
 export const PERCENTILE_PATTERN = '^p(\\d{1,2}(\\.\\d+)?)$';
 const PERCENTILE = new RegExp(PERCENTILE_PATTERN);
@@ -19,9 +34,9 @@ function hedgeDelay(value: string | number): HedgeDelay {
 }
 
 export function compileStrategy(
-  p: ProxyConfig,
+  p: StrategyConfig,
   path: Array<string | number>,
-  problems: Problem[],
+  problems: CompileProblem[],
 ): StrategySpec {
   const verdicts = Verdicts.compile(p.terminal, (i, message) =>
     problems.push({ path: [...path, 'terminal', i], message }),

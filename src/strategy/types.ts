@@ -21,7 +21,7 @@ export type HedgeDelay =
   | { readonly kind: 'fixed'; readonly ms: number }
   | { readonly kind: 'percentile'; readonly q: number };
 
-/** A route's strategy settings, compiled once from its `proxy` block (config/compile.ts). */
+/** A route's strategy settings, compiled once from its `proxy` block (spec.ts, called by config/compile.ts). */
 export interface StrategySpec {
   readonly name: StrategyName;
   /** Most attempts for one request (failover, hedge, and connect retries of single). */

@@ -9,10 +9,10 @@
  * whose target left keeps being reported (as `retired`) until its last attempt ends.
  */
 import { Pool as UndiciPool } from 'undici';
-import type { PoolSpec, TargetSpec } from '../config/compile.ts';
-import { own } from '../config/names.ts';
+import { own } from '../lib/names.ts';
 import { Pool } from './pool.ts';
 import { SELECTORS } from './selectors/index.ts';
+import type { PoolSpec, TargetSpec } from './spec.ts';
 import { PoolHealth, TargetState } from './state.ts';
 import type { TargetStats } from './stats.ts';
 import { Target } from './target.ts';

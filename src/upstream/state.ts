@@ -6,8 +6,8 @@
  *
  * What a selector sees is `Target.available()` = `state.usable || pool.panic` (STYLE.md §4).
  */
-import type { PassiveSpec, PoolSpec } from '../config/compile.ts';
 import { Outlier } from './health/passive.ts';
+import type { PassiveSpec, PoolSpec } from './spec.ts';
 import { Histogram, type TargetStats } from './stats.ts';
 
 /** The shared health view of one pool's targets in this process. */

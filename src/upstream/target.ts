@@ -4,7 +4,7 @@
  * the target's state (state.ts), which outlives the snapshot this object belongs to.
  */
 import type { Dispatcher } from 'undici';
-import type { TargetSpec } from '../config/compile.ts';
+import type { TargetSpec } from './spec.ts';
 import type { TargetState } from './state.ts';
 
 export class Target {

@@ -15,7 +15,7 @@ import { after, test } from 'node:test';
 import { loadConfigText } from '../../src/config/load.ts';
 import { GatewayError } from '../../src/errors.ts';
 import { classify } from '../../src/proxy/forward.ts';
-import { Deadline } from '../../src/server/context.ts';
+import { Deadline } from '../../src/deadline.ts';
 import { Registry } from '../../src/upstream/registry.ts';
 import { startGateway, startUpstream, until } from '../helpers/index.ts';
 import { send } from '../helpers/http.ts';

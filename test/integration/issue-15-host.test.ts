@@ -13,7 +13,7 @@ import { DatabaseSync } from 'node:sqlite';
 import { after, before, describe, test } from 'node:test';
 import { loadConfigText } from '../../src/config/load.ts';
 import { AttemptError, forward } from '../../src/proxy/forward.ts';
-import { recordOutcomes } from '../../src/upstream/outcomes.ts';
+import { recordOutcomes } from '../../src/proxy/outcomes.ts';
 import { Registry } from '../../src/upstream/registry.ts';
 import { type Gateway, startGateway, startUpstream, type Upstream, until } from '../helpers/index.ts';
 import { sendRaw } from '../helpers/http.ts';

@@ -2,7 +2,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { loadConfigText } from '../../src/config/load.ts';
-import { DEFAULT_TERMINAL, parseTerminalEntry, Verdicts } from '../../src/strategy/acceptance.ts';
+import { statusRange } from '../../src/lib/statuses.ts';
+import { DEFAULT_TERMINAL, Verdicts } from '../../src/strategy/acceptance.ts';
+
+const parseTerminalEntry = (e: number | string) => statusRange(e, 'class');
 
 const accepted = (v: Verdicts) => {
   const out: number[] = [];
@@ -44,7 +47,7 @@ test('invalid entries are reported with their index', () => {
     problems.map(([i]) => i),
     [1, 2, 3, 4],
   );
-  assert.match(problems[1][1], /ends before it starts/);
+  assert.match(problems[1][1], /is empty \(low > high\)/);
 });
 
 test('config: terminal problems name the key path; the table is built at load time', () => {
@@ -65,7 +68,7 @@ routes:
   assert.throws(
     () => loadConfigText(yaml('[200, "503-500"]'), 't.yaml'),
     (err: Error) =>
-      /routes\[0\]\.proxy\.terminal\[1\]: range "503-500" ends before it starts/.test(err.message),
+      /routes\[0\]\.proxy\.terminal\[1\]: range "503-500" is empty \(low > high\)/.test(err.message),
   );
   assert.throws(
     () => loadConfigText(yaml('[700]'), 't.yaml'),
@@ -90,4 +93,33 @@ routes: [{ match: {}, proxy: { pool: p, ${proxy} } }]
   assert.deepEqual(fixed.strategy.hedgeAfter, { kind: 'fixed', ms: 50 });
   assert.equal(fixed.strategy.maxReplayBytes, 1024 * 1024);
   assert.throws(() => loadConfigText(route('strategy: hedge, hedge_after: fast'), 't.yaml'), /hedge_after/);
+});
+
+test('one status-list parser: expect and success read every code exactly, terminal a multiple of 100 as its class', () => {
+  assert.deepEqual(statusRange(200, 'exact'), [200, 200]);
+  assert.deepEqual(statusRange(200, 'class'), [200, 299]);
+  assert.deepEqual(statusRange('2xx', 'exact'), [200, 299]);
+  const { compiled } = loadConfigText(
+    `
+pools: { p: { targets: [http://127.0.0.1:1], health: { expect: [200, 300-302, 4xx] } } }
+routes:
+  - { match: { path: /d }, defer: { pool: p, success: [200] } }
+  - { match: {}, proxy: { pool: p, terminal: [200] } }
+`,
+    't.yaml',
+    { env: {} },
+  );
+  assert.deepEqual(compiled.pools[0].health?.expect, [
+    [200, 200],
+    [300, 302],
+    [400, 499],
+  ]);
+  const [d, p] = compiled.routes.map((r) => r.action);
+  assert.ok(d.kind === 'defer' && p.kind === 'proxy');
+  assert.deepEqual([d.spec.success[200], d.spec.success[201]], [1, 0]);
+  assert.deepEqual([p.strategy.verdicts.accepts(200), p.strategy.verdicts.accepts(201)], [true, true]);
+  assert.throws(
+    () => loadConfigText('pools: { p: { targets: [http://127.0.0.1:1], health: { expect: [302-300] } } }\n', 't.yaml'),
+    /pools\.p\.health\.expect\[0\]: range "302-300" is empty \(low > high\)/,
+  );
 });

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { BRP_BASE, BRP_SOURCE, looksLikeBrp, parseBrp, parseGoDuration } from '../../src/compat/balancing-reverse-proxy.ts';
 import { loadConfigText } from '../../src/config/load.ts';
-import { goDuration, textHeader, textLines } from '../../src/observability/text-log.ts';
+import { goDuration, textHeader, textLines } from '../../src/server/text-log.ts';
 
 test("Go's Duration.String()", () => {
   const cases: Array<[number, string]> = [

@@ -1,7 +1,7 @@
 /** Pure pieces of the core: units, path joining, host parsing, matchers. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { parseDuration, parseSize } from '../../src/config/units.ts';
+import { parseDuration, parseSize } from '../../src/lib/units.ts';
 import { joinPath } from '../../src/proxy/headers.ts';
 import { pathMatcher, hostMatcher } from '../../src/routing/matcher.ts';
 import { hostOf, requestPath } from '../../src/server/pipeline.ts';

@@ -10,7 +10,8 @@ import { Janitor } from '../../src/defer/janitor.ts';
 import { RateLimiter } from '../../src/defer/rate.ts';
 import { SqliteQueue } from '../../src/defer/sqlite-queue.ts';
 import { createLogger } from '../../src/observability/logger.ts';
-import { parseRate, statusTable } from '../../src/defer/spec.ts';
+import { parseRate } from '../../src/defer/spec.ts';
+import { statusTable } from '../../src/lib/statuses.ts';
 
 const problems = (yaml: string): string[] => configProblems(yaml).map((p) => `${p.path}: ${p.message}`);
 
@@ -93,7 +94,7 @@ describe('defer config', () => {
       'queue.instance: must be a name of 1 to 200 characters, or null',
     ]);
     assert.deepEqual(problems(base('{ pool: hooks, success: [300-200] }')), [
-      'routes[0].defer.success[0]: range is empty (low > high)',
+      'routes[0].defer.success[0]: range "300-200" is empty (low > high)',
     ]);
     assert.deepEqual(problems(base('{ pool: hooks, overflow: {} }')), [
       'routes[0].defer.overflow.rate: is required',
@@ -112,7 +113,7 @@ describe('defer config', () => {
     assert.equal(parseRate('30/m'), 0.5);
     assert.equal(parseRate('3600/h'), 1);
     assert.throws(() => parseRate('fast'));
-    const t = statusTable([204, '4xx', '500-502']);
+    const t = statusTable([204, '4xx', '500-502'], 'exact');
     assert.deepEqual(
       [200, 204, 399, 400, 499, 500, 502, 503].map((s) => t[s]),
       [0, 1, 0, 1, 1, 1, 1, 0],

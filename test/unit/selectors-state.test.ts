@@ -5,9 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import type { PassiveSpec } from '../../src/config/compile.ts';
+import type { PassiveSpec } from '../../src/upstream/spec.ts';
 import { loadConfigText } from '../../src/config/load.ts';
-import { applyOverlay, change, emptyOverlay } from '../../src/upstream/membership.ts';
+import { applyOverlay, change, emptyOverlay } from '../../src/cluster/membership.ts';
 import { PoolHealth, TargetState } from '../../src/upstream/state.ts';
 import { Histogram, mergeTargetStats, type WorkerStats } from '../../src/upstream/stats.ts';
 

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import type { IncomingHttpHeaders } from 'node:http';
 import { describe, test } from 'node:test';
 import type { Dispatcher } from 'undici';
-import { compileHashKey, type PoolSpec, targetSpec } from '../../src/config/compile.ts';
+import { compileHashKey, type PoolSpec, targetSpec } from '../../src/upstream/spec.ts';
 import { SELECTOR_NAMES, SELECTORS } from '../../src/upstream/selectors/index.ts';
 import type { PickContext, Selector } from '../../src/upstream/selectors/types.ts';
 import { PoolHealth, TargetState } from '../../src/upstream/state.ts';

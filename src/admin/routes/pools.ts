@@ -1,7 +1,7 @@
 /** Pools and their targets: list, create, delete; add, re-weight, drain/enable, remove (with drain). */
 import type { FastifyInstance } from 'fastify';
 import type { Manager, TargetPatch } from '../../cluster/manager.ts';
-import type { PoolConfig, TargetConfig } from '../../config/schema.ts';
+import type { PoolConfig, TargetConfig } from '../../upstream/spec.ts';
 import { drainQuery, poolBody, poolParams, targetBody, targetParams, targetPatchBody } from '../schemas.ts';
 
 type PoolParams = { pool: string };

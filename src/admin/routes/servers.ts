@@ -6,7 +6,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { Manager } from '../../cluster/manager.ts';
-import type { TargetConfig } from '../../config/schema.ts';
+import type { TargetConfig } from '../../upstream/spec.ts';
 import { GatewayError, isGatewayError } from '../../errors.ts';
 import { drainQuery, serverParams, targetBody } from '../schemas.ts';
 import { waitFlag } from './pools.ts';

@@ -6,8 +6,8 @@
  * while nothing changes.
  */
 import { Agent } from 'undici';
-import type { HealthSpec, PoolSpec, TargetSpec } from '../../config/compile.ts';
-import { dict } from '../../config/names.ts';
+import type { HealthSpec, PoolSpec, TargetSpec } from '../spec.ts';
+import { dict } from '../../lib/names.ts';
 import type { Logger } from '../../observability/logger.ts';
 import type { DownTargets } from '../registry.ts';
 

@@ -1,5 +1,5 @@
-import type { HashKey } from '../../config/compile.ts';
-import { clientAddress } from '../../proxy/headers.ts';
+import { clientAddress } from '../../lib/address.ts';
+import type { HashKey } from '../spec.ts';
 import type { Target } from '../target.ts';
 import { randomEligible } from './random.ts';
 import { eligible, type PickContext, type Selector } from './types.ts';

@@ -1,8 +1,8 @@
 /** Selectors registered by name, as in a pool's `selector` key. */
-import type { PoolSpec } from '../../config/compile.ts';
 import { Hash } from './hash.ts';
 import { LeastInflight } from './least-inflight.ts';
 import { Random } from './random.ts';
+import type { PoolSpec } from '../spec.ts';
 import { RoundRobin } from './round-robin.ts';
 import type { Selector } from './types.ts';
 import { Weighted } from './weighted.ts';

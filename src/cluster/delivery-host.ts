@@ -5,15 +5,15 @@
  * states and passive health as a worker's, and the active-health verdicts the Manager pushes.
  * With `--workers 0` the runtime's own DeferService delivers instead (cluster/runtime.ts).
  */
-import type { DataPlane } from '../cluster/manager.ts';
 import { compile } from '../config/compile.ts';
 import type { Config } from '../config/schema.ts';
+import { DeferService, type DeferView, deferRoutes } from '../defer/service.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { forward as baseForward } from '../proxy/forward.ts';
-import { recordOutcomes } from '../upstream/outcomes.ts';
+import { recordOutcomes } from '../proxy/outcomes.ts';
 import { type DownTargets, Registry } from '../upstream/registry.ts';
-import { DeferService, type DeferView, deferRoutes } from './service.ts';
+import type { DataPlane } from './manager.ts';
 
 export interface DeliveryHost {
   readonly service: DeferService;

@@ -9,9 +9,9 @@
  * is taken whole and wins over a file pool of the same name; a file pool deleted through the
  * API stays deleted.
  */
-import { targetSpec } from '../config/compile.ts';
-import { dict, own } from '../config/names.ts';
-import type { Config, PoolConfig, TargetConfig } from '../config/schema.ts';
+import type { Config } from '../config/schema.ts';
+import { dict, own } from '../lib/names.ts';
+import { type PoolConfig, type TargetConfig, targetSpec } from '../upstream/spec.ts';
 
 export interface Overlay {
   /** Pools created through the admin API, whole. */
@@ -22,7 +22,7 @@ export interface Overlay {
   targets: Record<string, Record<string, TargetConfig | null>>;
 }
 
-/** Every record of an overlay is a `dict()` (config/names.ts): a pool may be named `constructor`. */
+/** Every record of an overlay is a `dict()` (lib/names.ts): a pool may be named `constructor`. */
 export const emptyOverlay = (): Overlay => ({ created: dict(), deleted: [], targets: dict() });
 
 const idOf = (t: string | TargetConfig) => targetSpec(t).id;

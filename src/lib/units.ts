@@ -1,5 +1,10 @@
 /** Durations ("250ms", "5s", "2m", "1h", or a bare number of milliseconds) and sizes ("16KiB", "10MB"). */
 
+/** A duration as written in the config: a string with a unit, or milliseconds. */
+export type Duration = string | number;
+/** A size as written in the config: a string with a unit, or bytes. */
+export type Size = string | number;
+
 const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/;
 const DURATION_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const;
 

@@ -15,7 +15,7 @@
 import { performance } from 'node:perf_hooks';
 import { pino } from 'pino';
 import type { Config, LogTextConfig } from '../config/schema.ts';
-import type { Snapshot } from '../server/snapshot.ts';
+import type { Snapshot } from './snapshot.ts';
 import { EXHAUSTED_CODE } from '../strategy/exhausted.ts';
 
 type LogConfig = Config['log'];

@@ -5,7 +5,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { isGatewayError } from '../errors.ts';
-import type { AttemptResult, ForwardWrapper } from '../proxy/forward.ts';
+import type { AttemptResult, ForwardWrapper } from './forward.ts';
 
 /** Errors a target is to blame for. A client cancel (499) or a losing hedge never is. */
 const TARGET_FAULTS = new Set(['TARGET_UNREACHABLE', 'TARGET_TIMEOUT', 'TARGET_PROTOCOL']);
