@@ -5,7 +5,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { createServer as createNetServer, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { type Runtime, startRuntime } from '../../src/cluster/runtime.ts';
@@ -63,13 +63,14 @@ export async function startUpstream(handler: Handler = (_req, res) => res.end('o
 }
 
 /** A loopback port with nothing listening: connecting to it is refused at once. */
+let deadPort = 0;
 export async function deadAddress(): Promise<string> {
-  const s = createNetServer();
-  s.listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const { port } = s.address() as { port: number };
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return `http://127.0.0.1:${port}`;
+  // A port below the ephemeral range (so no port-0 bind can get it) that nothing here listens on,
+  // a new one per call (targets need distinct ids).
+  // A port freed from an ephemeral bind could be handed to a later listener — even the
+  // gateway's own, which then looped requests back into itself (508 LOOP_DETECTED, a flake).
+  deadPort = (deadPort % 1000) + 1;
+  return `http://127.0.0.1:${29000 + deadPort}`;
 }
 
 /** Polls `fn` until it returns a truthy value (which is returned) or the time is up. */
