@@ -6,7 +6,11 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import { after } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { type Runtime, startRuntime } from '../../src/cluster/runtime.ts';
 import { ConfigError, type ConfigProblem, loadConfigText } from '../../src/config/load.ts';
@@ -213,4 +217,24 @@ export function configProblems(yaml: string): ConfigProblem[] {
     if (!(err instanceof ConfigError)) throw err;
     return err.problems;
   }
+}
+
+/**
+ * A temporary directory for one test file, removed after its tests: `path(ext)` names a new
+ * file in it, `configFile(yaml)` writes a config there and returns its path.
+ */
+export function scratch(prefix: string): { dir: string; path: (ext: string) => string; configFile: (yaml: string) => string } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  let seq = 0;
+  const path = (ext: string) => join(dir, `f${++seq}.${ext}`);
+  return {
+    dir,
+    path,
+    configFile(yaml: string) {
+      const file = path('yaml');
+      writeFileSync(file, yaml);
+      return file;
+    },
+  };
 }

@@ -5,25 +5,15 @@
  * the `--defer-to` quick mode.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { after, describe, test } from 'node:test';
-import { type Cli, cliPort, spawnCli, startUpstream, type Upstream, until } from '../helpers/index.ts';
+import { describe, test } from 'node:test';
+import { type Cli, cliPort, scratch, spawnCli, startUpstream, type Upstream, until } from '../helpers/index.ts';
 import { type Reply, send } from '../helpers/http.ts';
 import { dropSchema, newSchemaName, PG_URL } from '../helpers/pg.ts';
 
-const dir = mkdtempSync(join(tmpdir(), 'manifold-defer-cli-'));
-after(() => rmSync(dir, { recursive: true, force: true }));
-let seq = 0;
-
-function configFile(yaml: string): string {
-  const file = join(dir, `c${++seq}.yaml`);
-  writeFileSync(file, yaml);
-  return file;
-}
+const { dir, path: scratchFile, configFile } = scratch('manifold-defer-cli-');
 
 /** A receiver that counts deliveries by job id and answers through a swappable function. */
 async function startReceiver() {
@@ -78,7 +68,7 @@ function stop(cli: Cli): Promise<number | null> {
 const STORES = [
   {
     name: 'sqlite',
-    queue: () => ({ yaml: `{ driver: sqlite, path: ${join(dir, `q${++seq}.db`)} }`, drop: async () => {} }),
+    queue: () => ({ yaml: `{ driver: sqlite, path: ${scratchFile('db')} }`, drop: async () => {} }),
   },
   {
     name: 'postgres',

@@ -13,27 +13,17 @@
  *   instance stops caring: its outcome is not recorded.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer } from 'node:net';
 import { once } from 'node:events';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { after, describe, test } from 'node:test';
-import { type Cli, cliPort, spawnCli, startGateway, startUpstream, until } from '../helpers/index.ts';
+import { describe, test } from 'node:test';
+import { type Cli, cliPort, scratch, spawnCli, startGateway, startUpstream, until } from '../helpers/index.ts';
 import { send } from '../helpers/http.ts';
 import { dropSchema, newSchemaName, PG_URL, pgQuery } from '../helpers/pg.ts';
 
-const dir = mkdtempSync(join(tmpdir(), 'manifold-leases-'));
-after(() => rmSync(dir, { recursive: true, force: true }));
-let seq = 0;
-
-function configFile(yaml: string): string {
-  const file = join(dir, `c${++seq}.yaml`);
-  writeFileSync(file, yaml);
-  return file;
-}
+const { dir, path: scratchFile, configFile } = scratch('manifold-leases-');
 
 interface Delivery {
   job: string;
@@ -116,7 +106,7 @@ const STORES = [
   {
     name: 'sqlite',
     open() {
-      const path = join(dir, `q${++seq}.db`);
+      const path = scratchFile('db');
       return {
         yaml: `{ driver: sqlite, path: ${path} }`,
         async state(id: string): Promise<string | undefined> {
@@ -261,7 +251,7 @@ describe('issue 16 item 6: leases that heal fast', { timeout: 120_000 }, () => {
 
   test('a renewal that finds the job claimed by another instance stops caring: its outcome is not recorded', async (t) => {
     const target = await startTarget();
-    const path = join(dir, `q${++seq}.db`);
+    const path = scratchFile('db');
     const gw = await startGateway(gatewayYaml(0, target.up.url, `{ driver: sqlite, path: ${path} }`, '1s'));
     t.after(async () => {
       await gw.close();
