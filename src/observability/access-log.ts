@@ -21,7 +21,10 @@ export interface AccessFields {
   route: string | null;
   target: string | null;
   status: number;
-  bytes: number;
+  /** An upgrade (WebSocket) answer: written as `"upgrade":true` after the status. */
+  upgrade?: boolean;
+  /** Body bytes sent; null where they are not counted (a tunnel): then left out. */
+  bytes: number | null;
   durationMs: number;
   error: string | null;
   /**
@@ -101,7 +104,8 @@ export class AccessLog {
     if (f.traceId !== null) line += `,"trace_id":"${f.traceId}"`;
     line +=
       `,"method":${str(f.method)},"url":${str(f.url)},"route":${str(f.route)},"target":${str(f.target)}` +
-      `,"status":${f.status},"bytes":${f.bytes},"duration_ms":${Math.round(f.durationMs * 1000) / 1000}`;
+      `,"status":${f.status}${f.upgrade === true ? ',"upgrade":true' : ''}` +
+      `${f.bytes === null ? '' : `,"bytes":${f.bytes}`},"duration_ms":${Math.round(f.durationMs * 1000) / 1000}`;
     if (f.error) line += `,"error":${str(f.error)}`;
     if (f.attempts !== null && f.attempts.length > 1) line += `,"attempts":${JSON.stringify(f.attempts)}`;
     this.#pending += `${line},"msg":"request"}\n`;

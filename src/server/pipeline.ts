@@ -527,22 +527,21 @@ export class Pipeline {
       this.#metrics?.request(route.id, req.method, status, null);
       this.#metrics?.attempts(route.id, action.pool, attempts);
       if (snapshot.accessLog) {
-        this.#log.info(
-          {
-            req_id: ctx.id,
-            ...(ctx.trace !== null ? { trace_id: ctx.trace.traceId } : {}),
-            method: req.method,
-            url: req.url,
-            route: route.id,
-            target: ctx.target,
-            status,
-            upgrade: true,
-            duration_ms: Math.round(performance.now() - ctx.startedAt),
-            ...(error ? { error } : {}),
-            ...(attempts.length > 1 ? { attempts } : {}),
-          },
-          'request',
-        );
+        this.#access.write({
+          reqId: ctx.id,
+          traceId: ctx.trace !== null ? ctx.trace.traceId : null,
+          method: req.method ?? '',
+          url: req.url ?? '',
+          route: route.id,
+          target: ctx.target,
+          status,
+          upgrade: true,
+          bytes: null,
+          // Whole milliseconds, as upgrade lines have always had.
+          durationMs: Math.round(performance.now() - ctx.startedAt),
+          error: error ?? null,
+          attempts,
+        });
       }
     };
     const method = req.method ?? 'GET';
