@@ -21,6 +21,10 @@ export const readyRoutes = (ready: Readiness) => async (app: FastifyInstance) =>
     if (ready.draining()) throw new GatewayError('NOT_READY', 'the gateway is draining');
     const queue = ready.queue();
     if (queue !== null) {
+      // A store that just made a caller wait past queue.commit_timeout: 503 at once, rather
+      // than a probe that waits as long again (a load balancer's own probe timeout may be shorter).
+      const health = queue.health();
+      if (!health.ok) throw new GatewayError('NOT_READY', `the queue store is away: ${health.reason}`);
       try {
         await queue.ping();
       } catch (err) {
