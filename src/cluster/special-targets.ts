@@ -5,6 +5,7 @@
  */
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
+import { cidrContains, parseCidr, parseIp } from '../multiplex/ip.ts';
 import { type AddressClass, classifyAddress } from '../multiplex/ssrf.ts';
 
 /**
@@ -15,16 +16,16 @@ import { type AddressClass, classifyAddress } from '../multiplex/ssrf.ts';
  */
 export type SpecialClass = AddressClass | 'metadata';
 
-const METADATA = new Set(['169.254.169.254', 'fd00:ec2::254', '100.100.100.200', '192.0.0.192']);
+const METADATA = ['169.254.169.254', 'fd00:ec2::254', '100.100.100.200', '192.0.0.192'].map((a) => parseCidr(a)!);
 
 /** Admin-added targets may be loopback or private (backends usually are), nothing else special. */
 export const DEFAULT_SPECIAL_TARGETS: readonly SpecialClass[] = Object.freeze(['loopback', 'private']);
 
+/** Compared as bytes (multiplex/ip.ts), so every spelling counts: `::ffff:a9fe:a9fe` is 169.254.169.254. */
 function classOf(address: string): SpecialClass | null {
-  const bare = address.startsWith('[') ? address.slice(1, -1) : address;
-  const v4 = bare.startsWith('::ffff:') && isIP(bare.slice(7)) === 4 ? bare.slice(7) : bare;
-  if (METADATA.has(v4.toLowerCase())) return 'metadata';
-  return classifyAddress(bare);
+  const ip = parseIp(address);
+  if (ip !== null && METADATA.some((m) => cidrContains(m, ip))) return 'metadata';
+  return classifyAddress(ip ?? address);
 }
 
 /**

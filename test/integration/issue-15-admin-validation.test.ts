@@ -74,6 +74,14 @@ routes:
     });
     assert.equal(pool.status, 201, pool.body.toString());
     assert.equal((await gw.admin('POST', '/pools/meta/targets', { url: 'http://169.254.10.1' })).status, 201);
+    // Link-local allowed is not metadata allowed, in any spelling of the address.
+    const linkLocal = await gw.admin('POST', '/pools', { name: 'll', allow_special_targets: ['link-local'], targets: ['http://169.254.10.1'] });
+    assert.equal(linkLocal.status, 201, linkLocal.body.toString());
+    for (const url of ['http://169.254.169.254', 'http://[::ffff:169.254.169.254]', 'http://[::ffff:a9fe:a9fe]']) {
+      const r = await gw.admin('POST', '/pools/ll/targets', { url });
+      assert.equal(r.status, 400, url);
+      assert.match(JSON.parse(r.body.toString()).error.message, /metadata/, url);
+    }
     // … and a pool that lists nothing refuses loopback too.
     const strict = await gw.admin('POST', '/pools', { name: 'strict', allow_special_targets: [], targets: ['http://127.0.0.1:2'] });
     assert.equal(strict.status, 400);
