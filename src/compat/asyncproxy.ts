@@ -16,6 +16,7 @@
  * a failed direct delivery is queued rather than answered 400; the metrics' `path` label is
  * bounded.
  */
+import { parseGoBool, parseGoDuration } from '../lib/go.ts';
 import { existsSync, readFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
 import { configSchema } from '../config/schema.ts';
@@ -79,20 +80,11 @@ export function isAsyncproxyConfig(raw: unknown): boolean {
   );
 }
 
-const GO_UNITS: Record<string, number> = { ns: 1e-6, us: 1e-3, µs: 1e-3, μs: 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-
-/** Go's `time.ParseDuration` ("30s", "1m30s", "1.5h", "300ms", "0") in milliseconds. */
+/** Go's `time.ParseDuration` ("30s", "1m30s", "1.5h", "300ms", "0") in milliseconds; no sign. */
 export function goDurationMs(text: string): number {
-  if (text === '0') return 0;
-  const re = /(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)/gy;
-  let ms = 0;
-  let end = 0;
-  for (let m = re.exec(text); m !== null; m = re.exec(text)) {
-    ms += Number(m[1]) * GO_UNITS[m[2]];
-    end = re.lastIndex;
-  }
-  if (end === 0 || end !== text.length) throw new Error(`not a duration: ${JSON.stringify(text)} (use e.g. 30s, 1m30s, 500ms)`);
-  return Math.round(ms);
+  const ns = /^[+-]/.test(text) ? null : parseGoDuration(text);
+  if (ns === null) throw new Error(`not a duration: ${JSON.stringify(text)} (use e.g. 30s, 1m30s, 500ms)`);
+  return Math.round(ns / 1e6);
 }
 
 /** Go's `net.Listen` address: `:8080` (every interface), `127.0.0.1:8080`, `[::1]:8080`. */
@@ -103,8 +95,6 @@ export function parseBind(text: string): { host: string; port: number } {
   return { host: host === '' ? '0.0.0.0' : host, port: Number(m[2]) };
 }
 
-const TRUE = new Set(['1', 't', 'T', 'true', 'TRUE', 'True']);
-const FALSE = new Set(['0', 'f', 'F', 'false', 'FALSE', 'False']);
 
 type Value = string | number | boolean | { host: string; port: number };
 
@@ -118,8 +108,10 @@ function convert(kind: Kind, value: unknown): Value {
       throw new Error(`must be an integer, not ${JSON.stringify(value)}`);
     case 'bool':
       if (typeof text === 'boolean') return text;
-      if (TRUE.has(String(text))) return true;
-      if (FALSE.has(String(text))) return false;
+      {
+        const b = parseGoBool(String(text));
+        if (b !== null) return b;
+      }
       throw new Error(`must be true or false, not ${JSON.stringify(value)}`);
     case 'duration':
       if (typeof text !== 'string') throw new Error(`must be a duration such as 30s, not ${JSON.stringify(value)}`);

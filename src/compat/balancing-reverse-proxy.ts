@@ -14,6 +14,7 @@
  * after an answer that is not accepted (`retry_non_idempotent`: choosing quick mode is that
  * consent, as the seed does it), its body replayed intact (the seed loses it on the way).
  */
+import { parseGoBool, parseGoDuration } from '../lib/go.ts';
 import { targetSpec } from '../upstream/spec.ts';
 import type { Override } from '../config/load.ts';
 import { goDuration } from '../server/text-log.ts';
@@ -136,31 +137,6 @@ function rewrite(argv: readonly string[], errors: string[]): string[] {
   return out;
 }
 
-const BOOLS: Record<string, boolean> = { 1: true, t: true, T: true, TRUE: true, true: true, True: true, 0: false, f: false, F: false, FALSE: false, false: false, False: false };
-
-const GO_UNITS: Record<string, number> = { ns: 1, us: 1e3, 'µs': 1e3, 'μs': 1e3, ms: 1e6, s: 1e9, m: 6e10, h: 3.6e12 };
-
-/** Go's `time.ParseDuration`, in nanoseconds; null when it is not one (`5s`, `1m30s`, `1.5h`, `0`). */
-export function parseGoDuration(text: string): number | null {
-  let s = text;
-  let sign = 1;
-  if (s[0] === '-' || s[0] === '+') {
-    sign = s[0] === '-' ? -1 : 1;
-    s = s.slice(1);
-  }
-  if (s === '0') return 0;
-  if (s === '') return null;
-  let total = 0;
-  while (s !== '') {
-    const m = /^(\d*)(?:\.(\d*))?([^\d.]*)/.exec(s)!;
-    const [all, int = '', frac, unit = ''] = m;
-    if ((int === '' && (frac ?? '') === '') || !(unit in GO_UNITS)) return null;
-    total += Number(`${int || '0'}.${frac ?? ''}0`) * GO_UNITS[unit]!;
-    s = s.slice(all.length);
-  }
-  return sign * total;
-}
-
 /** The usage the seed prints (Go's flag.PrintDefaults layout), naming Manifold. */
 export function brpUsage(): string {
   let out =
@@ -198,8 +174,8 @@ function goParse(args: readonly string[]): { values: BrpValues; positionals: str
       return { error: `flag provided but not defined: -${name}` };
     }
     if (def.kind === 'bool') {
-      const b = value === undefined ? true : BOOLS[value];
-      if (b === undefined) return { error: `invalid boolean value "${value}" for -${name}: parse error` };
+      const b = value === undefined ? true : parseGoBool(value);
+      if (b === null) return { error: `invalid boolean value "${value}" for -${name}: parse error` };
       values[name] = b;
       continue;
     }

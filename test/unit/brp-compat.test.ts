@@ -1,7 +1,8 @@
 /** Issue 13 item 1: the pieces of balancing-reverse-proxy's grammar and log format, one by one. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { BRP_BASE, BRP_SOURCE, looksLikeBrp, parseBrp, parseGoDuration } from '../../src/compat/balancing-reverse-proxy.ts';
+import { BRP_BASE, BRP_SOURCE, looksLikeBrp, parseBrp } from '../../src/compat/balancing-reverse-proxy.ts';
+import { parseGoDuration } from '../../src/lib/go.ts';
 import { loadConfigText } from '../../src/config/load.ts';
 import { goDuration, textHeader, textLines } from '../../src/server/text-log.ts';
 
@@ -98,6 +99,11 @@ test('flagnames: prefixes, values, booleans followed by true/false', () => {
   const dashValue = parseBrp(['-e', 'http://a', '-s', '-5s']);
   assert.ok(!('error' in dashValue));
   assert.equal(dashValue.stopLine, null, 'a negative -stop-after never stops');
+  // Go's ParseBool words only: an Object.prototype name is no boolean (it once read as true).
+  for (const word of ['toString', 'constructor', '__proto__']) {
+    const r = parseBrp(['-e', 'http://a', `-fanout=${word}`]);
+    assert.ok('error' in r, word);
+  }
 });
 
 test("Go log's header", () => {
