@@ -20,6 +20,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { GatewayError } from '../errors.ts';
 import { clientAddress } from '../lib/address.ts';
 import { requestIdOf } from './context.ts';
@@ -34,6 +35,8 @@ export interface AdmissionLimits {
   writeIdleMs: number;
   /** ms; 0 = never cut a stalled request body. */
   bodyIdleMs: number;
+  /** Told of each request refused here (the pipeline's access log and metrics). */
+  onRefused?: (req: IncomingMessage, err: GatewayError, requestId: string, startedAt: number) => void;
 }
 
 /**
@@ -92,6 +95,7 @@ export class Admission {
   };
 
   #run(conn: Connection, req: IncomingMessage, res: ServerResponse): void {
+    const startedAt = performance.now();
     conn.busy = true;
     const client = clientAddress(req.socket.remoteAddress);
     const cap = this.#limits.maxInflightPerClient;
@@ -109,12 +113,10 @@ export class Admission {
     const counted = cap === null || n < cap;
     if (!counted) {
       // The body (if any) is not read: the connection closes after the answer.
-      sendError(
-        res,
-        new GatewayError('CLIENT_LIMIT', `this client already has ${cap} requests in flight (limits.max_inflight_per_client)`),
-        requestIdOf(req),
-        true,
-      );
+      const err = new GatewayError('CLIENT_LIMIT', `this client already has ${cap} requests in flight (limits.max_inflight_per_client)`);
+      const id = requestIdOf(req);
+      sendError(res, err, id, true);
+      this.#limits.onRefused?.(req, err, id, startedAt);
       return;
     }
     if (cap !== null) this.#perClient.set(client, n + 1);

@@ -6,8 +6,10 @@
  * llhttp lets through is refused here or in the pipeline: HTTP/0.9 and HTTP/2.0 request lines,
  * duplicate or invalid Host, expectations other than 100-continue (issue 15).
  */
+import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import type { Config } from '../config/schema.ts';
 import { parseDuration, parseSize } from '../lib/units.ts';
 import { GatewayError } from '../errors.ts';
@@ -140,6 +142,7 @@ export function createListener(config: Config, pipeline: Pipeline, log: Logger):
     maxInflightPerClient: l.max_inflight_per_client,
     writeIdleMs: parseDuration(l.write_idle_timeout),
     bodyIdleMs: parseDuration(l.body_idle_timeout),
+    onRefused: pipeline.refused,
   }).handle;
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     if (hasBody(req)) {
@@ -169,23 +172,23 @@ export function createListener(config: Config, pipeline: Pipeline, log: Logger):
     onRequest(req, res);
   });
   server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+    const startedAt = performance.now();
     if (hasBody(req)) lingerAfter(req, res);
-    sendError(
-      res,
-      new GatewayError('EXPECTATION_FAILED', 'only Expect: 100-continue is supported'),
-      requestIdOf(req),
-      true,
-    );
+    const err = new GatewayError('EXPECTATION_FAILED', 'only Expect: 100-continue is supported');
+    const id = requestIdOf(req);
+    sendError(res, err, id, true);
+    pipeline.refused(req, err, id, startedAt);
   });
   server.maxRequestsPerSocket = l.max_requests_per_socket;
   server.on('upgrade', pipeline.upgrade);
   // Issue 12: without a 'connect' listener node:http destroys the socket and the client gets
   // zero bytes. Manifold is a reverse proxy, not a forward one: CONNECT gets a JSON 405, closed.
-  server.on('connect', (_req, socket: Socket) => {
-    sendErrorOnSocket(
-      socket,
-      new GatewayError('METHOD_NOT_ALLOWED', 'CONNECT is not supported: Manifold is a reverse proxy'),
-    );
+  server.on('connect', (req: IncomingMessage, socket: Socket) => {
+    const startedAt = performance.now();
+    const err = new GatewayError('METHOD_NOT_ALLOWED', 'CONNECT is not supported: Manifold is a reverse proxy');
+    const id = requestIdOf(req);
+    sendErrorOnSocket(socket, err, id);
+    pipeline.refused(req, err, id, startedAt);
   });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     const e = clientErrorFor(err);
@@ -194,7 +197,9 @@ export function createListener(config: Config, pipeline: Pipeline, log: Logger):
       return;
     }
     log.debug({ err: err.message, code: err.code, remote: socket.remoteAddress }, 'client error');
-    sendErrorOnSocket(socket, e);
+    const id = randomUUID();
+    sendErrorOnSocket(socket, e, id);
+    pipeline.refused(null, e, id, performance.now());
   });
   return server;
 }

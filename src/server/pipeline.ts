@@ -484,6 +484,31 @@ export class Pipeline {
   }
 
   /**
+   * An answer given before the pipeline took the request (issue 15: a 417 to an `Expect` it
+   * cannot meet, a 429 under `limits.max_inflight_per_client`, the 405 to CONNECT, the 400/431
+   * to a head node:http could not parse): counted and access-logged like any other answer, with
+   * no route. `req` is null where no head was parsed; the duration stays out of the histogram,
+   * as no request was handled.
+   */
+  refused = (req: IncomingMessage | null, err: GatewayError, reqId: string, startedAt: number): void => {
+    this.#metrics?.request(null, req?.method, err.status, null);
+    if (!this.#snapshot.accessLog) return;
+    this.#access.write({
+      reqId,
+      traceId: null,
+      method: req?.method ?? '',
+      url: req?.url ?? '',
+      route: null,
+      target: null,
+      status: err.status,
+      bytes: null,
+      durationMs: performance.now() - startedAt,
+      error: err.code,
+      attempts: null,
+    });
+  };
+
+  /**
    * Upgrade requests (WebSocket): matched like any request, then the upgrade spends its attempt
    * through the strategy runner and the route's Forward like a proxied request (issue 11:
    * passive health, attempt metrics, connect retry on another target), then tunnels.
