@@ -16,9 +16,9 @@
  * a failed direct delivery is queued rather than answered 400; the metrics' `path` label is
  * bounded.
  */
-import { parseGoBool, parseGoDuration } from '../lib/go.ts';
 import { existsSync, readFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
+import { parseGoBool, parseGoDuration } from '../lib/go.ts';
 import { configSchema } from '../config/schema.ts';
 import { ConfigError, type ConfigProblem, type LoadedConfig, loadConfigText, type Override } from '../config/load.ts';
 
@@ -95,7 +95,6 @@ export function parseBind(text: string): { host: string; port: number } {
   return { host: host === '' ? '0.0.0.0' : host, port: Number(m[2]) };
 }
 
-
 type Value = string | number | boolean | { host: string; port: number };
 
 /** One value as asyncproxy reads it (viper + cast): YAML types or env strings. */
@@ -106,13 +105,11 @@ function convert(kind: Kind, value: unknown): Value {
       if (typeof text === 'number' && Number.isInteger(text)) return text;
       if (typeof text === 'string' && /^-?\d+$/.test(text)) return Number(text);
       throw new Error(`must be an integer, not ${JSON.stringify(value)}`);
-    case 'bool':
-      if (typeof text === 'boolean') return text;
-      {
-        const b = parseGoBool(String(text));
-        if (b !== null) return b;
-      }
+    case 'bool': {
+      const b = typeof text === 'boolean' ? text : parseGoBool(String(text));
+      if (b !== null) return b;
       throw new Error(`must be true or false, not ${JSON.stringify(value)}`);
+    }
     case 'duration':
       if (typeof text !== 'string') throw new Error(`must be a duration such as 30s, not ${JSON.stringify(value)}`);
       return goDurationMs(text);

@@ -95,7 +95,6 @@ export class Admission {
   };
 
   #run(conn: Connection, req: IncomingMessage, res: ServerResponse): void {
-    const startedAt = performance.now();
     conn.busy = true;
     const client = clientAddress(req.socket.remoteAddress);
     const cap = this.#limits.maxInflightPerClient;
@@ -113,6 +112,7 @@ export class Admission {
     const counted = cap === null || n < cap;
     if (!counted) {
       // The body (if any) is not read: the connection closes after the answer.
+      const startedAt = performance.now();
       const err = new GatewayError('CLIENT_LIMIT', `this client already has ${cap} requests in flight (limits.max_inflight_per_client)`);
       const id = requestIdOf(req);
       sendError(res, err, id, true);
