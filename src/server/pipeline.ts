@@ -486,22 +486,29 @@ export class Pipeline {
   /**
    * An answer given before the pipeline took the request (issue 15: a 417 to an `Expect` it
    * cannot meet, a 429 under `limits.max_inflight_per_client`, the 405 to CONNECT, the 400/431
-   * to a head node:http could not parse): counted and access-logged like any other answer, with
-   * no route. `req` is null where no head was parsed; the duration stays out of the histogram,
-   * as no request was handled.
+   * to a head node:http could not parse, an upgrade no proxy route takes): counted and
+   * access-logged like any other answer, with the route when one matched. `req` is null where no
+   * head was parsed; the duration stays out of the histogram, as no request was handled.
    */
-  refused = (req: IncomingMessage | null, err: GatewayError, reqId: string, startedAt: number): void => {
-    this.#metrics?.request(null, req?.method, err.status, null);
+  refused = (
+    req: IncomingMessage | null,
+    err: GatewayError,
+    reqId: string,
+    startedAt: number,
+    route: string | null = null,
+    bytes: number | null = null,
+  ): void => {
+    this.#metrics?.request(route, req?.method, err.status, null);
     if (!this.#snapshot.accessLog) return;
     this.#access.write({
       reqId,
       traceId: null,
       method: req?.method ?? '',
       url: req?.url ?? '',
-      route: null,
+      route,
       target: null,
       status: err.status,
-      bytes: null,
+      bytes,
       durationMs: performance.now() - startedAt,
       error: err.code,
       attempts: null,
@@ -522,16 +529,17 @@ export class Pipeline {
     try {
       const route = findRoute(snapshot.routes, this.#matchInput(req));
       if (route === undefined) throw new GatewayError('ROUTE_NOT_FOUND');
+      ctx.route = route;
       if (route.action.kind !== 'proxy')
         throw new GatewayError('BAD_REQUEST', 'this route does not accept upgrades');
-      ctx.route = route;
       checkLoop(req.rawHeaders, route.forwarding);
       const action = route.action;
       this.#upgrade(req, socket, head, ctx, route, action, snapshot);
     } catch (err) {
       const e = isGatewayError(err) ? err : new GatewayError('INTERNAL', undefined, { cause: err });
-      this.#metrics?.request(ctx.route?.id ?? null, req.method, e.status, ctx.elapsedSeconds());
-      sendErrorOnSocket(socket, e, ctx.id);
+      if (e.code === 'INTERNAL') this.#log.error({ req_id: ctx.id, err }, 'unexpected error');
+      const bytes = sendErrorOnSocket(socket, e, ctx.id);
+      this.refused(req, e, ctx.id, ctx.startedAt, ctx.route?.id ?? null, bytes);
     }
   };
 

@@ -58,18 +58,19 @@ export function sendError(res: ServerResponse, err: GatewayError, requestId: str
 }
 
 /** For sockets outside a ServerResponse (parse errors, upgrades). Closes the connection. */
-export function sendErrorOnSocket(socket: Duplex, err: GatewayError, requestId?: string): void {
+export function sendErrorOnSocket(socket: Duplex, err: GatewayError, requestId?: string): number {
   if (!socket.writable) {
     socket.destroy();
-    return;
+    return 0;
   }
   const body = errorBody(err);
-  socket.end(
+  const answer =
     `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? 'Error'}\r\n` +
-      'content-type: application/json\r\n' +
-      `content-length: ${Buffer.byteLength(body)}\r\n` +
-      (requestId ? `x-request-id: ${requestId}\r\n` : '') +
-      'connection: close\r\n\r\n' +
-      body,
-  );
+    'content-type: application/json\r\n' +
+    `content-length: ${Buffer.byteLength(body)}\r\n` +
+    (requestId ? `x-request-id: ${requestId}\r\n` : '') +
+    'connection: close\r\n\r\n' +
+    body;
+  socket.end(answer);
+  return Buffer.byteLength(answer);
 }

@@ -84,3 +84,39 @@ routes:
     await held;
   });
 });
+
+describe('refused upgrades are access-logged', () => {
+  let gw: Gateway;
+  before(async () => {
+    gw = await startGateway(`
+log: { level: info }
+routes:
+  - { id: static, match: { path: /static }, respond: { status: 200, body: "ok" } }
+`);
+  });
+  after(() => gw.close());
+
+  const upgrade = (path: string) =>
+    sendRaw(gw.port, `GET ${path} HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
+
+  test('an upgrade no route takes: 404 with its line', async () => {
+    const raw = await upgrade('/nowhere');
+    assert.equal(statusOf(raw), 404, raw);
+    const line = await until(() => gw.logs.access().find((l) => l.url === '/nowhere'));
+    assert.equal(line.status, 404);
+    assert.equal(line.error, 'ROUTE_NOT_FOUND');
+    assert.equal(line.route, null);
+    assert.equal(line.req_id, idOf(raw));
+    assert.equal(line.bytes, Buffer.byteLength(raw));
+  });
+
+  test('an upgrade to a route that does not proxy: 400 with the route in its line', async () => {
+    const raw = await upgrade('/static');
+    assert.equal(statusOf(raw), 400, raw);
+    const line = await until(() => gw.logs.access().find((l) => l.url === '/static'));
+    assert.equal(line.status, 400);
+    assert.equal(line.error, 'BAD_REQUEST');
+    assert.equal(line.route, 'static');
+    assert.equal(line.req_id, idOf(raw));
+  });
+});
