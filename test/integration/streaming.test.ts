@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
-import { type Cli, cliPort, spawnCli, startUpstream, type Upstream } from '../helpers/index.ts';
+import { type Cli, cliPort, spawnCli, startUpstream, until, type Upstream } from '../helpers/index.ts';
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
@@ -177,5 +177,61 @@ routes:
       setTimeout(() => reject(new Error('no data')), 60_000).unref();
     });
     assertBounded();
+  });
+});
+
+describe('a deferred delivery with a 1 GiB answer', { timeout: 300_000 }, () => {
+  let up: Upstream;
+  let cli: Cli;
+  let sent = 0;
+  before(async () => {
+    up = await startUpstream((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-length': String(GiB) });
+      const body = zeros(GiB);
+      body.on('data', (c: Buffer) => (sent += c.length));
+      body.pipe(res);
+    });
+  });
+  after(async () => {
+    cli?.kill();
+    await cli?.exited;
+    await up.close();
+  });
+
+  test('is drained by the deliverer in bounded memory', async (t) => {
+    const dir = join(tmpdir(), `manifold-stream-defer-${process.pid}`);
+    const file = `${dir}.yaml`;
+    writeFileSync(
+      file,
+      `listen: { host: 127.0.0.1, port: 0 }
+workers: 0
+queue: { driver: sqlite, path: ${join(dir, 'queue.db')} }
+pools:
+  up: { targets: [${up.url}] }
+routes:
+  - { match: { path: /hooks }, defer: { pool: up }, timeout: 0 }
+  - { match: { path: /warm }, respond: { status: 200, body: ok } }
+`,
+    );
+    cli = spawnCli(['--config', file, '--log-level', 'debug']);
+    const port = await cliPort(cli);
+    await drain(port, '/warm');
+    const baseline = peakRss(cli.child.pid!);
+    const accepted = await new Promise<number>((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port, path: '/hooks', method: 'POST' }, (res) => {
+        res.resume();
+        resolve(res.statusCode!);
+      });
+      req.on('error', reject);
+      req.end('{"event":"big"}');
+    });
+    assert.equal(accepted, 202);
+    // The job completes only once the deliverer has read the whole answer to its end.
+    await until(() => cli.logs().find((l) => l.msg === 'delivered'), 'delivery', 240_000);
+    assert.equal(sent, GiB);
+    const growth = peakRss(cli.child.pid!) - baseline;
+    t.diagnostic(`peak RSS growth ${(growth / MiB).toFixed(1)} MiB`);
+    assert.ok(growth < MAX_GROWTH, `gateway peak RSS grew by ${(growth / MiB).toFixed(1)} MiB`);
   });
 });
