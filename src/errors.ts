@@ -79,3 +79,41 @@ export function isGatewayError(err: unknown): err is GatewayError {
 export function errorBody(err: GatewayError): string {
   return JSON.stringify({ error: { code: err.code, message: err.message, ...err.details } });
 }
+
+/**
+ * The gRPC status of a gateway error, for answers to `application/grpc` requests (issue 14):
+ * gRPC's own HTTP-to-status mapping (doc/http-grpc-status-mapping.md) for the status, with the
+ * cases it cannot tell apart named exactly (a deadline, a limit, a client gone).
+ */
+export function grpcStatusOf(err: GatewayError): number {
+  switch (err.code) {
+    case 'TARGET_TIMEOUT':
+    case 'REQUEST_TIMEOUT':
+      return 4; // DEADLINE_EXCEEDED
+    case 'BODY_TOO_LARGE':
+    case 'HEADERS_TOO_LARGE':
+    case 'CLIENT_LIMIT':
+      return 8; // RESOURCE_EXHAUSTED
+    case 'CLIENT_CLOSED':
+      return 1; // CANCELLED
+    case 'INTERNAL':
+      return 13; // INTERNAL
+  }
+  switch (err.status) {
+    case 400:
+      return 13; // INTERNAL
+    case 401:
+      return 16; // UNAUTHENTICATED
+    case 403:
+      return 7; // PERMISSION_DENIED
+    case 404:
+      return 12; // UNIMPLEMENTED
+    case 429:
+    case 502:
+    case 503:
+    case 504:
+      return 14; // UNAVAILABLE
+    default:
+      return 2; // UNKNOWN
+  }
+}

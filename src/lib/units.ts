@@ -30,3 +30,15 @@ export function parseSize(value: string | number): number {
   if (!m) throw new Error(`not a size: ${JSON.stringify(value)} (use e.g. 64KiB, 10MB)`);
   return Math.round(Number(m[1]) * SIZE_BYTES[(m[2] ?? 'B') as keyof typeof SIZE_BYTES]);
 }
+
+const GRPC_UNITS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 1e-3, n: 1e-6 };
+
+/**
+ * A `grpc-timeout` header value (gRPC over HTTP/2: at most 8 digits and a unit, H M S m u n) in
+ * milliseconds, rounded up so a sub-millisecond timeout still ends; null when malformed.
+ */
+export function parseGrpcTimeout(value: string): number | null {
+  const m = /^(\d{1,8})([HMSmun])$/.exec(value);
+  if (m === null) return null;
+  return Math.max(1, Math.ceil(Number(m[1]) * GRPC_UNITS[m[2]]));
+}

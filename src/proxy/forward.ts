@@ -48,9 +48,13 @@ export class AttemptError extends GatewayError {
 }
 
 /** Receives a response body. `write` returning false asks the sender to pause until `drained`. */
+/** Trailer fields as undici parses them (gRPC's `grpc-status` and `grpc-message` travel here). */
+export type Trailers = Record<string, string | string[] | undefined>;
+
 export interface BodySink {
   write(chunk: Buffer): boolean;
-  end(): void;
+  /** The body is complete; `trailers` are the target's trailer fields, when it sent any. */
+  end(trailers?: Trailers | null): void;
   error(err: AttemptError): void;
   /** Registers the resume callback; the sink calls it when it can take more. */
   onDrain(resume: () => void): void;
@@ -215,6 +219,7 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptResult {
   #early: Buffer[] | null = null;
   #earlyBytes = 0;
   #earlyEnd = false;
+  #trailers: Trailers | null = null;
   #earlyError: AttemptError | null = null;
   /** The protocol an upgrade request asked for. */
   readonly #upgrade: string | undefined;
@@ -305,10 +310,15 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptResult {
     if (this.#earlyBytes >= EARLY_LIMIT) controller.pause();
   }
 
-  onResponseEnd(): void {
+  onResponseEnd(_controller: Dispatcher.DispatchController, trailers: Trailers | null): void {
     this.#finish();
-    if (this.#sink !== null) this.#sink.end();
-    else this.#earlyEnd = true;
+    // undici passes {} when there were none: only real trailers are handed on.
+    const t = trailers !== null && trailers !== undefined && hasKeys(trailers) ? trailers : null;
+    if (this.#sink !== null) this.#sink.end(t);
+    else {
+      this.#earlyEnd = true;
+      this.#trailers = t;
+    }
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
@@ -334,7 +344,7 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptResult {
       for (const chunk of early) open = sink.write(chunk);
     }
     if (this.#earlyError !== null) sink.error(this.#earlyError);
-    else if (this.#earlyEnd) sink.end();
+    else if (this.#earlyEnd) sink.end(this.#trailers);
     else if (open) this.#controller?.resume(); // otherwise the sink's drain resumes
   }
 
@@ -352,6 +362,11 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptResult {
     this.#finish();
     this.#reject(classify(reason, this.target, false, false));
   }
+}
+
+function hasKeys(o: object): boolean {
+  for (const _ in o) return true;
+  return false;
 }
 
 /** The base Forward: dispatches through the target's pooled undici dispatcher. */

@@ -138,7 +138,8 @@ export interface ForwardedInfo {
 
 /**
  * The request headers to send to a target. `expect` is dropped too: the listener already
- * answered `100 Continue`, and undici refuses to send it.
+ * answered `100 Continue`, and undici refuses to send it. `TE: trailers` is the one hop-by-hop
+ * value sent on, as this hop's own (trailers are relayed).
  */
 export function outboundRequestHeaders(raw: readonly string[], info: ForwardedInfo): string[] {
   const tokens = connectionTokens(raw);
@@ -146,10 +147,16 @@ export function outboundRequestHeaders(raw: readonly string[], info: ForwardedIn
   let xff = '';
   let via = '';
   let forwarded = '';
+  let teTrailers = false;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i];
     const lower = name.toLowerCase();
-    if (isHopByHop(lower, tokens)) continue;
+    if (isHopByHop(lower, tokens)) {
+      // TE is this hop's, but `trailers` in it says the client takes trailer fields: the gateway
+      // relays them, so it says the same to the target (gRPC servers look for it).
+      if (lower === 'te' && /(^|,)\s*trailers\s*(;|,|$)/i.test(raw[i + 1])) teTrailers = true;
+      continue;
+    }
     switch (lower) {
       case 'host':
         out.push(name, info.hostOverride ?? raw[i + 1]);
@@ -178,6 +185,7 @@ export function outboundRequestHeaders(raw: readonly string[], info: ForwardedIn
         out.push(name, raw[i + 1]);
     }
   }
+  if (teTrailers) out.push('te', 'trailers');
   if (info.trace != null) out.push(TRACEPARENT, attemptTraceparent(info.trace));
   if (info.hostOverride !== undefined && info.host === '') out.push('host', info.hostOverride);
   const forwarding = info.forwarding ?? DEFAULT_FORWARDING;
@@ -231,6 +239,37 @@ export function downstreamResponseHeaders(
     else out.push(name, value);
   }
   out.push('via', via ? `${via}, ${ownVia}` : ownVia, 'x-request-id', requestId);
+  return out;
+}
+
+/**
+ * Fields that must not be sent in a trailer section (RFC 9110 §6.5.1: framing, routing,
+ * authentication, controls), on top of the hop-by-hop ones.
+ */
+const NOT_IN_TRAILERS = new Set([
+  'content-length',
+  'content-encoding',
+  'content-type',
+  'content-range',
+  'host',
+  'authorization',
+  'set-cookie',
+  'cache-control',
+  'expect',
+  'max-forwards',
+  'pragma',
+  'range',
+]);
+
+/** A target's trailer fields as they may go on downstream (gRPC's `grpc-status` among them). */
+export function endToEndTrailers(trailers: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = Object.create(null);
+  for (const name in trailers) {
+    const value = trailers[name];
+    const lower = name.toLowerCase();
+    if (value === undefined || HOP_BY_HOP.has(lower) || NOT_IN_TRAILERS.has(lower) || lower.startsWith(':')) continue;
+    out[name] = value;
+  }
   return out;
 }
 

@@ -19,6 +19,7 @@ import type { Metrics } from '../observability/metrics.ts';
 import { hasBody, limitBody, readBody } from '../proxy/body.ts';
 import {
   type BodySink,
+  type Trailers,
   type Forward,
   forward as baseForward,
   type OutboundRequest,
@@ -27,11 +28,13 @@ import { clientAddress } from '../lib/address.ts';
 import {
   checkLoop,
   downstreamResponseHeaders,
+  endToEndTrailers,
   hostFor,
   joinPath,
   outboundRequestHeaders,
 } from '../proxy/headers.ts';
 import { type OpenTunnel, tunnel } from '../proxy/upgrade.ts';
+import { parseGrpcTimeout } from '../lib/units.ts';
 import { findRoute } from '../routing/route-table.ts';
 import type { MatchInput } from '../routing/matcher.ts';
 import { isIdempotent, runStrategy, runUpgrade } from '../strategy/index.ts';
@@ -107,8 +110,10 @@ class ResponseSink implements BodySink {
     this.#ctx.bytesOut += chunk.length;
     return this.#res.write(chunk);
   }
-  end(): void {
+  end(trailers?: Trailers | null): void {
     if (this.#head !== null) this.#writeHead();
+    // Trailers go out on HTTP/2 and on a chunked HTTP/1.1 answer (node:http drops them otherwise).
+    if (trailers) this.#res.addTrailers(endToEndTrailers(trailers));
     this.#res.end();
   }
   error(err: GatewayError): void {
@@ -271,7 +276,14 @@ export class Pipeline {
     snapshot: Snapshot,
   ): Promise<void> {
     const pool = snapshot.pools.get(action.pool)!;
-    // The request's one deadline (issue 11); the downstream closing ends it in #finish.
+    // The request's one deadline (issue 11); the downstream closing ends it in #finish. A gRPC
+    // call's own `grpc-timeout` shortens it (the earlier wins).
+    const grpcTimeout = req.headers['grpc-timeout'];
+    if (grpcTimeout !== undefined) {
+      const ms = typeof grpcTimeout === 'string' ? parseGrpcTimeout(grpcTimeout) : null;
+      if (ms === null) throw new GatewayError('BAD_REQUEST', `invalid grpc-timeout "${grpcTimeout}"`);
+      ctx.deadline.within(ms, 'grpc-timeout');
+    }
     const signal = ctx.deadline.within(route.timeoutMs, 'route').signal;
     const body = !hasBody(req)
       ? null

@@ -1,12 +1,13 @@
 /**
  * The one renderer of error answers (STYLE.md §8): a JSON body `{"error":{"code","message"}}`
  * on a ServerResponse that has not started, or on a raw socket (client errors, refused
- * upgrades). After headers have gone out nothing can be said any more: the socket is destroyed.
+ * upgrades). A gRPC request (`content-type: application/grpc…`) gets the same error as a gRPC
+ * status instead, which its client can read. After headers have gone out nothing can be said any more: the socket is destroyed.
  */
 import type { ServerResponse } from 'node:http';
 import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { errorBody, type GatewayError } from '../errors.ts';
+import { errorBody, type GatewayError, grpcStatusOf } from '../errors.ts';
 
 /** A whole JSON answer with its length, request id and any `extra` headers; returns its size. */
 export function sendJson(
@@ -54,7 +55,45 @@ export function sendError(res: ServerResponse, err: GatewayError, requestId: str
     res.destroy(err);
     return 0;
   }
+  if (isGrpc(res.req?.headers['content-type'])) return sendGrpcStatus(res, err, requestId, close);
   return sendJson(res, err.status, errorBody(err), requestId, close);
+}
+
+function isGrpc(contentType: string | undefined): boolean {
+  return contentType !== undefined && contentType.startsWith('application/grpc');
+}
+
+/**
+ * A gRPC "trailers-only" answer: HTTP 200, `grpc-status` and `grpc-message` in the headers and
+ * no body, as a gRPC server answers a call it refuses; the gateway's error code rides along in
+ * `x-manifold-error`. Returns 0 (no body).
+ */
+function sendGrpcStatus(res: ServerResponse, err: GatewayError, requestId: string, close: boolean): number {
+  const headers = [
+    'content-type',
+    'application/grpc',
+    'grpc-status',
+    String(grpcStatusOf(err)),
+    'grpc-message',
+    grpcMessage(`${err.code}: ${err.message}`),
+    'x-manifold-error',
+    err.code,
+    'x-request-id',
+    requestId,
+  ];
+  if (close) headers.push('connection', 'close');
+  res.writeHead(200, headers);
+  res.end();
+  return 0;
+}
+
+/** gRPC's percent-encoding of `grpc-message`: bytes outside printable ASCII, and `%`. */
+function grpcMessage(text: string): string {
+  let out = '';
+  for (const byte of Buffer.from(text, 'utf8')) {
+    out += byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+  }
+  return out;
 }
 
 /** For sockets outside a ServerResponse (parse errors, upgrades). Closes the connection. */
