@@ -57,18 +57,29 @@ export function sendError(res: ServerResponse, err: GatewayError, requestId: str
   return sendJson(res, err.status, errorBody(err), requestId, close);
 }
 
-/** For sockets outside a ServerResponse (parse errors, upgrades). Closes the connection. */
-export function sendErrorOnSocket(socket: Duplex, err: GatewayError, requestId?: string): void {
+/**
+ * For sockets outside a ServerResponse (parse errors, upgrades, CONNECT). Closes the connection.
+ * `extra`: header name/value pairs (a 407's `Proxy-Authenticate`, issue 17).
+ */
+export function sendErrorOnSocket(
+  socket: Duplex,
+  err: GatewayError,
+  requestId?: string,
+  extra: readonly string[] = [],
+): void {
   if (!socket.writable) {
     socket.destroy();
     return;
   }
   const body = errorBody(err);
+  let more = '';
+  for (let i = 0; i + 1 < extra.length; i += 2) more += `${extra[i]}: ${extra[i + 1]}\r\n`;
   socket.end(
     `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? 'Error'}\r\n` +
       'content-type: application/json\r\n' +
       `content-length: ${Buffer.byteLength(body)}\r\n` +
       (requestId ? `x-request-id: ${requestId}\r\n` : '') +
+      more +
       'connection: close\r\n\r\n' +
       body,
   );

@@ -14,7 +14,7 @@ import { VERSION } from '../../version.ts';
 
 export interface RouteLive {
   id: string;
-  action: 'proxy' | 'defer' | 'multiplex' | 'respond';
+  action: 'proxy' | 'defer' | 'multiplex' | 'respond' | 'connect';
   pool: string | null;
   /** Answers since start, every process. */
   requests: number;
@@ -85,7 +85,7 @@ export const liveRoutes = (manager: Manager, queue: () => Queue | null) => async
         return {
           id: r.id,
           action: a.kind,
-          pool: a.kind === 'proxy' ? a.pool : a.kind === 'defer' ? a.spec.pool : null,
+          pool: a.kind === 'proxy' ? a.pool : a.kind === 'defer' ? a.spec.pool : a.kind === 'connect' ? a.pool : null,
           requests: c.requests,
           errors: c.errors,
           duration: { le: c.le, counts: c.counts, count: c.count },
