@@ -205,7 +205,9 @@ export class Pipeline {
     const snapshot = this.#snapshot;
     const ctx = new RequestContext(req, performance.now(), snapshot.tracing);
     this.#inflight++;
-    res.once('close', () => this.#finish(req, res, ctx, snapshot));
+    // Taken now: a request whose connection closed no longer has its socket at 'close'.
+    const socket = req.socket;
+    res.once('close', () => this.#finish(req, res, ctx, snapshot, socket));
     if (this.#draining) res.shouldKeepAlive = false;
     try {
       const route = findRoute(snapshot.routes, this.#matchInput(req));
@@ -455,7 +457,7 @@ export class Pipeline {
     ctx.bytesOut += sendError(res, e, ctx.id, e.code === 'BODY_TOO_LARGE' || e.code === 'BAD_REQUEST' || this.#draining);
   }
 
-  #finish(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, snapshot: Snapshot): void {
+  #finish(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, snapshot: Snapshot, socket: Socket): void {
     if (!res.writableFinished && ctx.errorCode === null) {
       ctx.errorCode = 'CLIENT_CLOSED';
       ctx.status = 499;
@@ -472,7 +474,7 @@ export class Pipeline {
       // Issue 17: read once from the socket's counters, no listener per chunk (server/wire.ts).
       // HTTP/2 streams share one socket: there, the body bytes sent and the declared length.
       if (req.httpVersionMajor === 1) {
-        const wire = takeWireBytes(req.socket);
+        const wire = takeWireBytes(socket);
         metrics.bytes(route?.id ?? null, ctx.target, wire.in, wire.out);
       } else metrics.bytes(route?.id ?? null, ctx.target, Number(req.headers['content-length'] ?? 0) || 0, ctx.bytesOut);
     }
