@@ -16,6 +16,7 @@ import {
   blackholeAddress,
   type Cli,
   cliPort,
+  configProblems,
   deadAddress,
   type Gateway,
   scratch,
@@ -438,4 +439,28 @@ routes:
     // says the 128 MiB that passed were not kept; the stall above is the sharp backpressure check.
     assert.ok(growth < 96 * MiB, `gateway RSS grew by ${(growth / MiB).toFixed(1)} MiB`);
   });
+});
+
+test('connect config errors name the key and the file (issue 17)', () => {
+  const problems = configProblems(`
+routes:
+  - match: { path: /x, methods: [GET] }
+    connect: { allow: ["bad entry!"], ports: ["9-3"], auth: { file: /nonexistent/users } }
+  - match: {}
+    connect: {}
+  - match: {}
+    connect: { allow: ["*"], pool: nope }
+`);
+  const text = problems.map((p) => `${p.source}: ${p.path}: ${p.message}`);
+  const expect = [
+    /routes\[0\]\.connect\.allow\[0\]: not a host name/,
+    /routes\[0\]\.connect\.ports\[0\]: must be a port/,
+    /routes\[0\]\.connect\.auth\.file: cannot read \/nonexistent\/users/,
+    /routes\[0\]\.match\.path: a connect route matches no path/,
+    /routes\[0\]\.match\.methods: a connect route takes CONNECT only/,
+    /routes\[1\]\.connect: needs allow .* or pool/,
+    /routes\[2\]\.connect: give either allow .* or pool .*, not both/,
+    /routes\[2\]\.connect\.pool: unknown pool "nope"/,
+  ];
+  for (const re of expect) assert.ok(text.some((t) => re.test(t) && t.startsWith('test.yaml')), `${re} in\n${text.join('\n')}`);
 });
