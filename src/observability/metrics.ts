@@ -154,6 +154,9 @@ export class Metrics {
   /** Open tunnels per `route\0kind`. */
   readonly #tunnelsOpen = new Map<string, number>();
   readonly #bytes: CellCounter;
+  /** `manifold_bytes_total`'s in/out series by route, then target: one lookup per request. */
+  readonly #byteCells = new Map<string, Map<string, readonly [{ value: number }, { value: number }]>>();
+  #byteGeneration = 0;
 
   constructor(options: MetricsOptions = {}) {
     const registers = [this.registry];
@@ -535,8 +538,17 @@ export class Metrics {
   bytes(route: string | null, target: string | null, inBytes: number, outBytes: number): void {
     const r = route ?? NO_ROUTE;
     const t = target ?? NO_ROUTE;
-    if (inBytes > 0) this.#bytes.inc([r, t, 'in'], inBytes);
-    if (outBytes > 0) this.#bytes.inc([r, t, 'out'], outBytes);
+    const family = this.#bytes;
+    if (this.#byteGeneration !== family.generation) {
+      this.#byteCells.clear();
+      this.#byteGeneration = family.generation;
+    }
+    let byTarget = this.#byteCells.get(r);
+    if (byTarget === undefined) this.#byteCells.set(r, (byTarget = new Map()));
+    let cells = byTarget.get(t);
+    if (cells === undefined) byTarget.set(t, (cells = [family.cell([r, t, 'in']), family.cell([r, t, 'out'])]));
+    cells[0].value += inBytes;
+    cells[1].value += outBytes;
   }
 
   /** This process's metrics, in the form `aggregate()` sums. */
