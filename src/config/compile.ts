@@ -11,7 +11,7 @@ import {
 } from '../multiplex/schema.ts';
 import { compileDefer, compileQueue, type DeferAction } from '../defer/spec.ts';
 import { compileMatch, type MatchConfig } from '../routing/matcher.ts';
-import { compileConnect, type ConnectAction } from '../proxy/connect-spec.ts';
+import { compileConnect, type ConnectAction } from '../tunnel/spec.ts';
 import type { Route } from '../routing/route.ts';
 import { compileStrategy } from '../strategy/spec.ts';
 import { compileForwarding, type Forwarding, type HostMode } from '../proxy/headers.ts';
@@ -47,7 +47,7 @@ export type RouteAction =
   | DeferAction
   /** Answer with a batch (issue 5; src/multiplex/). */
   | MultiplexAction
-  /** Tunnel a CONNECT request (issue 17; src/proxy/connect.ts). */
+  /** Tunnel a CONNECT request (issue 17; src/tunnel/connect.ts). */
   | ConnectAction;
 
 /** A route as served: its action is one of the five kinds (routing/route.ts has the rest). */

@@ -15,7 +15,7 @@ import type { LogLevel } from '../observability/logger.ts';
 import type { TracingConfig } from '../observability/trace.ts';
 import { type Duration, DURATION_PATTERN, type Size, SIZE_PATTERN } from '../lib/units.ts';
 import type { DeferConfig, QueueConfig } from '../defer/spec.ts';
-import type { ConnectConfig } from '../proxy/connect-spec.ts';
+import type { ConnectConfig } from '../tunnel/spec.ts';
 import type { MatchConfig } from '../routing/matcher.ts';
 import type { StrategyConfig } from '../strategy/spec.ts';
 import type { PoolConfig } from '../upstream/spec.ts';
@@ -517,7 +517,7 @@ const deferSchema: Schema = {
   },
 };
 
-/** Issue 17: tunnels for `CONNECT host:port` (src/proxy/connect.ts). */
+/** Issue 17: tunnels for `CONNECT host:port` (src/tunnel/connect.ts). */
 const connectSchema: Schema = {
   description:
     'Answer `CONNECT host:port` with `200 Connection Established` and pipe bytes both ways, to a destination the `allow` list names or to a target of `pool`. Only CONNECT requests take a connect route; the route `match.host` is matched against the requested host.',

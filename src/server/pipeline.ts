@@ -32,8 +32,8 @@ import {
   outboundRequestHeaders,
 } from '../proxy/headers.ts';
 import { type OpenTunnel, tunnel } from '../proxy/upgrade.ts';
-import { type Authority, dialConnect, parseAuthority, pipeTunnel, proxyAuthorized } from '../proxy/connect.ts';
-import type { ConnectAction } from '../proxy/connect-spec.ts';
+import { type Authority, dialConnect, parseAuthority, pipeTunnel, proxyAuthorized } from '../tunnel/connect.ts';
+import type { ConnectAction } from '../tunnel/spec.ts';
 import type { Socket } from 'node:net';
 import { takeWireBytes } from './wire.ts';
 import { findRoute } from '../routing/route-table.ts';
@@ -555,7 +555,7 @@ export class Pipeline {
    * `CONNECT host:port` (issue 17). A CONNECT is matched against connect routes only, with its
    * authority's host as the host (compile.ts `connectMatch`); no connect route taking it is the
    * 405 Manifold has always answered (issue 12: Manifold is no open forward proxy). A matched one
-   * is answered by the route's connect action (proxy/connect.ts), every refusal through the one
+   * is answered by the route's connect action (tunnel/connect.ts), every refusal through the one
    * renderer, and gets one access-log line when it ends: 200 with the bytes both ways for a
    * tunnel, or the refusal's status.
    */

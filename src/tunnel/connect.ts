@@ -22,8 +22,8 @@ import { ForbiddenTargetError, guardedConnector, normalizeHost, TargetDnsError }
 import type { PickContext } from '../upstream/selectors/types.ts';
 import type { Pool } from '../upstream/pool.ts';
 import type { Target } from '../upstream/target.ts';
-import { type ConnectAction, type ConnectAuth, credentialDigest, type PortRanges } from './connect-spec.ts';
-import type { OpenTunnel } from './upgrade.ts';
+import { type ConnectAction, type ConnectAuth, credentialDigest, type PortRanges } from './spec.ts';
+import type { OpenTunnel } from '../proxy/upgrade.ts';
 
 /** The `target` label and log field of a tunnel that went where the request said (not to a pool). */
 export const DIRECT_TARGET = '_direct';

@@ -40,7 +40,7 @@ export type PortRanges = ReadonlyArray<readonly [number, number]>;
 export interface ConnectAuth {
   /** `Proxy-Authenticate: Basic realm="…"` of a 407. */
   readonly challenge: string;
-  /** SHA-256 of each `user:password`: compared in constant time (proxy/connect.ts). */
+  /** SHA-256 of each `user:password`: compared in constant time (tunnel/connect.ts). */
   readonly digests: readonly Buffer[];
 }
 
