@@ -143,7 +143,10 @@ describe('CONNECT tunnels (issue 17)', () => {
     gw = await startGateway(`
 log: { level: info }
 pools:
-  echo: { targets: [${dead}, http://127.0.0.1:${echo.port}], selector: round-robin }
+  echo:
+    targets: [${dead}, http://127.0.0.1:${echo.port}]
+    selector: round-robin
+    passive: { failures: 1, ejection: 1m }
 routes:
   - id: pooled
     match: { host: pooled.test }
@@ -291,6 +294,27 @@ routes:
       'three pooled lines',
     );
     assert.ok(lines.every((l) => l.target === `127.0.0.1:${echo.port}`));
+    // The refusing target failed once, was ejected (passive.failures: 1) and never tried again.
+    const deadStats = gw.runtime.stats().targets.find((x) => x.id === new URL(dead).host)!;
+    assert.equal(deadStats.failures, 1);
+    assert.equal(deadStats.ejected, true);
+  });
+
+  test('shutdown ends an open tunnel at the end of the grace', async () => {
+    const own = await startGateway(`
+pools:
+  echo: { targets: [http://127.0.0.1:${echo.port}] }
+routes:
+  - { match: {}, connect: { pool: echo } }
+`);
+    const t = await openConnect(own.port, 'any.test:443');
+    assert.equal(t.status, 200);
+    assert.equal(await echoThrough(t.socket, 'before shutdown'), 'before shutdown');
+    const closed = once(t.socket, 'close');
+    await own.runtime.close(300, 0);
+    await closed;
+    const line = await until(() => own.logs.access().find((l) => l.method === 'CONNECT'), 'the tunnel line');
+    assert.equal(line.status, 200);
   });
 
   test('idle timeout closes a quiet tunnel; max_duration closes a busy one', async () => {
