@@ -19,6 +19,10 @@ export const ERRORS = Object.freeze({
   REQUEST_TIMEOUT: { status: 408, message: 'request was not received in time' },
   // Issue 15: limits.max_inflight_per_client.
   CLIENT_LIMIT: { status: 429, message: 'this client has too many requests in flight' },
+  // Issue 17: a `connect` route with `auth` and no valid Proxy-Authorization (Basic).
+  PROXY_AUTH_REQUIRED: { status: 407, message: 'proxy authentication required' },
+  // Issue 17: a CONNECT destination outside the route's allow list or ports (nothing was dialed).
+  DESTINATION_FORBIDDEN: { status: 403, message: 'this destination is not allowed' },
   CLIENT_CLOSED: { status: 499, message: 'client closed the request' },
   TARGET_UNREACHABLE: { status: 502, message: 'target could not be reached' },
   TARGET_PROTOCOL: { status: 502, message: 'target sent an invalid response' },

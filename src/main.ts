@@ -40,6 +40,7 @@ import type { Queue } from './defer/queue.ts';
 import { createLogger } from './observability/logger.ts';
 import { type TextDestination, textDestination } from './server/text-log.ts';
 import { Metrics } from './observability/metrics.ts';
+import { liveTotals, startLiveLine } from './observability/live-line.ts';
 import { VERSION } from './version.ts';
 
 export const USAGE = `Usage:
@@ -63,6 +64,8 @@ Options:
   -w, --workers N|auto   worker processes; 0 or 1 = a single process (overrides workers)
       --log-level LEVEL  fatal|error|warn|info|debug|trace|silent (overrides log.level)
       --log-file PATH    append the logs to PATH instead of stdout (one process only)
+      --stats-interval D log the live line every D (e.g. 2s): sessions/s, total, current,
+                         bytes and KB/s each way, every worker summed (needs metrics.enabled)
   -h, --help             show this help
   -v, --version          print the version
 
@@ -102,6 +105,7 @@ const OPTIONS = {
   workers: { type: 'string', short: 'w' },
   'log-level': { type: 'string' },
   'log-file': { type: 'string' },
+  'stats-interval': { type: 'string' },
   endpoints: { type: 'string', short: 'e' },
   fanout: { type: 'boolean', short: 'f' },
   'terminal-responses': { type: 'string', short: 't' },
@@ -265,6 +269,8 @@ interface RunOptions {
   logTo: LogTarget;
   stopLine?: string | null;
   startLines?: string[];
+  /** `--stats-interval` (issue 17): the live line every this many ms; 0 = never. */
+  statsIntervalMs?: number;
 }
 
 async function run(loaded: LoadedConfig, opts: RunOptions, reread: () => LoadedConfig): Promise<void> {
@@ -343,6 +349,15 @@ async function run(loaded: LoadedConfig, opts: RunOptions, reread: () => LoadedC
     }
   }
   await manager.start(plane);
+  // Issue 17: Layer7Router's live line, from the metrics summed over every process.
+  const stopLive =
+    (opts.statsIntervalMs ?? 0) > 0
+      ? startLiveLine(
+          async () => liveTotals((await (await manager.metrics())?.getMetricsAsJSON()) ?? []),
+          log,
+          opts.statsIntervalMs!,
+        )
+      : null;
   // The admin API is the way to change pools, not the data plane: when its port is taken the
   // gateway keeps serving and says so loudly, rather than refusing traffic.
   const admin = config.admin.enabled
@@ -370,6 +385,7 @@ async function run(loaded: LoadedConfig, opts: RunOptions, reread: () => LoadedC
   // The metrics port and health checks stop before the data plane drains; the admin API stays
   // up until the drain is over, so `GET /ready` answers 503 to load balancers meanwhile.
   shutdown = async () => {
+    stopLive?.();
     await metricsServer?.close();
     await manager.close();
     await stopData();
@@ -447,6 +463,20 @@ async function mainBrp(argv: string[]): Promise<void> {
   }
 }
 
+/** `--stats-interval D` in milliseconds (0 when absent); a bad value or no metrics is a usage error. */
+function statsInterval(value: string | undefined, loaded: LoadedConfig): number {
+  if (value === undefined) return 0;
+  let ms: number;
+  try {
+    ms = parseDuration(/^\d+$/.test(value) ? Number(value) : value);
+  } catch {
+    fail(`--stats-interval: not a duration: ${JSON.stringify(value)} (use e.g. 2s or 500ms)`);
+  }
+  if (ms > 0 && !loaded.config.metrics.enabled)
+    fail('--stats-interval reads the metrics: it needs metrics.enabled (it is false in the config)');
+  return ms;
+}
+
 export async function main(argv: string[]): Promise<void> {
   if (argv[0] === 'queue') return queueCommand(argv.slice(1));
   if (looksLikeBrp(argv)) return mainBrp(argv);
@@ -479,7 +509,7 @@ export async function main(argv: string[]): Promise<void> {
   try {
     const logFile = values['log-file'];
     const logTo: LogTarget = logFile === undefined ? { kind: 'stdout' } : { kind: 'file', path: logFile };
-    await run(loaded, { logTo }, () => load(values));
+    await run(loaded, { logTo, statsIntervalMs: statsInterval(values['stats-interval'], loaded) }, () => load(values));
   } catch (err) {
     fail(`could not start: ${(err as Error).message}`, 1);
   }

@@ -13,6 +13,7 @@ import type { Logger } from '../observability/logger.ts';
 import { Metrics } from '../observability/metrics.ts';
 import { createListener } from '../server/listener.ts';
 import { Pipeline } from '../server/pipeline.ts';
+import { countConnections } from '../server/wire.ts';
 import { buildSnapshot, type Snapshot } from '../server/snapshot.ts';
 import { DeferService } from '../defer/service.ts';
 import { strategyStats } from '../strategy/stats.ts';
@@ -95,6 +96,8 @@ export async function startRuntime(
   });
   await defer.apply(config);
   const server = createListener(config, pipeline, log);
+  // Issue 17: connections accepted, open and closed per listener.
+  if (metrics !== null) countConnections(server, metrics);
   let version = 0;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -10,7 +10,8 @@ import {
   multiplexSchema,
 } from '../multiplex/schema.ts';
 import { compileDefer, compileQueue, type DeferAction } from '../defer/spec.ts';
-import { compileMatch } from '../routing/matcher.ts';
+import { compileMatch, type MatchConfig } from '../routing/matcher.ts';
+import { compileConnect, type ConnectAction } from '../tunnel/spec.ts';
 import type { Route } from '../routing/route.ts';
 import { compileStrategy } from '../strategy/spec.ts';
 import { compileForwarding, type Forwarding, type HostMode } from '../proxy/headers.ts';
@@ -45,9 +46,11 @@ export type RouteAction =
   /** Store the request, answer at once, deliver it later (issue 6; src/defer/). */
   | DeferAction
   /** Answer with a batch (issue 5; src/multiplex/). */
-  | MultiplexAction;
+  | MultiplexAction
+  /** Tunnel a CONNECT request (issue 17; src/tunnel/connect.ts). */
+  | ConnectAction;
 
-/** A route as served: its action is one of the four kinds (routing/route.ts has the rest). */
+/** A route as served: its action is one of the five kinds (routing/route.ts has the rest). */
 export type CompiledRoute = Route<RouteAction>;
 
 export interface CompiledConfig {
@@ -86,7 +89,7 @@ function checkMetrics(config: Config, problems: CompileProblem[]): void {
 }
 
 /** The keys of a route that name its action; a route has exactly one. */
-export const ACTION_KEYS = ['proxy', 'respond', 'multiplex', 'defer'] as const;
+export const ACTION_KEYS = ['proxy', 'respond', 'multiplex', 'defer', 'connect'] as const;
 
 const MULTIPLEX_KEYS = Object.keys(multiplexSchema.properties);
 
@@ -116,6 +119,20 @@ function compileMultiplex(
     // Never served: with a problem, compile() returns no config.
     return { kind: 'respond', status: 500, body: Buffer.alloc(0), headers: {}, ready: false };
   }
+}
+
+/**
+ * Issue 17: how a CONNECT request matches. A connect route takes CONNECT requests only (its
+ * method is CONNECT, given or not), and its `host` is matched against the requested authority's
+ * host (`example.com` of `CONNECT example.com:443`); a CONNECT has no path, so `path` is refused.
+ * Routes with any other action never take a CONNECT (the pipeline looks at connect routes only).
+ */
+function connectMatch(match: MatchConfig, index: number, problems: CompileProblem[]): MatchConfig {
+  if (match.path !== undefined)
+    problems.push({ path: ['routes', index, 'match', 'path'], message: 'a connect route matches no path (CONNECT names host:port only)' });
+  if (match.methods !== undefined && !(match.methods.length === 1 && match.methods[0] === 'CONNECT'))
+    problems.push({ path: ['routes', index, 'match', 'methods'], message: 'a connect route takes CONNECT only: leave methods out or give [CONNECT]' });
+  return { ...match, methods: ['CONNECT'] };
 }
 
 function compileRoute(
@@ -166,6 +183,8 @@ function compileRoute(
     }
     const path = ['routes', index, 'defer'];
     action = { kind: 'defer', spec: compileDefer(r.defer, path, problems) };
+  } else if (r.connect) {
+    action = compileConnect(r.connect, ['routes', index, 'connect'], new Set(Object.keys(config.pools)), problems);
   } else {
     const s = r.respond ?? { status: 404, body: '', headers: {}, ready: false };
     action = { kind: 'respond', status: s.status, body: Buffer.from(s.body), headers: s.headers, ready: s.ready };
@@ -173,7 +192,7 @@ function compileRoute(
   return {
     id: r.id ?? `route-${index}`,
     index,
-    matches: compileMatch(r.match),
+    matches: compileMatch(r.connect ? connectMatch(r.match, index, problems) : r.match),
     action,
     timeoutMs: parseDuration(r.timeout),
     headersTimeoutMs: parseDuration(r.headers_timeout),

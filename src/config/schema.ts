@@ -15,6 +15,7 @@ import type { LogLevel } from '../observability/logger.ts';
 import type { TracingConfig } from '../observability/trace.ts';
 import { type Duration, DURATION_PATTERN, type Size, SIZE_PATTERN } from '../lib/units.ts';
 import type { DeferConfig, QueueConfig } from '../defer/spec.ts';
+import type { ConnectConfig } from '../tunnel/spec.ts';
 import type { MatchConfig } from '../routing/matcher.ts';
 import type { StrategyConfig } from '../strategy/spec.ts';
 import type { PoolConfig } from '../upstream/spec.ts';
@@ -516,6 +517,76 @@ const deferSchema: Schema = {
   },
 };
 
+/** Issue 17: tunnels for `CONNECT host:port` (src/tunnel/connect.ts). */
+const connectSchema: Schema = {
+  description:
+    'Answer `CONNECT host:port` with `200 Connection Established` and pipe bytes both ways, to a destination the `allow` list names or to a target of `pool`. Only CONNECT requests take a connect route; the route `match.host` is matched against the requested host.',
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    allow: {
+      description:
+        'Destinations a tunnel may go to: host names, `*.domain` (any name below domain), `*` (any public name) and CIDRs or IPs. Every name is resolved and each address checked before dialing (the multiplex guard): loopback, private, link-local, metadata and other special-use addresses are refused (403) unless inside a CIDR listed here. Risk: listing internal ranges lets proxy clients reach internal services.',
+      type: 'array',
+      minItems: 1,
+      items: { type: 'string', minLength: 1 },
+    },
+    ports: {
+      description: 'Destination ports allowed with `allow`: ports (`443`) and ranges (`8000-8999`). Any other port is refused (403).',
+      type: 'array',
+      minItems: 1,
+      items: {
+        anyOf: [
+          { type: 'integer', minimum: 1, maximum: 65535 },
+          { type: 'string', pattern: '^\\d{1,5}(-\\d{1,5})?$' },
+        ],
+        errorMessage: 'must be a port (443) or a range (8000-8999)',
+      },
+      default: [443],
+    },
+    pool: {
+      description:
+        'A fixed destination instead of `allow`: every tunnel goes to a target of this pool (its selector; a target that refuses the connection counts against its passive health and the next one is tried). The requested host:port only selects the route.',
+      type: 'string',
+    },
+    auth: {
+      description:
+        'Proxy authentication: a `Proxy-Authorization: Basic` header must carry one of these credentials, else 407 with `Proxy-Authenticate`. Compared in constant time.',
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        realm: {
+          description: 'The realm named in the 407 challenge.',
+          type: 'string',
+          pattern: '^[\\x20-\\x21\\x23-\\x5b\\x5d-\\x7e]{1,100}$',
+          default: 'manifold',
+        },
+        users: {
+          description: 'Credentials: a list of `{user, password}`.',
+          type: 'array',
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['user', 'password'],
+            properties: {
+              user: { type: 'string', pattern: '^[^:\\s]+$', description: 'User name (no colon).' },
+              password: { type: 'string', minLength: 1, description: 'Password.' },
+            },
+          },
+        },
+        file: {
+          description:
+            'A file of `user:password` lines (blank lines and `#` comments skipped), read when the config is loaded or reloaded; added to `users`.',
+          type: 'string',
+          minLength: 1,
+        },
+      },
+    },
+    connect_timeout: duration('Time allowed to resolve and connect to the destination (504 beyond it).', '10s'),
+    max_duration: duration('Longest life of one tunnel, however busy; 0 = none. Idle tunnels are closed by the route `tunnel_idle_timeout`.', '0s'),
+  },
+};
+
 const routeSchema: Schema = {
   type: 'object',
   additionalProperties: false,
@@ -531,11 +602,12 @@ const routeSchema: Schema = {
     respond: respondSchema,
     multiplex: multiplexRouteSchema,
     defer: deferSchema,
+    connect: connectSchema,
     timeout: duration('One overall deadline for the whole exchange, body included; 0 = none.', '60s'),
     headers_timeout: duration('Time a target may take to send its response headers.', '30s'),
     idle_timeout: duration('Longest pause allowed between two chunks of the response body.', '30s'),
     tunnel_idle_timeout: duration(
-      'An upgraded connection (WebSocket) with no byte in either direction for this long is closed; 0 = never. Longer than the ping interval of the applications it carries.',
+      'An upgraded connection (WebSocket) or a CONNECT tunnel with no byte in either direction for this long is closed; 0 = never. Longer than the ping interval of the applications it carries.',
       '5m',
     ),
     max_body_bytes: size(
@@ -863,6 +935,7 @@ export interface RouteConfig {
   respond?: RespondConfig;
   multiplex?: MultiplexConfig;
   defer?: DeferConfig;
+  connect?: ConnectConfig;
   timeout: Duration;
   headers_timeout: Duration;
   idle_timeout: Duration;

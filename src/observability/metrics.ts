@@ -29,6 +29,13 @@ import { CellCounter, CellHistogram } from './cells.ts';
 export const DURATION_BUCKETS: readonly number[] = Object.freeze([
   0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60,
 ]);
+/**
+ * Connection and tunnel lifetimes, in seconds (issue 17): from a keep-alive connection's or a
+ * tunnel's few milliseconds to a day-long WebSocket.
+ */
+export const CONNECTION_BUCKETS: readonly number[] = Object.freeze([
+  0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400, 86400,
+]);
 /** Requests per multiplex batch (max_requests is at most 1000). */
 export const BATCH_BUCKETS: readonly number[] = Object.freeze([1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]);
 
@@ -106,6 +113,9 @@ export type QueueSource = () => Promise<readonly QueueDepth[]> | null;
 /** How one delivery attempt of a deferred request ended. */
 export type DeliveryResult = 'delivered' | 'retry' | 'dead';
 
+/** What a tunnel carries: a CONNECT's bytes, or an upgraded connection's (WebSocket). */
+export type TunnelKind = 'connect' | 'upgrade';
+
 /** How an accepted deferred request was acknowledged. */
 export type AcceptMode = 'queued' | 'direct' | 'duplicate';
 
@@ -133,6 +143,20 @@ export class Metrics {
   readonly #deliveries: CellCounter;
   readonly #deliverySeconds: CellHistogram;
   readonly #deadLetters: CellCounter;
+  readonly #connAccepted: CellCounter;
+  readonly #connClosed: CellCounter;
+  readonly #connSeconds: CellHistogram;
+  /** Open connections per listener; read by the gauge at scrape time. */
+  readonly #connOpen = new Map<string, number>();
+  readonly #tunnelsOpened: CellCounter;
+  readonly #tunnelsClosed: CellCounter;
+  readonly #tunnelSeconds: CellHistogram;
+  /** Open tunnels per `route\0kind`. */
+  readonly #tunnelsOpen = new Map<string, number>();
+  readonly #bytes: CellCounter;
+  /** `manifold_bytes_total`'s in/out series by route, then target: one lookup per request. */
+  readonly #byteCells = new Map<string, Map<string, readonly [{ value: number }, { value: number }]>>();
+  #byteGeneration = 0;
 
   constructor(options: MetricsOptions = {}) {
     const registers = [this.registry];
@@ -367,6 +391,67 @@ export class Metrics {
       },
     });
 
+    // ---- connections, tunnels and bytes (issue 17: Layer7Router's live figures) ----
+    this.#connAccepted = counter(
+      'manifold_connections_accepted_total',
+      'Downstream connections accepted, by listener (`default`: the `listen` one).',
+      ['listener'],
+    );
+    this.#connClosed = counter('manifold_connections_closed_total', 'Downstream connections closed, by listener.', [
+      'listener',
+    ]);
+    this.#connSeconds = histogram(
+      'manifold_connection_duration_seconds',
+      'From a downstream connection’s accept to its close, by listener.',
+      ['listener'],
+      CONNECTION_BUCKETS,
+    );
+    const connOpen = this.#connOpen;
+    new Gauge({
+      name: 'manifold_connections_open',
+      help: 'Downstream connections open now, by listener.',
+      labelNames: ['listener'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [listener, n] of connOpen) this.set({ listener }, n);
+      },
+    });
+    this.#tunnelsOpened = counter(
+      'manifold_tunnels_opened_total',
+      'Tunnels opened, by route and kind (`connect`: a CONNECT tunnel; `upgrade`: a WebSocket or other upgrade).',
+      ['route', 'kind'],
+    );
+    this.#tunnelsClosed = counter('manifold_tunnels_closed_total', 'Tunnels closed, by route and kind.', [
+      'route',
+      'kind',
+    ]);
+    this.#tunnelSeconds = histogram(
+      'manifold_tunnel_duration_seconds',
+      'From a tunnel’s opening (200 or 101 sent) to its close, by route and kind.',
+      ['route', 'kind'],
+      CONNECTION_BUCKETS,
+    );
+    const tunnelsOpen = this.#tunnelsOpen;
+    new Gauge({
+      name: 'manifold_tunnels_open',
+      help: 'Tunnels open now, by route and kind.',
+      labelNames: ['route', 'kind'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [key, n] of tunnelsOpen) {
+          const [route, kind] = key.split('\u0000');
+          this.set({ route, kind }, n);
+        }
+      },
+    });
+    this.#bytes = counter(
+      'manifold_bytes_total',
+      'Bytes on downstream connections, heads included, by route, target and direction (`in`: from the downstream, `out`: to it); counted when a request or tunnel ends. Target `_direct`: a CONNECT tunnel to the destination it named; `_none`: no target.',
+      ['route', 'target', 'direction'],
+    );
+
     if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry });
   }
 
@@ -422,6 +507,48 @@ export class Metrics {
     this.#deliveries.inc([route, outcome]);
     this.#deliverySeconds.observe([route], seconds);
     if (outcome === 'dead') this.#deadLetters.inc([route]);
+  }
+
+  /** A downstream connection was accepted on `listener`. */
+  connectionOpened(listener: string): void {
+    this.#connAccepted.inc([listener]);
+    this.#connOpen.set(listener, (this.#connOpen.get(listener) ?? 0) + 1);
+  }
+
+  connectionClosed(listener: string, seconds: number): void {
+    this.#connClosed.inc([listener]);
+    this.#connSeconds.observe([listener], seconds);
+    this.#connOpen.set(listener, (this.#connOpen.get(listener) ?? 1) - 1);
+  }
+
+  tunnelOpened(route: string, kind: TunnelKind): void {
+    this.#tunnelsOpened.inc([route, kind]);
+    const key = `${route}\u0000${kind}`;
+    this.#tunnelsOpen.set(key, (this.#tunnelsOpen.get(key) ?? 0) + 1);
+  }
+
+  tunnelClosed(route: string, kind: TunnelKind, seconds: number): void {
+    this.#tunnelsClosed.inc([route, kind]);
+    this.#tunnelSeconds.observe([route, kind], seconds);
+    const key = `${route}\u0000${kind}`;
+    this.#tunnelsOpen.set(key, (this.#tunnelsOpen.get(key) ?? 1) - 1);
+  }
+
+  /** Bytes a request or tunnel moved on its downstream connection (once, when it ended). */
+  bytes(route: string | null, target: string | null, inBytes: number, outBytes: number): void {
+    const r = route ?? NO_ROUTE;
+    const t = target ?? NO_ROUTE;
+    const family = this.#bytes;
+    if (this.#byteGeneration !== family.generation) {
+      this.#byteCells.clear();
+      this.#byteGeneration = family.generation;
+    }
+    let byTarget = this.#byteCells.get(r);
+    if (byTarget === undefined) this.#byteCells.set(r, (byTarget = new Map()));
+    let cells = byTarget.get(t);
+    if (cells === undefined) byTarget.set(t, (cells = [family.cell([r, t, 'in']), family.cell([r, t, 'out'])]));
+    cells[0].value += inBytes;
+    cells[1].value += outBytes;
   }
 
   /** This process's metrics, in the form `aggregate()` sums. */

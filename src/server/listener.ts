@@ -182,14 +182,8 @@ export function createListener(config: Config, pipeline: Pipeline, log: Logger):
   server.maxRequestsPerSocket = l.max_requests_per_socket;
   server.on('upgrade', pipeline.upgrade);
   // Issue 12: without a 'connect' listener node:http destroys the socket and the client gets
-  // zero bytes. Manifold is a reverse proxy, not a forward one: CONNECT gets a JSON 405, closed.
-  server.on('connect', (req: IncomingMessage, socket: Socket) => {
-    const startedAt = performance.now();
-    const err = new GatewayError('METHOD_NOT_ALLOWED', 'CONNECT is not supported: Manifold is a reverse proxy');
-    const id = requestIdOf(req);
-    sendErrorOnSocket(socket, err, id);
-    pipeline.refused(req, err, id, startedAt);
-  });
+  // zero bytes. Issue 17: a connect route tunnels; no connect route taking it is a JSON 405.
+  server.on('connect', pipeline.connect);
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     const e = clientErrorFor(err);
     if (e === null) {

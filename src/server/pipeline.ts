@@ -35,19 +35,25 @@ import {
 } from '../proxy/headers.ts';
 import { type OpenTunnel, tunnel } from '../proxy/upgrade.ts';
 import { parseGrpcTimeout } from '../lib/units.ts';
+import { type Authority, dialConnect, parseAuthority, pipeTunnel, proxyAuthorized } from '../tunnel/connect.ts';
+import type { ConnectAction } from '../tunnel/spec.ts';
+import type { Socket } from 'node:net';
+import { takeWireBytes } from './wire.ts';
 import { findRoute } from '../routing/route-table.ts';
 import type { MatchInput } from '../routing/matcher.ts';
 import { isIdempotent, runStrategy, runUpgrade } from '../strategy/index.ts';
 import { EXHAUSTED_CODE, unlessExhausted } from '../strategy/exhausted.ts';
 import { prepareBody } from '../strategy/replay.ts';
 import type { AttemptRecord } from '../strategy/types.ts';
-import { RequestContext } from './context.ts';
+import { RequestContext, requestIdOf } from './context.ts';
 import { requestProblem } from './listener.ts';
 import { sendError, sendErrorOnSocket, sendJson, sendStatic } from './respond.ts';
 import type { Snapshot } from './snapshot.ts';
 
 /** Dot segments (also percent-encoded) would let a path escape the prefix a route matched. */
 const DOT_SEGMENT = /(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)/i;
+/** How long a refused CONNECT's connection is kept for the client to read the answer and close. */
+const REFUSAL_LINGER_MS = 2000;
 /** The body of an answer without one (`defer` with `body: empty`). */
 const EMPTY = Buffer.alloc(0);
 
@@ -204,7 +210,9 @@ export class Pipeline {
     const snapshot = this.#snapshot;
     const ctx = new RequestContext(req, performance.now(), snapshot.tracing);
     this.#inflight++;
-    res.once('close', () => this.#finish(req, res, ctx, snapshot));
+    // Taken now: a request whose connection closed no longer has its socket at 'close'.
+    const socket = req.socket;
+    res.once('close', () => this.#finish(req, res, ctx, snapshot, socket));
     if (this.#draining) res.shouldKeepAlive = false;
     try {
       const route = findRoute(snapshot.routes, this.#matchInput(req));
@@ -249,6 +257,8 @@ export class Pipeline {
           .catch((err) => this.#fail(res, ctx, err));
         return;
       }
+      // Never taken: a connect route's matcher requires CONNECT, which node:http hands to `connect`.
+      if (action.kind === 'connect') throw new GatewayError('METHOD_NOT_ALLOWED', 'this route takes CONNECT only');
       this.#proxy(req, res, ctx, route, action, snapshot).catch((err) => this.#fail(res, ctx, err));
     } catch (err) {
       this.#fail(res, ctx, err);
@@ -459,7 +469,7 @@ export class Pipeline {
     ctx.bytesOut += sendError(res, e, ctx.id, e.code === 'BODY_TOO_LARGE' || e.code === 'BAD_REQUEST' || this.#draining);
   }
 
-  #finish(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, snapshot: Snapshot): void {
+  #finish(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, snapshot: Snapshot, socket: Socket): void {
     if (!res.writableFinished && ctx.errorCode === null) {
       ctx.errorCode = 'CLIENT_CLOSED';
       ctx.status = 499;
@@ -473,6 +483,12 @@ export class Pipeline {
       metrics.request(route?.id ?? null, req.method, ctx.status, ms / 1000);
       if (ctx.attempts !== null && route !== null && route.action.kind === 'proxy')
         metrics.attempts(route.id, route.action.pool, ctx.attempts);
+      // Issue 17: read once from the socket's counters, no listener per chunk (server/wire.ts).
+      // HTTP/2 streams share one socket: there, the body bytes sent and the declared length.
+      if (req.httpVersionMajor === 1) {
+        const wire = takeWireBytes(socket);
+        metrics.bytes(route?.id ?? null, ctx.target, wire.in, wire.out);
+      } else metrics.bytes(route?.id ?? null, ctx.target, Number(req.headers['content-length'] ?? 0) || 0, ctx.bytesOut);
     }
     if (snapshot.accessLog) {
       this.#access.write({
@@ -555,6 +571,145 @@ export class Pipeline {
     }
   };
 
+  /**
+   * `CONNECT host:port` (issue 17). A CONNECT is matched against connect routes only, with its
+   * authority's host as the host (compile.ts `connectMatch`); no connect route taking it is the
+   * 405 Manifold has always answered (issue 12: Manifold is no open forward proxy). A matched one
+   * is answered by the route's connect action (tunnel/connect.ts), every refusal through the one
+   * renderer, and gets one access-log line when it ends: 200 with the bytes both ways for a
+   * tunnel, or the refusal's status.
+   */
+  connect = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    const snapshot = this.#snapshot;
+    const startedAt = performance.now();
+    socket.on('error', () => socket.destroy());
+    const routes = snapshot.routes;
+    let route: CompiledRoute | undefined;
+    let authority: Authority | null = null;
+    let refusal: GatewayError | null = null;
+    if (routes.some((r) => r.action.kind === 'connect')) {
+      try {
+        const problem = requestProblem(req);
+        if (problem !== null) throw problem;
+        authority = parseAuthority(req.url ?? '');
+        const input: MatchInput = { method: 'CONNECT', host: authority.matchHost, path: '', headers: req.headers };
+        route = routes.find((r) => r.action.kind === 'connect' && r.matches(input));
+      } catch (err) {
+        refusal = isGatewayError(err) ? err : new GatewayError('BAD_REQUEST', undefined, { cause: err });
+      }
+    }
+    if (route === undefined || authority === null) {
+      const err =
+        refusal ??
+        new GatewayError(
+          'METHOD_NOT_ALLOWED',
+          authority === null
+            ? 'CONNECT is not supported: Manifold is a reverse proxy'
+            : `no connect route takes CONNECT ${req.url}`,
+        );
+      const id = requestIdOf(req);
+      sendErrorOnSocket(socket, err, id);
+      this.refused(req, err, id, startedAt);
+      return;
+    }
+    const ctx = new RequestContext(req, startedAt, snapshot.tracing);
+    ctx.route = route;
+    this.#connect(req, socket as Socket, head, ctx, route, route.action as ConnectAction, authority, snapshot);
+  };
+
+  #connect(
+    req: IncomingMessage,
+    socket: Socket,
+    head: Buffer,
+    ctx: RequestContext,
+    route: CompiledRoute,
+    action: ConnectAction,
+    authority: Authority,
+    snapshot: Snapshot,
+  ): void {
+    let openedAt = 0;
+    const done = (status: number, error: string | null) => {
+      const metrics = this.#metrics;
+      const wire = takeWireBytes(socket);
+      if (metrics !== null) {
+        metrics.request(route.id, 'CONNECT', status, null);
+        if (openedAt > 0) metrics.tunnelClosed(route.id, 'connect', (performance.now() - openedAt) / 1000);
+        metrics.bytes(route.id, ctx.target, wire.in, wire.out);
+      }
+      if (snapshot.accessLog) {
+        this.#access.write({
+          reqId: ctx.id,
+          traceId: null,
+          method: 'CONNECT',
+          url: req.url ?? '',
+          route: route.id,
+          target: ctx.target,
+          status,
+          bytes: wire.out,
+          durationMs: performance.now() - ctx.startedAt,
+          error,
+          attempts: null,
+        });
+      }
+    };
+    const refuse = (err: GatewayError, extra?: readonly string[]) => {
+      sendErrorOnSocket(socket, err, ctx.id, extra);
+      // bytesWritten counts the answer queued on the socket too: the line can be written now.
+      done(err.status, err.code);
+      // A client that keeps its half of the connection open after the answer is not waited for.
+      const cut = setTimeout(() => socket.destroy(), REFUSAL_LINGER_MS);
+      cut.unref();
+      socket.once('close', () => clearTimeout(cut));
+    };
+    if (action.auth !== null && !proxyAuthorized(req.headers['proxy-authorization'] as string | undefined, action.auth)) {
+      refuse(new GatewayError('PROXY_AUTH_REQUIRED'), ['proxy-authenticate', action.auth.challenge]);
+      return;
+    }
+    const pool = action.pool === null ? undefined : snapshot.pools.get(action.pool);
+    // The downstream may leave while the destination is dialed: the connection is then dropped.
+    let gone = false;
+    const leave = () => {
+      gone = true;
+    };
+    socket.once('close', leave);
+    dialConnect(action, authority, pool, req).then(
+      (dialed) => {
+        socket.off('close', leave);
+        ctx.target = dialed.target;
+        if (gone || socket.destroyed) {
+          dialed.socket.destroy();
+          done(499, 'CLIENT_CLOSED');
+          return;
+        }
+        openedAt = performance.now();
+        this.#metrics?.tunnelOpened(route.id, 'connect');
+        // An open tunnel is in flight: the drain waits for it (within shutdown.grace).
+        this.#inflight++;
+        pipeTunnel(socket, dialed.socket, head, {
+          idleTimeoutMs: route.tunnelIdleTimeoutMs,
+          maxDurationMs: action.maxDurationMs,
+          open: this.#tunnels,
+          onEnd: (error) => {
+            done(200, error);
+            this.#settled();
+          },
+        });
+      },
+      (err: unknown) => {
+        socket.off('close', leave);
+        const e = isGatewayError(err) ? err : new GatewayError('INTERNAL', undefined, { cause: err });
+        if (e.code === 'INTERNAL') this.#log.error({ req_id: ctx.id, err }, 'unexpected error');
+        if (gone || socket.destroyed) {
+          done(499, 'CLIENT_CLOSED');
+          return;
+        }
+        if (e.code === 'DESTINATION_FORBIDDEN')
+          this.#log.info({ req_id: ctx.id, route: route.id, destination: req.url, reason: e.message }, 'CONNECT refused');
+        refuse(e);
+      },
+    );
+  }
+
   #upgrade(
     req: IncomingMessage,
     socket: Duplex,
@@ -567,10 +722,18 @@ export class Pipeline {
     const protocol = String(req.headers.upgrade ?? 'websocket');
     const attempts: AttemptRecord[] = [];
     ctx.attempts = attempts;
+    // Issue 17: the tunnel's open time, once the 101 went out (tunnel metrics).
+    let openedAt = 0;
     let done = (status: number, error?: string) => {
       // Counted, but kept out of the duration histogram: a tunnel's lifetime is not a latency.
-      this.#metrics?.request(route.id, req.method, status, null);
-      this.#metrics?.attempts(route.id, action.pool, attempts);
+      const metrics = this.#metrics;
+      if (metrics !== null) {
+        metrics.request(route.id, req.method, status, null);
+        metrics.attempts(route.id, action.pool, attempts);
+        if (openedAt > 0) metrics.tunnelClosed(route.id, 'upgrade', (performance.now() - openedAt) / 1000);
+        const wire = takeWireBytes(socket as Socket);
+        metrics.bytes(route.id, ctx.target, wire.in, wire.out);
+      }
       if (snapshot.accessLog) {
         this.#access.write({
           reqId: ctx.id,
@@ -619,6 +782,8 @@ export class Pipeline {
           return;
         }
         if (result.upgraded !== undefined) {
+          openedAt = performance.now();
+          this.#metrics?.tunnelOpened(route.id, 'upgrade');
           // An open tunnel is in flight: the drain waits for it (within shutdown.grace).
           this.#inflight++;
           const settle = done;

@@ -147,6 +147,15 @@ routes:
       }
     });
 
+    await t.test('the Connections panel is live: sessions/s, open sessions, KB/s each way (issue 17)', async () => {
+      // The traffic loop opens a connection per request (agent: false): sessions come and go.
+      await until(async () => num(await text('#live-rate')) > 0, 'sessions per second above 0');
+      await until(async () => num(await text('#live-in')) > 0 && num(await text('#live-out')) > 0, 'KB/s both ways');
+      assert.match((await text('#live-open')) ?? '', /^\d[\d,]*$/);
+      const sessions = num(await text('#live-total'));
+      await until(async () => num(await text('#live-total')) > sessions, 'the session total to grow');
+    });
+
     /**
      * Waits until `quiet` saw no request while `busy` saw `n`, restarting the count whenever
      * `quiet` sees one (a request already on its way when the change landed).

@@ -25,6 +25,7 @@ const LAYERS = [
   'routing',
   'defer',
   'multiplex',
+  'tunnel',
   'config',
   'server',
   'cluster',

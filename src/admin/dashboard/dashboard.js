@@ -23,7 +23,7 @@ function sampleOf(data) {
   for (const r of data.routes ?? []) routes.set(r.id, r);
   const targets = new Map();
   for (const p of data.pools ?? []) for (const t of p.targets ?? []) targets.set(`${p.name}/${t.id}`, t);
-  return { now: data.now, routes, targets };
+  return { now: data.now, routes, targets, live: data.live };
 }
 
 function ingest(data) {
@@ -32,7 +32,9 @@ function ingest(data) {
   // A restarted gateway (or a clock step) starts its counters again: so do we.
   const restarted =
     last !== undefined &&
-    (s.now <= last.now || [...s.routes].some(([id, r]) => (last.routes.get(id)?.requests ?? 0) > r.requests));
+    (s.now <= last.now ||
+      (last.live?.sessions ?? 0) > (s.live?.sessions ?? 0) ||
+      [...s.routes].some(([id, r]) => (last.routes.get(id)?.requests ?? 0) > r.requests));
   if (restarted) samples = [];
   samples.push(s);
   while (samples.length > 2 && samples[1].now <= s.now - WINDOW_MS) samples.shift();
@@ -84,6 +86,18 @@ function routeStats(id) {
     errorRatio: requests > 0 ? errors / requests : null,
     p50: da && db ? quantile(0.5, da, db) : null,
     p99: da && db ? quantile(0.99, da, db) : null,
+  };
+}
+
+/** Issue 17: sessions per second and KB/s each way over the window (Layer7Router's live line). */
+function liveRates() {
+  const p = pair((s) => s.live);
+  if (p === null || !(p.dt > 0)) return null;
+  const per = (a, b, unit) => Math.max(0, b - a) / unit / p.dt;
+  return {
+    sessions: per(p.a.sessions, p.b.sessions, 1),
+    kbIn: per(p.a.bytes_in, p.b.bytes_in, 1024),
+    kbOut: per(p.a.bytes_out, p.b.bytes_out, 1024),
   };
 }
 
@@ -380,8 +394,18 @@ function renderQueue(queue) {
   );
 }
 
+function renderLive(live) {
+  const rates = live ? liveRates() : null;
+  setText(byId('live-rate'), fixed(rates?.sessions));
+  setText(byId('live-open'), int(live?.open));
+  setText(byId('live-total'), int(live?.sessions));
+  setText(byId('live-in'), fixed(rates?.kbIn));
+  setText(byId('live-out'), fixed(rates?.kbOut));
+}
+
 function render(data) {
   const m = data.manifold ?? {};
+  renderLive(data.live);
   setText(byId('version'), m.version ?? DASH);
   setText(byId('config-version'), m.config_version === undefined ? DASH : `v${m.config_version}`);
   setText(byId('workers'), m.workers ?? DASH);

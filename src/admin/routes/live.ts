@@ -10,11 +10,12 @@ import type { MetricObjectWithValues, MetricValue, MetricValueWithName } from 'p
 import type { Manager } from '../../cluster/manager.ts';
 import { emptyDepth, type Queue, type RouteDepth, sortByRoute } from '../../defer/queue.ts';
 import { DURATION_BUCKETS } from '../../observability/metrics.ts';
+import { liveTotals } from '../../observability/live-line.ts';
 import { VERSION } from '../../version.ts';
 
 export interface RouteLive {
   id: string;
-  action: 'proxy' | 'defer' | 'multiplex' | 'respond';
+  action: 'proxy' | 'defer' | 'multiplex' | 'respond' | 'connect';
   pool: string | null;
   /** Answers since start, every process. */
   requests: number;
@@ -72,20 +73,24 @@ export const liveRoutes = (manager: Manager, queue: () => Queue | null) => async
             .catch(() => null) ?? Promise.resolve(null))
         : Promise.resolve(null),
     ]);
+    const json = registry === null ? [] : ((await registry.getMetricsAsJSON()) as Json[]);
     const counters = routeCounters(
-      registry === null ? [] : ((await registry.getMetricsAsJSON()) as Json[]),
+      json,
       routes.map((r) => r.id),
     );
+    const live = liveTotals(json);
     return {
       now: Date.now(),
       manifold: { version: VERSION, config_version: manager.version, workers: manager.workers },
+      // Issue 17: sessions (downstream connections) and bytes, cumulative; the page makes the rates.
+      live: { sessions: live.sessions, open: live.open, bytes_in: live.bytesIn, bytes_out: live.bytesOut },
       routes: routes.map((r): RouteLive => {
         const c = counters.get(r.id)!;
         const a = r.action;
         return {
           id: r.id,
           action: a.kind,
-          pool: a.kind === 'proxy' ? a.pool : a.kind === 'defer' ? a.spec.pool : null,
+          pool: a.kind === 'proxy' ? a.pool : a.kind === 'defer' ? a.spec.pool : a.kind === 'connect' ? a.pool : null,
           requests: c.requests,
           errors: c.errors,
           duration: { le: c.le, counts: c.counts, count: c.count },
