@@ -126,6 +126,17 @@ export function classify(err: unknown, target: Target, connected: boolean, respo
       `the request cannot be forwarded: ${(err as Error | null)?.message || code}`,
       err,
     );
+  // Issue 14 item 4: a certificate the pool does not trust, or a failed handshake, says so
+  // (and which keys fix it) instead of a bare "cannot reach". Still connect phase: nothing was
+  // sent, so another target may be tried.
+  if (!connected && isTlsFailure(code))
+    return new AttemptError(
+      'TARGET_UNREACHABLE',
+      target,
+      'connect',
+      `TLS handshake with ${target.id} failed: ${(err as Error | null)?.message || code} (${code})${TLS_VERIFY_CODES.has(code) ? "; a private CA goes in the pool's tls.ca" : ''}`,
+      err,
+    );
   switch (code) {
     case 'UND_ERR_CONNECT_TIMEOUT':
       return new AttemptError('TARGET_TIMEOUT', target, 'connect', `connect timeout to ${detail}`, err);
@@ -167,6 +178,29 @@ export function classify(err: unknown, target: Target, connected: boolean, respo
 }
 
 /**
+ * OpenSSL's certificate verification codes (Node sets them as `err.code`) and Node's own TLS
+ * and OpenSSL errors (`ERR_TLS_CERT_ALTNAME_INVALID`, `ERR_SSL_…`).
+ */
+const TLS_VERIFY_CODES = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'CERT_REVOKED',
+  'CERT_SIGNATURE_FAILURE',
+  'HOSTNAME_MISMATCH',
+]);
+
+function isTlsFailure(code: string): boolean {
+  return TLS_VERIFY_CODES.has(code) || code.startsWith('ERR_TLS_') || code.startsWith('ERR_SSL_');
+}
+
+/**
  * Issue 15, item 12: the only transfer coding a target may answer with is one `chunked`
  * (undici decodes it; the downstream side frames the body afresh). Anything else
  * (`chunked, gzip, chunked`, `gzip, chunked`, `xchunked`) undici relays as identity: the body
@@ -191,6 +225,23 @@ function badUpgrade(raw: ReadonlyArray<Buffer | string> | null, asked: string | 
   if (got === '') return 'a 101 without Upgrade';
   if (asked === undefined) return null;
   return got.toLowerCase() === asked.trim().toLowerCase() ? null : `a 101 to "${got}", "${asked}" was asked for`;
+}
+
+/**
+ * The response header list as [name, value, …]. undici's HTTP/1.1 client gives the raw list;
+ * its HTTP/2 client (issue 14 item 4, `http2: true`) gives node:http2's header object instead,
+ * whose pseudo-headers (`:status`) are not headers to relay.
+ */
+function rawList(raw: unknown): ReadonlyArray<Buffer | string> {
+  if (raw === null || raw === undefined) return [];
+  if (Array.isArray(raw)) return raw as Array<Buffer | string>;
+  const out: string[] = [];
+  for (const [name, value] of Object.entries(raw as Record<string, string | string[] | undefined>)) {
+    if (value === undefined || name.charCodeAt(0) === 58 /* : */) continue;
+    if (Array.isArray(value)) for (const v of value) out.push(name, v);
+    else out.push(name, String(value));
+  }
+  return out;
 }
 
 /** Body bytes held per attempt before its consumer is attached (see onResponseData). */
@@ -269,7 +320,7 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptResult {
       );
     this.#responded = true;
     this.status = statusCode;
-    this.rawHeaders = (controller.rawHeaders as Array<Buffer | string> | null) ?? [];
+    this.rawHeaders = rawList(controller.rawHeaders);
     this.#resolve(this);
   }
 
