@@ -32,18 +32,20 @@ function intToV4(n: number): string {
   return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
 }
 
+const NOT_ONE = 'is not an IP address or an IPv4 range such as "127.0.0.2-127.0.0.9"';
+
 /** The addresses of one entry, or why it is not one. */
 function expand(entry: string): string[] | string {
   const s = entry.trim();
   const dash = s.indexOf('-');
   if (dash === -1) {
-    if (isIP(s) === 0) return `${JSON.stringify(entry)} is not an IP address or a range "A-B"`;
+    if (isIP(s) === 0) return `${JSON.stringify(entry)} ${NOT_ONE}`;
     return [s];
   }
   const from = s.slice(0, dash).trim();
   const to = s.slice(dash + 1).trim();
   if (!V4.test(from) || !V4.test(to) || isIP(from) !== 4 || isIP(to) !== 4)
-    return `${JSON.stringify(entry)}: a range is two IPv4 addresses, "127.0.0.2-127.0.0.9"`;
+    return `${JSON.stringify(entry)} ${NOT_ONE}`;
   const a = v4ToInt(from);
   const b = v4ToInt(to);
   if (b < a) return `${JSON.stringify(entry)}: the range ends before it starts`;
