@@ -134,7 +134,7 @@ export function classify(err: unknown, target: Target, connected: boolean, respo
       'TARGET_UNREACHABLE',
       target,
       'connect',
-      `TLS handshake with ${target.id} failed: ${(err as Error | null)?.message || code} (${code})${TLS_VERIFY_CODES.has(code) ? "; a private CA goes in the pool's tls.ca" : ''}`,
+      `TLS handshake with ${target.id} failed: ${tlsMessage(err, code)} (${code})${TLS_VERIFY_CODES.has(code) ? "; a private CA goes in the pool's tls.ca" : ''}`,
       err,
     );
   switch (code) {
@@ -195,6 +195,12 @@ const TLS_VERIFY_CODES = new Set([
   'CERT_SIGNATURE_FAILURE',
   'HOSTNAME_MISMATCH',
 ]);
+
+/** Node's text without its advice to Node's own users (`--use-system-ca`), which is not ours to give. */
+function tlsMessage(err: unknown, code: string): string {
+  const m = (err as Error | null)?.message || code;
+  return m.replace(/; if the root CA is installed locally.*$/s, '');
+}
 
 function isTlsFailure(code: string): boolean {
   return TLS_VERIFY_CODES.has(code) || code.startsWith('ERR_TLS_') || code.startsWith('ERR_SSL_');

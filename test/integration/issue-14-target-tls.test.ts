@@ -140,6 +140,7 @@ describe('TLS to targets (issue 14 item 4)', { timeout: 60_000 }, () => {
     assert.equal(err.code, 'TARGET_UNREACHABLE');
     assert.match(err.message, /TLS handshake with 127\.0\.0\.1:\d+ failed/);
     assert.match(err.message, /tls\.ca/, 'the message names the key that fixes it');
+    assert.doesNotMatch(err.message, /use-system-ca/, "Node's advice to its own users is not ours");
   });
 
   test('reject_unauthorized: false accepts the unverified certificate', async () => {
