@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import { createSecureServer, type Http2SecureServer } from 'node:http2';
@@ -13,6 +14,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { TLSSocket } from 'node:tls';
 import { after, describe, test } from 'node:test';
+import { loadConfigText } from '../../src/config/load.ts';
 import { configProblems, type Gateway, scratch, startGateway, until } from '../helpers/index.ts';
 import { send } from '../helpers/http.ts';
 import { makeCerts, type TestCerts } from '../helpers/tls.ts';
@@ -180,6 +182,23 @@ describe('TLS to targets (issue 14 item 4)', { timeout: 60_000 }, () => {
     const none = await gateway(`tls: { ca: ${certs.ca} }`, `https://127.0.0.1:${mtlsPort}`);
     const refused = await send(`${none.url}/mtls`);
     assert.equal(refused.status, 502, refused.text);
+  });
+});
+
+describe('reload (issue 14 item 4)', { timeout: 60_000 }, () => {
+  test('a CA file rewritten in place is read again by the next config apply', async () => {
+    const other = makeCerts('manifold-tls-other-');
+    const dir = scratch('manifold-tls-reload-');
+    const caFile = dir.path('pem');
+    writeFileSync(caFile, other.pem.ca); // the wrong CA first
+    const yaml = gatewayYaml(`tls: { ca: ${caFile} }`, `https://127.0.0.1:${httpsPort}`);
+    const gw = await startGateway(yaml);
+    after(() => gw.close());
+    assert.equal((await send(`${gw.url}/reload`)).status, 502);
+    writeFileSync(caFile, certs.pem.ca);
+    gw.runtime.apply(loadConfigText(yaml, 'test.yaml', { env: {} }).config);
+    const r = await send(`${gw.url}/reload`);
+    assert.equal(r.status, 200, r.text);
   });
 });
 
