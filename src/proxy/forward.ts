@@ -431,9 +431,14 @@ export const forward: Forward = (target, request, signal) =>
           headersTimeout: request.headersTimeoutMs,
           bodyTimeout: request.idleTimeoutMs,
           upgrade: request.upgrade,
+          // One value per target: undici otherwise takes the Host header's name, and drops an
+          // https target's connection (waiting for its requests first) whenever that changes
+          // (`host: preserve`, many client hosts). The name actually sent and checked is the
+          // connector's choice (upstream/connector.ts), never this one.
+          servername: target.spec.host,
           // Sending the body must not wait behind another request on a pipelined socket.
           blocking: true,
-        },
+        } as Dispatcher.DispatchOptions, // `servername` is read by undici's Request, absent from its types
         handler,
       );
     } catch (err) {

@@ -51,8 +51,8 @@ export function targetConnector(spec: ConnectSpec, sources = new SourceAddresses
     // against the name the operator configured (`tls.servername`) or the target URL's host,
     // never one the downstream client chose (`host: preserve`). '' makes buildConnector fall
     // back to `tls.servername` and then to the origin's host name (none for an IP literal).
-    const localAddress = sources.nextFor(isIP(opts.hostname) as 0 | 4 | 6) ?? opts.localAddress ?? undefined;
-    connect({ ...opts, servername: pinned, localAddress: localAddress ?? null }, callback);
+    const localAddress = sources.nextFor(isIP(opts.hostname) as 0 | 4 | 6) ?? opts.localAddress ?? null;
+    connect({ ...opts, servername: pinned, localAddress }, callback);
   };
 }
 

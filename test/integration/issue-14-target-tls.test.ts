@@ -67,6 +67,7 @@ const certs: TestCerts = makeCerts();
 const seen: Seen[] = [];
 /** https, HTTP/1.1 only. */
 let httpsPort = 0;
+let httpsHandshakes = 0;
 /** h2 only (allowHTTP1: false). */
 let h2Port = 0;
 /** https that requires a client certificate signed by the CA. */
@@ -77,7 +78,9 @@ const stream = { got: [] as string[], release: null as (() => void) | null };
 
 {
   const { ca, serverCert: cert, serverKey: key } = certs.pem;
-  httpsPort = await listen(createHttpsServer({ cert, key }, recorder(seen)));
+  const https = createHttpsServer({ cert, key }, recorder(seen));
+  https.on('secureConnection', () => httpsHandshakes++);
+  httpsPort = await listen(https);
   h2Port = await listen(createSecureServer({ cert, key, allowHTTP1: false }, recorder(seen)));
   mtlsPort = await listen(createHttpsServer({ cert, key, ca, requestCert: true, rejectUnauthorized: true }, recorder(seen)));
   streamPort = await listen(
@@ -162,6 +165,16 @@ describe('TLS to targets (issue 14 item 4)', { timeout: 60_000 }, () => {
     const bad = await send(`${wrong.url}/sni`);
     assert.equal(bad.status, 502, bad.text);
     assert.match(bad.json<{ error: { message: string } }>().error.message, /TLS handshake/);
+  });
+
+  test('clients sending different Host headers share the kept-alive connection', async () => {
+    const gw = await gateway(`tls: { ca: ${certs.ca} }`, `https://127.0.0.1:${httpsPort}`);
+    const before = httpsHandshakes;
+    for (const host of ['a.example', 'b.example', 'a.example', 'c.example']) {
+      const r = await send(`${gw.url}/keep`, { headers: { host } });
+      assert.equal(r.status, 200, r.text);
+    }
+    assert.equal(httpsHandshakes - before, 1, 'one TLS connection for every Host');
   });
 
   test('a target host name is the SNI by default, not the Host the client sent', async () => {
