@@ -17,7 +17,7 @@
 import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import type { CompileProblem } from '../lib/problem.ts';
-import { type Cidr, cidrContains, parseCidr, parseIp } from '../multiplex/ip.ts';
+import { type Cidr, cidrContains, parseCidr, parseIp } from '../lib/ip.ts';
 
 /** More would only be a typo (a /8 written as a range); Layer7Router's ranges are a few hundred. */
 export const MAX_LOCAL_ADDRESSES = 4096;
