@@ -322,6 +322,29 @@ routes:
     assert.ok(!gw.cli.logs().some((l) => l.level === 'warn' && l.pool === 'trusted'));
   });
 
+  test('with --workers 2 every worker reads the PEM files and speaks h2 to the target', async () => {
+    const gw = await startManaged(
+      `
+log: { level: warn, access: false }
+pools:
+  h2:
+    targets: [https://127.0.0.1:${h2Port}]
+    http2: true
+    tls: { ca: ${certs.ca} }
+routes:
+  - match: { path: /* }
+    proxy: { pool: h2 }
+`,
+      2,
+    );
+    after(() => gw.close());
+    for (let i = 0; i < 4; i++) {
+      const r = await gw.get(`/workers/${i}`);
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.json<Seen>().httpVersion, '2.0');
+    }
+  });
+
   test('a multiplex item to an https target with multiplex.ca', async () => {
     const route = (ca: string) => `  - match: { path: /multiplex, methods: [POST] }
     multiplex: { allow: ["127.0.0.0/8"]${ca} }
