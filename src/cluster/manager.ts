@@ -301,6 +301,17 @@ export class Manager {
     this.#version++;
     await plane.apply(this.#config, this.#version);
     this.#health.sync(this.#compiled.pools);
+    this.#warnInsecure();
+  }
+
+  /** Issue 14 item 4: an unverified TLS pool is a choice someone must see, at start and on reload. */
+  #warnInsecure(): void {
+    for (const p of this.#compiled.pools)
+      if (p.tls !== null && !p.tls.rejectUnauthorized)
+        this.#log.warn(
+          { pool: p.name, key: `pools.${p.name}.tls.reject_unauthorized` },
+          'TLS certificates of this pool are not verified (reject_unauthorized: false): anyone on the path can read and change its traffic',
+        );
   }
 
   async close(): Promise<void> {
@@ -440,6 +451,7 @@ export class Manager {
       this.#file = file;
       await this.#publish(next, compiled);
       this.#log.info({ version: this.#version }, 'config reloaded');
+      this.#warnInsecure();
       return { version: this.#version, restart_required: restart };
     });
   }

@@ -5,7 +5,7 @@
  */
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
-import { cidrContains, parseCidr, parseIp } from '../multiplex/ip.ts';
+import { cidrContains, parseCidr, parseIp } from '../lib/ip.ts';
 import { type AddressClass, classifyAddress } from '../multiplex/ssrf.ts';
 
 /**
@@ -21,7 +21,7 @@ const METADATA = ['169.254.169.254', 'fd00:ec2::254', '100.100.100.200', '192.0.
 /** Admin-added targets may be loopback or private (backends usually are), nothing else special. */
 export const DEFAULT_SPECIAL_TARGETS: readonly SpecialClass[] = Object.freeze(['loopback', 'private']);
 
-/** Compared as bytes (multiplex/ip.ts), so every spelling counts: `::ffff:a9fe:a9fe` is 169.254.169.254. */
+/** Compared as bytes (lib/ip.ts), so every spelling counts: `::ffff:a9fe:a9fe` is 169.254.169.254. */
 function classOf(address: string): SpecialClass | null {
   const ip = parseIp(address);
   if (ip !== null && METADATA.some((m) => cidrContains(m, ip))) return 'metadata';

@@ -3,6 +3,7 @@
  * validate and in every worker to build the same result. Durations and sizes are parsed,
  * matchers compiled and cross-references (route → pool) resolved here, once.
  */
+import { createHash } from 'node:crypto';
 import {
   compileMultiplexOptions,
   type MultiplexAction,
@@ -112,7 +113,10 @@ function compileMultiplex(
   // Schema order, not the file's: the same options always give the same key.
   const key = JSON.stringify(MULTIPLEX_KEYS.map((k) => raw[k as keyof typeof raw] ?? null));
   try {
-    return { kind: 'multiplex', options: compileMultiplexOptions(raw, prefix), key };
+    const options = compileMultiplexOptions(raw, prefix);
+    // The PEM texts too: a renewed certificate (same path) gets a new handler on reload.
+    const tls = options.tls === null ? '' : createHash('sha256').update(JSON.stringify(options.tls)).digest('base64url');
+    return { kind: 'multiplex', options, key: key + tls };
   } catch (err) {
     if (!(err instanceof MultiplexConfigError)) throw err;
     problems.push({ path: keyPath(base, prefix, err.path), message: err.problem });

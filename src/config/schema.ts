@@ -220,6 +220,56 @@ export const poolSchema: Schema = {
     },
     connect_timeout: duration('Time allowed to open a connection to a target.', '5s'),
     keep_alive_timeout: duration('How long an idle connection to a target is kept.', '30s'),
+    // Issue 14 item 4: TLS and HTTP/2 to targets.
+    tls: {
+      description:
+        'TLS to the https targets of the pool (and their health checks). PEM files are read when the config is loaded or reloaded; a missing or unreadable file is a config error.',
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        ca: {
+          type: 'string',
+          minLength: 1,
+          description:
+            "PEM file of the CA certificate(s) that sign the targets' certificates: a private CA, without NODE_EXTRA_CA_CERTS. Replaces the system's CAs for this pool. Absent = the system's CAs.",
+        },
+        cert: {
+          type: 'string',
+          minLength: 1,
+          description: 'PEM file of the client certificate (chain) sent to targets that ask for one (mTLS); needs `key`.',
+        },
+        key: { type: 'string', minLength: 1, description: 'PEM file of the private key of `cert`.' },
+        servername: {
+          type: 'string',
+          minLength: 1,
+          maxLength: 253,
+          description:
+            "SNI name sent and the name the target's certificate must carry. Absent = the target URL's host (an IP literal: no SNI, the certificate must carry the IP).",
+        },
+        reject_unauthorized: {
+          type: 'boolean',
+          default: true,
+          description:
+            'false: accept any certificate, unverified (logged as a warning at start). Risk: anyone on the path can read and change the traffic; prefer `ca`.',
+        },
+      },
+    },
+    http2: {
+      type: 'boolean',
+      default: false,
+      description:
+        'Offer HTTP/2 to https targets (ALPN h2 first, undici `allowH2`); a target that speaks it gets one multiplexed connection instead of many. false = HTTP/1.1 only. Plain http:// targets always speak HTTP/1.1.',
+    },
+    // Issue 17 item 3: Layer7Router's -client_start_ip/-client_end_ip.
+    local_addresses: {
+      description:
+        'Source addresses of new connections to the targets, used round robin (past the ~28K ports one address gives per target): an IP, an IPv4 range `127.0.0.2-127.0.0.9`, or a list of them. Each must be an address of this host. Absent = the kernel chooses.',
+      anyOf: [
+        { type: 'string', minLength: 1 },
+        { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } },
+      ],
+      errorMessage: 'must be an IP, a range "A-B", or a list of them',
+    },
   },
 };
 

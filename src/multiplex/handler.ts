@@ -11,6 +11,7 @@ import { isUtf8 } from 'node:buffer';
 import type { ConnectionOptions } from 'node:tls';
 import { Agent, type Dispatcher, interceptors } from 'undici';
 import { Deadline } from '../deadline.ts';
+import { tlsOptions } from '../lib/tls.ts';
 import type { GatewayError } from '../errors.ts';
 import { classifyError } from './classify.ts';
 import { dnsInterceptor, shareQueries, systemResolve } from './dns.ts';
@@ -53,7 +54,8 @@ export class MultiplexHandler {
       deps.resolve ?? systemResolve({ fallbackTtl: FALLBACK_TTL, timeoutMs: DNS_QUERY_TIMEOUT_MS }),
     );
     this.#agent = new Agent({
-      connect: guardedConnector(guard, resolve, { timeout: opts.maxTimeoutMs, ...deps.tls }),
+      // The route's own `ca`/`cert`/`key` (issue 14 item 4); the guard stays in front of them.
+      connect: guardedConnector(guard, resolve, { timeout: opts.maxTimeoutMs, ...tlsOptions(opts.tls), ...deps.tls }),
       keepAliveTimeout: opts.keepAliveTimeoutMs,
       // A cap, not just a bound: undici's Pool opens a new connection when a request arrives
       // in the tick between a response ending and its connection being marked free. Pools are

@@ -5,6 +5,8 @@
  * re-exported here.
  */
 import { Ajv, type ErrorObject } from 'ajv';
+import type { CompileProblem } from '../lib/problem.ts';
+import { compileTls, type TlsSpec } from '../lib/tls.ts';
 import { parseDuration, parseSize } from '../lib/units.ts';
 import { type AllowList, compileAllowList } from './ssrf.ts';
 
@@ -101,6 +103,19 @@ export const multiplexSchema = Object.freeze({
     },
     dns_max_ttl: duration('60s', 'Longest time a DNS answer is reused, whatever its TTL says.'),
     keep_alive_timeout: duration('4s', 'How long an idle connection to a target is kept for reuse.'),
+    // Issue 14 item 4: the pool `tls` keys that fit a route reaching many targets.
+    ca: {
+      description:
+        "PEM file of the CA certificate(s) that https targets' certificates must chain to (a private CA, without NODE_EXTRA_CA_CERTS); replaces the system's CAs for this route. Absent = the system's CAs.",
+      type: 'string',
+      minLength: 1,
+    },
+    cert: {
+      description: 'PEM file of a client certificate (chain) offered to https targets that ask for one (mTLS); needs `key`.',
+      type: 'string',
+      minLength: 1,
+    },
+    key: { description: 'PEM file of the private key of `cert`.', type: 'string', minLength: 1 },
   },
 } as const);
 
@@ -121,6 +136,9 @@ export interface MultiplexConfig {
   decompress: boolean;
   dns_max_ttl: string | number;
   keep_alive_timeout: string | number;
+  ca?: string;
+  cert?: string;
+  key?: string;
 }
 
 /** Compiled, frozen options; what the handler and `parseBatch` read. */
@@ -139,6 +157,8 @@ export interface MultiplexOptions {
   readonly decompress: boolean;
   readonly dnsMaxTtlMs: number;
   readonly keepAliveTimeoutMs: number;
+  /** TLS to https targets (PEM texts read at config time); null = Node's defaults. */
+  readonly tls: TlsSpec | null;
 }
 
 /** A multiplex route's action in the compiled config (config/compile.ts `RouteAction`). */
@@ -218,6 +238,13 @@ export function compileMultiplexOptions(raw: unknown, path = 'multiplex'): Multi
     allow = compiled;
   }
 
+  let tls: TlsSpec | null = null;
+  if (c.ca !== undefined || c.cert !== undefined || c.key !== undefined) {
+    const problems: CompileProblem[] = [];
+    tls = compileTls({ ca: c.ca, cert: c.cert, key: c.key, reject_unauthorized: true }, [], problems);
+    if (problems.length > 0) throw new MultiplexConfigError(`${path}.${problems[0].path.join('.')}`, problems[0].message);
+  }
+
   const maxItemBytes = bytes('max_item_bytes');
   const maxTotalBytes = bytes('max_total_bytes');
   if (maxTotalBytes < maxItemBytes) {
@@ -238,5 +265,6 @@ export function compileMultiplexOptions(raw: unknown, path = 'multiplex'): Multi
     decompress: c.format === 'octoplex' ? false : c.decompress,
     dnsMaxTtlMs: ms('dns_max_ttl'),
     keepAliveTimeoutMs: ms('keep_alive_timeout'),
+    tls,
   });
 }

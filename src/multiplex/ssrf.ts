@@ -9,7 +9,7 @@
 import type { LookupFunction, Socket } from 'node:net';
 import { isIP } from 'node:net';
 import { buildConnector } from 'undici';
-import { type Cidr, cidrContains, type IpBytes, mapV4, parseCidr, parseIp } from './ip.ts';
+import { type Cidr, cidrContains, type IpBytes, mapV4, parseCidr, parseIp } from '../lib/ip.ts';
 
 export const ADDRESS_CLASSES = Object.freeze({
   unspecified: 'unspecified',
@@ -23,7 +23,7 @@ export const ADDRESS_CLASSES = Object.freeze({
 
 export type AddressClass = keyof typeof ADDRESS_CLASSES;
 
-// First match wins. IPv4 ranges match their IPv4-mapped form too (see ip.ts).
+// First match wins. IPv4 ranges match their IPv4-mapped form too (see lib/ip.ts).
 const SPECIAL: ReadonlyArray<readonly [Cidr, AddressClass]> = (
   [
     ['0.0.0.0/8', 'unspecified'],

@@ -130,6 +130,17 @@ export function classify(err: unknown, target: Target, connected: boolean, respo
       `the request cannot be forwarded: ${(err as Error | null)?.message || code}`,
       err,
     );
+  // Issue 14 item 4: a certificate the pool does not trust, or a failed handshake, says so
+  // (and which keys fix it) instead of a bare "cannot reach". Still connect phase: nothing was
+  // sent, so another target may be tried.
+  if (!connected && isTlsFailure(code))
+    return new AttemptError(
+      'TARGET_UNREACHABLE',
+      target,
+      'connect',
+      `TLS handshake with ${target.id} failed: ${tlsMessage(err, code)} (${code})${TLS_VERIFY_CODES.has(code) ? "; a private CA goes in the pool's tls.ca" : ''}`,
+      err,
+    );
   switch (code) {
     case 'UND_ERR_CONNECT_TIMEOUT':
       return new AttemptError('TARGET_TIMEOUT', target, 'connect', `connect timeout to ${detail}`, err);
@@ -171,6 +182,35 @@ export function classify(err: unknown, target: Target, connected: boolean, respo
 }
 
 /**
+ * OpenSSL's certificate verification codes (Node sets them as `err.code`) and Node's own TLS
+ * and OpenSSL errors (`ERR_TLS_CERT_ALTNAME_INVALID`, `ERR_SSL_…`).
+ */
+const TLS_VERIFY_CODES = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'CERT_REVOKED',
+  'CERT_SIGNATURE_FAILURE',
+  'HOSTNAME_MISMATCH',
+]);
+
+/** Node's text without its advice to Node's own users (`--use-system-ca`), which is not ours to give. */
+function tlsMessage(err: unknown, code: string): string {
+  const m = (err as Error | null)?.message || code;
+  return m.replace(/; if the root CA is installed locally.*$/s, '');
+}
+
+function isTlsFailure(code: string): boolean {
+  return TLS_VERIFY_CODES.has(code) || code.startsWith('ERR_TLS_') || code.startsWith('ERR_SSL_');
+}
+
+/**
  * Issue 15, item 12: the only transfer coding a target may answer with is one `chunked`
  * (undici decodes it; the downstream side frames the body afresh). Anything else
  * (`chunked, gzip, chunked`, `gzip, chunked`, `xchunked`) undici relays as identity: the body
@@ -195,6 +235,23 @@ function badUpgrade(raw: ReadonlyArray<Buffer | string> | null, asked: string | 
   if (got === '') return 'a 101 without Upgrade';
   if (asked === undefined) return null;
   return got.toLowerCase() === asked.trim().toLowerCase() ? null : `a 101 to "${got}", "${asked}" was asked for`;
+}
+
+/**
+ * The response header list as [name, value, …]. undici's HTTP/1.1 client gives the raw list;
+ * its HTTP/2 client (issue 14 item 4, `http2: true`) gives node:http2's header object instead,
+ * whose pseudo-headers (`:status`) are not headers to relay.
+ */
+function rawList(raw: unknown): ReadonlyArray<Buffer | string> {
+  if (raw === null || raw === undefined) return [];
+  if (Array.isArray(raw)) return raw as Array<Buffer | string>;
+  const out: string[] = [];
+  for (const [name, value] of Object.entries(raw as Record<string, string | string[] | undefined>)) {
+    if (value === undefined || name.charCodeAt(0) === 58 /* : */) continue;
+    if (Array.isArray(value)) for (const v of value) out.push(name, v);
+    else out.push(name, String(value));
+  }
+  return out;
 }
 
 /** Body bytes held per attempt before its consumer is attached (see onResponseData). */
@@ -274,7 +331,7 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptResult {
       );
     this.#responded = true;
     this.status = statusCode;
-    this.rawHeaders = (controller.rawHeaders as Array<Buffer | string> | null) ?? [];
+    this.rawHeaders = rawList(controller.rawHeaders);
     this.#resolve(this);
   }
 
@@ -389,9 +446,14 @@ export const forward: Forward = (target, request, signal) =>
           headersTimeout: request.headersTimeoutMs,
           bodyTimeout: request.idleTimeoutMs,
           upgrade: request.upgrade,
+          // One value per target: undici otherwise takes the Host header's name, and drops an
+          // https target's connection (waiting for its requests first) whenever that changes
+          // (`host: preserve`, many client hosts). The name actually sent and checked is the
+          // connector's choice (upstream/connector.ts), never this one.
+          servername: target.spec.host,
           // Sending the body must not wait behind another request on a pipelined socket.
           blocking: true,
-        },
+        } as Dispatcher.DispatchOptions, // `servername` is read by undici's Request, absent from its types
         handler,
       );
     } catch (err) {

@@ -10,6 +10,8 @@
  */
 import { Pool as UndiciPool } from 'undici';
 import { own } from '../lib/names.ts';
+import { connectKey, connectOptions } from './connector.ts';
+import { SourceAddresses } from './local-addresses.ts';
 import { Pool } from './pool.ts';
 import { SELECTORS } from './selectors/index.ts';
 import type { PoolSpec, TargetSpec } from './spec.ts';
@@ -18,7 +20,7 @@ import type { TargetStats } from './stats.ts';
 import { Target } from './target.ts';
 
 function dispatcherKey(pool: PoolSpec, t: TargetSpec): string {
-  return `${t.origin}|${pool.connections}|${pool.connectTimeoutMs}|${pool.keepAliveTimeoutMs}`;
+  return `${t.origin}|${pool.connections}|${pool.keepAliveTimeoutMs}|${connectKey(pool)}`;
 }
 
 const stateKey = (pool: string, t: { id: string; url: string }) => `${pool}\u0000${t.id}\u0000${t.url}`;
@@ -48,13 +50,15 @@ export class Registry {
       group.configure(spec);
       groups.set(spec.name, group);
       const down = new Set(own(this.#down, spec.name) ?? []);
+      // One rotation per pool: its new connections, to whichever target, take turns.
+      const sources = new SourceAddresses(spec.localAddresses);
       const live = spec.targets.map((t) => {
         const key = dispatcherKey(spec, t);
         let d = dispatchers.get(key) ?? this.#dispatchers.get(key);
         if (!d) {
           d = new UndiciPool(t.origin, {
             connections: spec.connections,
-            connect: { timeout: spec.connectTimeoutMs },
+            ...connectOptions(spec, sources),
             keepAliveTimeout: spec.keepAliveTimeoutMs,
             keepAliveMaxTimeout: Math.max(spec.keepAliveTimeoutMs, 1000),
             // The route's own headers/idle timeouts are passed per request.

@@ -5,8 +5,10 @@
  * never the reverse). Pure: no sockets, no timers.
  */
 import type { CompileProblem } from '../lib/problem.ts';
+import { compileTls, type TlsConfig, type TlsSpec } from '../lib/tls.ts';
 import { statusRanges } from '../lib/statuses.ts';
 import { type Duration, parseDuration } from '../lib/units.ts';
+import { compileLocalAddresses } from './local-addresses.ts';
 import type { SelectorName } from './selectors/index.ts';
 
 // ---- as validated (config/schema.ts `poolSchema`, defaults applied) ----
@@ -46,6 +48,11 @@ export interface PoolConfig {
   connections: number;
   connect_timeout: Duration;
   keep_alive_timeout: Duration;
+  /** Issue 14 item 4: TLS to https targets (PEM file paths). */
+  tls?: TlsConfig;
+  http2: boolean;
+  /** Issue 17 item 3: source addresses of new connections (IPs or `A-B` ranges). */
+  local_addresses?: string | string[];
 }
 
 // ---- compiled ----
@@ -100,6 +107,12 @@ export interface PoolSpec {
   passive: PassiveSpec | null;
   /** Percent; below it the pool uses every target (panic). */
   panicThreshold: number;
+  /** TLS to https targets (PEM texts read at config time); null = Node's defaults. */
+  tls: TlsSpec | null;
+  /** Offer HTTP/2 (ALPN) to https targets. */
+  http2: boolean;
+  /** Source addresses of new connections, round robin; [] = the kernel's choice. */
+  localAddresses: string[];
 }
 
 export function targetSpec(
@@ -181,5 +194,8 @@ export function compilePool(name: string, p: PoolConfig, problems: CompileProble
         }
       : null,
     panicThreshold: p.panic_threshold,
+    tls: p.tls ? compileTls(p.tls, ['pools', name, 'tls'], problems) : null,
+    http2: p.http2 === true,
+    localAddresses: compileLocalAddresses(p.local_addresses, ['pools', name, 'local_addresses'], problems),
   };
 }

@@ -866,6 +866,7 @@ describe('route config', () => {
         decompress: true,
         dnsMaxTtlMs: 60_000,
         keepAliveTimeoutMs: 4000,
+        tls: null,
       },
     );
     assert.ok(Object.isFrozen(opts));

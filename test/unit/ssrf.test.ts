@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { Agent } from 'undici';
 import { DnsStorage, dnsInterceptor, shareQueries } from '../../src/multiplex/dns.ts';
-import { cidrContains, parseCidr, parseIp } from '../../src/multiplex/ip.ts';
+import { cidrContains, parseCidr, parseIp } from '../../src/lib/ip.ts';
 import { Limiter } from '../../src/multiplex/limiter.ts';
 import {
   classifyAddress,

@@ -5,7 +5,8 @@
  * ones mark it up again. Only a change of the down set is reported, so workers hear nothing
  * while nothing changes.
  */
-import { Agent } from 'undici';
+import { Agent, type Dispatcher } from 'undici';
+import { connectKey, connectOptions } from '../connector.ts';
 import type { HealthSpec, PoolSpec, TargetSpec } from '../spec.ts';
 import { dict } from '../../lib/names.ts';
 import type { Logger } from '../../observability/logger.ts';
@@ -18,6 +19,8 @@ class Checker {
   readonly pool: string;
   readonly target: TargetSpec;
   spec: HealthSpec;
+  /** The pool's check agent: its TLS, HTTP/2 and source addresses (connector.ts). */
+  dispatcher: Dispatcher;
   up = true;
   #passed = 0;
   #failed = 0;
@@ -25,11 +28,12 @@ class Checker {
   #stopped = false;
   readonly #owner: ActiveHealth;
 
-  constructor(owner: ActiveHealth, pool: string, target: TargetSpec, spec: HealthSpec) {
+  constructor(owner: ActiveHealth, pool: string, target: TargetSpec, spec: HealthSpec, dispatcher: Dispatcher) {
     this.#owner = owner;
     this.pool = pool;
     this.target = target;
     this.spec = spec;
+    this.dispatcher = dispatcher;
     // The first check right away: a dead target is found after `fall` checks, not `fall` + 1.
     this.#schedule(0);
   }
@@ -41,7 +45,7 @@ class Checker {
   }
 
   async #run(): Promise<void> {
-    const verdict = await this.#owner.probe(this.target, this.spec);
+    const verdict = await this.#owner.probe(this.target, this.spec, this.dispatcher);
     if (this.#stopped) return;
     if (verdict === null) {
       this.#failed = 0;
@@ -68,7 +72,11 @@ class Checker {
 
 export class ActiveHealth {
   readonly #checkers = new Map<string, Checker>();
-  readonly #agent = new Agent({ connections: 2, keepAliveTimeout: 10_000 });
+  /**
+   * One agent per distinct connection setting (connector.ts `connectKey`): checks reach an
+   * https target with its pool's CA, client certificate, servername and HTTP/2 setting.
+   */
+  #agents = new Map<string, Agent>();
   readonly #log: Logger;
   readonly #onChange: (down: DownTargets) => void;
 
@@ -81,16 +89,25 @@ export class ActiveHealth {
   /** Starts checkers for new targets, stops those of removed ones, keeps the others' state. */
   sync(pools: readonly PoolSpec[]): void {
     const keep = new Set<string>();
+    const agents = new Map<string, Agent>();
     for (const pool of pools) {
       if (pool.health === null) continue;
+      const akey = connectKey(pool);
+      let agent = agents.get(akey) ?? this.#agents.get(akey);
+      agent ??= new Agent({ connections: 2, keepAliveTimeout: 10_000, ...connectOptions(pool) });
+      agents.set(akey, agent);
       for (const t of pool.targets) {
         const key = `${pool.name}\u0000${t.id}\u0000${t.url}`;
         keep.add(key);
         const c = this.#checkers.get(key);
-        if (c) c.spec = pool.health;
-        else this.#checkers.set(key, new Checker(this, pool.name, t, pool.health));
+        if (c) {
+          c.spec = pool.health;
+          c.dispatcher = agent;
+        } else this.#checkers.set(key, new Checker(this, pool.name, t, pool.health, agent));
       }
     }
+    for (const [akey, agent] of this.#agents) if (!agents.has(akey)) void agent.close().catch(() => {});
+    this.#agents = agents;
     let removedDown = false;
     for (const [key, c] of this.#checkers) {
       if (keep.has(key)) continue;
@@ -116,9 +133,9 @@ export class ActiveHealth {
   }
 
   /** One check: null when it passed, else why it failed. */
-  async probe(target: TargetSpec, spec: HealthSpec): Promise<string | null> {
+  async probe(target: TargetSpec, spec: HealthSpec, dispatcher: Dispatcher): Promise<string | null> {
     try {
-      const res = await this.#agent.request({
+      const res = await dispatcher.request({
         origin: target.origin,
         path: spec.path,
         method: spec.method as 'GET',
@@ -146,6 +163,7 @@ export class ActiveHealth {
   async close(): Promise<void> {
     for (const c of this.#checkers.values()) c.stop();
     this.#checkers.clear();
-    await this.#agent.destroy();
+    await Promise.allSettled([...this.#agents.values()].map((a) => a.destroy()));
+    this.#agents.clear();
   }
 }

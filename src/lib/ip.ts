@@ -1,7 +1,9 @@
 /**
  * IP address and CIDR arithmetic on 16-byte arrays. IPv4 is held in its IPv4-mapped IPv6
  * form (`::ffff:a.b.c.d`), so one comparison covers both families and an IPv4 CIDR also
- * matches the mapped spelling of the same address (they reach the same host).
+ * matches the mapped spelling of the same address (they reach the same host). Shared by the
+ * multiplex SSRF guard, the admin API's special-target check and `local_addresses` (in lib/
+ * since issue 17: upstream/ may not import multiplex/).
  */
 import { isIP } from 'node:net';
 
