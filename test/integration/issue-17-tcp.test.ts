@@ -23,7 +23,7 @@ import { type TcpClose, TcpProxy } from '../../src/tcp/proxy.ts';
 import { compileTcp, type TcpConfig } from '../../src/tcp/spec.ts';
 import type { Pool } from '../../src/upstream/pool.ts';
 import { Registry } from '../../src/upstream/registry.ts';
-import { deadAddress, startUpstream, type Upstream, until } from '../helpers/index.ts';
+import { blackholeAddress, deadAddress, startUpstream, type Upstream, until } from '../helpers/index.ts';
 
 const cleanups: Array<() => unknown> = [];
 after(async () => {
@@ -116,6 +116,7 @@ let echoPort: number;
 let bannerPort: number;
 let recorder: { port: number; seen: Buffer[] };
 let dead: string;
+let hole: string;
 let registry: Registry;
 let pools: Map<string, Pool>;
 
@@ -130,6 +131,9 @@ before(async () => {
   bannerPort = await bannerTarget();
   recorder = await recordingTarget();
   dead = await deadAddress();
+  const bh = await blackholeAddress();
+  cleanups.push(() => bh.close());
+  hole = bh.url;
   const yaml = `
 pools:
   a: { targets: [http://127.0.0.1:${a.port}] }
@@ -142,6 +146,10 @@ pools:
     targets: [${dead}, http://127.0.0.1:${echoPort}]
     selector: round-robin
     passive: { failures: 1, ejection: 1m }
+  slow:
+    targets: [${hole}, http://127.0.0.1:${echoPort}]
+    selector: round-robin
+  hole: { targets: [${hole}] }
 `;
   const { compiled } = loadConfigText(yaml, 'test.yaml', { env: {} });
   registry = new Registry();
@@ -353,4 +361,59 @@ test('PROXY protocol v1 (and v2): the target sees the client address first, then
   assert.equal(seen.readUInt16BE(26), v2.port);
   assert.equal(seen.subarray(28).toString('latin1'), '\x00hello');
   d.destroy();
+});
+
+test('a target whose connect hangs: connect_timeout, then the next target; counted against it', async () => {
+  const { port, reports } = await startProxy({ connect_timeout: '200ms', routes: [], default_pool: 'slow' });
+  for (let i = 0; i < 2; i++) {
+    const c = netConnect(port, '127.0.0.1');
+    c.write(`\x00slow-${i}`);
+    assert.equal(await readUntil(c, (t) => t.includes(`slow-${i}`)), `\x00slow-${i}`);
+    c.destroy();
+  }
+  await until(() => reports.length === 2, 'two reports');
+  const holeId = new URL(hole).host;
+  const stats = registry.stats().find((s) => s.pool === 'slow' && s.id === holeId)!;
+  assert.equal(stats.failures, 1, 'round robin tried the hanging target once, first or second');
+  assert.equal(stats.inflight, 0);
+});
+
+test('a connect in flight when the listener shuts down: nothing leaks, the target is not blamed', async () => {
+  const { port, proxy, reports } = await startProxy({ connect_timeout: '5s', routes: [], default_pool: 'hole' });
+  const holeId = new URL(hole).host;
+  const target = pools.get('hole')!.targets[0];
+  const c = netConnect(port, '127.0.0.1');
+  c.on('error', () => {});
+  c.write('\x00x');
+  await until(() => target.inflight === 1, 'a connect in flight');
+  await proxy.close(0);
+  await once(c, 'close');
+  await until(() => reports.length === 1, 'a report');
+  assert.equal(reports[0].target, null);
+  const stats = registry.stats().find((s) => s.pool === 'hole' && s.id === holeId)!;
+  assert.deepEqual([stats.inflight, stats.failures, stats.cancelled], [0, 0, 1]);
+});
+
+test('idle_timeout: no byte either way for that long closes both sides', async () => {
+  const { port, reports } = await startProxy({ idle_timeout: '200ms', routes: [], default_pool: 'echo' });
+  const c = netConnect(port, '127.0.0.1');
+  c.write('\x00idle');
+  await readUntil(c, (t) => t.includes('idle'));
+  await once(c, 'close');
+  await until(() => reports.length === 1, 'a report');
+  assert.equal(reports[0].error, 'IDLE_TIMEOUT');
+  assert.equal(reports[0].bytesOut, 5);
+});
+
+test('a client that half-closes before its bytes decide: judged as they are, relayed, answer still delivered', async () => {
+  const { port, reports } = await startProxy({ routes: [{ host: ['x'], pool: 'plain' }], default_pool: 'echo' });
+  const c = netConnect(port, '127.0.0.1');
+  let text = '';
+  c.on('data', (d: Buffer) => (text += d));
+  c.end('GET / HTTP/1.1\r\nHost: x'); // no blank line: never a complete head
+  await once(c, 'end');
+  assert.equal(text, 'GET / HTTP/1.1\r\nHost: x');
+  await until(() => reports.length === 1, 'a report');
+  assert.deepEqual([reports[0].route, reports[0].sniffed, reports[0].error], ['default', 'unknown', null]);
+  c.destroy();
 });
