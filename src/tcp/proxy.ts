@@ -16,8 +16,10 @@
  * - **`idle_timeout`**: no byte either way for that long closes both sides.
  * - `target.inflight` counts open connections (what `least-inflight` balances on).
  *
- * Counters for the metrics: `accepted` and `open` here, and one `onClose` report per
- * connection with its route, target, bytes each way and duration (labels are config ids only).
+ * For the metrics (issue 17, item 4), labels being config ids only: `accepted` and `open`
+ * here, `onConnect` when a connection's bytes start to flow, one `onClose` report per
+ * connection (route, target, bytes each way, duration), and `connections()` for the bytes of
+ * the open ones so far (a live byte rate).
  */
 import { once } from 'node:events';
 import { connect, createServer, type Server, type Socket } from 'node:net';
@@ -58,8 +60,20 @@ export interface TcpProxyOptions {
   spec: TcpSpec;
   /** The current pool of that name (read per connection, so a new snapshot applies at once). */
   pool: (name: string) => Pool | undefined;
+  /** Called when a connection's target has accepted it and bytes start to flow. */
+  onConnect?: (open: TcpOpen) => void;
   /** Called once per connection when it is over. Must not throw (a throw is swallowed). */
   onClose?: (report: TcpClose) => void;
+}
+
+/** An open connection as the metrics see it: where it goes and its bytes so far. */
+export interface TcpOpen {
+  listener: string;
+  route: string | null;
+  pool: string | null;
+  target: string | null;
+  bytesIn: number;
+  bytesOut: number;
 }
 
 /** A TLS fatal alert record (RFC 8446 §6): level 2, then the description. */
@@ -90,10 +104,11 @@ export class TcpProxy {
   #spec: TcpSpec;
   readonly #pool: (name: string) => Pool | undefined;
   readonly #onClose: ((report: TcpClose) => void) | null;
+  readonly #onConnect: ((open: TcpOpen) => void) | null;
   /** Every socket open now, both sides (for `close`). */
   readonly #sockets = new Set<Socket>();
-  /** The downstream ones. */
-  readonly #conns = new Set<Socket>();
+  /** The connections open now. */
+  readonly #conns = new Set<Connection>();
   #server: Server | null = null;
   /** Connections accepted since start. */
   accepted = 0;
@@ -103,6 +118,7 @@ export class TcpProxy {
     this.#spec = opts.spec;
     this.#pool = opts.pool;
     this.#onClose = opts.onClose ?? null;
+    this.#onConnect = opts.onConnect ?? null;
   }
 
   /** Connections open now (being routed or piped). */
@@ -147,13 +163,17 @@ export class TcpProxy {
   }
 
   /** @internal */
-  track(s: Socket, conn: boolean): void {
+  track(s: Socket): void {
     this.#sockets.add(s);
-    if (conn) this.#conns.add(s);
-    s.once('close', () => {
-      this.#sockets.delete(s);
-      this.#conns.delete(s);
-    });
+    s.once('close', () => this.#sockets.delete(s));
+  }
+
+  /**
+   * The connections open now, with their bytes so far (for a live byte rate: a long tunnel
+   * would otherwise count only when it ends). Read on demand; nothing is kept per read.
+   */
+  *connections(): Iterable<TcpOpen> {
+    for (const c of this.#conns) yield c.view();
   }
 
   /** @internal */
@@ -162,7 +182,22 @@ export class TcpProxy {
   }
 
   /** @internal */
-  report(r: TcpClose): void {
+  opened(c: Connection): void {
+    this.#conns.add(c);
+  }
+
+  /** @internal */
+  connected(c: TcpOpen): void {
+    try {
+      this.#onConnect?.(c);
+    } catch {
+      // as for reports
+    }
+  }
+
+  /** @internal */
+  report(c: Connection, r: TcpClose): void {
+    this.#conns.delete(c);
     try {
       this.#onClose?.(r);
     } catch {
@@ -195,7 +230,8 @@ class Connection {
 
   start(): void {
     const client = this.#client;
-    this.#proxy.track(client, true);
+    this.#proxy.track(client);
+    this.#proxy.opened(this);
     client.setNoDelay(true);
     client.on('error', (err) => this.#fail(codeOf(err)));
     client.once('close', () => {
@@ -251,7 +287,7 @@ class Connection {
     const began = performance.now();
     const up = connect({ host, port, allowHalfOpen: true, noDelay: true });
     this.#upstream = up;
-    this.#proxy.track(up, false);
+    this.#proxy.track(up);
     let connected = false;
     let failed = false;
     let released = false;
@@ -289,6 +325,7 @@ class Connection {
       target.state.succeeded(performance.now() - began);
       this.#target = target;
       this.#splice(up, head, ended);
+      this.#proxy.connected(this.view());
     });
   }
 
@@ -329,10 +366,21 @@ class Connection {
     }
   }
 
+  view(): TcpOpen {
+    return {
+      listener: this.#proxy.listener,
+      route: this.#route,
+      pool: this.#poolName,
+      target: this.#target?.id ?? null,
+      bytesIn: this.#client.bytesRead,
+      bytesOut: this.#client.bytesWritten,
+    };
+  }
+
   #closed(): void {
     if (--this.#live > 0) return;
     const client = this.#client;
-    this.#proxy.report({
+    this.#proxy.report(this, {
       listener: this.#proxy.listener,
       route: this.#route,
       pool: this.#poolName,

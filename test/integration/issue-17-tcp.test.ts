@@ -19,7 +19,7 @@ import { after, before, test } from 'node:test';
 import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { loadConfigText } from '../../src/config/load.ts';
 import type { CompileProblem } from '../../src/lib/problem.ts';
-import { type TcpClose, TcpProxy } from '../../src/tcp/proxy.ts';
+import { type TcpClose, type TcpOpen, TcpProxy } from '../../src/tcp/proxy.ts';
 import { compileTcp, type TcpConfig } from '../../src/tcp/spec.ts';
 import type { Pool } from '../../src/upstream/pool.ts';
 import { Registry } from '../../src/upstream/registry.ts';
@@ -161,15 +161,22 @@ const DEFAULTS = { window_bytes: '32KiB', window_timeout: '3s', idle_timeout: '5
 
 async function startProxy(
   config: Partial<TcpConfig> & Pick<TcpConfig, 'routes'>,
-): Promise<{ port: number; proxy: TcpProxy; reports: TcpClose[] }> {
+): Promise<{ port: number; proxy: TcpProxy; reports: TcpClose[]; connects: TcpOpen[] }> {
   const problems: CompileProblem[] = [];
   const spec = compileTcp({ ...DEFAULTS, ...config }, ['listeners', 0, 'tcp'], new Set(pools.keys()), problems);
   assert.deepEqual(problems, []);
   const reports: TcpClose[] = [];
-  const proxy = new TcpProxy({ listener: 'tcp-test', spec, pool: (n) => pools.get(n), onClose: (r) => reports.push(r) });
+  const connects: TcpOpen[] = [];
+  const proxy = new TcpProxy({
+    listener: 'tcp-test',
+    spec,
+    pool: (n) => pools.get(n),
+    onConnect: (o) => connects.push(o),
+    onClose: (r) => reports.push(r),
+  });
   const port = await proxy.listen(0, '127.0.0.1');
   cleanups.push(() => proxy.close());
-  return { port, proxy, reports };
+  return { port, proxy, reports, connects };
 }
 
 /** Reads from `s` until `pred(text so far)`; resolves with the text. */
@@ -310,7 +317,7 @@ test('a first target that refuses: the next target serves the connection, the re
 });
 
 test('16 MiB both ways, byte-identical, half-close relayed', async () => {
-  const { port, reports } = await startProxy({ routes: [], default_pool: 'echo' });
+  const { port, proxy, reports, connects } = await startProxy({ routes: [], default_pool: 'echo' });
   const SIZE = 16 * 1024 * 1024;
   const c = netConnect(port, '127.0.0.1');
   const sent = createHash('sha256');
@@ -329,6 +336,14 @@ test('16 MiB both ways, byte-identical, half-close relayed', async () => {
     const chunk = randomBytes(64 * 1024);
     sent.update(chunk);
     if (!c.write(chunk)) await once(c, 'drain');
+    if (off === SIZE / 2) {
+      // Mid-transfer: the open connection's bytes so far are readable (a live byte rate).
+      const open = [...proxy.connections()];
+      assert.equal(open.length, 1);
+      assert.equal(open[0].route, 'default');
+      assert.ok(open[0].bytesIn > 0 && open[0].bytesIn <= SIZE / 2 + 64 * 1024 + 1, `in so far: ${open[0].bytesIn}`);
+      assert.equal(proxy.open, 1);
+    }
   }
   c.end(); // half-close: the echo still sends what it has, then ends
   await ended;
@@ -338,6 +353,9 @@ test('16 MiB both ways, byte-identical, half-close relayed', async () => {
   assert.equal(reports[0].bytesIn, SIZE + 1);
   assert.equal(reports[0].bytesOut, SIZE + 1);
   assert.equal(reports[0].error, null);
+  assert.deepEqual(connects.map((o) => [o.route, o.target]), [['default', `127.0.0.1:${echoPort}`]]);
+  assert.equal(proxy.open, 0);
+  assert.equal(proxy.accepted, 1);
   c.destroy();
 });
 
