@@ -97,7 +97,6 @@ const names = (description: string) => ({
   type: 'array',
   minItems: 1,
   items: { type: 'string', minLength: 1, maxLength: 255, pattern: '^(\\*|(\\*\\.)?[A-Za-z0-9_.-]+)$' },
-  errorMessage: { pattern: 'must be a host name, "*.domain" or "*"' },
 });
 
 /** JSON schema (draft-07) of a TCP listener's `tcp:` block. */
@@ -136,7 +135,7 @@ export const tcpSchema = Object.freeze({
         additionalProperties: false,
         required: ['pool'],
         anyOf: [{ required: ['sni'] }, { required: ['host'] }],
-        errorMessage: { anyOf: 'needs `sni` or `host`' },
+        errorMessage: 'needs `sni` (TLS names) or `host` (HTTP names), and a `pool`',
         properties: {
           id: { description: 'Route id in logs and metrics (default `tcp-route-N`).', type: 'string', pattern: NAME_PATTERN },
           sni: names('TLS server names (SNI), read from the ClientHello without terminating TLS: exact, `*.domain`, or `*` (any TLS connection).'),

@@ -8,7 +8,9 @@ import { once } from 'node:events';
 import { connect as netConnect, createServer, type Server, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
-import { compileTcp, pickRoute, type TcpConfig } from '../../src/tcp/spec.ts';
+import { Ajv } from 'ajv';
+import { parse as parseYaml } from 'yaml';
+import { compileTcp, pickRoute, type TcpConfig, tcpSchema } from '../../src/tcp/spec.ts';
 import { proxyV1, proxyV2 } from '../../src/tcp/proxy-protocol.ts';
 import { MORE, parseClientHello, parseHttpHead, sniff, sniffBytes } from '../../src/tcp/sniff.ts';
 import type { CompileProblem } from '../../src/lib/problem.ts';
@@ -276,6 +278,34 @@ describe('tcp spec', () => {
     assert.equal(pickRoute(spec, { kind: 'http', host: '' })?.pool, 'c', '`*` takes a request without Host');
     assert.equal(pickRoute(spec, { kind: 'unknown' })?.pool, 'd');
     assert.equal(pickRoute({ ...spec, defaultPool: null }, { kind: 'unknown' }), null);
+  });
+
+  test('the schema (with the options config/load.ts compiles with) fills defaults and refuses bad keys', () => {
+    const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, allowUnionTypes: true, strictRequired: false });
+    ajv.addKeyword({ keyword: 'errorMessage', schemaType: 'string' });
+    const validate = ajv.compile(tcpSchema);
+    // The YAML of docs/tcp-mode.md, as it would sit under `listeners[].tcp`.
+    const doc = parseYaml(`
+window_timeout: 2s
+proxy_protocol: v1
+routes:
+  - { id: web, sni: [www.example.com, "*.example.com"], pool: web }
+  - { host: [example.com], pool: plain }
+default_pool: fallback
+`);
+    assert.equal(validate(doc), true, JSON.stringify(validate.errors));
+    assert.equal(doc.window_bytes, '32KiB');
+    assert.equal(doc.idle_timeout, '5m');
+    const problems: CompileProblem[] = [];
+    const spec = compileTcp(doc as TcpConfig, ['listeners', 0, 'tcp'], new Set(['web', 'plain', 'fallback']), problems);
+    assert.deepEqual(problems, []);
+    assert.deepEqual([spec.windowBytes, spec.windowTimeoutMs, spec.proxyProtocol], [32 * 1024, 2000, 'v1']);
+    for (const bad of [
+      { routes: [{ pool: 'x' }] },
+      { routes: [{ sni: ['a b'], pool: 'x' }] },
+      { routes: [], proxy_protocol: 'v3' },
+      { routes: [], windows: 1 },
+    ]) assert.equal(validate(bad), false, JSON.stringify(bad));
   });
 
   test('problems name the key path: unknown pools, duplicate ids, bounds', () => {
