@@ -150,6 +150,7 @@ pools:
     targets: [${hole}, http://127.0.0.1:${echoPort}]
     selector: round-robin
   hole: { targets: [${hole}] }
+  deadonly: { targets: [${await deadAddress()}] }
 `;
   const { compiled } = loadConfigText(yaml, 'test.yaml', { env: {} });
   registry = new Registry();
@@ -434,4 +435,37 @@ test('a client that half-closes before its bytes decide: judged as they are, rel
   await until(() => reports.length === 1, 'a report');
   assert.deepEqual([reports[0].route, reports[0].sniffed, reports[0].error], ['default', 'unknown', null]);
   c.destroy();
+});
+
+test('every target of the pool refuses: an HTTP client gets 502 TARGET_UNREACHABLE, a pool not served 503', async () => {
+  const { port, reports } = await startProxy({
+    routes: [
+      { host: ['dead.example.com'], pool: 'deadonly' },
+      { host: ['gone.example.com'], pool: 'echo' },
+    ],
+  });
+  const ask = async (host: string) => {
+    const c = netConnect(port, '127.0.0.1');
+    c.write(`GET / HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
+    let text = '';
+    c.on('data', (d: Buffer) => (text += d));
+    await once(c, 'end');
+    c.destroy();
+    return text;
+  };
+  const dead = await ask('dead.example.com');
+  assert.match(dead, /^HTTP\/1\.1 502 /);
+  assert.equal(JSON.parse(dead.slice(dead.indexOf('\r\n\r\n') + 4)).error.code, 'TARGET_UNREACHABLE');
+  await until(() => reports.length === 1, 'a report');
+  assert.deepEqual([reports[0].route, reports[0].target, reports[0].error], ['tcp-route-0', null, 'TARGET_UNREACHABLE']);
+  // A pool the current snapshot does not serve (removed by a reload while the listener kept its spec).
+  const echo = pools.get('echo')!;
+  pools.delete('echo');
+  try {
+    const gone = await ask('gone.example.com');
+    assert.match(gone, /^HTTP\/1\.1 503 /);
+    assert.match(gone, /"NO_TARGET_AVAILABLE"/);
+  } finally {
+    pools.set('echo', echo);
+  }
 });

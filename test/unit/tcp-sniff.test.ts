@@ -364,3 +364,9 @@ describe('PROXY protocol header', () => {
     assert.equal(v6[16 + 31], 2);
   });
 });
+
+test('header values are trimmed by hand: long runs of spaces and tabs, no backtracking regex', () => {
+  const spaces = ' \t'.repeat(16 * 1024 - 64);
+  const head = Buffer.from(`GET / HTTP/1.1\r\nX:${spaces}x\r\nHost:${' \t'.repeat(100)}h.example.com \t\r\n\r\n`);
+  assert.deepEqual(parseHttpHead(head), { method: 'GET', target: '/', host: 'h.example.com' });
+});
