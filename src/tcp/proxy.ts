@@ -15,6 +15,9 @@
  *   still gets the rest of the answer. An error on one side destroys the other.
  * - **`idle_timeout`**: no byte either way for that long closes both sides.
  * - `target.inflight` counts open connections (what `least-inflight` balances on).
+ * - While a target is being connected the client is not read (its bytes wait in the kernel,
+ *   so nothing is buffered here): a client that leaves then is noticed when the connect ends,
+ *   which `connect_timeout` bounds. Its FIN alone is a half-close, never a reason to give up.
  *
  * For the metrics (issue 17, item 4), labels being config ids only: `accepted` and `open`
  * here, `onConnect` when a connection's bytes start to flow, one `onClose` report per

@@ -469,3 +469,17 @@ test('every target of the pool refuses: an HTTP client gets 502 TARGET_UNREACHAB
     pools.set('echo', echo);
   }
 });
+
+test('handle() takes sockets from a listener of its own (not allowHalfOpen): half-close still relayed', async () => {
+  const { proxy, reports } = await startProxy({ routes: [], default_pool: 'echo' });
+  const port = await listen(createServer((s) => proxy.handle(s)));
+  const c = netConnect(port, '127.0.0.1');
+  let text = '';
+  c.on('data', (d: Buffer) => (text += d));
+  c.end('\x00after FIN, the answer still comes');
+  await once(c, 'end');
+  assert.equal(text, '\x00after FIN, the answer still comes');
+  await until(() => reports.length === 1, 'a report');
+  assert.equal(reports[0].error, null);
+  c.destroy();
+});
