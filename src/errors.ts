@@ -3,6 +3,8 @@
  * HTTP status and message; code throws or returns a GatewayError and only the pipeline's
  * renderer turns it into `{"error":{"code","message"}}` (see DESIGN.md, STYLE.md §8).
  */
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
 
 export const ERRORS = Object.freeze({
   ROUTE_NOT_FOUND: { status: 404, message: 'no route matches this request' },
@@ -120,4 +122,34 @@ export function grpcStatusOf(err: GatewayError): number {
     default:
       return 2; // UNKNOWN
   }
+}
+
+/**
+ * For sockets outside a ServerResponse (parse errors, upgrades, CONNECT). Closes the connection.
+ * `extra`: header name/value pairs (a 407's `Proxy-Authenticate`, issue 17). Returns the bytes
+ * written (the access log's `bytes`).
+ */
+export function sendErrorOnSocket(
+  socket: Duplex,
+  err: GatewayError,
+  requestId?: string,
+  extra: readonly string[] = [],
+): number {
+  if (!socket.writable) {
+    socket.destroy();
+    return 0;
+  }
+  const body = errorBody(err);
+  let more = '';
+  for (let i = 0; i + 1 < extra.length; i += 2) more += `${extra[i]}: ${extra[i + 1]}\r\n`;
+  const answer =
+    `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? 'Error'}\r\n` +
+    'content-type: application/json\r\n' +
+    `content-length: ${Buffer.byteLength(body)}\r\n` +
+    (requestId ? `x-request-id: ${requestId}\r\n` : '') +
+    more +
+    'connection: close\r\n\r\n' +
+    body;
+  socket.end(answer);
+  return Buffer.byteLength(answer);
 }

@@ -98,3 +98,15 @@ export function compileMatch(match: MatchConfig): Matcher {
       return (i) => checks.every((c) => c(i));
   }
 }
+
+/** The host of a Host header (or `:authority`), lower-cased, without its port; '' when absent. */
+export function hostOf(header: string | undefined): string {
+  if (!header) return '';
+  const h = header.toLowerCase();
+  if (h[0] === '[') {
+    const end = h.indexOf(']');
+    return end === -1 ? h : h.slice(0, end + 1);
+  }
+  const colon = h.indexOf(':');
+  return colon === -1 ? h : h.slice(0, colon);
+}

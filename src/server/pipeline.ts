@@ -40,7 +40,7 @@ import type { ConnectAction } from '../tunnel/spec.ts';
 import type { Socket } from 'node:net';
 import { takeWireBytes } from './wire.ts';
 import { findRoute } from '../routing/route-table.ts';
-import type { MatchInput } from '../routing/matcher.ts';
+import { hostOf, type MatchInput } from '../routing/matcher.ts';
 import { isIdempotent, runStrategy, runUpgrade } from '../strategy/index.ts';
 import { EXHAUSTED_CODE, unlessExhausted } from '../strategy/exhausted.ts';
 import { prepareBody } from '../strategy/replay.ts';
@@ -57,16 +57,6 @@ const REFUSAL_LINGER_MS = 2000;
 /** The body of an answer without one (`defer` with `body: empty`). */
 const EMPTY = Buffer.alloc(0);
 
-export function hostOf(header: string | undefined): string {
-  if (!header) return '';
-  const h = header.toLowerCase();
-  if (h[0] === '[') {
-    const end = h.indexOf(']');
-    return end === -1 ? h : h.slice(0, end + 1);
-  }
-  const colon = h.indexOf(':');
-  return colon === -1 ? h : h.slice(0, colon);
-}
 
 /** Splits req.url into the matchable path, or throws BAD_REQUEST. */
 export function requestPath(url: string): string {

@@ -5,9 +5,10 @@
  * status instead, which its client can read. After headers have gone out nothing can be said any more: the socket is destroyed.
  */
 import type { ServerResponse } from 'node:http';
-import { STATUS_CODES } from 'node:http';
-import type { Duplex } from 'node:stream';
 import { errorBody, type GatewayError, grpcStatusOf } from '../errors.ts';
+
+/** The raw-socket half of the renderer lives beside the error catalog, for the layers below server/. */
+export { sendErrorOnSocket } from '../errors.ts';
 
 /** A whole JSON answer with its length, request id and any `extra` headers; returns its size. */
 export function sendJson(
@@ -96,32 +97,3 @@ function grpcMessage(text: string): string {
   return out;
 }
 
-/**
- * For sockets outside a ServerResponse (parse errors, upgrades, CONNECT). Closes the connection.
- * `extra`: header name/value pairs (a 407's `Proxy-Authenticate`, issue 17). Returns the bytes
- * written (the access log's `bytes`).
- */
-export function sendErrorOnSocket(
-  socket: Duplex,
-  err: GatewayError,
-  requestId?: string,
-  extra: readonly string[] = [],
-): number {
-  if (!socket.writable) {
-    socket.destroy();
-    return 0;
-  }
-  const body = errorBody(err);
-  let more = '';
-  for (let i = 0; i + 1 < extra.length; i += 2) more += `${extra[i]}: ${extra[i + 1]}\r\n`;
-  const answer =
-    `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? 'Error'}\r\n` +
-    'content-type: application/json\r\n' +
-    `content-length: ${Buffer.byteLength(body)}\r\n` +
-    (requestId ? `x-request-id: ${requestId}\r\n` : '') +
-    more +
-    'connection: close\r\n\r\n' +
-    body;
-  socket.end(answer);
-  return Buffer.byteLength(answer);
-}

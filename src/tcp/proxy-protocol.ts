@@ -7,7 +7,7 @@
  */
 import { isIPv4, isIPv6 } from 'node:net';
 import { clientAddress } from '../lib/address.ts';
-import { parseIp } from '../multiplex/ip.ts';
+import { parseIp } from '../lib/ip.ts';
 
 export interface Endpoints {
   readonly remoteAddress?: string | undefined;

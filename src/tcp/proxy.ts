@@ -29,7 +29,7 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { pipeline } from 'node:stream';
 import { type ErrorCode, GatewayError } from '../errors.ts';
-import { sendErrorOnSocket } from '../server/respond.ts';
+import { sendErrorOnSocket } from '../errors.ts';
 import type { Pool } from '../upstream/pool.ts';
 import type { TargetSpec } from '../upstream/spec.ts';
 import type { Target } from '../upstream/target.ts';

@@ -13,7 +13,7 @@
  * at once (no waiting), with the reason for the log.
  */
 import type { Socket } from 'node:net';
-import { hostOf } from '../server/pipeline.ts';
+import { hostOf } from '../routing/matcher.ts';
 
 /** What the first bytes said. */
 export type Sniffed =

@@ -4,7 +4,8 @@ import { test } from 'node:test';
 import { parseDuration, parseSize } from '../../src/lib/units.ts';
 import { joinPath } from '../../src/proxy/headers.ts';
 import { pathMatcher, hostMatcher } from '../../src/routing/matcher.ts';
-import { hostOf, requestPath } from '../../src/server/pipeline.ts';
+import { hostOf } from '../../src/routing/matcher.ts';
+import { requestPath } from '../../src/server/pipeline.ts';
 
 test('durations and sizes', () => {
   assert.equal(parseDuration('250ms'), 250);

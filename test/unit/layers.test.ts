@@ -26,6 +26,7 @@ const LAYERS = [
   'defer',
   'multiplex',
   'tunnel',
+  'tcp',
   'config',
   'server',
   'cluster',
