@@ -148,6 +148,9 @@ export function outboundRequestHeaders(raw: readonly string[], info: ForwardedIn
   let forwarded = '';
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i];
+    // HTTP/2 pseudo-headers (`:path`, `:authority`) never go to a target (issue 14); the
+    // listener maps `:authority` to Host.
+    if (name.charCodeAt(0) === 58) continue;
     const lower = name.toLowerCase();
     if (isHopByHop(lower, tokens)) continue;
     switch (lower) {
