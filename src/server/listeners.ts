@@ -166,7 +166,7 @@ function prepareFor(info: ListenerInfo, strip: ReadonlySet<string>, subjectHeade
 
 const subjects = new WeakMap<TLSSocket, string | null>();
 
-/** The verified client certificate's subject, `CN=client, O=Acme` (certificate order); null when none verified. */
+/** The verified client certificate's subject in RFC 4514 order, `CN=client, O=Acme`; null when none verified. */
 function subjectOf(req: IncomingMessage): string | null {
   const stream = (req as { stream?: { session?: { socket?: unknown } } }).stream;
   const socket = (stream?.session?.socket ?? req.socket) as TLSSocket;
