@@ -10,7 +10,7 @@
  */
 import { createSecureContext, type SecureContext, type SecureContextOptions, type Server as TlsServer } from 'node:tls';
 import { type FSWatcher, watch } from 'node:fs';
-import { dirname } from 'node:path';
+import { basename, dirname } from 'node:path';
 import type { TlsConfig } from '../config/schema.ts';
 import { CertificateError, type LoadedPair, readCa, readPair } from '../lib/tls.ts';
 import type { Logger } from '../observability/logger.ts';
@@ -36,6 +36,8 @@ export class Certificates {
   #server: TlsServer | null = null;
   #watchers: FSWatcher[] = [];
   #timer: NodeJS.Timeout | undefined;
+  /** The last refusal logged: a file left bad is said once, not at every event in its directory. */
+  #refused = '';
 
   /** Throws CertificateError: at start the config was checked, so this is a file changed since. */
   constructor(tls: TlsConfig, listener: string, log: Logger) {
@@ -65,9 +67,16 @@ export class Certificates {
     this.#server = server;
     const t = this.#tls;
     const files = [t.cert, t.key, ...t.certificates.flatMap((p) => [p.cert, p.key]), ...(t.client_ca ? [t.client_ca] : [])];
+    const names = new Set(files.map((f) => basename(f)));
+    // Events about our files (or a symlink to them), and cert-manager's `..data` swap; not the
+    // other files of the directory (a log written next to the certificates would loop).
+    const ours = (name: string | Buffer | null) =>
+      name === null || names.has(String(name)) || String(name).startsWith('..');
     for (const dir of new Set(files.map((f) => dirname(f)))) {
       try {
-        const w = watch(dir, () => this.#changed());
+        const w = watch(dir, (_event, name) => {
+          if (ours(name)) this.#changed();
+        });
         w.on('error', (err) => this.#log.warn({ err: err.message, dir }, 'certificate directory watch failed'));
         w.unref();
         this.#watchers.push(w);
@@ -91,12 +100,15 @@ export class Certificates {
       next = this.#load();
     } catch (err) {
       if (!(err instanceof CertificateError)) throw err;
+      if (err.message === this.#refused) return false;
+      this.#refused = err.message;
       this.#log.error(
         { listener: this.#listener, file: err.file, key: `tls.${err.field}`, err: err.message },
         'certificate reload refused; the old certificates keep serving',
       );
       return false;
     }
+    this.#refused = '';
     if (next.contents.equals(this.#loaded.contents)) return false;
     this.#loaded = next;
     this.#server?.setSecureContext(next.defaultOptions);
