@@ -65,9 +65,11 @@ export class Listener {
         if (socket.alpnProtocol === 'h2' && this.#h2 !== null) this.#h2.server.emit('connection', socket);
         else this.#h1.emit('connection', socket);
       });
-      tls.on('tlsClientError', (err: NodeJS.ErrnoException) =>
-        this.#log.debug({ err: err.message, code: err.code }, 'TLS handshake failed'),
-      );
+      // With a listener here node leaves the socket open (a handshake timeout included): close it.
+      tls.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
+        this.#log.debug({ err: err.message, code: err.code }, 'TLS handshake failed');
+        socket.destroy();
+      });
       this.#certs.attach(tls);
       this.#outer = tls;
     } else if (this.#h2 !== null) {

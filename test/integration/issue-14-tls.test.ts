@@ -334,3 +334,85 @@ routes:
     assert.notEqual((await send(`http://127.0.0.1:${gw.ports.plain}/admin`, { headers: { 'x-client-subject': 'CN=admin, O=Manifold Tests' } })).text, 'hello admin');
   });
 });
+
+describe('issue 14: TLS in worker processes', () => {
+  test('every worker serves TLS, and replaced files reach them all (POST /config/reload, or their watch)', async () => {
+    const { spawnCli, scratch } = await import('../helpers/index.ts');
+    const { createServer } = await import('node:net');
+    const { X509Certificate } = await import('node:crypto');
+    const freePort = async () => {
+      const s = createServer();
+      await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
+      const { port } = s.address() as { port: number };
+      await new Promise((resolve) => s.close(resolve));
+      return port;
+    };
+    const [port, adminPort] = [await freePort(), await freePort()];
+    const dir = scratch('manifold-tls-workers-');
+    const v1 = ca.issue('workers.test');
+    const v2 = ca.issue('workers.test');
+    const certFile = join(dir.dir, 'cert.pem');
+    const keyFile = join(dir.dir, 'key.pem');
+    writeFileSync(certFile, readFileSync(v1.cert));
+    writeFileSync(keyFile, readFileSync(v1.key));
+    const file = dir.configFile(`workers: 2
+admin: { host: 127.0.0.1, port: ${adminPort} }
+listeners:
+  - { name: tls, host: 127.0.0.1, port: ${port}, http2: true, tls: { cert: ${certFile}, key: ${keyFile} } }
+routes:
+  - match: {}
+    respond: { status: 200, body: "hi" }
+`);
+    const cli = spawnCli(['--config', file]);
+    after(() => cli.kill('SIGKILL'));
+    await until(() => cli.logs().find((l) => l.msg === 'admin API listening'), () => `listening: ${cli.stderr}`, 30_000);
+    const fp = async () => (await peer(port, 'workers.test')).fingerprint256;
+    const fp1 = new X509Certificate(v1.pem).fingerprint256;
+    const fp2 = new X509Certificate(v2.pem).fingerprint256;
+    assert.equal(await fp(), fp1);
+    // Written in place; each worker's watch or the reload's config push makes it read them.
+    writeFileSync(certFile, readFileSync(v2.cert));
+    writeFileSync(keyFile, readFileSync(v2.key));
+    const r = await fetch(`http://127.0.0.1:${adminPort}/config/reload`, { method: 'POST' });
+    assert.equal(r.status, 200);
+    await until(async () => {
+      for (let i = 0; i < 12; i++) if ((await fp()) !== fp2) return false;
+      return true;
+    }, 'every worker serving the new certificate');
+    cli.kill('SIGTERM');
+    assert.equal(await cli.exited, 0);
+  });
+});
+
+describe('issue 14: slow clients on a TLS listener', async () => {
+  const gw = await startGateway(`
+listeners:
+  - { name: tls, host: 127.0.0.1, port: 0, tls: { cert: ${alpha.cert}, key: ${alpha.key} } }
+  - { name: h2c, host: 127.0.0.1, port: 0, http2: true }
+limits: { headers_timeout: 300ms }
+routes:
+  - match: {}
+    respond: { status: 200 }
+`);
+  after(() => gw.close());
+
+  test('a request head not sent within limits.headers_timeout gets 408, as on a plain listener', async () => {
+    const socket = tlsConnect({ host: '127.0.0.1', port: gw.ports.tls, ca: ca.pem, servername: 'alpha.test' });
+    await once(socket, 'secureConnect');
+    socket.write('GET / HTTP/1.1\r\nHost: alpha.test\r\n');
+    let got = '';
+    socket.on('data', (c: Buffer) => (got += c));
+    await once(socket, 'close');
+    assert.match(got, /^HTTP\/1\.1 408 /);
+  });
+
+  test('a TLS handshake or an h2c connection that never starts is closed', async () => {
+    const { connect } = await import('node:net');
+    for (const port of [gw.ports.tls, gw.ports.h2c]) {
+      const raw = connect(port, '127.0.0.1');
+      raw.on('error', () => {});
+      await once(raw, 'connect');
+      await once(raw, 'close');
+    }
+  });
+});
