@@ -20,7 +20,7 @@ import type { Config } from '../config/schema.ts';
 import { parseDuration } from '../lib/units.ts';
 import type { Logger } from '../observability/logger.ts';
 import { Certificates } from './certificates.ts';
-import { type ListenerInfo, tagListener } from './context.ts';
+import { DEFAULT_LISTENER_INFO, type ListenerInfo, tagListener } from './context.ts';
 import { createHttp2, type Http2Side } from './http2.ts';
 import { createListener, type Entry } from './listener.ts';
 import type { Pipeline } from './pipeline.ts';
@@ -146,7 +146,11 @@ export class Listener {
  * not pass on a forged one), then set from the verified certificate on an mTLS listener.
  */
 function prepareFor(info: ListenerInfo, strip: ReadonlySet<string>, subjectHeader: string | null): (req: IncomingMessage) => void {
-  if (strip.size === 0) return (req) => tagListener(req, info);
+  if (strip.size === 0) {
+    // The `listen` shorthand is what an untagged request is taken for: nothing to do per request.
+    const plain = info.name === DEFAULT_LISTENER_INFO.name && info.proto === 'http' && info.redirect === null;
+    return plain ? () => {} : (req) => tagListener(req, info);
+  }
   return (req) => {
     tagListener(req, info);
     let forged = false;

@@ -291,3 +291,61 @@ routes:
     await closing;
   });
 });
+
+describe('issue 14: HTTP/2 timeouts', async () => {
+  const upstream = await echoUpstream();
+  const gw = await startGateway(`
+listeners:
+  - { name: h2c, host: 127.0.0.1, port: 0, http2: true }
+limits: { keep_alive_timeout: 200ms, request_timeout: 300ms, headers_timeout: 300ms }
+pools:
+  app: { targets: ["${upstream.url}"] }
+routes:
+  - match: {}
+    proxy: { pool: app }
+`);
+  after(async () => {
+    await gw.close();
+    await upstream.close();
+  });
+
+  test('limits.keep_alive_timeout closes a connection with no open stream (GOAWAY)', async () => {
+    const s = connect(`http://127.0.0.1:${gw.ports.h2c}`);
+    after(() => s.destroy());
+    assert.equal((await h2(s, { ':path': '/one' })).status, 200);
+    await once(s, 'goaway');
+    await once(s, 'close');
+  });
+
+  test('limits.request_timeout: a request body that never ends gets 408', async () => {
+    const s = connect(`http://127.0.0.1:${gw.ports.h2c}`);
+    after(() => s.destroy());
+    const stream = s.request({ ':method': 'POST', ':path': '/hook' }, { endStream: false });
+    stream.write('part of a body');
+    const [head] = (await once(stream, 'response')) as [IncomingHttpHeaders];
+    assert.equal(head[':status'], 408);
+  });
+});
+
+describe('issue 14: a drain covers every listener', async () => {
+  const gw = await startGateway(`
+listeners:
+  - { name: a, host: 127.0.0.1, port: 0 }
+  - { name: b, host: 127.0.0.1, port: 0, http2: true }
+routes:
+  - match: { path: /ready }
+    respond: { status: 200, ready: true }
+`);
+
+  test('every listener stops accepting; keep-alive connections on each get NOT_READY meanwhile', async () => {
+    const { Agent, request } = await import('undici');
+    const agent = new Agent({ keepAliveTimeout: 10_000 });
+    after(() => agent.close());
+    const get = async (port: number) => (await request(`http://127.0.0.1:${port}/ready`, { dispatcher: agent })).statusCode;
+    assert.deepEqual([await get(gw.ports.a), await get(gw.ports.b)], [200, 200]);
+    const closing = gw.runtime.close(2000, 1000);
+    await until(async () => (await get(gw.ports.a)) === 503 && (await get(gw.ports.b)) === 503, 'NOT_READY on both');
+    await closing;
+    for (const port of [gw.ports.a, gw.ports.b]) await assert.rejects(send(`http://127.0.0.1:${port}/ready`), /ECONNREFUSED/);
+  });
+});
