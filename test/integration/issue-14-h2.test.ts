@@ -349,3 +349,43 @@ routes:
     for (const port of [gw.ports.a, gw.ports.b]) await assert.rejects(send(`http://127.0.0.1:${port}/ready`), /ECONNREFUSED/);
   });
 });
+
+describe('issue 14: WebSocket stays on HTTP/1.1 on HTTP/2 listeners', async () => {
+  const { WebSocket, WebSocketServer } = await import('ws');
+  const up = await startUpstream((_req, res) => res.writeHead(426).end());
+  const wss = new WebSocketServer({ noServer: true });
+  up.server.on('upgrade', (req, socket, head) =>
+    wss.handleUpgrade(req, socket, head, (ws) => ws.on('message', (d) => ws.send(`echo ${d.toString()} ${req.headers['x-forwarded-proto']}`))),
+  );
+  const gw = await startGateway(`
+listeners:
+  - { name: tls, host: 127.0.0.1, port: 0, http2: true, tls: { cert: ${site.cert}, key: ${site.key} } }
+  - { name: h2c, host: 127.0.0.1, port: 0, http2: true }
+pools:
+  ws: { targets: ["${up.url}"] }
+routes:
+  - match: {}
+    proxy: { pool: ws }
+`);
+  after(async () => {
+    await gw.close();
+    wss.close();
+    await up.close();
+  });
+
+  test('wss:// over the TLS listener and ws:// over the h2c one', async () => {
+    for (const [url, proto] of [
+      [`wss://127.0.0.1:${gw.ports.tls}/chat`, 'https'],
+      [`ws://127.0.0.1:${gw.ports.h2c}/chat`, 'http'],
+    ] as const) {
+      // ws hands its options to tls.connect, servername included (its types leave it out).
+      const ws = new WebSocket(url, { ca: ca.pem, servername: 'h2.test' } as import('ws').ClientOptions);
+      await once(ws, 'open');
+      ws.send('hi');
+      const [data] = (await once(ws, 'message')) as [Buffer];
+      assert.equal(data.toString(), `echo hi ${proto}`);
+      ws.close();
+      await once(ws, 'close');
+    }
+  });
+});
