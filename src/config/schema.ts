@@ -668,7 +668,7 @@ export const configSchema: Schema = {
   type: 'object',
   additionalProperties: false,
   properties: {
-    listen: object('Where the data plane listens.', {
+    listen: object('Where the data plane listens: the one-listener shorthand of `listeners` (giving both is an error).', {
       host: { type: 'string', default: '0.0.0.0', description: 'Address to bind.' },
       port: {
         type: 'integer',

@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { CompiledRoute } from '../config/compile.ts';
+import { DEFAULT_LISTENER } from '../config/listeners.ts';
 import { performance } from 'node:perf_hooks';
 import { Deadline } from '../deadline.ts';
 import { type TraceContext, type TracingConfig, traceOf } from '../observability/trace.ts';
@@ -21,7 +22,7 @@ export interface ListenerInfo {
   readonly redirect: { readonly status: number; readonly port: number } | null;
 }
 
-export const DEFAULT_LISTENER_INFO: ListenerInfo = Object.freeze({ name: 'default', proto: 'http', redirect: null });
+export const DEFAULT_LISTENER_INFO: ListenerInfo = Object.freeze({ name: DEFAULT_LISTENER, proto: 'http', redirect: null });
 
 /**
  * Requests → their listener, set by the listener before admission. A WeakMap rather than a

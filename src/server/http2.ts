@@ -90,6 +90,8 @@ export function createHttp2(config: Config, entry: Entry, log: Logger): Http2Sid
         maxConcurrentStreams: l.http2_max_concurrent_streams,
         maxHeaderListSize: parseSize(l.http2_max_header_list_size),
       },
+      // node's default is 128 header fields; HTTP/1.1 takes up to 2000 (node:http's
+      // maxHeadersCount). The size limit above is the real bound.
       maxHeaderListPairs: 1000,
     },
     onRequest,

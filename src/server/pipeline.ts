@@ -368,6 +368,7 @@ export class Pipeline {
           hostOverride: hostFor(action.host, target),
           trace: ctx.trace,
           forwarding: route.forwarding,
+          http2: req.httpVersionMajor === 2,
         }),
       };
       return this.#forward(target, attempt, s);

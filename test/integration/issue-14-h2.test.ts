@@ -168,6 +168,9 @@ routes:
       assert.equal(seen['x-forwarded-proto'], proto);
       assert.equal(seen['x-forwarded-host'], 'Shop.Example:443');
       assert.equal(seen['x-test'], 'y');
+      assert.equal(seen['x-forwarded-for'], '127.0.0.1');
+      // Via names the protocol the request was received with (RFC 9110 §7.6.3).
+      assert.equal(seen.via, '2 manifold');
       assert.equal(seen.cookie, 'a=1');
       assert.deepEqual(Object.keys(seen).filter((k) => k.startsWith(':')), []);
       // No connection-specific header in the answer (RFC 9113 §8.2.2), the gateway's own ones are there.
