@@ -33,6 +33,7 @@ import {
   scalar,
 } from './config/load.ts';
 import { parseDuration } from './lib/units.ts';
+import { listenersOf } from './config/listeners.ts';
 import { WELDR_BASE, WELDR_SOURCE } from './compat/weldr.ts';
 import { startDeliveryHost, withDeliveries } from './cluster/delivery-host.ts';
 import { IMPORT_USAGE, queueImportCommand, UsageError } from './defer/import.ts';
@@ -141,6 +142,25 @@ async function freePort(host: string): Promise<number> {
   const { port } = probe.address() as AddressInfo;
   await new Promise((resolve) => probe.close(resolve));
   return port;
+}
+
+/** A port chosen for each listener configured with port 0 (index -1: the `listen` shorthand). */
+async function freePorts(config: LoadedConfig['config']): Promise<Array<{ index: number; port: number }>> {
+  if (config.listeners === undefined)
+    return config.listen.port === 0 ? [{ index: -1, port: await freePort(config.listen.host) }] : [];
+  const out: Array<{ index: number; port: number }> = [];
+  for (const [index, l] of config.listeners.entries())
+    if (l.port === 0) out.push({ index, port: await freePort(l.host) });
+  return out;
+}
+
+function pinPorts(config: LoadedConfig['config'], pins: ReadonlyArray<{ index: number; port: number }>): void {
+  for (const { index, port } of pins) {
+    if (index === -1) {
+      if (config.listen.port === 0) config.listen.port = port;
+    } else if (config.listeners?.[index]?.port === 0) config.listeners[index].port = port;
+  }
+  if (config.listeners !== undefined) config.listen.port = config.listeners[0].port;
 }
 
 function fail(message: string, code = 2): never {
@@ -301,10 +321,10 @@ async function run(loaded: LoadedConfig, opts: RunOptions, reread: () => LoadedC
   };
   process.on('SIGTERM', () => onSignal('SIGTERM'));
   process.on('SIGINT', () => onSignal('SIGINT'));
-  // Every worker binds its own socket, so "any free port" must be chosen once, here.
-  const port =
-    workers > 1 && loaded.config.listen.port === 0 ? await freePort(loaded.config.listen.host) : null;
-  if (port !== null) loaded.config.listen.port = port;
+  // Every worker binds its own socket, so "any free port" must be chosen once, here, for every
+  // listener (issue 14) — and kept on reload, where the file still says 0.
+  const pins = workers > 1 ? await freePorts(loaded.config) : [];
+  pinPorts(loaded.config, pins);
   // The control plane (issue 3): config file + admin changes, health checks, admin API.
   const manager = new Manager({
     loaded,
@@ -312,7 +332,7 @@ async function run(loaded: LoadedConfig, opts: RunOptions, reread: () => LoadedC
     metrics,
     reload: () => {
       const next = reread();
-      if (port !== null && next.config.listen.port === 0) next.config.listen.port = port;
+      pinPorts(next.config, pins);
       return next;
     },
   });
@@ -323,7 +343,7 @@ async function run(loaded: LoadedConfig, opts: RunOptions, reread: () => LoadedC
   let queue: () => Queue | null;
   if (workers <= 1) {
     const runtime = await startRuntime(config, log, { metrics });
-    log.info({ port: runtime.port, workers: 0, config: loaded.file }, 'manifold listening');
+    log.info({ port: runtime.port, listeners: runtime.ports, workers: 0, config: loaded.file }, 'manifold listening');
     shutdown = () => runtime.close();
     if (destination.text !== null) destination.text.view = () => runtime.pipeline.snapshot;
     plane = localPlane(runtime);
@@ -341,7 +361,8 @@ async function run(loaded: LoadedConfig, opts: RunOptions, reread: () => LoadedC
     queue = () => deliveries.service.queue;
     try {
       const port = await primary.ready;
-      log.info({ port, workers, config: loaded.file }, 'manifold listening');
+      const listeners = Object.fromEntries(listenersOf(config).map((l) => [l.name, l.port]));
+      log.info({ port, listeners, workers, config: loaded.file }, 'manifold listening');
     } catch (err) {
       await shutdown();
       log.flush();

@@ -93,6 +93,8 @@ export interface ReloadResult {
 /** Keys read once at start; a reload that changes them says so instead of pretending. */
 const RESTART_KEYS: ReadonlyArray<readonly string[]> = [
   ['listen'],
+  // Issue 14: sockets are bound once; certificate files are re-read on every reload regardless.
+  ['listeners'],
   ['workers'],
   ['limits'],
   ['shutdown'],

@@ -3,15 +3,15 @@
  * config. A worker process runs one; `--workers 0/1` runs one in the only process.
  */
 import cluster from 'node:cluster';
-import type { Server } from 'node:http';
-import { type AddressInfo, Server as NetServer } from 'node:net';
 import { compile } from '../config/compile.ts';
+import { listenersOf } from '../config/listeners.ts';
 import type { Config } from '../config/schema.ts';
 import { parseDuration } from '../lib/units.ts';
 import { MultiplexRegistry } from '../multiplex/registry.ts';
 import type { Logger } from '../observability/logger.ts';
 import { Metrics } from '../observability/metrics.ts';
-import { createListener } from '../server/listener.ts';
+import { admissionFor } from '../server/listener.ts';
+import { Listener } from '../server/listeners.ts';
 import { Pipeline } from '../server/pipeline.ts';
 import { countConnections } from '../server/wire.ts';
 import { buildSnapshot, type Snapshot } from '../server/snapshot.ts';
@@ -24,16 +24,20 @@ import type { WorkerStats } from '../upstream/stats.ts';
 import { VERSION } from '../version.ts';
 
 export interface Runtime {
-  readonly server: Server;
+  /** Every listener, bound (issue 14), in config order. */
+  readonly listeners: readonly Listener[];
   readonly pipeline: Pipeline;
   /** Issue 6: the queue of `defer` routes; this process delivers too unless it is a worker. */
   readonly defer: DeferService;
-  /** The port actually bound (useful with port 0). */
+  /** The port the first listener bound (useful with port 0). */
   readonly port: number;
+  /** Each listener's bound port by name. */
+  readonly ports: Readonly<Record<string, number>>;
   /** This process's metrics (issue 7); null with `metrics.enabled: false`. */
   readonly metrics: Metrics | null;
   /**
-   * Swaps in a new validated config (routes and pools; listener settings need a restart).
+   * Swaps in a new validated config (routes and pools; listener settings need a restart, but
+   * TLS certificate files are read again: issue 14).
    * `version` is the primary's count of changes, reported back in `stats()`.
    */
   apply(config: Config, version?: number): void;
@@ -95,34 +99,42 @@ export async function startRuntime(
     strategies: strategyStats,
   });
   await defer.apply(config);
-  const server = createListener(config, pipeline, log);
+  const admit = admissionFor(config, pipeline);
+  // Issue 14: a client-certificate subject header is removed from requests on every listener.
+  const specs = listenersOf(config);
+  const strip = new Set(specs.flatMap((l) => (l.tls?.client_subject_header ? [l.tls.client_subject_header.toLowerCase()] : [])));
+  const listeners = specs.map((spec) => new Listener(spec, config, pipeline, log, admit, strip));
   // Issue 17: connections accepted, open and closed per listener.
-  if (metrics !== null) countConnections(server, metrics);
+  if (metrics !== null) for (const l of listeners) countConnections(l.server, metrics, l.spec.name);
   let version = 0;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    // Workers each bind their own SO_REUSEPORT socket instead of sharing the primary's:
-    // the kernel spreads connections, and a draining worker's closed socket no longer
-    // receives connections it would never serve (with cluster's round-robin handle a
-    // connection accepted by the primary during shutdown could be handed to a closed
-    // worker and hang).
-    const shared = cluster.isWorker ? { exclusive: true, reusePort: true } : {};
-    server.listen({ host: config.listen.host, port: config.listen.port, ...shared }, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  server.on('error', (err) => log.error({ err }, 'listener error'));
+  // Workers each bind their own SO_REUSEPORT socket instead of sharing the primary's:
+  // the kernel spreads connections, and a draining worker's closed socket no longer
+  // receives connections it would never serve (with cluster's round-robin handle a
+  // connection accepted by the primary during shutdown could be handed to a closed
+  // worker and hang).
+  const shared = cluster.isWorker ? { exclusive: true, reusePort: true } : {};
+  try {
+    for (const l of listeners) await l.listen(shared);
+  } catch (err) {
+    for (const l of listeners) {
+      l.stopAccepting();
+      l.close();
+    }
+    throw err;
+  }
   let closing: Promise<void> | null = null;
   return {
-    server,
+    listeners,
     pipeline,
     defer,
-    port: (server.address() as AddressInfo).port,
+    port: listeners[0].port,
+    ports: Object.fromEntries(listeners.map((l) => [l.spec.name, l.port])),
     metrics,
     apply(c: Config, v = version + 1) {
       pipeline.setSnapshot(build(c));
       version = v;
+      // A reload (SIGHUP, POST /config/reload) reaches every process this way; unchanged files are not rebuilt.
+      for (const l of listeners) l.refreshCertificates();
       defer.apply(c).catch((err) => log.error({ err }, 'queue: could not apply the new config'));
     },
     setDown(down: DownTargets) {
@@ -137,12 +149,12 @@ export async function startRuntime(
         // Issue 15: stop accepting connections, but not (yet) the idle keep-alive ones, as
         // http.Server.close() would: a client may be writing its next request on one right now,
         // and closing under it is an ECONNRESET. The pipeline answers with Connection: close.
-        netClose.call(server);
+        for (const l of listeners) l.stopAccepting();
         const drainedFirst = pipeline.drain();
         // Deliveries get the same grace period, alongside the drain; their leases are released after it.
         const delivering = defer.stopDelivering(graceMs);
-        await acceptGrace(server, Math.min(acceptGraceMs, graceMs));
-        server.closeIdleConnections();
+        await acceptGrace(listeners, Math.min(acceptGraceMs, graceMs));
+        for (const l of listeners) l.closeIdle();
         let timer: NodeJS.Timeout | undefined;
         const expired = new Promise<boolean>((resolve) => {
           timer = setTimeout(() => resolve(true), Math.max(0, graceMs - (performance.now() - started)));
@@ -154,7 +166,10 @@ export async function startRuntime(
         if (timedOut)
           log.warn({ inflight: pipeline.inflight }, 'grace period over: closing remaining connections');
         pipeline.closeTunnels();
-        server.closeAllConnections();
+        for (const l of listeners) {
+          l.closeAll();
+          l.close();
+        }
         await delivering;
         await defer.close();
         await (timedOut ? batches.destroy() : batches.close());
@@ -166,17 +181,15 @@ export async function startRuntime(
   };
 }
 
-/** net.Server's close: stops listening without http.Server's closing of idle connections. */
-const netClose = NetServer.prototype.close;
-
 /**
  * Waits up to `ms` for the open connections to go (each closes after the answer to a request
  * that arrives on it); returns early when none is left.
  */
-async function acceptGrace(server: Server, ms: number): Promise<void> {
+async function acceptGrace(listeners: readonly Listener[], ms: number): Promise<void> {
   const until = performance.now() + ms;
   while (performance.now() < until) {
-    const open = await new Promise<number>((resolve) => server.getConnections((_err, n) => resolve(n ?? 0)));
+    let open = 0;
+    for (const l of listeners) open += await l.connections();
     if (open === 0) return;
     await new Promise((resolve) => setTimeout(resolve, Math.min(50, Math.max(1, until - performance.now()))));
   }

@@ -13,6 +13,7 @@ import {
 import { compileDefer, compileQueue, type DeferAction } from '../defer/spec.ts';
 import { compileMatch, type MatchConfig } from '../routing/matcher.ts';
 import { compileConnect, type ConnectAction } from '../tunnel/spec.ts';
+import { checkListeners, listenersOf } from './listeners.ts';
 import type { Route } from '../routing/route.ts';
 import { compileStrategy } from '../strategy/spec.ts';
 import { compileForwarding, type Forwarding, type HostMode } from '../proxy/headers.ts';
@@ -82,8 +83,12 @@ function checkMetrics(config: Config, problems: CompileProblem[]): void {
       message: `"${path}" is an admin API path; use e.g. /metrics`,
     });
   if (port !== null && port !== 0) {
-    if (port === config.listen.port)
-      problems.push({ path: ['metrics', 'port'], message: `${port} is listen.port already` });
+    const listener = listenersOf(config).find((l) => l.port === port);
+    if (listener !== undefined)
+      problems.push({
+        path: ['metrics', 'port'],
+        message: `${port} is ${config.listeners === undefined ? 'listen.port' : `listener "${listener.name}"'s port`} already`,
+      });
     else if (config.admin.enabled && port === config.admin.port)
       problems.push({ path: ['metrics', 'port'], message: `${port} is admin.port already` });
   }
@@ -197,6 +202,10 @@ function compileRoute(
     id: r.id ?? `route-${index}`,
     index,
     matches: compileMatch(r.connect ? connectMatch(r.match, index, problems) : r.match),
+    listeners:
+      r.match.listener === undefined
+        ? null
+        : new Set(Array.isArray(r.match.listener) ? r.match.listener : [r.match.listener]),
     action,
     timeoutMs: parseDuration(r.timeout),
     headersTimeoutMs: parseDuration(r.headers_timeout),
@@ -213,6 +222,7 @@ export function compile(config: Config): { compiled?: CompiledConfig; problems: 
   const forwarding = compileForwarding(config.forwarding);
   const routes = config.routes.map((r, i) => compileRoute(r, i, config, problems, forwarding));
   checkAdmin(config.admin, problems);
+  if (config.listen) checkListeners(config, problems);
   if (config.metrics) checkMetrics(config, problems);
   if (config.queue) compileQueue(config.queue, problems);
   const ids = new Map<string, number>();

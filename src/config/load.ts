@@ -17,6 +17,7 @@ import {
   type Node as YamlNode,
 } from 'yaml';
 import { type CompiledConfig, compile } from './compile.ts';
+import { certificateProblems } from './listeners.ts';
 import { type Config, configSchema } from './schema.ts';
 
 export type KeyPath = Array<string | number>;
@@ -265,6 +266,14 @@ export function loadConfigText(text: string, file: string, options: LoadOptions 
     return fileSource(path);
   };
 
+  // Issue 14: `listen` is the one-listener shorthand of `listeners`; both would be two answers.
+  const top = raw as Record<string, unknown>;
+  if (top.listen !== undefined && top.listeners !== undefined)
+    problems.push({
+      source: sourceOf(['listen']),
+      path: 'listen',
+      message: 'give either listen (one listener) or listeners, not both',
+    });
   if (!validate(raw)) {
     for (const p of schemaProblems(validate.errors ?? [])) {
       problems.push({ source: sourceOf(p.path), path: formatPath(p.path), message: p.message });
@@ -273,7 +282,11 @@ export function loadConfigText(text: string, file: string, options: LoadOptions 
   if (problems.length > 0) throw new ConfigError(problems);
 
   const config = raw as Config;
+  // `listen` mirrors the first listener, for what names the gateway by its port (queue.instance).
+  if (config.listeners !== undefined) config.listen = { host: config.listeners[0].host, port: config.listeners[0].port };
   const result = compile(config);
+  // Certificate files are read only once the shape is right (issue 14).
+  if (result.problems.length === 0) result.problems.push(...certificateProblems(config));
   if (result.problems.length > 0) {
     throw new ConfigError(
       result.problems.map((p) => ({

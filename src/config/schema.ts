@@ -296,6 +296,15 @@ const matchSchema = object(
       items: { type: 'string', pattern: HTTP_METHOD },
       minItems: 1,
     },
+    listener: {
+      description:
+        'Listener name(s) the request must have come in on (issue 14): `listeners[].name`, or `default` for the `listen` shorthand.',
+      anyOf: [
+        { type: 'string', pattern: NAME_PATTERN },
+        { type: 'array', items: { type: 'string', pattern: NAME_PATTERN }, minItems: 1 },
+      ],
+      errorMessage: 'must be a listener name or a list of them',
+    },
     headers: {
       description: 'Header values that must be present: name → value, list of values, or `*` for any value.',
       type: 'object',
@@ -637,6 +646,116 @@ const connectSchema: Schema = {
   },
 };
 
+const HEADER_NAME = "^[A-Za-z0-9!#$%&'*+.^_`|~-]+$";
+
+/** A PEM certificate file and its key (issue 14). */
+const certPairProperties: Record<string, Schema> = {
+  cert: { type: 'string', minLength: 1, description: 'PEM certificate file (the chain: leaf first).' },
+  key: { type: 'string', minLength: 1, description: 'PEM private key file of that certificate.' },
+};
+
+/** Issue 14, item 2: TLS termination on a listener. */
+const tlsSchema: Schema = {
+  description:
+    'Terminate TLS on this listener: a default certificate, more chosen by SNI, client certificates (mTLS). Certificate files are re-read on SIGHUP, `POST /config/reload` and when they change.',
+  type: 'object',
+  additionalProperties: false,
+  required: ['cert', 'key'],
+  properties: {
+    ...certPairProperties,
+    certificates: {
+      description:
+        'More certificates, chosen by the SNI name the client sends: exact names first, then `*.example.com` wildcards (one label); names not listed get the default `cert`.',
+      type: 'array',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['cert', 'key'],
+        properties: {
+          ...certPairProperties,
+          names: {
+            description:
+              "SNI names this certificate serves (`a.example.com`, `*.example.com`); default: the certificate's DNS subject alternative names (or its CN).",
+            type: 'array',
+            items: { type: 'string', pattern: '^(\\*\\.)?[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)*$' },
+            minItems: 1,
+          },
+        },
+      },
+      default: [],
+    },
+    min_version: {
+      description: 'Oldest TLS version accepted (older handshakes fail); ciphers and curves are Node\'s defaults.',
+      type: 'string',
+      enum: ['TLSv1.2', 'TLSv1.3'],
+      default: 'TLSv1.2',
+    },
+    client_ca: {
+      description:
+        'PEM file of the CA(s) client certificates must be signed by (mTLS); null = no client certificates asked for.',
+      anyOf: [{ type: 'string', minLength: 1 }, { type: 'null' }],
+      default: null,
+    },
+    client_cert: {
+      description:
+        'With `client_ca`: `required` (a handshake without a valid client certificate fails) or `optional` (asked for; requests without one, or with one that does not verify, are served without the subject header).',
+      type: 'string',
+      enum: ['required', 'optional'],
+      default: 'required',
+    },
+    client_subject_header: {
+      description:
+        "Request header that carries the verified client certificate's subject (`CN=client, O=Acme`) to `match.headers` and to the target; any copy a client sends is removed on every listener. null = none.",
+      anyOf: [{ type: 'string', pattern: HEADER_NAME }, { type: 'null' }],
+      default: null,
+    },
+  },
+};
+
+/** Issue 14, item 1: one socket the data plane accepts on. */
+const listenerSchema: Schema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['port'],
+  properties: {
+    name: {
+      description: 'Name for `match.listener`, logs and metrics (default `listener-N`, N its index).',
+      type: 'string',
+      pattern: NAME_PATTERN,
+    },
+    host: { type: 'string', default: '0.0.0.0', description: 'Address to bind.' },
+    port: { type: 'integer', minimum: 0, maximum: 65535, description: 'Port (0 = any free one).' },
+    tls: tlsSchema,
+    http2: {
+      description:
+        'Speak HTTP/2: with `tls`, offered by ALPN next to HTTP/1.1; without, h2c with prior knowledge, HTTP/1.1 still served on the same port (told apart by the first bytes).',
+      type: 'boolean',
+      default: false,
+    },
+    redirect_https: {
+      description:
+        'Answer every request with a redirect to `https://<host>[:port]<path>` instead of routing it; routes whose `match.listener` names this listener are still served (ACME http-01 challenges).',
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        port: {
+          description: 'Port in the Location (443 is left out of it).',
+          type: 'integer',
+          minimum: 1,
+          maximum: 65535,
+          default: 443,
+        },
+        status: {
+          description: 'Redirect status: 301, 302, 307 or 308 (308 keeps the method and body).',
+          type: 'integer',
+          enum: [301, 302, 307, 308],
+          default: 308,
+        },
+      },
+    },
+  },
+};
+
 const routeSchema: Schema = {
   type: 'object',
   additionalProperties: false,
@@ -671,7 +790,7 @@ export const configSchema: Schema = {
   type: 'object',
   additionalProperties: false,
   properties: {
-    listen: object('Where the data plane listens.', {
+    listen: object('Where the data plane listens: the one-listener shorthand of `listeners` (giving both is an error).', {
       host: { type: 'string', default: '0.0.0.0', description: 'Address to bind.' },
       port: {
         type: 'integer',
@@ -681,6 +800,13 @@ export const configSchema: Schema = {
         description: 'Port (0 = any free one).',
       },
     }),
+    listeners: {
+      description:
+        'The sockets the data plane accepts on (issue 14), each plain or TLS, HTTP/1.1 or also HTTP/2; every worker binds every listener. Excludes `listen` (its one-listener shorthand).',
+      type: 'array',
+      items: listenerSchema,
+      minItems: 1,
+    },
     workers: {
       description:
         'Worker processes: `auto` (one per core) or a number; 0 or 1 runs everything in one process.',
@@ -710,6 +836,17 @@ export const configSchema: Schema = {
       body_idle_timeout: duration(
         'A request body from which no byte arrives for this long (while Manifold reads) is cut: 408 `REQUEST_TIMEOUT`; 0 = never.',
         '30s',
+      ),
+      http2_max_concurrent_streams: {
+        description: 'HTTP/2: streams (requests) a client may have open at once on one connection (SETTINGS_MAX_CONCURRENT_STREAMS).',
+        type: 'integer',
+        minimum: 1,
+        maximum: 10000,
+        default: 100,
+      },
+      http2_max_header_list_size: size(
+        'HTTP/2: largest decoded request header list (SETTINGS_MAX_HEADER_LIST_SIZE); a larger one resets the stream.',
+        '32KiB',
       ),
     }),
     forwarding: object('What the gateway adds to the requests it forwards, and how it spots a forwarding loop.', {
@@ -1010,8 +1147,36 @@ export interface LogTextConfig {
   utc: boolean;
 }
 
+/** One `tls.certificates[]` entry, or the default pair. */
+export interface CertPairConfig {
+  cert: string;
+  key: string;
+  names?: string[];
+}
+
+export interface TlsConfig {
+  cert: string;
+  key: string;
+  certificates: CertPairConfig[];
+  min_version: 'TLSv1.2' | 'TLSv1.3';
+  client_ca: string | null;
+  client_cert: 'required' | 'optional';
+  client_subject_header: string | null;
+}
+
+export interface ListenerConfig {
+  name?: string;
+  host: string;
+  port: number;
+  tls?: TlsConfig;
+  http2: boolean;
+  redirect_https?: { port: number; status: number };
+}
+
 export interface Config {
   listen: { host: string; port: number };
+  /** Absent: the one listener of `listen` (config/listeners.ts `listenersOf`). */
+  listeners?: ListenerConfig[];
   workers: 'auto' | number;
   limits: {
     max_header_bytes: Size;
@@ -1022,6 +1187,8 @@ export interface Config {
     max_inflight_per_client: number | null;
     write_idle_timeout: Duration;
     body_idle_timeout: Duration;
+    http2_max_concurrent_streams: number;
+    http2_max_header_list_size: Size;
   };
   forwarding: { via: string; loop_limit: number; forwarded: boolean };
   shutdown: { grace: Duration; accept_grace: Duration; after: Duration };

@@ -93,6 +93,7 @@ export class Acceptor {
       // Stored with a span id of its own; each later delivery gets a new one (delivery.ts).
       trace: ctx.trace,
       forwarding: route.forwarding,
+      http2: req.httpVersionMajor === 2,
     });
     const headers: Array<[string, string]> = [];
     for (let i = 0; i < flat.length; i += 2) {

@@ -17,7 +17,11 @@ export async function* limitBody(req: IncomingMessage, max: number): AsyncGenera
 
 /** Whether the request carries a body at all (RFC 9112 §6.3). */
 export function hasBody(req: IncomingMessage): boolean {
-  return req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0';
+  if (req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0') return true;
+  // HTTP/2 (issue 14) frames a body without either header: the HEADERS frame that did not end
+  // the stream says one follows.
+  const stream = (req as { stream?: { endAfterHeaders: boolean } }).stream;
+  return stream !== undefined && !stream.endAfterHeaders;
 }
 
 /**

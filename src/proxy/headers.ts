@@ -25,6 +25,8 @@ const HOP_BY_HOP = new Set([
 export interface Forwarding {
   /** The whole Via element this gateway adds, `1.1 <pseudonym>`. */
   readonly via: string;
+  /** The element for a request received over HTTP/2, `2 <pseudonym>` (RFC 9110 §7.6.3; issue 14). */
+  readonly viaHttp2: string;
   /** Lower-case pseudonym, to recognise our own entries in a request's Via. */
   readonly pseudonym: string;
   /** A request already carrying this many of our Via entries is refused (508); 0 = never. */
@@ -35,6 +37,7 @@ export interface Forwarding {
 
 export const DEFAULT_FORWARDING: Forwarding = Object.freeze({
   via: '1.1 manifold',
+  viaHttp2: '2 manifold',
   pseudonym: 'manifold',
   loopLimit: 2,
   forwarded: false,
@@ -45,6 +48,7 @@ export const VIA = DEFAULT_FORWARDING.via;
 export function compileForwarding(cfg: { via: string; loop_limit: number; forwarded: boolean }): Forwarding {
   return Object.freeze({
     via: `1.1 ${cfg.via}`,
+    viaHttp2: `2 ${cfg.via}`,
     pseudonym: cfg.via.toLowerCase(),
     loopLimit: cfg.loop_limit,
     forwarded: cfg.forwarded,
@@ -131,7 +135,8 @@ export interface ForwardedInfo {
    * pass as they came.
    */
   trace?: TraceContext | null;
-  /** For upgrade requests: keep `Upgrade`/`Connection: upgrade` (undici sets them itself). */
+  /** The request came over HTTP/2: its Via element says `2` (issue 14). */
+  http2?: boolean;
   /** The `forwarding` settings (Via pseudonym, Forwarded output); default DEFAULT_FORWARDING. */
   forwarding?: Forwarding;
 }
@@ -150,6 +155,9 @@ export function outboundRequestHeaders(raw: readonly string[], info: ForwardedIn
   let teTrailers = false;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i];
+    // HTTP/2 pseudo-headers (`:path`, `:authority`) never go to a target (issue 14); the
+    // listener maps `:authority` to Host.
+    if (name.charCodeAt(0) === 58) continue;
     const lower = name.toLowerCase();
     if (isHopByHop(lower, tokens)) {
       // TE is this hop's, but `trailers` in it says the client takes trailer fields: the gateway
@@ -189,13 +197,14 @@ export function outboundRequestHeaders(raw: readonly string[], info: ForwardedIn
   if (info.trace != null) out.push(TRACEPARENT, attemptTraceparent(info.trace));
   if (info.hostOverride !== undefined && info.host === '') out.push('host', info.hostOverride);
   const forwarding = info.forwarding ?? DEFAULT_FORWARDING;
+  const ownVia = info.http2 === true ? forwarding.viaHttp2 : forwarding.via;
   out.push(
     'x-forwarded-for',
     xff ? `${xff}, ${info.clientIp}` : info.clientIp,
     'x-forwarded-proto',
     info.proto,
     'via',
-    via ? `${via}, ${forwarding.via}` : forwarding.via,
+    via ? `${via}, ${ownVia}` : ownVia,
     'x-request-id',
     info.requestId,
   );

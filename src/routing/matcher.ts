@@ -8,6 +8,8 @@ export interface MatchConfig {
   path?: string;
   methods?: string[];
   headers?: Record<string, string | string[]>;
+  /** Listener name(s) the request came in on (issue 14). */
+  listener?: string | string[];
 }
 
 /** What a matcher reads from a request: already split and lower-cased by the pipeline. */
@@ -18,6 +20,8 @@ export interface MatchInput {
   /** Path without the query string. */
   path: string;
   headers: Record<string, string | string[] | undefined>;
+  /** Name of the listener the request came in on. */
+  listener: string;
 }
 
 export type Matcher = (input: MatchInput) => boolean;
@@ -72,6 +76,10 @@ export function compileMatch(match: MatchConfig): Matcher {
   if (match.methods) {
     const methods = new Set(match.methods);
     checks.push((i) => methods.has(i.method));
+  }
+  if (match.listener !== undefined) {
+    const names = new Set(Array.isArray(match.listener) ? match.listener : [match.listener]);
+    checks.push((i) => names.has(i.listener));
   }
   if (match.host !== undefined) {
     const host = hostMatcher(Array.isArray(match.host) ? match.host : [match.host]);

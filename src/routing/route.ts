@@ -15,6 +15,8 @@ export interface Route<A extends RouteActionBase = RouteActionBase> {
   id: string;
   index: number;
   matches: Matcher;
+  /** The listeners `match.listener` names; null = any (a redirect listener serves only named routes). */
+  listeners: ReadonlySet<string> | null;
   action: A;
   /** 0 = no overall deadline. */
   timeoutMs: number;

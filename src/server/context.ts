@@ -6,10 +6,38 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { CompiledRoute } from '../config/compile.ts';
+import { DEFAULT_LISTENER } from '../config/listeners.ts';
 import { performance } from 'node:perf_hooks';
 import { Deadline } from '../deadline.ts';
 import { type TraceContext, type TracingConfig, traceOf } from '../observability/trace.ts';
 import type { AttemptRecord } from '../strategy/types.ts';
+
+/** The listener a request came in on (issue 14), as the pipeline needs it. */
+export interface ListenerInfo {
+  /** `listeners[].name` (`default` for the `listen` shorthand), for `match.listener`. */
+  readonly name: string;
+  /** What `x-forwarded-proto` and `Forwarded: proto=` say: `https` on a TLS listener. */
+  readonly proto: 'http' | 'https';
+  /** `redirect_https`: answer with a redirect instead of routing; null = route. */
+  readonly redirect: { readonly status: number; readonly port: number } | null;
+}
+
+export const DEFAULT_LISTENER_INFO: ListenerInfo = Object.freeze({ name: DEFAULT_LISTENER, proto: 'http', redirect: null });
+
+/**
+ * Requests → their listener, set by the listener before admission. A WeakMap rather than a
+ * property on the request: HTTP/1.1 IncomingMessage and HTTP/2 compat requests alike, and
+ * nothing a client sends can name it.
+ */
+const listenerOfRequest = new WeakMap<object, ListenerInfo>();
+
+export function tagListener(req: object, info: ListenerInfo): void {
+  listenerOfRequest.set(req, info);
+}
+
+export function listenerOf(req: object): ListenerInfo {
+  return listenerOfRequest.get(req) ?? DEFAULT_LISTENER_INFO;
+}
 
 const VALID_REQUEST_ID = /^[\w\-.:@+=/]{1,128}$/;
 
@@ -28,9 +56,12 @@ export class RequestContext {
   readonly trace: TraceContext | null;
   /** The request's one deadline (client close ∪ route timeout ∪ batch deadline). */
   readonly deadline = new Deadline();
+  /** The listener it came in on (issue 14). */
+  readonly listener: ListenerInfo;
 
   constructor(req: IncomingMessage, now: number, tracing: Readonly<TracingConfig> | null) {
     this.id = requestIdOf(req);
+    this.listener = listenerOf(req);
     this.startedAt = now;
     this.trace = tracing === null ? null : traceOf(req.headers.traceparent, tracing.sampled);
   }

@@ -9,6 +9,7 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { performance } from 'node:perf_hooks';
 import type { Config } from '../config/schema.ts';
 import { parseDuration, parseSize } from '../lib/units.ts';
@@ -78,6 +79,9 @@ export function hostProblem(req: IncomingMessage): GatewayError | null {
 export function requestProblem(req: IncomingMessage): GatewayError | null {
   const major = req.httpVersionMajor;
   if (major === 1) return hostProblem(req);
+  // A real HTTP/2 request (issue 14: node:http2's compat request has a stream), its
+  // `:authority` already mapped to Host (http2.ts), which it may lack.
+  if (major === 2 && (req as { stream?: unknown }).stream !== undefined) return hostProblem(req);
   return major === 0
     ? new GatewayError('BAD_REQUEST', `HTTP/${req.httpVersion} requests are not supported`)
     : new GatewayError('HTTP_VERSION_NOT_SUPPORTED', `HTTP/${req.httpVersion} is not spoken on this HTTP/1.1 listener`);
@@ -126,7 +130,7 @@ function lingerAfter(req: IncomingMessage, res: ServerResponse): void {
  * 413, 429, a `respond` route) goes out alone, and node:http then closes the connection. A
  * client that did not wait (its body is already here) needs no 100.
  */
-function continueOnRead(req: IncomingMessage, res: ServerResponse): void {
+export function continueOnRead(req: IncomingMessage, res: ServerResponse): void {
   const read = req._read;
   req._read = (size: number) => {
     req._read = read;
@@ -135,16 +139,39 @@ function continueOnRead(req: IncomingMessage, res: ServerResponse): void {
   };
 }
 
-export function createListener(config: Config, pipeline: Pipeline, log: Logger): Server {
+/** The admission in front of the pipeline, one per worker, shared by every listener (issue 14). */
+export function admissionFor(config: Config, pipeline: Pipeline): (req: IncomingMessage, res: ServerResponse) => void {
   const l = config.limits;
-  const headersTimeout = parseDuration(l.headers_timeout);
-  const admit = new Admission(pipeline.handle, {
+  return new Admission(pipeline.handle, {
     maxInflightPerClient: l.max_inflight_per_client,
     writeIdleMs: parseDuration(l.write_idle_timeout),
     bodyIdleMs: parseDuration(l.body_idle_timeout),
     onRefused: pipeline.refused,
   }).handle;
+}
+
+/** What a listener does to each request before anything reads it (issue 14: listeners.ts). */
+export interface Entry {
+  admit: (req: IncomingMessage, res: ServerResponse) => void;
+  /** Tags the request with its listener; sets or strips the client-certificate subject header. */
+  prepare: (req: IncomingMessage) => void;
+}
+
+/**
+ * The HTTP/1.1 server of a listener. A plain listener binds it itself; a TLS or h2c one feeds
+ * it the connections that speak HTTP/1.1 (listeners.ts).
+ */
+export function createListener(
+  config: Config,
+  pipeline: Pipeline,
+  log: Logger,
+  entry: Entry = { admit: admissionFor(config, pipeline), prepare: () => {} },
+): Server {
+  const l = config.limits;
+  const headersTimeout = parseDuration(l.headers_timeout);
+  const { admit, prepare } = entry;
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    prepare(req);
     if (hasBody(req)) {
       // RFC 9112 §6.1: HTTP/1.0 with Transfer-Encoding has faulty framing; it is answered,
       // then the connection is closed.
@@ -172,6 +199,7 @@ export function createListener(config: Config, pipeline: Pipeline, log: Logger):
     onRequest(req, res);
   });
   server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+    prepare(req);
     const startedAt = performance.now();
     if (hasBody(req)) lingerAfter(req, res);
     const err = new GatewayError('EXPECTATION_FAILED', 'only Expect: 100-continue is supported');
@@ -180,7 +208,12 @@ export function createListener(config: Config, pipeline: Pipeline, log: Logger):
     pipeline.refused(req, err, id, startedAt);
   });
   server.maxRequestsPerSocket = l.max_requests_per_socket;
-  server.on('upgrade', pipeline.upgrade);
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    prepare(req);
+    pipeline.upgrade(req, socket, head);
+  });
+  // Tags CONNECT requests with their listener before the hook below sees them.
+  server.prependListener('connect', prepare);
   // Issue 12: without a 'connect' listener node:http destroys the socket and the client gets
   // zero bytes. Issue 17: a connect route tunnels; no connect route taking it is a JSON 405.
   server.on('connect', pipeline.connect);

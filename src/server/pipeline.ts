@@ -45,9 +45,9 @@ import { isIdempotent, runStrategy, runUpgrade } from '../strategy/index.ts';
 import { EXHAUSTED_CODE, unlessExhausted } from '../strategy/exhausted.ts';
 import { prepareBody } from '../strategy/replay.ts';
 import type { AttemptRecord } from '../strategy/types.ts';
-import { RequestContext, requestIdOf } from './context.ts';
+import { listenerOf, RequestContext, requestIdOf } from './context.ts';
 import { requestProblem } from './listener.ts';
-import { sendError, sendErrorOnSocket, sendJson, sendStatic } from './respond.ts';
+import { isHttp2, sendError, sendErrorOnSocket, sendJson, sendStatic } from './respond.ts';
 import type { Snapshot } from './snapshot.ts';
 
 /** Dot segments (also percent-encoded) would let a path escape the prefix a route matched. */
@@ -128,7 +128,6 @@ class ResponseSink implements BodySink {
 
 export interface PipelineOptions {
   logger: Logger;
-  proto?: 'http' | 'https';
   forward?: Forward;
   /** Stores the requests of `defer` routes (issue 6); without it they get 503. */
   acceptor?: Acceptor;
@@ -140,7 +139,6 @@ export class Pipeline {
   #snapshot: Snapshot;
   readonly #log: Logger;
   readonly #access: AccessLog;
-  readonly #proto: 'http' | 'https';
   readonly #forward: Forward;
   readonly #acceptor: Acceptor | undefined;
   readonly #metrics: Metrics | null;
@@ -156,7 +154,6 @@ export class Pipeline {
     this.#snapshot = snapshot;
     this.#log = options.logger;
     this.#access = new AccessLog(options.logger);
-    this.#proto = options.proto ?? 'http';
     this.#forward = options.forward ?? baseForward;
     this.#acceptor = options.acceptor;
     this.#metrics = options.metrics ?? null;
@@ -205,7 +202,13 @@ export class Pipeline {
     res.once('close', () => this.#finish(req, res, ctx, snapshot, socket));
     if (this.#draining) res.shouldKeepAlive = false;
     try {
-      const route = findRoute(snapshot.routes, this.#matchInput(req));
+      const route = findRoute(snapshot.routes, this.#matchInput(req, ctx));
+      // Issue 14: a `redirect_https` listener answers with a redirect, except on the routes
+      // that name it (ACME http-01 challenges must be answered over plain HTTP).
+      if (ctx.listener.redirect !== null && route?.listeners == null) {
+        this.#redirect(req, res, ctx, ctx.listener.redirect);
+        return;
+      }
       if (route === undefined)
         throw new GatewayError(
           'ROUTE_NOT_FOUND',
@@ -255,7 +258,7 @@ export class Pipeline {
     }
   };
 
-  #matchInput(req: IncomingMessage): MatchInput {
+  #matchInput(req: IncomingMessage, ctx: RequestContext): MatchInput {
     // RFC 9112: HTTP/0.9 or 2.0 in the request line; no Host on HTTP/1.1, several, or an invalid one (listener.ts).
     const problem = requestProblem(req);
     if (problem !== null) throw problem;
@@ -264,7 +267,18 @@ export class Pipeline {
       host: hostOf(req.headers.host),
       path: requestPath(req.url ?? ''),
       headers: req.headers,
+      listener: ctx.listener.name,
     };
+  }
+
+  /** `redirect_https` (issue 14): the same host and path over https; the Host was checked (listener.ts). */
+  #redirect(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, to: { status: number; port: number }): void {
+    const host = hostOf(req.headers.host);
+    if (host === '') throw new GatewayError('BAD_REQUEST', 'a redirect to https needs a Host header');
+    const location = `https://${host}${to.port === 443 ? '' : `:${to.port}`}${req.url ?? '/'}`;
+    ctx.status = to.status;
+    res.writeHead(to.status, ['location', location, 'content-length', '0', 'x-request-id', ctx.id]);
+    res.end();
   }
 
   async #proxy(
@@ -345,7 +359,7 @@ export class Pipeline {
     ctx.target = result.target.id;
     const headers = downstreamResponseHeaders(result.rawHeaders, ctx.id, route.forwarding.via);
     if (action.targetHeader) headers.push('x-manifold-target', result.target.id);
-    if (this.#draining) headers.push('connection', 'close');
+    if (this.#draining && !isHttp2(res)) headers.push('connection', 'close');
     const sink = new ResponseSink(res, ctx, result.status, headers, (err) => this.#fail(res, ctx, err));
     signal.addEventListener('abort', () => result.abort(signal.reason as Error), { once: true });
     result.pipeTo(sink);
@@ -360,12 +374,13 @@ export class Pipeline {
         path: joinPath(target.spec.basePath, req.url ?? '/', action.stripPrefix),
         headers: outboundRequestHeaders(req.rawHeaders, {
           clientIp: clientAddress(req.socket.remoteAddress),
-          proto: this.#proto,
+          proto: ctx.listener.proto,
           host: req.headers.host ?? '',
           requestId: ctx.id,
           hostOverride: hostFor(action.host, target),
           trace: ctx.trace,
           forwarding: route.forwarding,
+          http2: req.httpVersionMajor === 2,
         }),
       };
       return this.#forward(target, attempt, s);
@@ -424,7 +439,7 @@ export class Pipeline {
   ): Promise<void> {
     if (this.#acceptor === undefined) throw new GatewayError('QUEUE_UNAVAILABLE', 'no queue in this process');
     const pool = snapshot.pools.get(spec.pool);
-    const accepted = await this.#acceptor.accept(req, ctx, route, spec, pool, this.#proto);
+    const accepted = await this.#acceptor.accept(req, ctx, route, spec, pool, ctx.listener.proto);
     this.#metrics?.accepted(
       route.id,
       accepted.duplicate ? 'duplicate' : accepted.direct ? 'direct' : 'queued',
@@ -545,11 +560,13 @@ export class Pipeline {
     // The downstream leaving ends the request's one deadline (issue 11), as #finish does for answers.
     socket.once('close', () => ctx.deadline.closed(false));
     try {
-      const route = findRoute(snapshot.routes, this.#matchInput(req));
+      const route = findRoute(snapshot.routes, this.#matchInput(req, ctx));
       if (route === undefined) throw new GatewayError('ROUTE_NOT_FOUND');
       ctx.route = route;
       if (route.action.kind !== 'proxy')
         throw new GatewayError('BAD_REQUEST', 'this route does not accept upgrades');
+      if (ctx.listener.redirect !== null && route.listeners === null)
+        throw new GatewayError('BAD_REQUEST', 'this listener redirects to https: upgrade there');
       checkLoop(req.rawHeaders, route.forwarding);
       const action = route.action;
       this.#upgrade(req, socket, head, ctx, route, action, snapshot);
@@ -582,7 +599,13 @@ export class Pipeline {
         const problem = requestProblem(req);
         if (problem !== null) throw problem;
         authority = parseAuthority(req.url ?? '');
-        const input: MatchInput = { method: 'CONNECT', host: authority.matchHost, path: '', headers: req.headers };
+        const input: MatchInput = {
+          method: 'CONNECT',
+          host: authority.matchHost,
+          path: '',
+          headers: req.headers,
+          listener: listenerOf(req).name,
+        };
         route = routes.find((r) => r.action.kind === 'connect' && r.matches(input));
       } catch (err) {
         refusal = isGatewayError(err) ? err : new GatewayError('BAD_REQUEST', undefined, { cause: err });

@@ -10,6 +10,15 @@ import { errorBody, type GatewayError, grpcStatusOf } from '../errors.ts';
 /** The raw-socket half of the renderer lives beside the error catalog, for the layers below server/. */
 export { sendErrorOnSocket } from '../errors.ts';
 
+/**
+ * An HTTP/2 answer (node:http2's compat response has a `stream`): connection-specific headers
+ * such as `Connection: close` are forbidden there (RFC 9113 §8.2.2; node throws), and a
+ * connection is closed with GOAWAY by the listener instead (issue 14).
+ */
+export function isHttp2(res: object): boolean {
+  return (res as { stream?: unknown }).stream !== undefined;
+}
+
 /** A whole JSON answer with its length, request id and any `extra` headers; returns its size. */
 export function sendJson(
   res: ServerResponse,
@@ -22,7 +31,7 @@ export function sendJson(
   const body = typeof json === 'string' ? Buffer.from(json) : json;
   const headers = ['content-type', 'application/json', 'content-length', String(body.length), ...extra];
   headers.push('x-request-id', requestId);
-  if (close) headers.push('connection', 'close');
+  if (close && !isHttp2(res)) headers.push('connection', 'close');
   res.writeHead(status, headers);
   res.end(body);
   return body.length;
@@ -44,7 +53,7 @@ export function sendStatic(
   const headers = status === 204 || status === 304 ? [...extra] : ['content-length', String(body.length), ...extra];
   if (body.length > 0) headers.push('content-type', 'text/plain; charset=utf-8');
   headers.push('x-request-id', requestId);
-  if (close) headers.push('connection', 'close');
+  if (close && !isHttp2(res)) headers.push('connection', 'close');
   res.writeHead(status, headers);
   res.end(body);
   return body.length;

@@ -113,19 +113,27 @@ export class LogCapture extends Writable {
 export interface Gateway {
   runtime: Runtime;
   url: string;
+  /** The first listener's port. */
   port: number;
+  /** Every listener's port by name (issue 14). */
+  ports: Readonly<Record<string, number>>;
   logs: LogCapture;
   close(): Promise<void>;
 }
 
-/** Starts the data plane in this process from YAML text (listen port forced to 0). */
+/**
+ * Starts the data plane in this process from YAML text (listen port forced to 0; a YAML with
+ * `listeners:` names its own, port 0 and 127.0.0.1 in tests).
+ */
 export async function startGateway(yaml: string, env: NodeJS.ProcessEnv = {}): Promise<Gateway> {
   const { config } = loadConfigText(yaml, 'test.yaml', {
     env,
-    overrides: [
-      { path: ['listen', 'port'], value: 0, source: 'test' },
-      { path: ['listen', 'host'], value: '127.0.0.1', source: 'test' },
-    ],
+    overrides: /^listeners:/m.test(yaml)
+      ? []
+      : [
+          { path: ['listen', 'port'], value: 0, source: 'test' },
+          { path: ['listen', 'host'], value: '127.0.0.1', source: 'test' },
+        ],
   });
   const logs = new LogCapture();
   const runtime = await startRuntime(config, createLogger(config.log.level, logs));
@@ -133,6 +141,7 @@ export async function startGateway(yaml: string, env: NodeJS.ProcessEnv = {}): P
     runtime,
     logs,
     port: runtime.port,
+    ports: runtime.ports,
     url: `http://127.0.0.1:${runtime.port}`,
     // No accept grace: a test's idle keep-alive connections would only make every close wait.
     close: () => runtime.close(1000, 0),
