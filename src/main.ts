@@ -4,12 +4,14 @@
  */
 import { closeSync, openSync } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { startAdmin } from './admin/app.ts';
 import { startMetricsServer } from './admin/metrics-server.ts';
 import { type DataPlane, localPlane, Manager } from './cluster/manager.ts';
 import { startPrimary } from './cluster/primary.ts';
+import { ClusterStore } from './cluster/store.ts';
+import { compileCluster, instanceId } from './config/cluster.ts';
 import { startRuntime } from './cluster/runtime.ts';
 import { loadAsyncproxy } from './compat/asyncproxy.ts';
 import {
@@ -311,6 +313,26 @@ async function run(loaded: LoadedConfig, opts: RunOptions, reread: () => LoadedC
     },
   });
   await manager.restore();
+  // Issue 16: with `cluster.store`, the shared overlay is served from the first request on
+  // (or, PostgreSQL away, the file's config until it returns).
+  const clusterSpec = compileCluster(loaded.config, []);
+  let adminAddress: string | null = null;
+  const store =
+    clusterSpec === null
+      ? null
+      : new ClusterStore({
+          spec: clusterSpec,
+          id: instanceId(clusterSpec, loaded.config),
+          host: hostname(),
+          log,
+          onChange: (stored) => manager.adopt(stored),
+          report: async () => {
+            const r = await manager.report();
+            r.report.admin = adminAddress;
+            return r;
+          },
+        });
+  if (store !== null) await manager.join(store);
   const config = manager.config;
   let shutdown: () => Promise<void>;
   let plane: DataPlane;
@@ -354,6 +376,7 @@ async function run(loaded: LoadedConfig, opts: RunOptions, reread: () => LoadedC
         return null;
       })
     : null;
+  if (admin !== null) adminAddress = `${config.admin.host}:${admin.port}`;
   // Scrapers without the admin token get their own port; like the admin API, a port that is
   // taken is logged and the gateway serves on.
   const metricsServer =
@@ -371,6 +394,7 @@ async function run(loaded: LoadedConfig, opts: RunOptions, reread: () => LoadedC
   // up until the drain is over, so `GET /ready` answers 503 to load balancers meanwhile.
   shutdown = async () => {
     await metricsServer?.close();
+    await store?.close();
     await manager.close();
     await stopData();
     await admin?.close();

@@ -14,6 +14,7 @@ import type { Queue } from '../defer/queue.ts';
 import { errorBody, GatewayError, isGatewayError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import { COOKIE_PATH, CSRF_SAFE, credential, DASHBOARD_HEADER, hostAllowed, originAllowed } from './auth.ts';
+import { clusterRoutes } from './routes/cluster.ts';
 import { configRoutes } from './routes/config.ts';
 import { liveRoutes } from './routes/live.ts';
 import { metricsRoutes } from './routes/metrics.ts';
@@ -137,6 +138,7 @@ export function buildAdmin(manager: Manager, log: Logger, options: AdminOptions 
   app.register(serverRoutes(manager));
   app.register(statsRoutes(manager));
   app.register(configRoutes(manager));
+  app.register(clusterRoutes(manager));
   app.register(queueRoutes(options.queue ?? (() => null)));
   app.register(metricsRoutes(manager));
   app.register(readyRoutes({ queue: options.queue ?? (() => null), draining: options.draining ?? (() => false) }));
