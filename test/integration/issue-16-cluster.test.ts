@@ -1,0 +1,271 @@
+/**
+ * Issue 16 items 1, 2 and 5: three real gateway processes (`--workers 0`) on one PostgreSQL
+ * schema, reached through a TCP proxy the test can cut.
+ *
+ * - a target added, drained, enabled and removed through A's admin API changes what B and C
+ *   send within a second (seen at the real targets);
+ * - `GET /cluster` on any of them lists all three; C killed with SIGKILL is listed as gone,
+ *   A and B serve on;
+ * - the proxy stops forwarding: A and B serve with their last pool, admin writes and
+ *   `GET /cluster` answer 503 CLUSTER_UNAVAILABLE; it forwards again: writes are accepted and
+ *   the other instance catches up; each transition is logged once per instance.
+ */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer, type Socket, connect } from 'node:net';
+import { describe, test } from 'node:test';
+import { type Cli, cliPort, scratch, spawnCli, startUpstream, until, type Upstream } from '../helpers/index.ts';
+import { send } from '../helpers/http.ts';
+import { dropSchema, newSchemaName, PG_URL } from '../helpers/pg.ts';
+
+const { configFile } = scratch('manifold-cluster-');
+
+/** A TCP proxy in front of PostgreSQL that can stop forwarding (drop every socket, refuse new). */
+async function startPgProxy() {
+  const pgUrl = new URL(PG_URL);
+  const sockets = new Set<Socket>();
+  let forwarding = true;
+  const server = createServer((down) => {
+    if (!forwarding) {
+      down.destroy();
+      return;
+    }
+    const up = connect(Number(pgUrl.port || 5432), pgUrl.hostname);
+    sockets.add(down);
+    sockets.add(up);
+    const end = () => {
+      down.destroy();
+      up.destroy();
+      sockets.delete(down);
+      sockets.delete(up);
+    };
+    down.on('error', end).on('close', end);
+    up.on('error', end).on('close', end);
+    down.pipe(up).pipe(down);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as { port: number }).port;
+  const url = new URL(PG_URL);
+  url.hostname = '127.0.0.1';
+  url.port = String(port);
+  return {
+    url: url.toString(),
+    stop() {
+      forwarding = false;
+      for (const s of sockets) s.destroy();
+      sockets.clear();
+    },
+    resume() {
+      forwarding = true;
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** A target that answers its own name. */
+const namedTarget = (name: string) => startUpstream((_req, res) => res.end(name));
+
+interface Instance {
+  name: string;
+  cli: Cli;
+  port: number;
+  admin: string;
+}
+
+function yaml(pgUrl: string, schema: string, target: string): string {
+  return `
+listen: { host: 127.0.0.1, port: 0 }
+workers: 0
+admin: { host: 127.0.0.1, port: 0 }
+log: { level: info, access: false }
+cluster: { store: postgres, url: "${pgUrl}", schema: ${schema}, heartbeat: 200ms, gone_after: 2s }
+pools: { default: { targets: [${target}] } }
+routes:
+  - match: {}
+    proxy: { pool: default }
+`;
+}
+
+async function startInstance(name: string, file: string, clis: Cli[]): Promise<Instance> {
+  const cli = spawnCli(['--config', file, '--workers', '0']);
+  clis.push(cli);
+  const port = await cliPort(cli);
+  const line = await until(
+    () => cli.logs().find((l) => l.msg === 'admin API listening'),
+    `${name}'s admin API`,
+    20_000,
+  );
+  return { name, cli, port, admin: `http://127.0.0.1:${line.port}` };
+}
+
+/** Which target answered a request sent through `i`. */
+async function via(i: Instance): Promise<string> {
+  const r = await send(`http://127.0.0.1:${i.port}/`);
+  assert.equal(r.status, 200, `${i.name}: ${r.text}`);
+  return r.text;
+}
+
+/** Polls until `n` answers in a row through `i` satisfy `ok`, within `ms`. */
+async function settles(i: Instance, ok: (target: string) => boolean, what: string, ms: number): Promise<void> {
+  let streak = 0;
+  await until(
+    async () => {
+      streak = ok(await via(i)) ? streak + 1 : 0;
+      return streak >= 6;
+    },
+    `${i.name}: ${what}`,
+    ms,
+  );
+}
+
+function admin(i: Instance, method: string, path: string, body?: unknown) {
+  return send(`${i.admin}${path}`, {
+    method,
+    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+}
+
+describe('issue 16: several gateways, one control plane', { timeout: 120_000 }, () => {
+  test('admin changes reach every instance, the registry sees a kill -9, PostgreSQL away and back', async (t) => {
+    const schema = newSchemaName('cluster');
+    const proxy = await startPgProxy();
+    const t1: Upstream = await namedTarget('t1');
+    const t2: Upstream = await namedTarget('t2');
+    const clis: Cli[] = [];
+    t.after(async () => {
+      for (const c of clis) c.kill('SIGKILL');
+      await Promise.all(clis.map((c) => c.exited));
+      await proxy.close();
+      await Promise.all([t1.close(), t2.close()]);
+      await dropSchema(schema);
+    });
+    const file = configFile(yaml(proxy.url, schema, t1.url));
+    // Started together: the schema is created once under the advisory lock.
+    const [a, b, c] = await Promise.all(['A', 'B', 'C'].map((n) => startInstance(n, file, clis)));
+
+    // ---- GET /cluster lists all three, on any of them
+    for (const i of [a, b, c]) {
+      const listing = await until(
+        async () => {
+          const r = await admin(i, 'GET', '/cluster');
+          const body = r.json<{ instances: Array<{ id: string; state: string; pid: number; self: boolean }> }>();
+          return r.status === 200 && body.instances.filter((x) => x.state === 'up').length === 3 ? body : null;
+        },
+        `${i.name} to list three instances`,
+        10_000,
+      );
+      const pids = listing.instances.map((x) => x.pid).sort();
+      assert.deepEqual(pids, [a, b, c].map((x) => x.cli.child.pid).sort());
+      assert.equal(listing.instances.find((x) => x.self)?.pid, i.cli.child.pid);
+    }
+    for (const i of [b, c]) assert.equal(await via(i), 't1');
+
+    // ---- added through A: B and C send to it within a second
+    let r = await admin(a, 'POST', '/pools/default/targets', { url: t2.url, id: 't2' });
+    assert.equal(r.status, 201, r.text);
+    for (const i of [b, c]) {
+      const before = t2.requests.length;
+      await until(async () => (await via(i)) === 't2' && t2.requests.length > before, `${i.name} to use t2`, 1000);
+    }
+
+    // ---- t1 drained through A: B and C send only to t2
+    const t1Id = `127.0.0.1:${t1.port}`;
+    r = await admin(a, 'PATCH', `/pools/default/targets/${t1Id}`, { drain: true });
+    assert.equal(r.status, 200, r.text);
+    await Promise.all([b, c].map((i) => settles(i, (x) => x === 't2', 'only t2 after the drain', 1000)));
+
+    // ---- t1 enabled, t2 removed through A: B and C send only to t1
+    r = await admin(a, 'PATCH', `/pools/default/targets/${t1Id}`, { drain: false });
+    assert.equal(r.status, 200, r.text);
+    r = await admin(a, 'DELETE', '/pools/default/targets/t2');
+    assert.ok(r.status === 200 || r.status === 202, r.text);
+    await Promise.all([b, c].map((i) => settles(i, (x) => x === 't1', 'only t1 after the removal', 1000)));
+    const pools = (await admin(b, 'GET', '/pools/default')).json<{ pool: { targets: Array<{ id: string }> } }>();
+    assert.deepEqual(
+      pools.pool.targets.map((x) => x.id),
+      [t1Id],
+    );
+
+    // ---- C killed with SIGKILL: listed as gone; A and B serve on
+    c.cli.kill('SIGKILL');
+    await c.cli.exited;
+    await until(
+      async () => {
+        const list = (await admin(a, 'GET', '/cluster')).json<{ instances: Array<{ pid: number; state: string }> }>();
+        return list.instances.find((x) => x.pid === c.cli.child.pid)?.state === 'gone';
+      },
+      'C to be listed as gone',
+      10_000,
+    );
+    const states = (await admin(b, 'GET', '/cluster'))
+      .json<{ instances: Array<{ pid: number; state: string }> }>()
+      .instances.map((x) => [x.pid, x.state]);
+    assert.deepEqual(
+      new Map(states as Array<[number, string]>),
+      new Map([
+        [a.cli.child.pid, 'up'],
+        [b.cli.child.pid, 'up'],
+        [c.cli.child.pid, 'gone'],
+      ]),
+    );
+    for (const i of [a, b]) assert.equal(await via(i), 't1');
+
+    // ---- PostgreSQL away: serving on with the last pool, admin writes 503
+    proxy.stop();
+    for (const i of [a, b]) {
+      const refused = await until(
+        async () => {
+          const res = await admin(i, 'POST', '/pools/default/targets', { url: t2.url, id: 't2' });
+          return res.status === 503 ? res : null;
+        },
+        `${i.name} to refuse writes`,
+        10_000,
+      );
+      const body = refused.json<{ error: { code: string; message: string } }>();
+      assert.equal(body.error.code, 'CLUSTER_UNAVAILABLE');
+      assert.match(body.error.message, /PostgreSQL/);
+      assert.equal((await admin(i, 'GET', '/cluster')).status, 503);
+      // Reads of this instance's own view still answer.
+      assert.equal((await admin(i, 'GET', '/pools')).status, 200);
+    }
+    // A few heartbeats fail meanwhile; traffic is untouched.
+    const outage = Date.now();
+    while (Date.now() - outage < 1000) for (const i of [a, b]) assert.equal(await via(i), 't1');
+    assert.equal(
+      (await admin(a, 'PATCH', `/pools/default/targets/${t1Id}`, { weight: 3 })).status,
+      503,
+      'a second write is refused too',
+    );
+
+    // ---- PostgreSQL back: writes accepted again, the other instance catches up
+    proxy.resume();
+    await until(
+      async () => (await admin(a, 'POST', '/pools/default/targets', { url: t2.url, id: 't2' })).status === 201,
+      'A to accept writes again',
+      10_000,
+    );
+    await until(async () => (await via(b)) === 't2', 'B to catch up with the target added after the outage', 10_000);
+    await until(async () => (await admin(b, 'GET', '/cluster')).status === 200, 'B to list the cluster again', 10_000);
+
+    // Each transition logged once per instance, not once per failed heartbeat.
+    for (const i of [a, b]) {
+      const msgs = i.cli.logs().map((l) => String(l.msg));
+      assert.equal(msgs.filter((m) => m.startsWith('cluster store unreachable')).length, 1, `${i.name}: ${msgs}`);
+      await until(
+        () => i.cli.logs().some((l) => String(l.msg).startsWith('cluster store reachable again')),
+        `${i.name} to log the store's return`,
+        10_000,
+      );
+      assert.equal(
+        i.cli.logs().filter((l) => String(l.msg).startsWith('cluster store reachable again')).length,
+        1,
+      );
+    }
+  });
+});
