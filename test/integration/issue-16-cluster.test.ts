@@ -165,6 +165,15 @@ describe('issue 16: several gateways, one control plane', { timeout: 120_000 }, 
       assert.equal(listing.instances.find((x) => x.self)?.pid, i.cli.child.pid);
     }
     for (const i of [b, c]) assert.equal(await via(i), 't1');
+    // The dashboard's data carries the same list (the page renders it as the Cluster panel).
+    const live = (await admin(a, 'GET', '/dashboard/data')).json<{
+      cluster: { store: { available: boolean }; instances: Array<{ state: string }> };
+    }>();
+    assert.equal(live.cluster.store.available, true);
+    assert.deepEqual(
+      live.cluster.instances.map((x) => x.state),
+      ['up', 'up', 'up'],
+    );
 
     // ---- added through A: B and C send to it within a second
     let r = await admin(a, 'POST', '/pools/default/targets', { url: t2.url, id: 't2' });
@@ -231,8 +240,11 @@ describe('issue 16: several gateways, one control plane', { timeout: 120_000 }, 
       assert.equal(body.error.code, 'CLUSTER_UNAVAILABLE');
       assert.match(body.error.message, /PostgreSQL/);
       assert.equal((await admin(i, 'GET', '/cluster')).status, 503);
-      // Reads of this instance's own view still answer.
+      // Reads of this instance's own view still answer; the dashboard says the store is away.
       assert.equal((await admin(i, 'GET', '/pools')).status, 200);
+      const data = await admin(i, 'GET', '/dashboard/data');
+      assert.equal(data.status, 200);
+      assert.equal(data.json<{ cluster: { store: { available: boolean } } }>().cluster.store.available, false);
     }
     // A few heartbeats fail meanwhile; traffic is untouched.
     const outage = Date.now();

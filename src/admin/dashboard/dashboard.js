@@ -380,6 +380,43 @@ function renderQueue(queue) {
   );
 }
 
+const CLUSTER_COLUMNS = [
+  ['id', 'key'],
+  ['host'],
+  ['pid', 'num'],
+  ['state'],
+  ['version', 'num'],
+  ['seen'],
+  ['requests', 'num'],
+];
+
+/** Issue 16: the instance registry; the panel stays hidden while `cluster.store` is off. */
+function renderCluster(cluster) {
+  const panel = byId('cluster-panel');
+  panel.hidden = cluster === null || cluster === undefined;
+  if (panel.hidden) return;
+  const instances = cluster.instances ?? [];
+  showEmpty(panel, !cluster.store?.available);
+  sync(
+    panel.querySelector('tbody'),
+    instances,
+    (i) => i.id,
+    () => row(CLUSTER_COLUMNS),
+    (tr, i) => {
+      setText(cell(tr, 'id'), i.self ? `${i.id} (this one)` : i.id);
+      setText(cell(tr, 'host'), i.host);
+      setText(cell(tr, 'pid'), i.pid);
+      const state = cell(tr, 'state');
+      if (!state.firstChild) state.append(el('span'));
+      badge(state.firstChild, i.state === 'up' ? 'ok' : 'bad', i.state);
+      setText(cell(tr, 'version'), `v${i.overlay_version}`);
+      setText(cell(tr, 'seen'), ago(i.age_ms));
+      const d = i.stats?.downstream;
+      setText(cell(tr, 'requests'), d ? int(d.success + d.failed) : DASH);
+    },
+  );
+}
+
 function render(data) {
   const m = data.manifold ?? {};
   setText(byId('version'), m.version ?? DASH);
@@ -387,6 +424,7 @@ function render(data) {
   setText(byId('workers'), m.workers ?? DASH);
   renderRoutes(data.routes ?? []);
   renderPools(data.pools ?? []);
+  renderCluster(data.cluster);
   renderQueue(data.queue);
 }
 

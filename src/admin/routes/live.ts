@@ -11,6 +11,7 @@ import type { Manager } from '../../cluster/manager.ts';
 import { emptyDepth, type Queue, type RouteDepth, sortByRoute } from '../../defer/queue.ts';
 import { DURATION_BUCKETS } from '../../observability/metrics.ts';
 import { VERSION } from '../../version.ts';
+import { clusterView } from './cluster.ts';
 
 export interface RouteLive {
   id: string;
@@ -63,7 +64,8 @@ export function routeCounters(
 export const liveRoutes = (manager: Manager, queue: () => Queue | null) => async (app: FastifyInstance) => {
   app.get('/dashboard/data', async () => {
     const routes = manager.compiled.routes;
-    const [registry, pools, depth] = await Promise.all([
+    const store = manager.store;
+    const [registry, pools, depth, cluster] = await Promise.all([
       manager.metrics(),
       manager.pools(),
       routes.some((r) => r.action.kind === 'defer')
@@ -71,6 +73,14 @@ export const liveRoutes = (manager: Manager, queue: () => Queue | null) => async
             ?.depth()
             .catch(() => null) ?? Promise.resolve(null))
         : Promise.resolve(null),
+      // Issue 16: the instance registry; with PostgreSQL away, an empty list that says so.
+      store === null
+        ? null
+        : clusterView(manager).catch(() => ({
+            store: { available: false, version: manager.storeVersion },
+            self: store.id,
+            instances: [],
+          })),
     ]);
     const counters = routeCounters(
       registry === null ? [] : ((await registry.getMetricsAsJSON()) as Json[]),
@@ -92,6 +102,7 @@ export const liveRoutes = (manager: Manager, queue: () => Queue | null) => async
         };
       }),
       pools,
+      cluster,
       queue:
         depth === null
           ? null
