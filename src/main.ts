@@ -7,6 +7,7 @@ import { type AddressInfo, createServer } from 'node:net';
 import { availableParallelism, hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { startAdmin } from './admin/app.ts';
+import { localFigures } from './admin/scope.ts';
 import { startMetricsServer } from './admin/metrics-server.ts';
 import { type DataPlane, localPlane, Manager } from './cluster/manager.ts';
 import { startPrimary } from './cluster/primary.ts';
@@ -316,6 +317,7 @@ async function run(loaded: LoadedConfig, opts: RunOptions, reread: () => LoadedC
   // Issue 16: with `cluster.store`, the shared overlay is served from the first request on
   // (or, PostgreSQL away, the file's config until it returns).
   const clusterSpec = compileCluster(loaded.config, []);
+  let queue: (() => Queue | null) | undefined;
   let adminAddress: string | null = null;
   const store =
     clusterSpec === null
@@ -326,17 +328,17 @@ async function run(loaded: LoadedConfig, opts: RunOptions, reread: () => LoadedC
           host: hostname(),
           log,
           onChange: (stored) => manager.adopt(stored),
-          report: async () => {
-            const r = await manager.report();
-            r.report.admin = adminAddress;
-            return r;
-          },
+          // Issue 16 item 3: the figures `?scope=cluster` sums, published with every heartbeat.
+          report: async () => ({
+            config_version: manager.version,
+            overlay_version: manager.storeVersion,
+            report: { ...(await localFigures(manager, () => queue?.() ?? null)), admin: adminAddress },
+          }),
         });
   if (store !== null) await manager.join(store);
   const config = manager.config;
   let shutdown: () => Promise<void>;
   let plane: DataPlane;
-  let queue: () => Queue | null;
   if (workers <= 1) {
     const runtime = await startRuntime(config, log, { metrics });
     log.info({ port: runtime.port, workers: 0, config: loaded.file }, 'manifold listening');

@@ -136,10 +136,10 @@ export function buildAdmin(manager: Manager, log: Logger, options: AdminOptions 
   app.get('/openapi.json', { schema: { hide: true } }, () => app.swagger());
   app.register(poolRoutes(manager));
   app.register(serverRoutes(manager));
-  app.register(statsRoutes(manager));
+  app.register(statsRoutes(manager, options.queue ?? (() => null)));
   app.register(configRoutes(manager));
   app.register(clusterRoutes(manager));
-  app.register(queueRoutes(options.queue ?? (() => null)));
+  app.register(queueRoutes(options.queue ?? (() => null), manager));
   app.register(metricsRoutes(manager));
   app.register(readyRoutes({ queue: options.queue ?? (() => null), draining: options.draining ?? (() => false) }));
   app.register(liveRoutes(manager, options.queue ?? (() => null)));

@@ -19,7 +19,7 @@ import type { Logger } from '../observability/logger.ts';
 import { aggregate, type Metrics, type MetricsSnapshot } from '../observability/metrics.ts';
 import type { Registry } from 'prom-client';
 import type { Runtime } from './runtime.ts';
-import { type ClusterStore, type InstanceReport, StaleOverlay, type StoredOverlay } from './store.ts';
+import { type ClusterStore, StaleOverlay, type StoredOverlay } from './store.ts';
 import { ActiveHealth } from '../upstream/health/active.ts';
 import { applyOverlay, change, emptyOverlay, findTarget, type Overlay } from './membership.ts';
 import type { DownTargets } from '../upstream/registry.ts';
@@ -582,15 +582,6 @@ export class Manager {
       }
     }
     return { downstream, upstream, workers: reports.length, config_version: this.#version };
-  }
-
-  /**
-   * What this instance publishes in its heartbeat row (issue 16): the versions it serves, its
-   * `/stats` totals and per-target counters, for `?scope=cluster` on any instance.
-   */
-  async report(): Promise<InstanceReport> {
-    const [stats, detail] = await Promise.all([this.stats(), this.statsDetail()]);
-    return { config_version: this.#version, overlay_version: this.#storeVersion, report: { stats, detail } };
   }
 
   /** `GET /stats/detail`: one entry per target, draining ones included. */

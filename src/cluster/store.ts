@@ -152,6 +152,7 @@ export class ClusterStore {
   #again = false;
   #closed = false;
   #lastForget = 0;
+  #lastReport: InstanceReport = { config_version: 0, overlay_version: 0, report: {} };
 
   constructor(options: ClusterStoreOptions) {
     this.#spec = options.spec;
@@ -306,7 +307,14 @@ export class ClusterStore {
     try {
       if (!this.#migrated) await this.#migrate();
       if (this.#listener === null) await this.#listen();
-      const r = await this.#report();
+      // A report that fails (a worker not answering) must not count as the store being away.
+      const r = await this.#report().then(
+        (report) => (this.#lastReport = report),
+        (err: Error) => {
+          this.#log.warn({ err: err.message }, 'cluster heartbeat: figures unavailable, the last ones are sent');
+          return this.#lastReport;
+        },
+      );
       const { rows } = await this.#pool.query<{ version: number }>(this.#sql.beat, [
         this.id,
         this.#host,

@@ -201,6 +201,35 @@ describe('issue 16: several gateways, one control plane', { timeout: 120_000 }, 
       [t1Id],
     );
 
+    // ---- item 3: ?scope=cluster sums what each instance publishes (no traffic now: it settles)
+    type Stats = { downstream: { success: number }; instances?: number; scope?: string };
+    const local = async (i: Instance) => (await admin(i, 'GET', '/stats')).json<Stats>().downstream.success;
+    await until(
+      async () => {
+        const sum = (await admin(a, 'GET', '/stats?scope=cluster')).json<Stats>();
+        const each = (await Promise.all([a, b, c].map(local))).reduce((x, y) => x + y, 0);
+        return sum.scope === 'cluster' && sum.instances === 3 && each > 0 && sum.downstream.success === each;
+      },
+      'the cluster /stats to be the sum of the three',
+      10_000,
+    );
+    type Detail = Array<{ id: string; requests: number }>;
+    const t1Requests = async (i: Instance, q = '') =>
+      (await admin(i, 'GET', `/stats/detail${q}`)).json<Detail>().find((x) => x.id === t1Id)?.requests ?? 0;
+    const perInstance = await Promise.all([a, b, c].map((i) => t1Requests(i)));
+    assert.equal(await t1Requests(b, '?scope=cluster'), perInstance.reduce((x, y) => x + y, 0));
+    assert.ok(perInstance[1] > 0 && perInstance[2] > 0, 'B and C sent to t1');
+    type Live = { scope: string; routes: Array<{ requests: number }> };
+    const liveSum = (await admin(c, 'GET', '/dashboard/data?scope=cluster')).json<Live>();
+    const liveEach = await Promise.all(
+      [a, b, c].map(async (i) => (await admin(i, 'GET', '/dashboard/data')).json<Live>().routes[0].requests),
+    );
+    assert.equal(liveSum.scope, 'cluster');
+    assert.equal(liveSum.routes[0].requests, liveEach.reduce((x, y) => x + y, 0));
+    const bad = await admin(a, 'GET', '/stats?scope=everywhere');
+    assert.equal(bad.status, 400);
+    assert.match(bad.json<{ error: { message: string } }>().error.message, /scope: must be one of instance, cluster/);
+
     // ---- C killed with SIGKILL: listed as gone; A and B serve on
     c.cli.kill('SIGKILL');
     await c.cli.exited;

@@ -6,11 +6,11 @@
  * its own window, so this stays stateless and any number of browsers can watch.
  */
 import type { FastifyInstance } from 'fastify';
-import type { MetricObjectWithValues, MetricValue, MetricValueWithName } from 'prom-client';
 import type { Manager } from '../../cluster/manager.ts';
 import { emptyDepth, type Queue, type RouteDepth, sortByRoute } from '../../defer/queue.ts';
-import { DURATION_BUCKETS } from '../../observability/metrics.ts';
 import { VERSION } from '../../version.ts';
+import { clusterFigures, type Json, routeCounters, type Scope, sumDepth, sumDetail, sumRoutes } from '../scope.ts';
+import { scopeQuery } from '../schemas.ts';
 import { clusterView } from './cluster.ts';
 
 export interface RouteLive {
@@ -25,44 +25,8 @@ export interface RouteLive {
   duration: { le: readonly number[]; counts: number[]; count: number };
 }
 
-type Json = MetricObjectWithValues<MetricValue<string> | MetricValueWithName<string>>;
-
-/** Per route: answers, 5xx answers, and the histogram buckets, read from the summed metrics. */
-export function routeCounters(
-  metrics: readonly Json[],
-  routeIds: readonly string[],
-): Map<string, RouteLive['duration'] & { requests: number; errors: number }> {
-  const out = new Map<string, RouteLive['duration'] & { requests: number; errors: number }>();
-  for (const id of routeIds)
-    out.set(id, {
-      requests: 0,
-      errors: 0,
-      le: DURATION_BUCKETS,
-      counts: DURATION_BUCKETS.map(() => 0),
-      count: 0,
-    });
-  const byName = new Map(metrics.map((m) => [m.name, m]));
-  for (const v of byName.get('manifold_downstream_requests_total')?.values ?? []) {
-    const r = out.get(String(v.labels.route));
-    if (r === undefined) continue;
-    r.requests += v.value;
-    if (v.labels.status_class === '5xx') r.errors += v.value;
-  }
-  for (const v of (byName.get('manifold_downstream_request_duration_seconds')?.values ??
-    []) as MetricValueWithName<string>[]) {
-    const r = out.get(String(v.labels.route));
-    if (r === undefined) continue;
-    if (v.metricName?.endsWith('_count')) r.count = v.value;
-    else if (v.metricName?.endsWith('_bucket') && v.labels.le !== '+Inf') {
-      const i = DURATION_BUCKETS.indexOf(Number(v.labels.le));
-      if (i !== -1) r.counts[i] = v.value;
-    }
-  }
-  return out;
-}
-
 export const liveRoutes = (manager: Manager, queue: () => Queue | null) => async (app: FastifyInstance) => {
-  app.get('/dashboard/data', async () => {
+  app.get<{ Querystring: { scope?: Scope } }>('/dashboard/data', { schema: { querystring: scopeQuery } }, async (req) => {
     const routes = manager.compiled.routes;
     const store = manager.store;
     const [registry, pools, depth, cluster] = await Promise.all([
@@ -82,12 +46,23 @@ export const liveRoutes = (manager: Manager, queue: () => Queue | null) => async
             instances: [],
           })),
     ]);
-    const counters = routeCounters(
+    let counters = routeCounters(
       registry === null ? [] : ((await registry.getMetricsAsJSON()) as Json[]),
       routes.map((r) => r.id),
     );
+    let queueDepth = depth;
+    const scope: Scope = req.query.scope === 'cluster' ? 'cluster' : 'instance';
+    if (scope === 'cluster') {
+      // Issue 16 item 3: the same shapes, summed over the instances that are up.
+      const all = await clusterFigures(manager, queue);
+      counters = sumRoutes(all, routes.map((r) => r.id));
+      const summed = new Map(sumDetail(all).map((t) => [`${t.pool}\u0000${t.id}`, t]));
+      for (const p of pools) p.targets = p.targets.map((t) => summed.get(`${p.name}\u0000${t.id}`) ?? t);
+      queueDepth = depth === null ? null : (sumDepth(all) ?? depth);
+    }
     return {
       now: Date.now(),
+      scope,
       manifold: { version: VERSION, config_version: manager.version, workers: manager.workers },
       routes: routes.map((r): RouteLive => {
         const c = counters.get(r.id)!;
@@ -104,10 +79,10 @@ export const liveRoutes = (manager: Manager, queue: () => Queue | null) => async
       pools,
       cluster,
       queue:
-        depth === null
+        queueDepth === null
           ? null
           : withDeferRoutes(
-              depth,
+              queueDepth,
               routes.filter((r) => r.action.kind === 'defer').map((r) => r.id),
             ),
     };
