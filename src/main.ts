@@ -336,11 +336,14 @@ async function run(loaded: LoadedConfig, opts: RunOptions, reread: () => LoadedC
           }),
         });
   if (store !== null) await manager.join(store);
+  // Issue 16 item 4: defer `rate` and `concurrency` are the cluster's, split evenly between the
+  // instances that are up (the registry), so N gateways deliver at the configured rate.
+  const share = store === null ? undefined : () => 1 / store.peers;
   const config = manager.config;
   let shutdown: () => Promise<void>;
   let plane: DataPlane;
   if (workers <= 1) {
-    const runtime = await startRuntime(config, log, { metrics });
+    const runtime = await startRuntime(config, log, { metrics, share });
     log.info({ port: runtime.port, workers: 0, config: loaded.file }, 'manifold listening');
     shutdown = () => runtime.close();
     if (destination.text !== null) destination.text.view = () => runtime.pipeline.snapshot;
@@ -349,7 +352,7 @@ async function run(loaded: LoadedConfig, opts: RunOptions, reread: () => LoadedC
   } else {
     // Issue 6: workers accept deferred requests, the primary delivers them (it opens the
     // store first, so the workers find it created).
-    const deliveries = await startDeliveryHost(config, log, metrics);
+    const deliveries = await startDeliveryHost(config, log, metrics, share);
     const primary = startPrimary(config, workers, log);
     const grace = parseDuration(config.shutdown.grace);
     shutdown = async () => {

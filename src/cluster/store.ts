@@ -121,7 +121,8 @@ function statements(s: string) {
            VALUES ($1, $2, $3, $4, ${NOW_MS}, $5, $6, $7::jsonb)
            ON CONFLICT (id) DO UPDATE SET host = $2, pid = $3, started_at = $4, last_seen = ${NOW_MS},
              config_version = $5, overlay_version = $6, report = $7::jsonb
-           RETURNING (SELECT version FROM ${s}.cluster_state WHERE id = 1) AS version`,
+           RETURNING (SELECT version FROM ${s}.cluster_state WHERE id = 1) AS version,
+             (SELECT count(*)::int FROM ${s}.cluster_instances WHERE id <> $1 AND last_seen > ${NOW_MS} - $8) AS others`,
     list: `SELECT id, host, pid, started_at, last_seen, config_version, overlay_version, report,
              ${NOW_MS} AS now FROM ${s}.cluster_instances ORDER BY id`,
     leave: `DELETE FROM ${s}.cluster_instances WHERE id = $1 AND pid = $2`,
@@ -152,6 +153,7 @@ export class ClusterStore {
   #again = false;
   #closed = false;
   #lastForget = 0;
+  #peers = 1;
   #lastReport: InstanceReport = { config_version: 0, overlay_version: 0, report: {} };
 
   constructor(options: ClusterStoreOptions) {
@@ -178,6 +180,14 @@ export class ClusterStore {
   /** True while the last contact with PostgreSQL worked. */
   get available(): boolean {
     return this.#available === true;
+  }
+
+  /**
+   * Instances up (this one included) at the last heartbeat: what defer limits are divided by
+   * (issue 16 item 4). Kept while the store is away: the split stays what it was.
+   */
+  get peers(): number {
+    return this.#peers;
   }
 
   /** The stored version this instance knows (served or written). */
@@ -315,7 +325,7 @@ export class ClusterStore {
           return this.#lastReport;
         },
       );
-      const { rows } = await this.#pool.query<{ version: number }>(this.#sql.beat, [
+      const { rows } = await this.#pool.query<{ version: number; others: number }>(this.#sql.beat, [
         this.id,
         this.#host,
         process.pid,
@@ -323,7 +333,9 @@ export class ClusterStore {
         r.config_version,
         r.overlay_version,
         JSON.stringify(r.report),
+        this.#spec.goneAfterMs,
       ]);
+      this.#peers = 1 + rows[0].others;
       this.#back();
       if (rows[0].version > this.#known) {
         const stored = (await this.#pool.query<StoredOverlay>(this.#sql.read)).rows[0];

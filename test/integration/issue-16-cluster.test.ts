@@ -310,3 +310,71 @@ describe('issue 16: several gateways, one control plane', { timeout: 120_000 }, 
     }
   });
 });
+
+describe('issue 16 item 4: cluster-wide defer limits', { timeout: 120_000 }, () => {
+  test('a defer route with rate 20/s on three instances delivers about 20/s in total, not 60/s', async (t) => {
+    const schema = newSchemaName('clrate');
+    const times: number[] = [];
+    const target = await startUpstream((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        times.push(Date.now());
+        res.end('ok');
+      });
+    });
+    const clis: Cli[] = [];
+    t.after(async () => {
+      for (const c of clis) c.kill('SIGKILL');
+      await Promise.all(clis.map((c) => c.exited));
+      await target.close();
+      await dropSchema(schema);
+    });
+    // The queue and the cluster store share the database and the schema (cluster.url defaults to queue.url).
+    const file = configFile(`
+listen: { host: 127.0.0.1, port: 0 }
+workers: 0
+admin: { host: 127.0.0.1, port: 0 }
+log: { level: info, access: false }
+queue: { driver: postgres, url: "${PG_URL}", schema: ${schema}, pool_size: 3 }
+cluster: { store: postgres, heartbeat: 200ms, gone_after: 2s }
+pools: { rx: { targets: [${target.url}] } }
+routes:
+  - id: hooks
+    match: { path: /hooks/* }
+    defer: { pool: rx, rate: 20/s, concurrency: 30 }
+`);
+    const instances = await Promise.all(['A', 'B', 'C'].map((n) => startInstance(n, file, clis)));
+    // Each instance has counted the others at a heartbeat: its share of the limits is a third.
+    for (const i of instances)
+      await until(
+        async () => {
+          const r = await admin(i, 'GET', '/cluster');
+          return r.status === 200 && r.json<{ store: { peers: number } }>().store.peers === 3;
+        },
+        `${i.name} to count three instances`,
+        10_000,
+      );
+    // 480 jobs, through all three: enough to keep the deliverers busy past the window even at
+    // three times the limit (which is what per-instance limits would deliver).
+    for (let i = 0; i < 480; i += 24) {
+      await Promise.all(
+        Array.from({ length: 24 }, (_, k) =>
+          send(`http://127.0.0.1:${instances[(i + k) % 3].port}/hooks/${i + k}`, { method: 'POST', body: 'x' }).then((r) =>
+            assert.equal(r.status, 202, r.text),
+          ),
+        ),
+      );
+    }
+    await until(() => times.length > 0, 'a first delivery', 10_000);
+    // A window of several seconds that starts a second after the first delivery.
+    const from = times[0] + 1000;
+    const to = from + 5000;
+    await until(() => Date.now() > to + 200, 'the measuring window to pass', 20_000);
+    const n = times.filter((x) => x >= from && x < to).length;
+    const perSecond = n / 5;
+    t.diagnostic(`${perSecond}/s delivered in total`);
+    // 20/s in total, with room for a busy machine; three per-instance limits would be 60/s.
+    assert.ok(perSecond < 35, `${perSecond}/s delivered in total: the limit is not the cluster's`);
+    assert.ok(perSecond > 8, `${perSecond}/s delivered in total: far below the limit`);
+  });
+});

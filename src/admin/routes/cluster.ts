@@ -13,7 +13,8 @@ export async function clusterView(manager: Manager) {
   if (store === null) throw new GatewayError('NOT_FOUND', 'no cluster: cluster.store is not set, this gateway is alone');
   const instances = await store.instances();
   return {
-    store: { available: store.available, version: manager.storeVersion },
+    // peers: the instances up at this one's last heartbeat, which divide defer limits (item 4).
+    store: { available: store.available, version: manager.storeVersion, peers: store.peers },
     self: store.id,
     instances: instances.map(({ report, ...i }) => ({
       ...i,
