@@ -274,6 +274,9 @@ describe('issue 16: several gateways, one control plane', { timeout: 120_000 }, 
       const data = await admin(i, 'GET', '/dashboard/data');
       assert.equal(data.status, 200);
       assert.equal(data.json<{ cluster: { store: { available: boolean } } }>().cluster.store.available, false);
+      // Asked for the cluster's numbers, the page gets this instance's, labelled as such.
+      const scoped = await admin(i, 'GET', '/dashboard/data?scope=cluster');
+      assert.equal(scoped.json<{ scope: string }>().scope, 'instance');
     }
     // A few heartbeats fail meanwhile; traffic is untouched.
     const outage = Date.now();

@@ -23,7 +23,7 @@ function sampleOf(data) {
   for (const r of data.routes ?? []) routes.set(r.id, r);
   const targets = new Map();
   for (const p of data.pools ?? []) for (const t of p.targets ?? []) targets.set(`${p.name}/${t.id}`, t);
-  return { now: data.now, routes, targets };
+  return { now: data.now, scope: data.scope, routes, targets };
 }
 
 function ingest(data) {
@@ -33,7 +33,8 @@ function ingest(data) {
   const restarted =
     last !== undefined &&
     (s.now <= last.now || [...s.routes].some(([id, r]) => (last.routes.get(id)?.requests ?? 0) > r.requests));
-  if (restarted) samples = [];
+  // So does a switch between this gateway's numbers and the cluster's (issue 16).
+  if (restarted || (last !== undefined && last.scope !== s.scope)) samples = [];
   samples.push(s);
   while (samples.length > 2 && samples[1].now <= s.now - WINDOW_MS) samples.shift();
 }
@@ -417,7 +418,15 @@ function renderCluster(cluster) {
   );
 }
 
+/** Issue 16: which numbers the page asks for; the choice exists only with a cluster store. */
+let scope = 'instance';
+byId('scope').addEventListener('change', (e) => {
+  scope = e.target.value === 'cluster' ? 'cluster' : 'instance';
+  samples = [];
+});
+
 function render(data) {
+  byId('scope-box').hidden = data.cluster === null || data.cluster === undefined;
   const m = data.manifold ?? {};
   setText(byId('version'), m.version ?? DASH);
   setText(byId('config-version'), m.config_version === undefined ? DASH : `v${m.config_version}`);
@@ -469,7 +478,7 @@ async function poll() {
   const abort = new AbortController();
   const timer = setTimeout(() => abort.abort(), TIMEOUT_MS);
   try {
-    const res = await fetch('/dashboard/data', {
+    const res = await fetch(scope === 'cluster' ? '/dashboard/data?scope=cluster' : '/dashboard/data', {
       headers: { accept: 'application/json' },
       cache: 'no-store',
       credentials: 'same-origin',

@@ -51,10 +51,11 @@ export const liveRoutes = (manager: Manager, queue: () => Queue | null) => async
       routes.map((r) => r.id),
     );
     let queueDepth = depth;
-    const scope: Scope = req.query.scope === 'cluster' ? 'cluster' : 'instance';
-    if (scope === 'cluster') {
-      // Issue 16 item 3: the same shapes, summed over the instances that are up.
-      const all = await clusterFigures(manager, queue);
+    // Issue 16 item 3: the same shapes, summed over the instances that are up; with the
+    // store away, this instance's (the answer says which scope it is).
+    const all = req.query.scope === 'cluster' ? await clusterFigures(manager, queue).catch(() => null) : null;
+    const scope: Scope = all === null ? 'instance' : 'cluster';
+    if (all !== null) {
       counters = sumRoutes(all, routes.map((r) => r.id));
       const summed = new Map(sumDetail(all).map((t) => [`${t.pool}\u0000${t.id}`, t]));
       for (const p of pools) p.targets = p.targets.map((t) => summed.get(`${p.name}\u0000${t.id}`) ?? t);
