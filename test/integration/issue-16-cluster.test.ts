@@ -16,7 +16,7 @@ import { createServer, type Socket, connect } from 'node:net';
 import { describe, test } from 'node:test';
 import { type Cli, cliPort, scratch, spawnCli, startUpstream, until, type Upstream } from '../helpers/index.ts';
 import { send } from '../helpers/http.ts';
-import { dropSchema, newSchemaName, PG_URL } from '../helpers/pg.ts';
+import { dropSchema, newSchemaName, PG_URL, pgQuery } from '../helpers/pg.ts';
 
 const { configFile } = scratch('manifold-cluster-');
 
@@ -200,6 +200,22 @@ describe('issue 16: several gateways, one control plane', { timeout: 120_000 }, 
       pools.pool.targets.map((x) => x.id),
       [t1Id],
     );
+
+    // ---- a change that comes without a notification (written straight into the table, as if
+    // the NOTIFY were lost) is served at the next heartbeat's version check
+    const { rows } = await pgQuery<{ overlay: { targets: Record<string, Record<string, unknown>> } }>(
+      `SELECT overlay FROM "${schema}".cluster_state`,
+    );
+    const overlay = rows[0].overlay;
+    overlay.targets.default.t2 = { url: t2.url, id: 't2' };
+    await pgQuery(`UPDATE "${schema}".cluster_state SET overlay = $1::jsonb, version = version + 1`, [
+      JSON.stringify(overlay),
+    ]);
+    for (const i of [a, b, c]) await until(async () => (await via(i)) === 't2', `${i.name} to heal`, 5000);
+    // A writes on top of it (had it been behind, it would catch up and apply its change then).
+    r = await admin(a, 'DELETE', '/pools/default/targets/t2');
+    assert.ok(r.status === 200 || r.status === 202, r.text);
+    await Promise.all([b, c].map((i) => settles(i, (x) => x === 't1', 'only t1 again', 1000)));
 
     // ---- item 3: ?scope=cluster sums what each instance publishes (no traffic now: it settles)
     type Stats = { downstream: { success: number }; instances?: number; scope?: string };
