@@ -349,7 +349,7 @@ export class Manager {
   }
 
   async #adoptNow(stored: StoredOverlay): Promise<void> {
-    if (stored.version <= this.#storeVersion) return;
+    if (stored.version === this.#storeVersion || (stored.version < this.#storeVersion && !stored.reset)) return;
     this.#storeVersion = stored.version;
     const parts = this.#overlayParts(stored.overlay, { cluster_version: stored.version }, 'cluster change entry skipped');
     const { overlay, skipped } = this.#sanitize(
@@ -379,7 +379,9 @@ export class Manager {
           if (!(err instanceof StaleOverlay) || this.#store === null) throw err;
           if (round === MAX_STALE_ROUNDS)
             throw new GatewayError('CONFLICT', `the cluster's pools changed ${round} times during this call; try again`);
-          await this.#adoptNow(await this.#store.read());
+          const stored = await this.#store.read();
+          // Behind, or the store was reset (its version is lower than ours): take it, then retry.
+          await this.#adoptNow({ ...stored, reset: stored.version < this.#storeVersion });
         }
       }
     });

@@ -24,6 +24,8 @@ import type { Logger } from '../observability/logger.ts';
 export interface StoredOverlay {
   version: number;
   overlay: unknown;
+  /** The store holds a lower version than was served (its tables were made again): take it anyway. */
+  reset?: boolean;
 }
 
 /** What an instance publishes in its heartbeat row (issue 16 item 3 reads `report`). */
@@ -337,11 +339,17 @@ export class ClusterStore {
       ]);
       this.#peers = 1 + rows[0].others;
       this.#back();
-      if (rows[0].version > this.#known) {
+      if (rows[0].version !== this.#known) {
         const stored = (await this.#pool.query<StoredOverlay>(this.#sql.read)).rows[0];
-        if (stored.version > this.#known) {
+        // Lower than known: the tables were dropped and made again. The store is the truth.
+        if (stored.version < this.#known) {
+          this.#log.warn({ version: stored.version, known: this.#known }, 'cluster store was reset: serving what it holds');
+          stored.reset = true;
+        }
+        if (stored.version !== this.#known) {
           await this.#onChange(stored);
-          this.#known = Math.max(this.#known, stored.version);
+          // A write of ours may have gone past it meanwhile.
+          this.#known = stored.reset ? stored.version : Math.max(this.#known, stored.version);
         }
       }
       if (Date.now() - this.#lastForget > 60_000) {
@@ -402,6 +410,9 @@ export class ClusterStore {
 
   #lost(err: Error): void {
     if (this.#closed) return;
+    // The schema or a table went away (dropped by hand): create them again at the next beat.
+    const code = (err as { code?: string }).code;
+    if (code === '42P01' || code === '3F000') this.#migrated = false;
     const listener = this.#listener;
     this.#listener = null;
     void listener?.end().catch(() => {});

@@ -327,6 +327,15 @@ describe('issue 16: several gateways, one control plane', { timeout: 120_000 }, 
         1,
       );
     }
+
+    // ---- a gateway stopped cleanly leaves the registry (it is not "gone")
+    b.cli.kill('SIGTERM');
+    assert.equal(await b.cli.exited, 0);
+    const after = (await admin(a, 'GET', '/cluster')).json<{ instances: Array<{ pid: number }> }>();
+    assert.deepEqual(
+      after.instances.map((x) => x.pid).sort(),
+      [a.cli.child.pid, c.cli.child.pid].sort(),
+    );
   });
 });
 
@@ -395,5 +404,38 @@ routes:
     // 20/s in total, with room for a busy machine; three per-instance limits would be 60/s.
     assert.ok(perSecond < 35, `${perSecond}/s delivered in total: the limit is not the cluster's`);
     assert.ok(perSecond > 8, `${perSecond}/s delivered in total: far below the limit`);
+  });
+});
+
+describe('issue 16: the cluster schema', { timeout: 60_000 }, () => {
+  test('dropped while a gateway runs: created again at a heartbeat, writes accepted again', async (t) => {
+    const schema = newSchemaName('cldrop');
+    const target = await namedTarget('t1');
+    const clis: Cli[] = [];
+    t.after(async () => {
+      for (const c of clis) c.kill('SIGKILL');
+      await Promise.all(clis.map((c) => c.exited));
+      await target.close();
+      await dropSchema(schema);
+    });
+    const a = await startInstance('A', configFile(yaml(PG_URL, schema, target.url)), clis);
+    await until(async () => (await admin(a, 'GET', '/cluster')).status === 200, 'the registry', 10_000);
+    await dropSchema(schema);
+    await until(
+      async () => (await admin(a, 'POST', '/pools/default/targets', { url: 'http://127.0.0.1:9', id: 'x' })).status === 201,
+      'a write to be accepted on the re-created schema',
+      10_000,
+    );
+    const { rows } = await pgQuery<{ version: string }>(`SELECT version FROM "${schema}".cluster_state`);
+    assert.equal(Number(rows[0].version), 1);
+    // Dropped again after a change: the version starts over, and the gateway follows the store.
+    await dropSchema(schema);
+    await until(
+      async () => (await admin(a, 'POST', '/pools/default/targets', { url: 'http://127.0.0.1:10', id: 'y' })).status === 201,
+      'a write on a store that starts over',
+      10_000,
+    );
+    const pool = (await admin(a, 'GET', '/pools/default')).json<{ pool: { targets: Array<{ id: string }> } }>();
+    assert.deepEqual(pool.pool.targets.map((x) => x.id).sort(), [`127.0.0.1:${target.port}`, 'y'].sort());
   });
 });
