@@ -1,5 +1,5 @@
 /**
- * Issue 16 items 1, 2 and 5: three real gateway processes (`--workers 0`) on one PostgreSQL
+ * Issue 16 items 1 to 5: three real gateway processes (`--workers 0`) on one PostgreSQL
  * schema, reached through a TCP proxy the test can cut.
  *
  * - a target added, drained, enabled and removed through A's admin API changes what B and C
@@ -8,7 +8,11 @@
  *   A and B serve on;
  * - the proxy stops forwarding: A and B serve with their last pool, admin writes and
  *   `GET /cluster` answer 503 CLUSTER_UNAVAILABLE; it forwards again: writes are accepted and
- *   the other instance catches up; each transition is logged once per instance.
+ *   the other instance catches up; each transition is logged once per instance;
+ * - a change stored without its NOTIFY is served at the next heartbeat (the version check);
+ * - item 3: `?scope=cluster` sums what the instances publish;
+ * - item 4: a defer route with `rate: 20/s` on three instances delivers ~20/s in total;
+ * - the schema dropped under a running gateway, and a gateway started with PostgreSQL away.
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -437,5 +441,34 @@ describe('issue 16: the cluster schema', { timeout: 60_000 }, () => {
     );
     const pool = (await admin(a, 'GET', '/pools/default')).json<{ pool: { targets: Array<{ id: string }> } }>();
     assert.deepEqual(pool.pool.targets.map((x) => x.id).sort(), [`127.0.0.1:${target.port}`, 'y'].sort());
+  });
+
+  test('a gateway that starts while PostgreSQL is away serves its file, refuses writes, then joins', async (t) => {
+    const schema = newSchemaName('clstart');
+    const proxy = await startPgProxy();
+    const target = await namedTarget('t1');
+    const clis: Cli[] = [];
+    t.after(async () => {
+      for (const c of clis) c.kill('SIGKILL');
+      await Promise.all(clis.map((c) => c.exited));
+      await proxy.close();
+      await target.close();
+      await dropSchema(schema);
+    });
+    proxy.stop();
+    const a = await startInstance('A', configFile(yaml(proxy.url, schema, target.url)), clis);
+    assert.equal(await via(a), 't1');
+    const refused = await admin(a, 'POST', '/pools/default/targets', { url: 'http://127.0.0.1:9', id: 'x' });
+    assert.equal(refused.status, 503);
+    assert.equal(refused.json<{ error: { code: string } }>().error.code, 'CLUSTER_UNAVAILABLE');
+    proxy.resume();
+    await until(
+      async () => (await admin(a, 'POST', '/pools/default/targets', { url: 'http://127.0.0.1:9', id: 'x' })).status === 201,
+      'writes accepted once PostgreSQL answers',
+      10_000,
+    );
+    const msgs = a.cli.logs().map((l) => String(l.msg));
+    assert.equal(msgs.filter((m) => m.startsWith('cluster store unreachable')).length, 1, msgs.join('\n'));
+    assert.equal(msgs.filter((m) => m.startsWith('cluster store reachable again')).length, 1, msgs.join('\n'));
   });
 });
