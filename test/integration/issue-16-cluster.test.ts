@@ -205,6 +205,16 @@ describe('issue 16: several gateways, one control plane', { timeout: 120_000 }, 
       [t1Id],
     );
 
+    // ---- a pool created and deleted through A: B and C know it within a second
+    r = await admin(a, 'POST', '/pools', { name: 'extra', targets: [t2.url] });
+    assert.equal(r.status, 201, r.text);
+    for (const i of [b, c])
+      await until(async () => (await admin(i, 'GET', '/pools/extra')).status === 200, `${i.name} to have the pool`, 1000);
+    r = await admin(a, 'DELETE', '/pools/extra');
+    assert.equal(r.status, 200, r.text);
+    for (const i of [b, c])
+      await until(async () => (await admin(i, 'GET', '/pools/extra')).status === 404, `${i.name} to drop the pool`, 1000);
+
     // ---- a change that comes without a notification (written straight into the table, as if
     // the NOTIFY were lost) is served at the next heartbeat's version check
     const { rows } = await pgQuery<{ overlay: { targets: Record<string, Record<string, unknown>> } }>(
