@@ -202,8 +202,7 @@ export class ClusterStore {
    * throws: with PostgreSQL away the gateway starts on its config file and catches up later.
    */
   async start(): Promise<void> {
-    await this.#tick();
-    this.#schedule();
+    await this.#run();
   }
 
   /** Stores `overlay` as the version after `expected`; throws StaleOverlay or CLUSTER_UNAVAILABLE. */
