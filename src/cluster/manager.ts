@@ -182,6 +182,8 @@ export class Manager {
   #store: ClusterStore | null = null;
   /** The stored overlay version served (issue 16); writes are based on it. */
   #storeVersion = 0;
+  /** The overlay as stored at that version, unchecked (null: unreadable, or none yet). */
+  #storedOverlay: Overlay | null = null;
   /** Changes run one after another: each is validated against the result of the previous. */
   #queue: Promise<unknown> = Promise.resolve();
 
@@ -352,6 +354,7 @@ export class Manager {
     if (stored.version === this.#storeVersion || (stored.version < this.#storeVersion && !stored.reset)) return;
     this.#storeVersion = stored.version;
     const parts = this.#overlayParts(stored.overlay, { cluster_version: stored.version }, 'cluster change entry skipped');
+    this.#storedOverlay = parts as Overlay | null;
     const { overlay, skipped } = this.#sanitize(
       parts ?? { created: dict(), deleted: [], targets: dict() },
       { cluster_version: stored.version },
@@ -409,7 +412,7 @@ export class Manager {
       if (findTarget(this.#config, pool, id))
         throw new GatewayError('CONFLICT', `pool "${pool}" already has a target "${id}"`);
       await refuseSpecial([body.url], p.allow_special_targets ?? DEFAULT_SPECIAL_TARGETS, pool);
-      await this.#commit(change.addTarget(this.#overlay, pool, body), `adding target "${id}"`);
+      await this.#commit((o) => change.addTarget(o, pool, body), `adding target "${id}"`);
       this.#draining.delete(`${pool}\u0000${id}`);
       this.#log.info({ pool, target: id, url: body.url }, 'target added');
       return this.#view(pool, id);
@@ -432,7 +435,7 @@ export class Manager {
           : patch.drain
             ? ['draining', 'target drained']
             : ['enabling', 'target enabled'];
-      await this.#commit(change.setTarget(this.#overlay, pool, next), `${what} "${id}"`);
+      await this.#commit((o) => change.setTarget(o, pool, next), `${what} "${id}"`);
       this.#log.info({ pool, target: id, ...patch }, done);
       return this.#view(pool, id);
     });
@@ -450,7 +453,7 @@ export class Manager {
   ): Promise<{ target: TargetView; drained: boolean }> {
     const entry = await this.#change(async () => {
       const t = this.#target(pool, id);
-      await this.#commit(change.removeTarget(this.#overlay, pool, id), `removing target "${id}"`);
+      await this.#commit((o) => change.removeTarget(o, pool, id), `removing target "${id}"`);
       const d: Draining = {
         pool,
         id,
@@ -483,7 +486,7 @@ export class Manager {
         pool.allow_special_targets ?? DEFAULT_SPECIAL_TARGETS,
         name,
       );
-      await this.#commit(change.createPool(this.#overlay, name, pool), `creating pool "${name}"`);
+      await this.#commit((o) => change.createPool(o, name, pool), `creating pool "${name}"`);
       this.#log.info({ pool: name, targets: pool.targets.length }, 'pool created');
       return (await this.pools(name))[0];
     });
@@ -492,7 +495,7 @@ export class Manager {
   deletePool(name: string): Promise<void> {
     return this.#change(async () => {
       this.#pool(name);
-      await this.#commit(change.deletePool(this.#overlay, name, this.#file), `deleting pool "${name}"`);
+      await this.#commit((o) => change.deletePool(o, name, this.#file), `deleting pool "${name}"`);
       this.#log.info({ pool: name }, 'pool deleted');
     });
   }
@@ -614,8 +617,14 @@ export class Manager {
     return t;
   }
 
-  /** Validates the overlay's result; refuses (nothing changes) or publishes and persists it. */
-  async #commit(overlay: Overlay, what: string): Promise<void> {
+  /**
+   * Validates the edited overlay's result; refuses (nothing changes) or publishes and persists
+   * it. With the cluster store the same edit is applied to the overlay as stored, not to this
+   * instance's checked copy: entries this instance's file cannot take (and skipped) stay
+   * stored for the instances that can.
+   */
+  async #commit(edit: (o: Overlay) => Overlay, what: string): Promise<void> {
+    const overlay = edit(this.#overlay);
     const next = applyOverlay(this.#file, overlay);
     const { compiled, problems } = compile(next);
     if (!compiled)
@@ -627,7 +636,16 @@ export class Manager {
         },
       );
     // Issue 16: the store first; refused (503, or behind: caught up and run again) = no change here.
-    if (this.#store !== null) this.#storeVersion = await this.#store.write(overlay, this.#storeVersion, what);
+    if (this.#store !== null) {
+      let stored: Overlay;
+      try {
+        stored = edit(this.#storedOverlay ?? this.#overlay);
+      } catch {
+        stored = overlay; // a stored overlay of a shape no gateway writes: replaced by this one's
+      }
+      this.#storeVersion = await this.#store.write(stored, this.#storeVersion, what);
+      this.#storedOverlay = stored;
+    }
     this.#overlay = overlay;
     await this.#publish(next, compiled);
     await this.#persist();

@@ -481,4 +481,44 @@ describe('issue 16: the cluster schema', { timeout: 60_000 }, () => {
     assert.equal(msgs.filter((m) => m.startsWith('cluster store unreachable')).length, 1, msgs.join('\n'));
     assert.equal(msgs.filter((m) => m.startsWith('cluster store reachable again')).length, 1, msgs.join('\n'));
   });
+
+  test("a change one gateway's file cannot take is kept in the store for the ones that can", async (t) => {
+    const schema = newSchemaName('clmixed');
+    const t1 = await namedTarget('t1');
+    const t2 = await namedTarget('t2');
+    const clis: Cli[] = [];
+    t.after(async () => {
+      for (const c of clis) c.kill('SIGKILL');
+      await Promise.all(clis.map((c) => c.exited));
+      await Promise.all([t1.close(), t2.close()]);
+      await dropSchema(schema);
+    });
+    const base = yaml(PG_URL, schema, t1.url);
+    // B's file has a pool "bonly" (and a route to it) that A's has not.
+    const withB = base.replace(
+      'pools: { default: { targets: [',
+      `pools: { bonly: { targets: [${t1.url}] }, default: { targets: [`,
+    ).replace('routes:\n', 'routes:\n  - match: { path: /b/* }\n    proxy: { pool: bonly }\n');
+    const [a, b] = await Promise.all([
+      startInstance('A', configFile(base), clis),
+      startInstance('B', configFile(withB), clis),
+    ]);
+    let r = await admin(b, 'POST', '/pools/bonly/targets', { url: t2.url, id: 't2' });
+    assert.equal(r.status, 201, r.text);
+    await until(
+      () => a.cli.logs().some((l) => l.msg === 'cluster change entry skipped' && String(l.entry) === 'targets.bonly'),
+      'A to skip the entry it cannot take',
+      5000,
+    );
+    // A changes its own pool: the stored overlay keeps B's entry.
+    r = await admin(a, 'POST', '/pools/default/targets', { url: t2.url, id: 't2' });
+    assert.equal(r.status, 201, r.text);
+    await until(async () => (await via(b)) === 't2', 'B to serve A\'s change', 5000);
+    const bonly = (await admin(b, 'GET', '/pools/bonly')).json<{ pool: { targets: Array<{ id: string }> } }>();
+    assert.deepEqual(bonly.pool.targets.map((x) => x.id).sort(), [`127.0.0.1:${t1.port}`, 't2'].sort());
+    const { rows } = await pgQuery<{ overlay: { targets: Record<string, Record<string, unknown>> } }>(
+      `SELECT overlay FROM "${schema}".cluster_state`,
+    );
+    assert.deepEqual(Object.keys(rows[0].overlay.targets).sort(), ['bonly', 'default']);
+  });
 });
