@@ -95,8 +95,8 @@ routes:
 `;
 }
 
-async function startInstance(name: string, file: string, clis: Cli[]): Promise<Instance> {
-  const cli = spawnCli(['--config', file, '--workers', '0']);
+async function startInstance(name: string, file: string, clis: Cli[], workers = 0): Promise<Instance> {
+  const cli = spawnCli(['--config', file, '--workers', String(workers)]);
   clis.push(cli);
   const port = await cliPort(cli);
   const line = await until(
@@ -150,8 +150,11 @@ describe('issue 16: several gateways, one control plane', { timeout: 120_000 }, 
       await dropSchema(schema);
     });
     const file = configFile(yaml(proxy.url, schema, t1.url));
-    // Started together: the schema is created once under the advisory lock.
-    const [a, b, c] = await Promise.all(['A', 'B', 'C'].map((n) => startInstance(n, file, clis)));
+    // Started together: the schema is created once under the advisory lock. B runs two workers
+    // (its primary holds the store and pushes changes to them over IPC).
+    const [a, b, c] = await Promise.all(
+      (['A', 'B', 'C'] as const).map((n) => startInstance(n, file, clis, n === 'B' ? 2 : 0)),
+    );
 
     // ---- GET /cluster lists all three, on any of them
     for (const i of [a, b, c]) {
