@@ -21,6 +21,7 @@ import { describe, test } from 'node:test';
 import { type Cli, cliPort, scratch, spawnCli, startUpstream, until, type Upstream } from '../helpers/index.ts';
 import { send } from '../helpers/http.ts';
 import { dropSchema, newSchemaName, PG_URL, pgQuery } from '../helpers/pg.ts';
+import { startManaged } from './admin-gateway.ts';
 
 const { configFile } = scratch('manifold-cluster-');
 
@@ -523,5 +524,27 @@ describe('issue 16: the cluster schema', { timeout: 60_000 }, () => {
       `SELECT overlay FROM "${schema}".cluster_state`,
     );
     assert.deepEqual(Object.keys(rows[0].overlay.targets).sort(), ['bonly', 'default']);
+  });
+
+  test('without cluster.store: GET /cluster is 404, scope=cluster is this gateway alone', async (t) => {
+    const target = await namedTarget('t1');
+    const gw = await startManaged(
+      `admin: { port: 0 }\nlog: { level: info, access: false }\npools: { default: { targets: [${target.url}] } }\nroutes: [{ match: {}, proxy: { pool: default } }]\n`,
+      0,
+    );
+    t.after(async () => {
+      await gw.close();
+      await target.close();
+    });
+    assert.equal((await gw.get('/')).text, 't1');
+    const r = await gw.admin('GET', '/cluster');
+    assert.equal(r.status, 404);
+    assert.match(r.json<{ error: { code: string; message: string } }>().error.message, /cluster\.store is not set/);
+    const stats = await until(async () => {
+      const s = (await gw.admin('GET', '/stats?scope=cluster')).json<{ instances: number; downstream: { success: number } }>();
+      return s.downstream.success === 1 ? s : null;
+    }, 'the request counted');
+    assert.equal(stats.instances, 1);
+    assert.equal((await gw.admin('GET', '/dashboard/data')).json<{ cluster: unknown }>().cluster, null);
   });
 });
