@@ -198,6 +198,8 @@ export class Manager {
     this.#metrics?.setControl({
       configVersion: () => this.#version,
       workers: () => this.#plane.workers(),
+      cluster: () =>
+        this.#store === null ? null : { available: this.#store.available, instances: this.#store.peers },
       pools: () => this.#compiled.pools.map((p) => ({ name: p.name, targets: p.targets.length })),
       targets: () =>
         this.#compiled.pools.flatMap((p) =>

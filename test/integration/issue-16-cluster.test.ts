@@ -173,6 +173,12 @@ describe('issue 16: several gateways, one control plane', { timeout: 120_000 }, 
       assert.equal(listing.instances.find((x) => x.self)?.pid, i.cli.child.pid);
     }
     for (const i of [b, c]) assert.equal(await via(i), 't1');
+    await until(
+      async () => /^manifold_cluster_instances 3$/m.test((await admin(a, 'GET', '/metrics')).text),
+      'A to count three instances at a heartbeat',
+      5000,
+    );
+    assert.match((await admin(a, 'GET', '/metrics')).text, /^manifold_cluster_store_up 1$/m);
     // The dashboard's data carries the same list (the page renders it as the Cluster panel).
     const live = (await admin(a, 'GET', '/dashboard/data')).json<{
       cluster: { store: { available: boolean }; instances: Array<{ state: string }> };
@@ -303,6 +309,7 @@ describe('issue 16: several gateways, one control plane', { timeout: 120_000 }, 
       assert.equal(body.error.code, 'CLUSTER_UNAVAILABLE');
       assert.match(body.error.message, /PostgreSQL/);
       assert.equal((await admin(i, 'GET', '/cluster')).status, 503);
+      assert.match((await admin(i, 'GET', '/metrics')).text, /^manifold_cluster_store_up 0$/m);
       // Reads of this instance's own view still answer; the dashboard says the store is away.
       assert.equal((await admin(i, 'GET', '/pools')).status, 200);
       const data = await admin(i, 'GET', '/dashboard/data');
