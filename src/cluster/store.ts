@@ -365,8 +365,10 @@ export class ClusterStore {
     let broken: Error | undefined;
     try {
       await client.query('BEGIN');
-      // Gateways starting together must not race CREATE SCHEMA / CREATE TABLE.
-      await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`manifold.cluster:${this.#spec.schema}`]);
+      // Gateways starting together must not race CREATE SCHEMA / CREATE TABLE — nor this with
+      // the queue's own migration (pg-queue.ts), which creates the same schema by default:
+      // hence the queue's lock key. Concurrent CREATE SCHEMA IF NOT EXISTS can fail otherwise.
+      await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`manifold.defer:${this.#spec.schema}`]);
       for (const sql of this.#sql.migrate) await client.query(sql);
       await client.query('COMMIT');
       this.#migrated = true;
