@@ -554,4 +554,38 @@ describe('issue 16: the cluster schema', { timeout: 60_000 }, () => {
     assert.equal(stats.instances, 1);
     assert.equal((await gw.admin('GET', '/dashboard/data')).json<{ cluster: unknown }>().cluster, null);
   });
+
+  test('changes made at once through two gateways all land (a writer that was behind catches up)', async (t) => {
+    const schema = newSchemaName('clrace');
+    const target = await namedTarget('t1');
+    const clis: Cli[] = [];
+    t.after(async () => {
+      for (const c of clis) c.kill('SIGKILL');
+      await Promise.all(clis.map((c) => c.exited));
+      await target.close();
+      await dropSchema(schema);
+    });
+    const file = configFile(yaml(PG_URL, schema, target.url));
+    const [a, b] = await Promise.all([startInstance('A', file, clis), startInstance('B', file, clis)]);
+    const ids = Array.from({ length: 12 }, (_, k) => `x${k}`);
+    const answers = await Promise.all(
+      ids.map((id, k) => admin(k % 2 === 0 ? a : b, 'POST', '/pools/default/targets', { url: `http://127.0.0.1:${100 + k}`, id })),
+    );
+    assert.deepEqual(
+      answers.map((r) => r.status),
+      ids.map(() => 201),
+      answers.map((r) => r.text).join('\n'),
+    );
+    for (const i of [a, b])
+      await until(
+        async () => {
+          const p = (await admin(i, 'GET', '/pools/default')).json<{ pool: { targets: Array<{ id: string }> } }>();
+          return ids.every((id) => p.pool.targets.some((x) => x.id === id));
+        },
+        `${i.name} to serve all twelve`,
+        5000,
+      );
+    const { rows } = await pgQuery<{ n: string }>(`SELECT count(*) AS n FROM "${schema}".cluster_changes`);
+    assert.equal(Number(rows[0].n), 12);
+  });
 });
