@@ -50,6 +50,11 @@ export const ERRORS = Object.freeze({
   METHOD_NOT_ALLOWED: { status: 405, message: 'method not allowed' },
   INVALID_BODY: { status: 400, message: 'invalid request body' },
   CONFLICT: { status: 409, message: 'conflict' },
+  // Issue 16: `cluster.store` is configured and PostgreSQL cannot be reached; nothing changed.
+  CLUSTER_UNAVAILABLE: {
+    status: 503,
+    message: 'the cluster store (PostgreSQL) is unreachable; admin changes are refused until it returns',
+  },
   CONFIG_INVALID: { status: 422, message: 'the configuration is invalid; the old one keeps serving' },
 } as const);
 

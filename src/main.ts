@@ -4,12 +4,15 @@
  */
 import { closeSync, openSync } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { startAdmin } from './admin/app.ts';
+import { localFigures } from './admin/scope.ts';
 import { startMetricsServer } from './admin/metrics-server.ts';
 import { type DataPlane, localPlane, Manager } from './cluster/manager.ts';
 import { startPrimary } from './cluster/primary.ts';
+import { ClusterStore } from './cluster/store.ts';
+import { compileCluster, instanceId } from './config/cluster.ts';
 import { startRuntime } from './cluster/runtime.ts';
 import { loadAsyncproxy } from './compat/asyncproxy.ts';
 import {
@@ -337,12 +340,36 @@ async function run(loaded: LoadedConfig, opts: RunOptions, reread: () => LoadedC
     },
   });
   await manager.restore();
+  // Issue 16: with `cluster.store`, the shared overlay is served from the first request on
+  // (or, PostgreSQL away, the file's config until it returns).
+  const clusterSpec = compileCluster(loaded.config, []);
+  let queue: (() => Queue | null) | undefined;
+  let adminAddress: string | null = null;
+  const store =
+    clusterSpec === null
+      ? null
+      : new ClusterStore({
+          spec: clusterSpec,
+          id: instanceId(clusterSpec, loaded.config),
+          host: hostname(),
+          log,
+          onChange: (stored) => manager.adopt(stored),
+          // Issue 16 item 3: the figures `?scope=cluster` sums, published with every heartbeat.
+          report: async () => ({
+            config_version: manager.version,
+            overlay_version: manager.storeVersion,
+            report: { ...(await localFigures(manager, () => queue?.() ?? null)), admin: adminAddress },
+          }),
+        });
+  if (store !== null) await manager.join(store);
+  // Issue 16 item 4: defer `rate` and `concurrency` are the cluster's, split evenly between the
+  // instances that are up (the registry), so N gateways deliver at the configured rate.
+  const share = store === null ? undefined : () => 1 / store.peers;
   const config = manager.config;
   let shutdown: () => Promise<void>;
   let plane: DataPlane;
-  let queue: () => Queue | null;
   if (workers <= 1) {
-    const runtime = await startRuntime(config, log, { metrics });
+    const runtime = await startRuntime(config, log, { metrics, share });
     log.info({ port: runtime.port, listeners: runtime.ports, workers: 0, config: loaded.file }, 'manifold listening');
     shutdown = () => runtime.close();
     if (destination.text !== null) destination.text.view = () => runtime.pipeline.snapshot;
@@ -351,7 +378,7 @@ async function run(loaded: LoadedConfig, opts: RunOptions, reread: () => LoadedC
   } else {
     // Issue 6: workers accept deferred requests, the primary delivers them (it opens the
     // store first, so the workers find it created).
-    const deliveries = await startDeliveryHost(config, log, metrics);
+    const deliveries = await startDeliveryHost(config, log, metrics, share);
     const primary = startPrimary(config, workers, log);
     const grace = parseDuration(config.shutdown.grace);
     shutdown = async () => {
@@ -390,6 +417,7 @@ async function run(loaded: LoadedConfig, opts: RunOptions, reread: () => LoadedC
         return null;
       })
     : null;
+  if (admin !== null) adminAddress = `${config.admin.host}:${admin.port}`;
   // Scrapers without the admin token get their own port; like the admin API, a port that is
   // taken is logged and the gateway serves on.
   const metricsServer =
@@ -408,6 +436,7 @@ async function run(loaded: LoadedConfig, opts: RunOptions, reread: () => LoadedC
   shutdown = async () => {
     stopLive?.();
     await metricsServer?.close();
+    await store?.close();
     await manager.close();
     await stopData();
     await admin?.close();

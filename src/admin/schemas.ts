@@ -127,10 +127,23 @@ const PAGE = { type: 'string', pattern: '^[0-9]{1,4}$', description: 'Page size,
 const AFTER = { type: 'string', minLength: 1, description: 'Cursor: the `next` of the previous page.' };
 const ROUTE = { type: 'string', pattern: NAME, description: 'Only this route.' };
 
+/** Issue 16: `?scope=cluster` sums what every instance publishes; `instance` (default) is this one. */
+const SCOPE = {
+  type: 'string',
+  enum: ['instance', 'cluster'],
+  description: 'instance (default): this gateway; cluster: summed over the instances that are up.',
+};
+
+export const scopeQuery: Schema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { scope: SCOPE },
+};
+
 export const queueDepthQuery: Schema = {
   type: 'object',
   additionalProperties: false,
-  properties: { route: ROUTE },
+  properties: { route: ROUTE, scope: SCOPE },
 };
 
 export const jobListQuery: Schema = {

@@ -28,6 +28,7 @@ export async function startDeliveryHost(
   config: Config,
   log: Logger,
   metrics: Metrics | null = null,
+  share?: () => number,
 ): Promise<DeliveryHost> {
   const registry = new Registry();
   // Its attempts are in flight to the same targets as the workers': the sum is the truth.
@@ -50,6 +51,7 @@ export async function startDeliveryHost(
     view: () => view,
     deliver: true,
     metrics,
+    share,
   });
   build(config);
   try {

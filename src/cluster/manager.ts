@@ -19,6 +19,7 @@ import type { Logger } from '../observability/logger.ts';
 import { aggregate, type Metrics, type MetricsSnapshot } from '../observability/metrics.ts';
 import type { Registry } from 'prom-client';
 import type { Runtime } from './runtime.ts';
+import { type ClusterStore, StaleOverlay, type StoredOverlay } from './store.ts';
 import { ActiveHealth } from '../upstream/health/active.ts';
 import { applyOverlay, change, emptyOverlay, findTarget, type Overlay } from './membership.ts';
 import type { DownTargets } from '../upstream/registry.ts';
@@ -99,6 +100,8 @@ const RESTART_KEYS: ReadonlyArray<readonly string[]> = [
   ['limits'],
   ['shutdown'],
   ['state_file'],
+  // Issue 16: the store connection and this instance's id are made once, at start.
+  ['cluster'],
   // Issue 6: each process opens its store once (defer/service.ts).
   ['queue'],
   ['log', 'level'],
@@ -110,6 +113,16 @@ const RESTART_KEYS: ReadonlyArray<readonly string[]> = [
 ];
 
 const STATE_FILE_VERSION = 1;
+
+/** A change that kept meeting a newer stored overlay gives up after this many rounds. */
+const MAX_STALE_ROUNDS = 5;
+
+/** An overlay as read back (state file, cluster store): its entries not yet checked. */
+interface OverlayParts {
+  created: Record<string, unknown>;
+  deleted: unknown[];
+  targets: Record<string, unknown>;
+}
 
 interface Draining {
   pool: string;
@@ -168,6 +181,11 @@ export class Manager {
   readonly #metrics: Metrics | null;
   readonly #health: ActiveHealth;
   readonly #draining = new Map<string, Draining>();
+  #store: ClusterStore | null = null;
+  /** The stored overlay version served (issue 16); writes are based on it. */
+  #storeVersion = 0;
+  /** The overlay as stored at that version, unchecked (null: unreadable, or none yet). */
+  #storedOverlay: Overlay | null = null;
   /** Changes run one after another: each is validated against the result of the previous. */
   #queue: Promise<unknown> = Promise.resolve();
 
@@ -182,6 +200,8 @@ export class Manager {
     this.#metrics?.setControl({
       configVersion: () => this.#version,
       workers: () => this.#plane.workers(),
+      cluster: () =>
+        this.#store === null ? null : { available: this.#store.available, instances: this.#store.peers },
       pools: () => this.#compiled.pools.map((p) => ({ name: p.name, targets: p.targets.length })),
       targets: () =>
         this.#compiled.pools.flatMap((p) =>
@@ -236,11 +256,27 @@ export class Manager {
     if (file === null) return;
     const saved = await this.#readState(file);
     if (saved === null) return;
+    const { overlay, skipped } = this.#sanitize(saved, { state_file: file }, 'state file entry skipped');
+    const next = applyOverlay(this.#file, overlay);
+    const { compiled } = compile(next);
+    if (!compiled) return; // every entry was checked on its own; this is only for the types
+    this.#overlay = overlay;
+    this.#config = next;
+    this.#compiled = compiled;
+    this.#log.info({ state_file: file, skipped }, 'pool changes restored from the state file');
+  }
+
+  /**
+   * An overlay read back (state file, cluster store), applied entry by entry (issue 15): one
+   * that cannot be (a bad name, a shape the schema refuses, a pool the config no longer has, a
+   * change compile() refuses) is logged with `where` and skipped, and the rest is kept.
+   */
+  #sanitize(saved: OverlayParts, where: Record<string, unknown>, msg: string): { overlay: Overlay; skipped: number } {
     let overlay = emptyOverlay();
     let skipped = 0;
     const skip = (entry: string, reason: string) => {
       skipped++;
-      this.#log.error({ state_file: file, entry, reason }, 'state file entry skipped');
+      this.#log.error({ ...where, entry, reason }, msg);
     };
     const attempt = (entry: string, next: () => Overlay) => {
       try {
@@ -288,13 +324,74 @@ export class Manager {
           });
       }
     }
+    return { overlay, skipped };
+  }
+
+  // ---- the cluster store (issue 16) ----
+
+  /**
+   * Joins the cluster store: serves its overlay (on top of this instance's config file) from
+   * now on, and writes every admin change there first. Resolves after the first contact, or
+   * after it failed (then the file's config serves until the store is back).
+   */
+  async join(store: ClusterStore): Promise<void> {
+    this.#store = store;
+    await store.start();
+  }
+
+  /** The stored overlay version served now (0 before any or without a store). */
+  get storeVersion(): number {
+    return this.#storeVersion;
+  }
+
+  /** The cluster store, when `cluster.store` is on. */
+  get store(): ClusterStore | null {
+    return this.#store;
+  }
+
+  /** A newer stored overlay (another instance's change, or catching up): served once valid. */
+  adopt(stored: StoredOverlay): Promise<void> {
+    return this.#serial(() => this.#adoptNow(stored));
+  }
+
+  async #adoptNow(stored: StoredOverlay): Promise<void> {
+    if (stored.version === this.#storeVersion || (stored.version < this.#storeVersion && !stored.reset)) return;
+    this.#storeVersion = stored.version;
+    const parts = this.#overlayParts(stored.overlay, { cluster_version: stored.version }, 'cluster change entry skipped');
+    this.#storedOverlay = parts as Overlay | null;
+    const { overlay, skipped } = this.#sanitize(
+      parts ?? { created: dict(), deleted: [], targets: dict() },
+      { cluster_version: stored.version },
+      'cluster change entry skipped',
+    );
+    if (JSON.stringify(overlay) === JSON.stringify(this.#overlay)) return;
     const next = applyOverlay(this.#file, overlay);
     const { compiled } = compile(next);
-    if (!compiled) return; // every entry was checked on its own; this is only for the types
+    if (!compiled) return; // every entry was checked on its own
     this.#overlay = overlay;
-    this.#config = next;
-    this.#compiled = compiled;
-    this.#log.info({ state_file: file, skipped }, 'pool changes restored from the state file');
+    await this.#publish(next, compiled);
+    this.#log.info({ cluster_version: stored.version, version: this.#version, skipped }, 'cluster change applied');
+  }
+
+  /**
+   * A change to the overlay, serialized; with the cluster store, a change based on a stored
+   * version another instance has moved past catches up and runs again (bounded).
+   */
+  #change<T>(fn: () => Promise<T>): Promise<T> {
+    return this.#serial(async () => {
+      for (let round = 1; ; round++) {
+        try {
+          return await fn();
+        } catch (err) {
+          if (!(err instanceof StaleOverlay) || this.#store === null) throw err;
+          if (round === MAX_STALE_ROUNDS)
+            throw new GatewayError('CONFLICT', `the cluster's pools changed ${round} times during this call; try again`);
+          const stored = await this.#store.read();
+          // Behind, or the store was reset (its version is lower than ours): take it, then retry.
+          await this.#adoptNow({ ...stored, reset: stored.version < this.#storeVersion });
+        }
+      }
+    });
   }
 
   /** Attaches the data plane (serving `config` already) and starts the health checks. */
@@ -324,13 +421,13 @@ export class Manager {
   // ---- changes ----
 
   addTarget(pool: string, body: TargetConfig): Promise<TargetView> {
-    return this.#serial(async () => {
+    return this.#change(async () => {
       const p = this.#pool(pool);
       const id = targetSpec(body).id;
       if (findTarget(this.#config, pool, id))
         throw new GatewayError('CONFLICT', `pool "${pool}" already has a target "${id}"`);
       await refuseSpecial([body.url], p.allow_special_targets ?? DEFAULT_SPECIAL_TARGETS, pool);
-      await this.#commit(change.addTarget(this.#overlay, pool, body), `adding target "${id}"`);
+      await this.#commit((o) => change.addTarget(o, pool, body), `adding target "${id}"`);
       this.#draining.delete(`${pool}\u0000${id}`);
       this.#log.info({ pool, target: id, url: body.url }, 'target added');
       return this.#view(pool, id);
@@ -343,7 +440,7 @@ export class Manager {
    * any admin change (overlay, state file) until `drain: false`.
    */
   updateTarget(pool: string, id: string, patch: TargetPatch): Promise<TargetView> {
-    return this.#serial(async () => {
+    return this.#change(async () => {
       const t = this.#target(pool, id);
       const next: TargetConfig = { ...t, ...patch };
       if (next.drain === false) delete next.drain;
@@ -353,7 +450,7 @@ export class Manager {
           : patch.drain
             ? ['draining', 'target drained']
             : ['enabling', 'target enabled'];
-      await this.#commit(change.setTarget(this.#overlay, pool, next), `${what} "${id}"`);
+      await this.#commit((o) => change.setTarget(o, pool, next), `${what} "${id}"`);
       this.#log.info({ pool, target: id, ...patch }, done);
       return this.#view(pool, id);
     });
@@ -369,9 +466,9 @@ export class Manager {
     id: string,
     wait: boolean,
   ): Promise<{ target: TargetView; drained: boolean }> {
-    const entry = await this.#serial(async () => {
+    const entry = await this.#change(async () => {
       const t = this.#target(pool, id);
-      await this.#commit(change.removeTarget(this.#overlay, pool, id), `removing target "${id}"`);
+      await this.#commit((o) => change.removeTarget(o, pool, id), `removing target "${id}"`);
       const d: Draining = {
         pool,
         id,
@@ -396,7 +493,7 @@ export class Manager {
   }
 
   createPool(name: string, pool: PoolConfig): Promise<PoolView> {
-    return this.#serial(async () => {
+    return this.#change(async () => {
       if (Object.hasOwn(this.#config.pools, name))
         throw new GatewayError('CONFLICT', `pool "${name}" already exists`);
       await refuseSpecial(
@@ -404,16 +501,16 @@ export class Manager {
         pool.allow_special_targets ?? DEFAULT_SPECIAL_TARGETS,
         name,
       );
-      await this.#commit(change.createPool(this.#overlay, name, pool), `creating pool "${name}"`);
+      await this.#commit((o) => change.createPool(o, name, pool), `creating pool "${name}"`);
       this.#log.info({ pool: name, targets: pool.targets.length }, 'pool created');
       return (await this.pools(name))[0];
     });
   }
 
   deletePool(name: string): Promise<void> {
-    return this.#serial(async () => {
+    return this.#change(async () => {
       this.#pool(name);
-      await this.#commit(change.deletePool(this.#overlay, name, this.#file), `deleting pool "${name}"`);
+      await this.#commit((o) => change.deletePool(o, name, this.#file), `deleting pool "${name}"`);
       this.#log.info({ pool: name }, 'pool deleted');
     });
   }
@@ -536,8 +633,14 @@ export class Manager {
     return t;
   }
 
-  /** Validates the overlay's result; refuses (nothing changes) or publishes and persists it. */
-  async #commit(overlay: Overlay, what: string): Promise<void> {
+  /**
+   * Validates the edited overlay's result; refuses (nothing changes) or publishes and persists
+   * it. With the cluster store the same edit is applied to the overlay as stored, not to this
+   * instance's checked copy: entries this instance's file cannot take (and skipped) stay
+   * stored for the instances that can.
+   */
+  async #commit(edit: (o: Overlay) => Overlay, what: string): Promise<void> {
+    const overlay = edit(this.#overlay);
     const next = applyOverlay(this.#file, overlay);
     const { compiled, problems } = compile(next);
     if (!compiled)
@@ -548,6 +651,17 @@ export class Manager {
           details: { problems: problems.map((p) => ({ path: formatPath(p.path), message: p.message })) },
         },
       );
+    // Issue 16: the store first; refused (503, or behind: caught up and run again) = no change here.
+    if (this.#store !== null) {
+      let stored: Overlay;
+      try {
+        stored = edit(this.#storedOverlay ?? this.#overlay);
+      } catch {
+        stored = overlay; // a stored overlay of a shape no gateway writes: replaced by this one's
+      }
+      this.#storeVersion = await this.#store.write(stored, this.#storeVersion, what);
+      this.#storedOverlay = stored;
+    }
     this.#overlay = overlay;
     await this.#publish(next, compiled);
     await this.#persist();
@@ -585,9 +699,7 @@ export class Manager {
   }
 
   /** The state file's overlay, its parts unchecked (restore() checks them entry by entry). */
-  async #readState(
-    file: string,
-  ): Promise<{ created: Record<string, unknown>; deleted: unknown[]; targets: Record<string, unknown> } | null> {
+  async #readState(file: string): Promise<OverlayParts | null> {
     let text: string;
     try {
       text = await readFile(file, 'utf8');
@@ -596,27 +708,36 @@ export class Manager {
       this.#log.error({ err, state_file: file }, 'cannot read the state file; starting from the config file');
       return null;
     }
+    let parsed: { version?: number; overlay?: unknown };
     try {
       // JSON.parse makes every key, `__proto__` too, an own key; dict() keeps it that way.
-      const parsed = JSON.parse(text) as { version?: number; overlay?: Record<string, unknown> };
-      const o = parsed?.overlay;
-      if (parsed?.version !== STATE_FILE_VERSION || typeof o !== 'object' || o === null)
+      parsed = JSON.parse(text) as { version?: number; overlay?: unknown };
+      if (parsed?.version !== STATE_FILE_VERSION || typeof parsed.overlay !== 'object' || parsed.overlay === null)
         throw new Error(`not a version ${STATE_FILE_VERSION} state file`);
-      const record = (v: unknown, key: string): Record<string, unknown> => {
-        if (v === undefined) return dict();
-        if (typeof v === 'object' && v !== null && !Array.isArray(v)) return dict(Object.entries(v));
-        this.#log.error({ state_file: file, entry: key, reason: 'not a map' }, 'state file entry skipped');
-        return dict();
-      };
-      let deleted: unknown[] = [];
-      if (Array.isArray(o.deleted)) deleted = o.deleted;
-      else if (o.deleted !== undefined)
-        this.#log.error({ state_file: file, entry: 'deleted', reason: 'not a list' }, 'state file entry skipped');
-      return { created: record(o.created, 'created'), deleted, targets: record(o.targets, 'targets') };
     } catch (err) {
       this.#log.error({ err, state_file: file }, 'state file is not valid; starting from the config file');
       return null;
     }
+    return this.#overlayParts(parsed.overlay, { state_file: file }, 'state file entry skipped');
+  }
+
+  /** An overlay's parts as read (JSON), each checked only for being a map or list. */
+  #overlayParts(o: unknown, where: Record<string, unknown>, msg: string): OverlayParts | null {
+    if (typeof o !== 'object' || o === null || Array.isArray(o)) {
+      this.#log.error({ ...where, entry: 'overlay', reason: 'not a map' }, msg);
+      return null;
+    }
+    const obj = o as Record<string, unknown>;
+    const record = (v: unknown, key: string): Record<string, unknown> => {
+      if (v === undefined) return dict();
+      if (typeof v === 'object' && v !== null && !Array.isArray(v)) return dict(Object.entries(v));
+      this.#log.error({ ...where, entry: key, reason: 'not a map' }, msg);
+      return dict();
+    };
+    let deleted: unknown[] = [];
+    if (Array.isArray(obj.deleted)) deleted = obj.deleted;
+    else if (obj.deleted !== undefined) this.#log.error({ ...where, entry: 'deleted', reason: 'not a list' }, msg);
+    return { created: record(obj.created, 'created'), deleted, targets: record(obj.targets, 'targets') };
   }
 
   async #drained(d: Draining): Promise<boolean> {

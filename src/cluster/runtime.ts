@@ -60,6 +60,8 @@ export interface RuntimeOptions {
    * Manager); by default the runtime makes its own, unless `metrics.enabled` is false.
    */
   metrics?: Metrics | null;
+  /** Issue 16 item 4: this instance's share of defer limits (delivering process only). */
+  share?: () => number;
 }
 
 export async function startRuntime(
@@ -91,6 +93,7 @@ export async function startRuntime(
     view: (): Snapshot => pipeline.snapshot,
     deliver: !cluster.isWorker,
     metrics,
+    share: options.share,
   });
   const pipeline = new Pipeline(build(config), { logger: log, forward, acceptor: defer.acceptor, metrics });
   const unwatch = metrics?.addData({

@@ -10,6 +10,7 @@ import {
   MultiplexConfigError,
   multiplexSchema,
 } from '../multiplex/schema.ts';
+import { compileCluster } from './cluster.ts';
 import { compileDefer, compileQueue, type DeferAction } from '../defer/spec.ts';
 import { compileMatch, type MatchConfig } from '../routing/matcher.ts';
 import { compileConnect, type ConnectAction } from '../tunnel/spec.ts';
@@ -72,7 +73,7 @@ function checkAdmin(admin: AdminConfig | undefined, problems: CompileProblem[]):
 }
 
 /** Paths the admin API serves itself; `metrics.path` must not shadow one (issue 7). */
-const ADMIN_PATHS = ['/pools', '/servers', '/stats', '/config', '/queue', '/dashboard'];
+const ADMIN_PATHS = ['/pools', '/servers', '/stats', '/config', '/queue', '/dashboard', '/cluster'];
 
 function checkMetrics(config: Config, problems: CompileProblem[]): void {
   const { path, port } = config.metrics;
@@ -225,6 +226,7 @@ export function compile(config: Config): { compiled?: CompiledConfig; problems: 
   if (config.listen) checkListeners(config, problems);
   if (config.metrics) checkMetrics(config, problems);
   if (config.queue) compileQueue(config.queue, problems);
+  compileCluster(config, problems);
   const ids = new Map<string, number>();
   routes.forEach((r, i) => {
     const first = ids.get(r.id);

@@ -1008,6 +1008,43 @@ export const configSchema: Schema = {
       anyOf: [{ type: 'string', minLength: 1 }, { type: 'null' }],
       default: null,
     },
+    cluster: object(
+      'Several gateways, one control plane (issue 16): admin pool changes, the instance registry and cluster-wide figures on a PostgreSQL they share. Absent = this gateway alone.',
+      {
+        store: {
+          description:
+            '`postgres` = share admin changes and the instance registry through PostgreSQL; null = off (each gateway on its own).',
+          anyOf: [{ type: 'string', enum: ['postgres'] }, { type: 'null' }],
+          errorMessage: 'must be postgres or null',
+          default: null,
+        },
+        url: {
+          description:
+            "PostgreSQL connection, the same forms as `queue.url`; null = the queue's (`queue.url`) when `queue.driver` is postgres.",
+          anyOf: [{ type: 'string', minLength: 1 }, { type: 'null' }],
+          errorMessage: 'must be a postgres:// URL or a libpq key=value string',
+          default: null,
+        },
+        schema: {
+          description: 'PostgreSQL schema of the cluster tables (created at start); null = `queue.schema`.',
+          anyOf: [{ type: 'string', pattern: '^[a-z_][a-z0-9_]{0,47}$' }, { type: 'null' }],
+          errorMessage: 'must be lower-case letters, digits and _ (at most 48), or null',
+          default: null,
+        },
+        instance: {
+          description:
+            "This gateway's id in the instance registry; null = `queue.instance`, else `<hostname>:<listen.port>` (with `listen.port: 0`, `<hostname>:pid<pid>`). Different for every gateway.",
+          anyOf: [{ type: 'string', minLength: 1, maxLength: 200 }, { type: 'null' }],
+          errorMessage: 'must be a name of 1 to 200 characters, or null',
+          default: null,
+        },
+        heartbeat: duration(
+          'How often this gateway writes its registry row and checks the stored change version (which heals a missed notification).',
+          '1s',
+        ),
+        gone_after: duration('An instance whose last heartbeat is older than this is listed as `gone`.', '10s'),
+      },
+    ),
     queue: object('The durable queue behind `defer` routes (issue 6); opened only when a route defers.', {
       driver: {
         description:
@@ -1198,6 +1235,17 @@ export interface Config {
   metrics: MetricsConfig;
   tracing: TracingConfig;
   state_file: string | null;
+  cluster: ClusterConfig;
   queue: QueueConfig;
   routes: RouteConfig[];
+}
+
+/** `cluster:` (issue 16), compiled by cluster/spec.ts. */
+export interface ClusterConfig {
+  store: 'postgres' | null;
+  url: string | null;
+  schema: string | null;
+  instance: string | null;
+  heartbeat: Duration;
+  gone_after: Duration;
 }

@@ -57,6 +57,11 @@ export interface DelivererOptions {
   resolve: () => DeliveryTarget | null;
   /** Injected for tests: the jitter source. */
   random?: () => number;
+  /**
+   * Issue 16 item 4: this instance's share (0 < share <= 1) of the route's `rate` and
+   * `concurrency`, read before every claim; default 1 (the limits are per instance).
+   */
+  share?: () => number;
   /** Each delivery attempt's outcome and duration (issue 7). */
   metrics?: Metrics | null;
 }
@@ -107,6 +112,7 @@ export class Deliverer {
   readonly #resolve: () => DeliveryTarget | null;
   readonly #random: () => number;
   readonly #metrics: Metrics | null;
+  readonly #share: () => number;
   readonly #inflight = new Map<string, Inflight>();
   readonly #stop = new AbortController();
   #limiter: RateLimiter | null = null;
@@ -129,6 +135,7 @@ export class Deliverer {
     this.#resolve = options.resolve;
     this.#random = options.random ?? Math.random;
     this.#metrics = options.metrics ?? null;
+    this.#share = options.share ?? (() => 1);
   }
 
   /** The route's settings changed (a reload): end a rate or idle wait now and re-read them. */
@@ -178,9 +185,14 @@ export class Deliverer {
         await sleep(IDLE_POLL_MS, AbortSignal.any([signal, this.#nudge.signal]));
         continue;
       }
-      const limiter = this.#rateLimiter(spec.ratePerSecond);
-      const free = spec.concurrency - this.#inflight.size;
-      if (free <= 0 || (this.#inflight.size > 0 && free < Math.ceil(spec.concurrency / 4))) {
+      // Issue 16 item 4: with the cluster store, the route's limits are the cluster's; this
+      // instance takes its share (at least one delivery at a time, so every instance drains).
+      const given = this.#share();
+      const share = given > 0 && given < 1 ? given : 1;
+      const limiter = this.#rateLimiter(spec.ratePerSecond === null ? null : spec.ratePerSecond * share);
+      const concurrency = Math.max(1, Math.floor(spec.concurrency * share));
+      const free = concurrency - this.#inflight.size;
+      if (free <= 0 || (this.#inflight.size > 0 && free < Math.ceil(concurrency / 4))) {
         await this.#slotFreed();
         continue;
       }

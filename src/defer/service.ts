@@ -42,6 +42,8 @@ export interface DeferServiceOptions {
   deliver: boolean;
   /** Deliveries are counted here, and the queue depth read from here at scrape time (issue 7). */
   metrics?: Metrics | null;
+  /** Issue 16 item 4: this instance's share of every defer route's rate and concurrency (Deliverer). */
+  share?: () => number;
 }
 
 /** A deliverer whose route left the config finishes what it started within this. */
@@ -168,6 +170,7 @@ export class DeferService {
         log: this.#log,
         resolve: () => this.#resolve(route.id),
         metrics: this.#options.metrics ?? null,
+        share: this.#options.share,
       });
       this.#deliverers.set(route.id, d);
       d.start();

@@ -105,6 +105,8 @@ export interface ControlSource {
   pools(): ReadonlyArray<{ name: string; targets: number }>;
   /** `up`: active checks pass (true also without checks); `drain`: an operator drained it. */
   targets(): ReadonlyArray<{ pool: string; id: string; up: boolean; drain: boolean }>;
+  /** Issue 16: the cluster store's reachability and the instances up; null without `cluster.store`. */
+  cluster?(): { available: boolean; instances: number } | null;
 }
 
 /** The process that delivers deferred requests reads the queue depth at scrape time. */
@@ -312,6 +314,28 @@ export class Metrics {
       collect() {
         const c = control();
         if (c !== null) this.set(c.configVersion());
+      },
+    });
+    new Gauge({
+      name: 'manifold_cluster_store_up',
+      help: 'Issue 16: 1 while the cluster store (PostgreSQL) answers, 0 while it is away; absent without cluster.store.',
+      registers,
+      aggregator: 'max',
+      collect() {
+        const c = control()?.cluster?.() ?? null;
+        this.reset();
+        if (c !== null) this.set(c.available ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'manifold_cluster_instances',
+      help: 'Issue 16: gateways up in the cluster registry at the last heartbeat (they share the defer limits).',
+      registers,
+      aggregator: 'max',
+      collect() {
+        const c = control()?.cluster?.() ?? null;
+        this.reset();
+        if (c !== null) this.set(c.instances);
       },
     });
     new Gauge({

@@ -3,7 +3,8 @@
  * defer route whose only target always answers 500. Headless Debian Chromium signs in through
  * the form, reads live numbers, drains and enables a target (checked at the upstreams too),
  * replays a dead letter, and takes the README's screenshot (written to docs/dashboard.png with
- * UPDATE_SCREENSHOT=1). Skipped (with a message) where /usr/bin/chromium is missing; .ci/run
+ * UPDATE_SCREENSHOT=1). Issue 16: two gateways on one cluster store, the Cluster panel and the
+ * scope selector. Skipped (with a message) where /usr/bin/chromium is missing; .ci/run
  * installs it.
  */
 import assert from 'node:assert/strict';
@@ -15,6 +16,7 @@ import { type Browser, chromium, type Page } from 'playwright-core';
 import { ROOT, startUpstream, until } from '../helpers/index.ts';
 import { startManaged } from '../integration/admin-gateway.ts';
 import { send } from '../helpers/http.ts';
+import { dropSchema, newSchemaName, PG_URL } from '../helpers/pg.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const TOKEN = 'secret';
@@ -236,3 +238,54 @@ routes:
     });
   },
 );
+
+test('dashboard: the Cluster panel and the cluster scope (issue 16)', { timeout: 120_000 }, async (t) => {
+  if (!existsSync(CHROMIUM)) {
+    t.skip(`${CHROMIUM} not found: install Debian's chromium (apt-get install chromium) to run the browser test`);
+    return;
+  }
+  const schema = newSchemaName('dash');
+  const target = await startUpstream((_req, res) => res.end('t'));
+  const yaml = `
+log: { level: info, access: false }
+cluster: { store: postgres, url: "${PG_URL}", schema: ${schema}, heartbeat: 200ms, gone_after: 2s }
+pools: { api: { targets: [${target.url}] } }
+routes:
+  - id: api
+    match: { path: /* }
+    proxy: { pool: api }
+`;
+  const [gwA, gwB] = await Promise.all([startManaged(yaml, 0), startManaged(yaml, 0)]);
+  t.after(async () => {
+    await Promise.all([gwA.close(), gwB.close()]);
+    await target.close();
+    await dropSchema(schema);
+  });
+  const browser: Browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu'] });
+  t.after(() => browser.close());
+  const page: Page = await (await browser.newContext()).newPage();
+  const problems: string[] = [];
+  page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
+  page.on('console', (m) => {
+    if (/Content Security Policy|Refused to/i.test(m.text())) problems.push(`console: ${m.text()}`);
+  });
+  const text = (selector: string) => page.locator(selector).textContent({ timeout: 2000 });
+  const num = (s: string | null) => Number((s ?? '').replace(/,/g, ''));
+  // Traffic through B only: A's own numbers stay at 0, the cluster's do not.
+  for (let i = 0; i < 7; i++) assert.equal((await gwB.get(`/x/${i}`)).status, 200);
+
+  await page.goto(`${gwA.adminUrl}/dashboard`);
+  await until(() => page.locator('#cluster-panel').isVisible(), 'the Cluster panel');
+  await until(async () => (await page.locator('#cluster tbody tr').count()) === 2, 'two gateways listed');
+  assert.deepEqual(await page.locator('#cluster tbody .badge').allTextContents(), ['up', 'up']);
+  assert.equal(await page.locator('#cluster tbody tr', { hasText: '(this one)' }).count(), 1);
+
+  const requests = 'tr[data-route="api"] [data-col="requests"]';
+  await until(async () => (await text(requests)) === '0', "A's own total: 0");
+  assert.equal(await page.locator('#scope-box').isVisible(), true);
+  await page.selectOption('#scope', 'cluster');
+  await until(async () => num(await text(requests)) === 7, "the cluster's total: B's 7");
+  await page.selectOption('#scope', 'instance');
+  await until(async () => (await text(requests)) === '0', "back to A's own");
+  assert.deepEqual(problems, []);
+});

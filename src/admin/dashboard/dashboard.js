@@ -23,7 +23,7 @@ function sampleOf(data) {
   for (const r of data.routes ?? []) routes.set(r.id, r);
   const targets = new Map();
   for (const p of data.pools ?? []) for (const t of p.targets ?? []) targets.set(`${p.name}/${t.id}`, t);
-  return { now: data.now, routes, targets, live: data.live };
+  return { now: data.now, scope: data.scope, routes, targets, live: data.live };
 }
 
 function ingest(data) {
@@ -35,7 +35,8 @@ function ingest(data) {
     (s.now <= last.now ||
       (last.live?.sessions ?? 0) > (s.live?.sessions ?? 0) ||
       [...s.routes].some(([id, r]) => (last.routes.get(id)?.requests ?? 0) > r.requests));
-  if (restarted) samples = [];
+  // So does a switch between this gateway's numbers and the cluster's (issue 16).
+  if (restarted || (last !== undefined && last.scope !== s.scope)) samples = [];
   samples.push(s);
   while (samples.length > 2 && samples[1].now <= s.now - WINDOW_MS) samples.shift();
 }
@@ -403,7 +404,52 @@ function renderLive(live) {
   setText(byId('live-out'), fixed(rates?.kbOut));
 }
 
+const CLUSTER_COLUMNS = [
+  ['id', 'key'],
+  ['host'],
+  ['pid', 'num'],
+  ['state'],
+  ['version', 'num'],
+  ['seen'],
+  ['requests', 'num'],
+];
+
+/** Issue 16: the instance registry; the panel stays hidden while `cluster.store` is off. */
+function renderCluster(cluster) {
+  const panel = byId('cluster-panel');
+  panel.hidden = cluster === null || cluster === undefined;
+  if (panel.hidden) return;
+  const instances = cluster.instances ?? [];
+  showEmpty(panel, !cluster.store?.available);
+  sync(
+    panel.querySelector('tbody'),
+    instances,
+    (i) => i.id,
+    () => row(CLUSTER_COLUMNS),
+    (tr, i) => {
+      setText(cell(tr, 'id'), i.self ? `${i.id} (this one)` : i.id);
+      setText(cell(tr, 'host'), i.host);
+      setText(cell(tr, 'pid'), i.pid);
+      const state = cell(tr, 'state');
+      if (!state.firstChild) state.append(el('span'));
+      badge(state.firstChild, i.state === 'up' ? 'ok' : 'bad', i.state);
+      setText(cell(tr, 'version'), `v${i.overlay_version}`);
+      setText(cell(tr, 'seen'), ago(i.age_ms));
+      const d = i.stats?.downstream;
+      setText(cell(tr, 'requests'), d ? int(d.success + d.failed) : DASH);
+    },
+  );
+}
+
+/** Issue 16: which numbers the page asks for; the choice exists only with a cluster store. */
+let scope = 'instance';
+byId('scope').addEventListener('change', (e) => {
+  scope = e.target.value === 'cluster' ? 'cluster' : 'instance';
+  samples = [];
+});
+
 function render(data) {
+  byId('scope-box').hidden = data.cluster === null || data.cluster === undefined;
   const m = data.manifold ?? {};
   renderLive(data.live);
   setText(byId('version'), m.version ?? DASH);
@@ -411,6 +457,7 @@ function render(data) {
   setText(byId('workers'), m.workers ?? DASH);
   renderRoutes(data.routes ?? []);
   renderPools(data.pools ?? []);
+  renderCluster(data.cluster);
   renderQueue(data.queue);
 }
 
@@ -455,7 +502,7 @@ async function poll() {
   const abort = new AbortController();
   const timer = setTimeout(() => abort.abort(), TIMEOUT_MS);
   try {
-    const res = await fetch('/dashboard/data', {
+    const res = await fetch(scope === 'cluster' ? '/dashboard/data?scope=cluster' : '/dashboard/data', {
       headers: { accept: 'application/json' },
       cache: 'no-store',
       credentials: 'same-origin',

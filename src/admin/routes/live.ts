@@ -6,12 +6,13 @@
  * its own window, so this stays stateless and any number of browsers can watch.
  */
 import type { FastifyInstance } from 'fastify';
-import type { MetricObjectWithValues, MetricValue, MetricValueWithName } from 'prom-client';
 import type { Manager } from '../../cluster/manager.ts';
 import { emptyDepth, type Queue, type RouteDepth, sortByRoute } from '../../defer/queue.ts';
-import { DURATION_BUCKETS } from '../../observability/metrics.ts';
 import { liveTotals } from '../../observability/live-line.ts';
 import { VERSION } from '../../version.ts';
+import { clusterFigures, type Json, routeCounters, type Scope, sumDepth, sumDetail, sumRoutes } from '../scope.ts';
+import { scopeQuery } from '../schemas.ts';
+import { clusterView } from './cluster.ts';
 
 export interface RouteLive {
   id: string;
@@ -25,46 +26,11 @@ export interface RouteLive {
   duration: { le: readonly number[]; counts: number[]; count: number };
 }
 
-type Json = MetricObjectWithValues<MetricValue<string> | MetricValueWithName<string>>;
-
-/** Per route: answers, 5xx answers, and the histogram buckets, read from the summed metrics. */
-export function routeCounters(
-  metrics: readonly Json[],
-  routeIds: readonly string[],
-): Map<string, RouteLive['duration'] & { requests: number; errors: number }> {
-  const out = new Map<string, RouteLive['duration'] & { requests: number; errors: number }>();
-  for (const id of routeIds)
-    out.set(id, {
-      requests: 0,
-      errors: 0,
-      le: DURATION_BUCKETS,
-      counts: DURATION_BUCKETS.map(() => 0),
-      count: 0,
-    });
-  const byName = new Map(metrics.map((m) => [m.name, m]));
-  for (const v of byName.get('manifold_downstream_requests_total')?.values ?? []) {
-    const r = out.get(String(v.labels.route));
-    if (r === undefined) continue;
-    r.requests += v.value;
-    if (v.labels.status_class === '5xx') r.errors += v.value;
-  }
-  for (const v of (byName.get('manifold_downstream_request_duration_seconds')?.values ??
-    []) as MetricValueWithName<string>[]) {
-    const r = out.get(String(v.labels.route));
-    if (r === undefined) continue;
-    if (v.metricName?.endsWith('_count')) r.count = v.value;
-    else if (v.metricName?.endsWith('_bucket') && v.labels.le !== '+Inf') {
-      const i = DURATION_BUCKETS.indexOf(Number(v.labels.le));
-      if (i !== -1) r.counts[i] = v.value;
-    }
-  }
-  return out;
-}
-
 export const liveRoutes = (manager: Manager, queue: () => Queue | null) => async (app: FastifyInstance) => {
-  app.get('/dashboard/data', async () => {
+  app.get<{ Querystring: { scope?: Scope } }>('/dashboard/data', { schema: { querystring: scopeQuery } }, async (req) => {
     const routes = manager.compiled.routes;
-    const [registry, pools, depth] = await Promise.all([
+    const store = manager.store;
+    const [registry, pools, depth, cluster] = await Promise.all([
       manager.metrics(),
       manager.pools(),
       routes.some((r) => r.action.kind === 'defer')
@@ -72,15 +38,35 @@ export const liveRoutes = (manager: Manager, queue: () => Queue | null) => async
             ?.depth()
             .catch(() => null) ?? Promise.resolve(null))
         : Promise.resolve(null),
+      // Issue 16: the instance registry; with PostgreSQL away, an empty list that says so.
+      store === null
+        ? null
+        : clusterView(manager).catch(() => ({
+            store: { available: false, version: manager.storeVersion },
+            self: store.id,
+            instances: [],
+          })),
     ]);
     const json = registry === null ? [] : ((await registry.getMetricsAsJSON()) as Json[]);
-    const counters = routeCounters(
+    let counters = routeCounters(
       json,
       routes.map((r) => r.id),
     );
     const live = liveTotals(json);
+    let queueDepth = depth;
+    // Issue 16 item 3: the same shapes, summed over the instances that are up; with the
+    // store away, this instance's (the answer says which scope it is).
+    const all = req.query.scope === 'cluster' ? await clusterFigures(manager, queue).catch(() => null) : null;
+    const scope: Scope = all === null ? 'instance' : 'cluster';
+    if (all !== null) {
+      counters = sumRoutes(all, routes.map((r) => r.id));
+      const summed = new Map(sumDetail(all).map((t) => [`${t.pool}\u0000${t.id}`, t]));
+      for (const p of pools) p.targets = p.targets.map((t) => summed.get(`${p.name}\u0000${t.id}`) ?? t);
+      queueDepth = depth === null ? null : (sumDepth(all) ?? depth);
+    }
     return {
       now: Date.now(),
+      scope,
       manifold: { version: VERSION, config_version: manager.version, workers: manager.workers },
       // Issue 17: sessions (downstream connections) and bytes, cumulative; the page makes the rates.
       live: { sessions: live.sessions, open: live.open, bytes_in: live.bytesIn, bytes_out: live.bytesOut },
@@ -97,11 +83,12 @@ export const liveRoutes = (manager: Manager, queue: () => Queue | null) => async
         };
       }),
       pools,
+      cluster,
       queue:
-        depth === null
+        queueDepth === null
           ? null
           : withDeferRoutes(
-              depth,
+              queueDepth,
               routes.filter((r) => r.action.kind === 'defer').map((r) => r.id),
             ),
     };

@@ -4,7 +4,9 @@
  * delivers (the primary, or the only one); 503 QUEUE_UNAVAILABLE while no route defers.
  */
 import type { FastifyInstance } from 'fastify';
-import type { Job, JobState, Queue } from '../../defer/queue.ts';
+import type { Manager } from '../../cluster/manager.ts';
+import { emptyDepth, type Job, type JobState, type Queue } from '../../defer/queue.ts';
+import { clusterFigures, type Scope, sumDepth } from '../scope.ts';
 import { GatewayError } from '../../errors.ts';
 import { deadListQuery, jobListQuery, jobParams, queueDepthQuery, retryAllQuery } from '../schemas.ts';
 
@@ -42,7 +44,8 @@ function detail(job: Job) {
   return { ...summary(job), headers: job.headers, body: job.body.toString('base64') };
 }
 
-export const queueRoutes = (queue: () => Queue | null) => async (app: FastifyInstance) => {
+/** `manager`: for `GET /queue?scope=cluster` (issue 16); the dashboard's copy has none. */
+export const queueRoutes = (queue: () => Queue | null, manager?: Manager) => async (app: FastifyInstance) => {
   const open = (): Queue => {
     const q = queue();
     if (q === null) throw new GatewayError('QUEUE_UNAVAILABLE', 'no route defers: the queue is not open');
@@ -59,12 +62,19 @@ export const queueRoutes = (queue: () => Queue | null) => async (app: FastifyIns
     return job;
   };
 
-  app.get<{ Querystring: { route?: string } }>(
+  app.get<{ Querystring: { route?: string; scope?: Scope } }>(
     '/queue',
     { schema: { querystring: queueDepthQuery } },
-    async (req) => ({
-      routes: await open().depth(req.query.route),
-    }),
+    async (req) => {
+      const { route, scope } = req.query;
+      if (scope !== 'cluster' || manager === undefined) return { routes: await open().depth(route) };
+      open();
+      // Summed over distinct queues: one that instances share on PostgreSQL counts once.
+      const routes = (sumDepth(await clusterFigures(manager, queue)) ?? []).filter(
+        (d) => route === undefined || d.route === route,
+      );
+      return { routes: route !== undefined && routes.length === 0 ? [emptyDepth(route)] : routes, scope };
+    },
   );
 
   app.get<{ Querystring: ListQuery }>('/queue/jobs', { schema: { querystring: jobListQuery } }, async (req) =>

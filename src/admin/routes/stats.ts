@@ -6,6 +6,9 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { Manager, TargetView } from '../../cluster/manager.ts';
+import type { Queue } from '../../defer/queue.ts';
+import { clusterFigures, type Scope, sumDetail, sumStats } from '../scope.ts';
+import { scopeQuery } from '../schemas.ts';
 
 /** Weldr's `ip` / `port` (a string, as its README shows) from a target URL. */
 function address(url: string): { ip: string; port: string } {
@@ -27,12 +30,28 @@ export function detailEntry(t: TargetView) {
   };
 }
 
-export const statsRoutes = (manager: Manager) => async (app: FastifyInstance) => {
-  app.get('/stats', { schema: { summary: 'Request totals across workers' } }, async () => {
-    const s = (await manager.stats()) as { downstream: unknown; upstream: unknown };
-    return { client: s.downstream, server: s.upstream, ...s };
-  });
-  app.get('/stats/detail', { schema: { summary: 'Counters per target (array)' } }, async () =>
-    (await manager.statsDetail()).map(detailEntry),
+type ScopeQuery = { Querystring: { scope?: Scope } };
+
+export const statsRoutes = (manager: Manager, queue: () => Queue | null) => async (app: FastifyInstance) => {
+  app.get<ScopeQuery>(
+    '/stats',
+    { schema: { summary: 'Request totals across workers (or, scope=cluster, instances)', querystring: scopeQuery } },
+    async (req) => {
+      if (req.query.scope === 'cluster') {
+        const s = sumStats(await clusterFigures(manager, queue));
+        return { client: s.downstream, server: s.upstream, ...s, config_version: manager.version, scope: 'cluster' };
+      }
+      const s = (await manager.stats()) as { downstream: unknown; upstream: unknown };
+      return { client: s.downstream, server: s.upstream, ...s };
+    },
+  );
+  app.get<ScopeQuery>(
+    '/stats/detail',
+    { schema: { summary: 'Counters per target (array)', querystring: scopeQuery } },
+    async (req) =>
+      (req.query.scope === 'cluster'
+        ? sumDetail(await clusterFigures(manager, queue))
+        : await manager.statsDetail()
+      ).map(detailEntry),
   );
 };
