@@ -132,7 +132,7 @@ export function grpcStatusOf(err: GatewayError): number {
 /**
  * For sockets outside a ServerResponse (parse errors, upgrades, CONNECT). Closes the connection.
  * `extra`: header name/value pairs (a 407's `Proxy-Authenticate`, issue 17). Returns the bytes
- * written (the access log's `bytes`).
+ * of body written (the access log's `bytes`, as for every answer).
  */
 export function sendErrorOnSocket(
   socket: Duplex,
@@ -156,5 +156,5 @@ export function sendErrorOnSocket(
     'connection: close\r\n\r\n' +
     body;
   socket.end(answer);
-  return Buffer.byteLength(answer);
+  return Buffer.byteLength(body);
 }

@@ -36,7 +36,14 @@ export interface AdmissionLimits {
   /** ms; 0 = never cut a stalled request body. */
   bodyIdleMs: number;
   /** Told of each request refused here (the pipeline's access log and metrics). */
-  onRefused?: (req: IncomingMessage, err: GatewayError, requestId: string, startedAt: number) => void;
+  onRefused?: (
+    req: IncomingMessage,
+    err: GatewayError,
+    requestId: string,
+    startedAt: number,
+    route: string | null,
+    bytes: number | null,
+  ) => void;
 }
 
 /**
@@ -115,8 +122,8 @@ export class Admission {
       const startedAt = performance.now();
       const err = new GatewayError('CLIENT_LIMIT', `this client already has ${cap} requests in flight (limits.max_inflight_per_client)`);
       const id = requestIdOf(req);
-      sendError(res, err, id, true);
-      this.#limits.onRefused?.(req, err, id, startedAt);
+      const bytes = sendError(res, err, id, true);
+      this.#limits.onRefused?.(req, err, id, startedAt, null, bytes);
       return;
     }
     if (cap !== null) this.#perClient.set(client, n + 1);

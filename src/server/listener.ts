@@ -204,8 +204,8 @@ export function createListener(
     if (hasBody(req)) lingerAfter(req, res);
     const err = new GatewayError('EXPECTATION_FAILED', 'only Expect: 100-continue is supported');
     const id = requestIdOf(req);
-    sendError(res, err, id, true);
-    pipeline.refused(req, err, id, startedAt);
+    const bytes = sendError(res, err, id, true);
+    pipeline.refused(req, err, id, startedAt, null, bytes);
   });
   server.maxRequestsPerSocket = l.max_requests_per_socket;
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -225,8 +225,8 @@ export function createListener(
     }
     log.debug({ err: err.message, code: err.code, remote: socket.remoteAddress }, 'client error');
     const id = randomUUID();
-    sendErrorOnSocket(socket, e, id);
-    pipeline.refused(null, e, id, performance.now());
+    const bytes = sendErrorOnSocket(socket, e, id);
+    pipeline.refused(null, e, id, performance.now(), null, bytes);
   });
   return server;
 }

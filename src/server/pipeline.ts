@@ -621,8 +621,8 @@ export class Pipeline {
             : `no connect route takes CONNECT ${req.url}`,
         );
       const id = requestIdOf(req);
-      sendErrorOnSocket(socket, err, id);
-      this.refused(req, err, id, startedAt);
+      const bytes = sendErrorOnSocket(socket, err, id);
+      this.refused(req, err, id, startedAt, null, bytes);
       return;
     }
     const ctx = new RequestContext(req, startedAt, snapshot.tracing);

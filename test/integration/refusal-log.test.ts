@@ -46,6 +46,7 @@ routes:
     assert.equal(line.url, '/v');
     assert.equal(line.route, null);
     assert.equal(line.req_id, idOf(raw));
+    assert.ok(Number(line.bytes) > 0, 'the bytes of the JSON answer are logged');
   });
 
   test('405 to CONNECT', async () => {
@@ -107,7 +108,7 @@ routes:
     assert.equal(line.error, 'ROUTE_NOT_FOUND');
     assert.equal(line.route, null);
     assert.equal(line.req_id, idOf(raw));
-    assert.equal(line.bytes, Buffer.byteLength(raw));
+    assert.equal(line.bytes, Buffer.byteLength(raw.slice(raw.indexOf('\r\n\r\n') + 4)));
   });
 
   test('an upgrade to a route that does not proxy: 400 with the route in its line', async () => {
