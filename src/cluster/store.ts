@@ -17,6 +17,7 @@
  */
 import pg from 'pg';
 import { GatewayError } from '../errors.ts';
+import { inTransaction } from '../defer/pg-conn.ts';
 import type { ClusterSpec } from '../config/cluster.ts';
 import type { Logger } from '../observability/logger.ts';
 
@@ -361,24 +362,14 @@ export class ClusterStore {
   }
 
   async #migrate(): Promise<void> {
-    const client = await this.#pool.connect();
-    let broken: Error | undefined;
-    try {
-      await client.query('BEGIN');
+    await inTransaction(this.#pool, async (client) => {
       // Gateways starting together must not race CREATE SCHEMA / CREATE TABLE — nor this with
       // the queue's own migration (pg-queue.ts), which creates the same schema by default:
       // hence the queue's lock key. Concurrent CREATE SCHEMA IF NOT EXISTS can fail otherwise.
       await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`manifold.defer:${this.#spec.schema}`]);
       for (const sql of this.#sql.migrate) await client.query(sql);
-      await client.query('COMMIT');
-      this.#migrated = true;
-    } catch (err) {
-      broken = err as Error;
-      await client.query('ROLLBACK').catch(() => {});
-      throw err;
-    } finally {
-      client.release(broken);
-    }
+    });
+    this.#migrated = true;
   }
 
   async #listen(): Promise<void> {

@@ -9,6 +9,7 @@
  * that belong to Go's lib/pq driver (asyncproxy's) and mean nothing to a connection:
  * `binary_parameters`, `disable_prepared_binary_result`.
  */
+import type pg from 'pg';
 
 /** libpq keys `pg` understands, as the URL query parameter that carries them. */
 const PASSED = new Set([
@@ -116,4 +117,26 @@ export function databaseOf(url: string): string {
   const u = new URL(url);
   const host = u.searchParams.get('host') ?? u.hostname;
   return `${host}:${u.port || '5432'}/${decodeURIComponent(u.pathname.slice(1))}`;
+}
+
+/**
+ * Runs `work` in one transaction on a client of `pool`: COMMIT when it resolves; when it throws,
+ * ROLLBACK and the client is dropped rather than handed back (its connection may be the fault).
+ * The queue (pg-queue.ts) and the cluster store (cluster/store.ts) both write through it.
+ */
+export async function inTransaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  let broken: Error | undefined;
+  try {
+    await client.query('BEGIN');
+    const result = await work(client);
+    await client.query('COMMIT');
+    return result;
+  } catch (err) {
+    broken = err as Error;
+    await client.query('ROLLBACK').catch(() => {});
+    throw err;
+  } finally {
+    client.release(broken);
+  }
 }

@@ -12,7 +12,7 @@
  */
 
 import pg from 'pg';
-import { databaseOf } from './pg-conn.ts';
+import { databaseOf, inTransaction } from './pg-conn.ts';
 import {
   type EnqueueResult,
   intOption,
@@ -143,23 +143,14 @@ export class PgQueue extends QueueCore {
    * `takeAbandoned`), so a stalled store that heals does not deliver them.
    */
   protected async insertRows(rows: NewRow[], now: number): Promise<EnqueueResult[]> {
-    const client = await this.#pool.connect();
-    let broken: Error | undefined;
-    try {
-      await client.query('BEGIN');
-      const results = await this.#insertIn(client, rows, now);
+    const results = await inTransaction(this.#pool, async (client) => {
+      const inserted = await this.#insertIn(client, rows, now);
       const gone = this.takeAbandoned(rows);
       if (gone.length > 0) await client.query(this.#sql.drop, [gone]);
-      await client.query('COMMIT');
-      this.commits++;
-      return results;
-    } catch (err) {
-      broken = err as Error;
-      await client.query('ROLLBACK').catch(() => {});
-      throw err;
-    } finally {
-      client.release(broken);
-    }
+      return inserted;
+    });
+    this.commits++;
+    return results;
   }
 
   async #insertIn(client: pg.PoolClient, rows: NewRow[], now: number): Promise<EnqueueResult[]> {
@@ -327,30 +318,19 @@ export class PgQueue extends QueueCore {
    */
   async transact(work: (client: pg.ClientBase) => Promise<JobInput[]>): Promise<number> {
     if (this.closed) throw closedError();
-    const client = await this.#pool.connect();
-    try {
-      await client.query('BEGIN');
+    const inserted = await inTransaction(this.#pool, async (client) => {
       const now = this.now();
       const rows = (await work(client)).map((job) => newRow(job, now, this.closed, closedError));
-      const inserted =
-        rows.length === 0 ? 0 : ((await client.query(this.#sql.insert, this.#insertParams(rows, now))).rowCount ?? 0);
-      await client.query('COMMIT');
-      this.commits++;
-      this.countEnqueued(inserted);
-      return inserted;
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw err;
-    } finally {
-      client.release();
-    }
+      return rows.length === 0 ? 0 : ((await client.query(this.#sql.insert, this.#insertParams(rows, now))).rowCount ?? 0);
+    });
+    this.commits++;
+    this.countEnqueued(inserted);
+    return inserted;
   }
 
   async #migrate(): Promise<void> {
-    const client = await this.#pool.connect();
     const s = `"${this.#schema}"`;
-    try {
-      await client.query('BEGIN');
+    await inTransaction(this.#pool, async (client) => {
       // Gateways starting together must not race CREATE SCHEMA / CREATE TABLE.
       await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`manifold.defer:${this.#schema}`]);
       await client.query(`CREATE SCHEMA IF NOT EXISTS ${s}`);
@@ -362,14 +342,8 @@ export class PgQueue extends QueueCore {
         await client.query(sql);
         await client.query(`INSERT INTO ${s}.schema_version (version) VALUES ($1)`, [version]);
       }
-      await client.query('COMMIT');
-      this.commits++;
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw err;
-    } finally {
-      client.release();
-    }
+    });
+    this.commits++;
   }
 
   async #connectListener(): Promise<void> {
