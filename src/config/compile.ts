@@ -95,6 +95,22 @@ function checkMetrics(config: Config, problems: CompileProblem[]): void {
   }
 }
 
+/**
+ * node:http refuses a `headersTimeout` longer than a non-zero `requestTimeout` (a RangeError at
+ * listen): said here, with the keys, instead.
+ */
+function checkLimits(config: Config, problems: CompileProblem[]): void {
+  const l = config.limits;
+  if (l === undefined) return;
+  const headers = parseDuration(l.headers_timeout);
+  const request = parseDuration(l.request_timeout);
+  if (request > 0 && headers > request)
+    problems.push({
+      path: ['limits', 'headers_timeout'],
+      message: `${l.headers_timeout} is longer than limits.request_timeout (${l.request_timeout}): the whole request must not be due before its headers`,
+    });
+}
+
 /** The keys of a route that name its action; a route has exactly one. */
 export const ACTION_KEYS = ['proxy', 'respond', 'multiplex', 'defer', 'connect'] as const;
 
@@ -225,6 +241,7 @@ export function compile(config: Config): { compiled?: CompiledConfig; problems: 
   checkAdmin(config.admin, problems);
   if (config.listen) checkListeners(config, problems);
   if (config.metrics) checkMetrics(config, problems);
+  checkLimits(config, problems);
   if (config.queue) compileQueue(config.queue, problems);
   compileCluster(config, problems);
   const ids = new Map<string, number>();

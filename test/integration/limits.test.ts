@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { type Gateway, startGateway, startUpstream, type Upstream, until } from '../helpers/index.ts';
+import { configProblems, type Gateway, startGateway, startUpstream, type Upstream, until } from '../helpers/index.ts';
 import { send, sendRaw } from '../helpers/http.ts';
 
 const jsonError = (raw: string) => JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4)).error;
@@ -110,4 +110,13 @@ routes:
     clearInterval(drip);
     assert.match(out, /^HTTP\/1.1 408 /);
   });
+});
+
+test('a headers_timeout longer than request_timeout is a config error naming both keys', () => {
+  // node:http throws a RangeError at listen for this; the config check says it first.
+  const problems = configProblems('limits: { headers_timeout: 20s, request_timeout: 10s }\n');
+  assert.equal(problems.length, 1, JSON.stringify(problems));
+  assert.equal(problems[0].path, 'limits.headers_timeout');
+  assert.match(problems[0].message, /longer than limits\.request_timeout \(10s\)/);
+  assert.deepEqual(configProblems('limits: { headers_timeout: 20s, request_timeout: 0s }\n'), []);
 });
