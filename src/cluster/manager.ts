@@ -114,8 +114,12 @@ const RESTART_KEYS: ReadonlyArray<readonly string[]> = [
 
 const STATE_FILE_VERSION = 1;
 
-/** A change that kept meeting a newer stored overlay gives up after this many rounds. */
-const MAX_STALE_ROUNDS = 5;
+/**
+ * A change that kept meeting a newer stored overlay gives up after this many rounds. Every
+ * round lost is another gateway's change committed, so this is only reached when more than this
+ * many changes land during one call (12 at once through two gateways lost 5 rounds under load).
+ */
+const MAX_STALE_ROUNDS = 32;
 
 /** An overlay as read back (state file, cluster store): its entries not yet checked. */
 interface OverlayParts {

@@ -115,6 +115,16 @@ async function via(i: Instance): Promise<string> {
   return r.text;
 }
 
+/**
+ * How long a change may take to show at the targets behind the other gateways. The design is
+ * "within a second" (NOTIFY, then one apply), and on a quiet machine it is tens of milliseconds;
+ * the bound has room for a loaded CI machine, where six round trips through each gateway can take
+ * a second by themselves. It is not a performance threshold; what it checks is that the change
+ * reaches the other gateways at all while they serve (the heartbeat's version check, which would
+ * also heal a lost NOTIFY, is tested on its own below).
+ */
+const WITHIN = 3000;
+
 /** Polls until `n` answers in a row through `i` satisfy `ok`, within `ms`. */
 async function settles(i: Instance, ok: (target: string) => boolean, what: string, ms: number): Promise<void> {
   let streak = 0;
@@ -194,21 +204,21 @@ describe('issue 16: several gateways, one control plane', { timeout: 120_000 }, 
     assert.equal(r.status, 201, r.text);
     for (const i of [b, c]) {
       const before = t2.requests.length;
-      await until(async () => (await via(i)) === 't2' && t2.requests.length > before, `${i.name} to use t2`, 1000);
+      await until(async () => (await via(i)) === 't2' && t2.requests.length > before, `${i.name} to use t2`, WITHIN);
     }
 
     // ---- t1 drained through A: B and C send only to t2
     const t1Id = `127.0.0.1:${t1.port}`;
     r = await admin(a, 'PATCH', `/pools/default/targets/${t1Id}`, { drain: true });
     assert.equal(r.status, 200, r.text);
-    await Promise.all([b, c].map((i) => settles(i, (x) => x === 't2', 'only t2 after the drain', 1000)));
+    await Promise.all([b, c].map((i) => settles(i, (x) => x === 't2', 'only t2 after the drain', WITHIN)));
 
     // ---- t1 enabled, t2 removed through A: B and C send only to t1
     r = await admin(a, 'PATCH', `/pools/default/targets/${t1Id}`, { drain: false });
     assert.equal(r.status, 200, r.text);
     r = await admin(a, 'DELETE', '/pools/default/targets/t2');
     assert.ok(r.status === 200 || r.status === 202, r.text);
-    await Promise.all([b, c].map((i) => settles(i, (x) => x === 't1', 'only t1 after the removal', 1000)));
+    await Promise.all([b, c].map((i) => settles(i, (x) => x === 't1', 'only t1 after the removal', WITHIN)));
     const pools = (await admin(b, 'GET', '/pools/default')).json<{ pool: { targets: Array<{ id: string }> } }>();
     assert.deepEqual(
       pools.pool.targets.map((x) => x.id),
@@ -219,11 +229,11 @@ describe('issue 16: several gateways, one control plane', { timeout: 120_000 }, 
     r = await admin(a, 'POST', '/pools', { name: 'extra', targets: [t2.url] });
     assert.equal(r.status, 201, r.text);
     for (const i of [b, c])
-      await until(async () => (await admin(i, 'GET', '/pools/extra')).status === 200, `${i.name} to have the pool`, 1000);
+      await until(async () => (await admin(i, 'GET', '/pools/extra')).status === 200, `${i.name} to have the pool`, WITHIN);
     r = await admin(a, 'DELETE', '/pools/extra');
     assert.equal(r.status, 200, r.text);
     for (const i of [b, c])
-      await until(async () => (await admin(i, 'GET', '/pools/extra')).status === 404, `${i.name} to drop the pool`, 1000);
+      await until(async () => (await admin(i, 'GET', '/pools/extra')).status === 404, `${i.name} to drop the pool`, WITHIN);
 
     // ---- a change that comes without a notification (written straight into the table, as if
     // the NOTIFY were lost) is served at the next heartbeat's version check
@@ -239,7 +249,7 @@ describe('issue 16: several gateways, one control plane', { timeout: 120_000 }, 
     // A writes on top of it (had it been behind, it would catch up and apply its change then).
     r = await admin(a, 'DELETE', '/pools/default/targets/t2');
     assert.ok(r.status === 200 || r.status === 202, r.text);
-    await Promise.all([b, c].map((i) => settles(i, (x) => x === 't1', 'only t1 again', 1000)));
+    await Promise.all([b, c].map((i) => settles(i, (x) => x === 't1', 'only t1 again', WITHIN)));
 
     // ---- item 3: ?scope=cluster sums what each instance publishes (no traffic now: it settles)
     type Stats = { downstream: { success: number }; instances?: number; scope?: string };
