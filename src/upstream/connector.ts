@@ -16,7 +16,10 @@ export interface ConnectSpec {
   connectTimeoutMs: number;
   /** null: Node's defaults (system CAs, verification on, SNI from the target URL). */
   tls: TlsSpec | null;
-  /** Negotiate HTTP/2 by ALPN with https targets (undici `allowH2`); HTTP/1.1 otherwise. */
+  /**
+   * HTTP/2 to targets: negotiated by ALPN with https targets (undici `allowH2`), with prior
+   * knowledge (h2c, undici `useH2c`) with http targets; HTTP/1.1 otherwise.
+   */
   http2: boolean;
   /** Source addresses for new connections, round robin; [] = the kernel's choice. */
   localAddresses: readonly string[];
@@ -42,8 +45,10 @@ export function targetConnector(spec: ConnectSpec, sources = new SourceAddresses
     timeout: spec.connectTimeoutMs,
     ...tls,
     allowH2: spec.http2,
-    // With `http2: true` h2 is offered first: a target that speaks both picks it.
-    ...(spec.http2 ? { preferH2: true } : {}),
+    // With `http2: true` h2 is offered first: a target that speaks both picks it; an http://
+    // target is spoken to in HTTP/2 from the first byte (h2c prior knowledge: gRPC servers,
+    // Envoy and node:http2 accept it; an HTTP/1.1-only target then fails at connect).
+    ...(spec.http2 ? { preferH2: true, useH2c: true } : {}),
   } as buildConnector.BuildOptions);
   const pinned = spec.tls?.servername ?? '';
   return (opts, callback) => {
@@ -57,6 +62,12 @@ export function targetConnector(spec: ConnectSpec, sources = new SourceAddresses
 }
 
 /** undici Pool options for one target of a pool (the connection part; the caller adds the rest). */
-export function connectOptions(spec: ConnectSpec, sources?: SourceAddresses): Pick<Pool.Options, 'connect' | 'allowH2'> {
-  return { connect: targetConnector(spec, sources), allowH2: spec.http2 };
+export function connectOptions(
+  spec: ConnectSpec,
+  sources?: SourceAddresses,
+): Pick<Pool.Options, 'connect' | 'allowH2'> & { useH2c?: boolean } {
+  // `useH2c` on the Pool too (read there, though its types list it under `h2Options` only): it
+  // then opens one connection and multiplexes on it, as it does once ALPN said h2, instead of
+  // one connection per concurrent request.
+  return { connect: targetConnector(spec, sources), allowH2: spec.http2, ...(spec.http2 ? { useH2c: true } : {}) };
 }
