@@ -258,8 +258,13 @@ export const poolSchema: Schema = {
       type: 'boolean',
       default: false,
       description:
-        'Offer HTTP/2 to https targets (ALPN h2 first, undici `allowH2`); a target that speaks it gets one multiplexed connection instead of many. false = HTTP/1.1 only. Plain http:// targets always speak HTTP/1.1.',
+        'HTTP/2 to targets: offered first by ALPN to https targets (undici `allowH2`), spoken with prior knowledge (h2c, undici `useH2c`) to http:// targets, which must then speak it. One multiplexed connection per target instead of many. false = HTTP/1.1 only.',
     },
+    // Issue 11 item 2: undici's dns interceptor for targets named by host name.
+    dns_max_ttl: duration(
+      "Targets named by host name: how long a DNS answer is reused at most, whatever its TTL says (answers from /etc/hosts or getaddrinfo, which have none, are kept 5s); new connections are spread over the addresses. IPv4 addresses are used when the name has any. 0 = no cache: every new connection resolves through the system's resolver. IP-literal targets are not resolved.",
+      '30s',
+    ),
     // Issue 17 item 3: Layer7Router's -client_start_ip/-client_end_ip.
     local_addresses: {
       description:

@@ -14,7 +14,7 @@ import { Deadline } from '../deadline.ts';
 import { tlsOptions } from '../lib/tls.ts';
 import type { GatewayError } from '../errors.ts';
 import { classifyError } from './classify.ts';
-import { dnsInterceptor, shareQueries, systemResolve } from './dns.ts';
+import { dnsInterceptor, shareQueries, systemResolve } from '../lib/dns.ts';
 import { Limiter } from './limiter.ts';
 import type { MultiplexOptions } from './schema.ts';
 import { ByteBudget, type SendContext, sendItem } from './send.ts';

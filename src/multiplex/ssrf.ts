@@ -9,6 +9,7 @@
 import type { LookupFunction, Socket } from 'node:net';
 import { isIP } from 'node:net';
 import { buildConnector } from 'undici';
+import type { Resolve, ResolvedAddress } from '../lib/dns.ts';
 import { type Cidr, cidrContains, type IpBytes, mapV4, parseCidr, parseIp } from '../lib/ip.ts';
 
 export const ADDRESS_CLASSES = Object.freeze({
@@ -192,14 +193,7 @@ export class TargetGuard {
   }
 }
 
-export interface ResolvedAddress {
-  address: string;
-  family: 4 | 6;
-  /** Seconds. */
-  ttl: number;
-}
-
-export type Resolve = (hostname: string) => Promise<ResolvedAddress[]>;
+export type { Resolve, ResolvedAddress };
 
 /**
  * Wraps `resolve` so that it answers only with the addresses the guard allows for the name:

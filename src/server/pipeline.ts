@@ -47,7 +47,7 @@ import { prepareBody } from '../strategy/replay.ts';
 import type { AttemptRecord } from '../strategy/types.ts';
 import { listenerOf, RequestContext, requestIdOf } from './context.ts';
 import { requestProblem } from './listener.ts';
-import { isHttp2, sendError, sendErrorOnSocket, sendJson, sendStatic } from './respond.ts';
+import { endHeadOnly, isGrpc, isHttp2, sendError, sendErrorOnSocket, sendJson, sendStatic } from './respond.ts';
 import type { Snapshot } from './snapshot.ts';
 
 /** Dot segments (also percent-encoded) would let a path escape the prefix a route matched. */
@@ -93,8 +93,10 @@ class ResponseSink implements BodySink {
     this.#head = { status, headers };
     this.#fail = fail;
     // HTTP/2 (the compat response has a stream) sends HEADERS at writeHead: keep that, so a
-    // slow first byte (long poll, event stream) does not hold the head back.
-    if ((res as { stream?: unknown }).stream !== undefined) this.#writeHead();
+    // slow first byte (long poll, event stream) does not hold the head back. Except a gRPC
+    // trailers-only answer (`grpc-status` in the head): it has no body, and its HEADERS must
+    // carry END_STREAM (respond.ts endHeadOnly), so it waits for the end.
+    if (isHttp2(res) && !hasGrpcStatus(headers)) this.#writeHead();
   }
   #writeHead(): void {
     const head = this.#head!;
@@ -107,6 +109,12 @@ class ResponseSink implements BodySink {
     return this.#res.write(chunk);
   }
   end(trailers?: Trailers | null): void {
+    if (this.#head !== null && !trailers) {
+      const head = this.#head;
+      this.#head = null;
+      endHeadOnly(this.#res, head.status, head.headers);
+      return;
+    }
     if (this.#head !== null) this.#writeHead();
     // Trailers go out on HTTP/2 and on a chunked HTTP/1.1 answer (node:http drops them otherwise).
     if (trailers) this.#res.addTrailers(endToEndTrailers(trailers));
@@ -124,6 +132,11 @@ class ResponseSink implements BodySink {
   onDrain(resume: () => void): void {
     this.#res.on('drain', resume);
   }
+}
+
+function hasGrpcStatus(headers: readonly string[]): boolean {
+  for (let i = 0; i < headers.length; i += 2) if (headers[i]!.toLowerCase() === 'grpc-status') return true;
+  return false;
 }
 
 export interface PipelineOptions {
@@ -317,7 +330,11 @@ export class Pipeline {
     const attempts: AttemptRecord[] = [];
     ctx.attempts = attempts;
     let replayable = true;
-    if (body !== null) {
+    // A gRPC body is a stream of messages, full duplex in a bidirectional call (its client
+    // waits for an answer before it sends more): never held back to be replayed, so every
+    // strategy sends a gRPC call once, as `single` does (issue 14 item 5).
+    if (body !== null && isGrpc(req.headers['content-type'])) replayable = false;
+    else if (body !== null) {
       const declared = req.headers['content-length'];
       const prepared = await prepareBody(
         body,

@@ -19,6 +19,29 @@ export function isHttp2(res: object): boolean {
   return (res as { stream?: unknown }).stream !== undefined;
 }
 
+/**
+ * Ends an answer that has no body and no trailers with its head alone. On HTTP/2 the HEADERS
+ * frame then carries END_STREAM, which a gRPC "trailers-only" answer needs: a gRPC client reads
+ * `grpc-status` from the headers only when they end the stream (grpc-js reports "Call ended
+ * without gRPC status" otherwise). node:http2's compat response sets END_STREAM only when
+ * `end()` sends the head itself, not after `writeHead()`, hence the headers are set one by one.
+ * HTTP/1.1 is written as before.
+ */
+export function endHeadOnly(res: ServerResponse, status: number, headers: readonly string[]): void {
+  if (!isHttp2(res)) {
+    res.writeHead(status, headers as string[]);
+    res.end();
+    return;
+  }
+  res.statusCode = status;
+  for (let i = 0; i < headers.length; i += 2) {
+    const name = headers[i]!;
+    const had = res.getHeader(name);
+    res.setHeader(name, had === undefined ? headers[i + 1]! : [...(Array.isArray(had) ? had : [String(had)]), headers[i + 1]!]);
+  }
+  res.end();
+}
+
 /** A whole JSON answer with its length, request id and any `extra` headers; returns its size. */
 export function sendJson(
   res: ServerResponse,
@@ -69,7 +92,8 @@ export function sendError(res: ServerResponse, err: GatewayError, requestId: str
   return sendJson(res, err.status, errorBody(err), requestId, close);
 }
 
-function isGrpc(contentType: string | undefined): boolean {
+/** A gRPC call (`application/grpc`, `application/grpc+proto`, …; not grpc-web). */
+export function isGrpc(contentType: string | undefined): boolean {
   return contentType !== undefined && contentType.startsWith('application/grpc');
 }
 
@@ -91,9 +115,8 @@ function sendGrpcStatus(res: ServerResponse, err: GatewayError, requestId: strin
     'x-request-id',
     requestId,
   ];
-  if (close) headers.push('connection', 'close');
-  res.writeHead(200, headers);
-  res.end();
+  if (close && !isHttp2(res)) headers.push('connection', 'close');
+  endHeadOnly(res, 200, headers);
   return 0;
 }
 

@@ -17,7 +17,7 @@ import { isIP, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { buildConnector } from 'undici';
 import { GatewayError } from '../errors.ts';
-import { shareQueries, systemResolve } from '../multiplex/dns.ts';
+import { shareQueries, systemResolve } from '../lib/dns.ts';
 import { ForbiddenTargetError, guardedConnector, normalizeHost, TargetDnsError } from '../multiplex/ssrf.ts';
 import type { PickContext } from '../upstream/selectors/types.ts';
 import type { Pool } from '../upstream/pool.ts';

@@ -8,9 +8,9 @@
  * carried into each new snapshot, so a reload or a weight change forgets nothing. A state
  * whose target left keeps being reported (as `retired`) until its last attempt ends.
  */
-import { Pool as UndiciPool } from 'undici';
+import type { Dispatcher } from 'undici';
 import { own } from '../lib/names.ts';
-import { connectKey, connectOptions } from './connector.ts';
+import { connectKey, targetDispatcher } from './connector.ts';
 import { SourceAddresses } from './local-addresses.ts';
 import { Pool } from './pool.ts';
 import { SELECTORS } from './selectors/index.ts';
@@ -32,7 +32,7 @@ const stateKey = (pool: string, t: { id: string; url: string }) => `${pool}\u000
 export type DownTargets = Readonly<Record<string, readonly string[]>>;
 
 export class Registry {
-  #dispatchers = new Map<string, UndiciPool>();
+  #dispatchers = new Map<string, Dispatcher>();
   #states = new Map<string, TargetState>();
   #groups = new Map<string, PoolHealth>();
   /** Left their pool with attempts still in flight. */
@@ -41,7 +41,7 @@ export class Registry {
 
   /** Builds the pools of a snapshot, reusing what exists, then closes what is no longer used. */
   provision(specs: readonly PoolSpec[]): Map<string, Pool> {
-    const dispatchers = new Map<string, UndiciPool>();
+    const dispatchers = new Map<string, Dispatcher>();
     const states = new Map<string, TargetState>();
     const groups = new Map<string, PoolHealth>();
     const pools = new Map<string, Pool>();
@@ -56,9 +56,8 @@ export class Registry {
         const key = dispatcherKey(spec, t);
         let d = dispatchers.get(key) ?? this.#dispatchers.get(key);
         if (!d) {
-          d = new UndiciPool(t.origin, {
+          d = targetDispatcher(spec, t.origin, sources, {
             connections: spec.connections,
-            ...connectOptions(spec, sources),
             keepAliveTimeout: spec.keepAliveTimeoutMs,
             keepAliveMaxTimeout: Math.max(spec.keepAliveTimeoutMs, 1000),
             // The route's own headers/idle timeouts are passed per request.

@@ -53,6 +53,8 @@ export interface PoolConfig {
   http2: boolean;
   /** Issue 17 item 3: source addresses of new connections (IPs or `A-B` ranges). */
   local_addresses?: string | string[];
+  /** Issue 11 item 2: longest reuse of a DNS answer for targets named by host name; 0 = off. */
+  dns_max_ttl: Duration;
 }
 
 // ---- compiled ----
@@ -113,6 +115,8 @@ export interface PoolSpec {
   http2: boolean;
   /** Source addresses of new connections, round robin; [] = the kernel's choice. */
   localAddresses: string[];
+  /** Longest reuse of a DNS answer for targets named by host name; 0 = no cache. */
+  dnsMaxTtlMs: number;
 }
 
 export function targetSpec(
@@ -197,5 +201,6 @@ export function compilePool(name: string, p: PoolConfig, problems: CompileProble
     tls: p.tls ? compileTls(p.tls, ['pools', name, 'tls'], problems) : null,
     http2: p.http2 === true,
     localAddresses: compileLocalAddresses(p.local_addresses, ['pools', name, 'local_addresses'], problems),
+    dnsMaxTtlMs: parseDuration(p.dns_max_ttl),
   };
 }

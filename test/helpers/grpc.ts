@@ -3,7 +3,9 @@
  * bytes (UTF-8 text here), so each call kind can be checked byte for byte through the gateway.
  * `Echo.Unary` echoes; `Echo.Fail` answers NOT_FOUND with a message (carried in trailers);
  * `Echo.Slow` answers after `ms` given in the request; `Echo.Count` streams N answers;
- * `Echo.Join` reads a stream and answers once; `Echo.Chat` echoes each message of a stream.
+ * `Echo.Join` reads a stream and answers once; `Echo.Chat` echoes each message of a stream;
+ * `Echo.Meta` answers with the request's `x-custom` metadata and sends `x-reply` as a response
+ * header and `x-trailer` as a trailer.
  */
 import * as grpc from '@grpc/grpc-js';
 
@@ -31,6 +33,7 @@ export const ECHO = {
   Count: method('Count', false, true),
   Join: method('Join', true, false),
   Chat: method('Chat', true, true),
+  Meta: method('Meta', false, false),
 } satisfies grpc.ServiceDefinition;
 
 export interface EchoServer {
@@ -68,6 +71,15 @@ export async function startEchoServer(): Promise<EchoServer> {
       const parts: string[] = [];
       call.on('data', (m: string) => parts.push(m));
       call.on('end', () => cb(null, parts.join('+')));
+    },
+    Meta: (call: grpc.ServerUnaryCall<string, string>, cb: grpc.sendUnaryData<string>) => {
+      calls.push('Meta');
+      const head = new grpc.Metadata();
+      head.set('x-reply', 'from-server');
+      call.sendMetadata(head);
+      const trailer = new grpc.Metadata();
+      trailer.set('x-trailer', 'at-the-end');
+      cb(null, `custom:${String(call.metadata.get('x-custom')[0])}`, trailer);
     },
     Chat: (call: grpc.ServerDuplexStream<string, string>) => {
       calls.push('Chat');

@@ -5,7 +5,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { Agent } from 'undici';
-import { DnsStorage, dnsInterceptor, shareQueries } from '../../src/multiplex/dns.ts';
+import { DnsStorage, dnsInterceptor, shareQueries } from '../../src/lib/dns.ts';
 import { cidrContains, parseCidr, parseIp } from '../../src/lib/ip.ts';
 import { Limiter } from '../../src/multiplex/limiter.ts';
 import {

@@ -1,14 +1,23 @@
 /**
- * DNS for multiplex targets (issue 11): undici's own dns interceptor caches the answers (for
+ * DNS for outbound requests (issue 11): undici's own dns interceptor caches the answers (for
  * their TTL, capped) and spreads connections over them; here are only what it lacks — a
- * resolver that reports TTLs, one query shared by concurrent lookups of a name, a bounded
- * record store, and the SSRF guard in front of every answer. Bounded in entries because batch
- * authors choose the names.
+ * resolver that reports TTLs, one query shared by concurrent lookups of a name, and a bounded
+ * record store. Used by multiplex routes (behind their SSRF guard, multiplex/ssrf.ts
+ * `guardedResolve`: bounded in entries because batch authors choose the names), by CONNECT
+ * tunnels, and by pools whose targets are named by host name (upstream/registry.ts).
  */
 import { promises as dns } from 'node:dns';
 import { isIP } from 'node:net';
 import { type Dispatcher, interceptors } from 'undici';
-import type { Resolve, ResolvedAddress } from './ssrf.ts';
+
+export interface ResolvedAddress {
+  address: string;
+  family: 4 | 6;
+  /** Seconds. */
+  ttl: number;
+}
+
+export type Resolve = (hostname: string) => Promise<ResolvedAddress[]>;
 
 export interface SystemResolveOptions {
   /** TTL (seconds) given to answers from getaddrinfo, which reports none. */
@@ -107,11 +116,12 @@ export interface DnsOptions {
 }
 
 /**
- * undici's dns interceptor over a guarded resolve (ssrf.ts `guardedResolve`): answers are kept
- * for their TTL (capped), spread over new connections, and the request goes to the resolved
- * address with the name as Host and TLS servername. Only addresses the guard allowed are ever
- * cached, and the connection is made to exactly such an address, so a DNS answer that changes
- * later (rebinding) is checked again when it is next resolved.
+ * undici's dns interceptor over `checked` (for multiplex, a guarded resolve, ssrf.ts
+ * `guardedResolve`): answers are kept for their TTL (capped), spread over new connections, and
+ * the request goes to the resolved address with the name as Host and TLS servername. Only
+ * addresses the guard allowed are ever cached, and the connection is made to exactly such an
+ * address, so a DNS answer that changes later (rebinding) is checked again when it is next
+ * resolved.
  */
 export function dnsInterceptor(checked: Resolve, opts: DnsOptions): Dispatcher.DispatcherComposeInterceptor {
   const cached = interceptors.dns({
