@@ -12,6 +12,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { connect as h2connect } from 'node:http2';
 import { request } from 'node:https';
+import { connect as tlsConnect } from 'node:tls';
 import { availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -204,6 +205,20 @@ async function ready(child: Child, port: number, ca: Buffer): Promise<void> {
   await h2Check(port, ca);
 }
 
+/** What a default client negotiates with the contestant: protocol, cipher, key exchange group. */
+function negotiated(port: number, ca: Buffer): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({ host: '127.0.0.1', port, ca, servername: NAME, ALPNProtocols: ['http/1.1'] }, () => {
+      const key = socket.getEphemeralKeyInfo();
+      const group = key && 'name' in key && key.name ? key.name : key && 'type' in key ? key.type : 'unknown';
+      resolve(`${socket.getProtocol()}, ${socket.getCipher().name}, key exchange ${group}`);
+      socket.destroy();
+    });
+    socket.setTimeout(2000, () => socket.destroy(new Error('TLS probe timed out')));
+    socket.on('error', reject);
+  });
+}
+
 /** A self-signed P-256 certificate for `localhost` and 127.0.0.1, made with openssl. */
 function makeCertificate(tmp: string): Pick<TlsContext, 'cert' | 'key' | 'pem'> {
   const cert = join(tmp, 'cert.pem');
@@ -263,7 +278,7 @@ async function runIn(tmp: string, options: BenchOptions): Promise<Record<string,
 
   const certs = makeCertificate(tmp);
   const ca = readFileSync(certs.cert);
-  log(`certificate: self-signed ECDSA P-256 for ${NAME} and 127.0.0.1 (openssl), the same file for every contestant; TLS 1.3, Node's/OpenSSL's default key exchange`);
+  log(`certificate: self-signed ECDSA P-256 for ${NAME} and 127.0.0.1 (openssl), the same files for every contestant`);
 
   const upstream = await startUpstream();
   const upstreamOrigin = `http://127.0.0.1:${upstream.port}`;
@@ -272,6 +287,7 @@ async function runIn(tmp: string, options: BenchOptions): Promise<Record<string,
 
   const skipped: Array<{ id: string; reason: string }> = [];
   const versions: Record<string, string> = {};
+  const tlsParams: Record<string, string> = {};
   const running: Running[] = [];
   for (const contestant of selected) {
     const reason = contestant.unavailable();
@@ -288,7 +304,8 @@ async function runIn(tmp: string, options: BenchOptions): Promise<Record<string,
       started = await contestant.start(ctx);
       await ready(started.child, started.port, ca);
       running.push({ contestant, started, dead: null });
-      log(`ready ${contestant.id} (pid ${started.child.pid}, port ${started.port}; HTTP/1.1 and h2 bodies checked)`);
+      tlsParams[contestant.id] = await negotiated(started.port, ca);
+      log(`ready ${contestant.id} (pid ${started.child.pid}, port ${started.port}; HTTP/1.1 and h2 bodies checked; ${tlsParams[contestant.id]})`);
     } catch (err) {
       await started?.child.stop();
       const message = `could not start or check ${contestant.label}: ${(err as Error).message}`;
@@ -337,7 +354,7 @@ async function runIn(tmp: string, options: BenchOptions): Promise<Record<string,
   }
   await stopAll();
   log();
-  return report(running, results, skipped, versions, options);
+  return report(running, results, skipped, versions, tlsParams, options);
 }
 
 interface Summarised {
@@ -384,6 +401,7 @@ function report(
   results: Map<string, Sample[]>,
   skipped: ReadonlyArray<{ id: string; reason: string }>,
   versions: Record<string, string>,
+  tlsParams: Record<string, string>,
   options: BenchOptions,
 ): Record<string, unknown> {
   const samples = (id: string, mode: Mode) => results.get(`${id}|${mode.id}`) ?? [];
@@ -443,6 +461,8 @@ function report(
   log('Setup');
   for (const r of running) log(`  ${r.contestant.note}`);
   for (const [id, v] of Object.entries(versions)) log(`  ${id} version: ${v}`);
+  for (const [id, v] of Object.entries(tlsParams)) log(`  ${id} TLS: ${v}`);
+  log(`  client: node ${process.version} (OpenSSL ${process.versions.openssl}), default groups; the handshake loop verifies the certificate`);
   for (const s of skipped) log(`  ${s.id}: skipped: ${s.reason}`);
   log(`  load average at the end: ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
   log();
@@ -470,6 +490,7 @@ function report(
     node: process.version,
     cores: availableParallelism(),
     versions,
+    tls: tlsParams,
     contestants,
     ratios,
     targets_met: met,
