@@ -16,6 +16,7 @@ const SUITES: Record<string, () => Promise<Suite>> = {
   hedge: async () => (await import('./hedge/suite.ts')).suite,
   multiplex: async () => (await import('./multiplex/suite.ts')).suite,
   defer: async () => (await import('./defer/suite.ts')).suite,
+  tls: async () => (await import('./tls/suite.ts')).suite,
 };
 
 const DEFAULTS = { duration: 10, warmup: 3, connections: 50, rounds: 3 };
@@ -49,6 +50,10 @@ Suite options:
                         manifold@base, e.g. git archive main | tar -x -C DIR, then link
                         DIR/node_modules to this node_modules: a change measured in one run
   hedge --rate N        requests per second of the open-loop load
+  tls --h2-sessions N   HTTP/2 sessions of the h2 load (default 5)
+      --h2-streams N    concurrent streams per session (default 10)
+      --handshake-concurrency N
+                        loops of new TLS connection + 1 request (default 16)
 
 The last line of output is a JSON summary. Exit code 1 when a result is invalid (an answer
 other than 200, a socket error or timeout) or the run failed.

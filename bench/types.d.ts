@@ -16,6 +16,8 @@ declare module 'autocannon' {
     timeout?: number;
     /** Requests cycled through by every connection; `path` overrides the URL's. */
     requests?: Array<{ method?: string; path?: string }>;
+    /** SNI for https URLs (autocannon always connects with rejectUnauthorized: false). */
+    servername?: string;
   }
 
   export interface Histogram {

@@ -8,8 +8,10 @@
 import autocannon from 'autocannon';
 
 export interface LoadOptions {
-  /** Origin, e.g. http://127.0.0.1:8080 */
+  /** Origin, e.g. http://127.0.0.1:8080 or https://127.0.0.1:8443 */
   origin: string;
+  /** For an https origin: the SNI name sent (autocannon never verifies the certificate). */
+  servername?: string;
   /** Paths cycled through by every connection. */
   paths: readonly string[];
   connections: number;
@@ -31,7 +33,7 @@ export interface Measurement {
 }
 
 /** A growable list of latencies in milliseconds. */
-class Latencies {
+export class Latencies {
   #values = new Float64Array(1 << 16);
   #length = 0;
 
@@ -63,6 +65,7 @@ export async function measure(options: LoadOptions): Promise<Measurement> {
     duration: options.duration,
     pipelining: 1,
     timeout: 10,
+    ...(options.servername === undefined ? {} : { servername: options.servername }),
   });
   instance.on('response', (_client: unknown, status: number, _bytes: number, ms: number) => {
     if (status === 200) {
