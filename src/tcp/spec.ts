@@ -4,7 +4,7 @@
  * (`TcpConfig`), the compiled one (`TcpSpec`) and the compiler between them, which
  * config/compile.ts calls with the pool names it knows. Pure: no sockets, no timers.
  *
- * In YAML (see docs/tcp-mode.md):
+ * In YAML (see README "TCP mode"):
  *
  * ```yaml
  * listeners:
