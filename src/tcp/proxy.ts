@@ -262,6 +262,9 @@ class Connection {
   #routed(sniffed: Sniffed, head: Buffer, ended: boolean): void {
     if (this.#clientGone) return;
     this.#sniffed = sniffed.kind;
+    // A tcp listener is no forward proxy: a CONNECT goes nowhere unless `connect: pipe` says so.
+    if (sniffed.kind === 'http' && sniffed.method === 'CONNECT' && this.#spec.connect === 'refuse')
+      return this.#refuse(sniffed, 'METHOD_NOT_ALLOWED', `CONNECT ${sniffed.target} refused: a tcp listener tunnels to its own pools only`);
     const route = pickRoute(this.#spec, sniffed);
     if (route === null) return this.#refuse(sniffed, 'ROUTE_NOT_FOUND', 'no TCP route takes this connection');
     this.#route = route.id;

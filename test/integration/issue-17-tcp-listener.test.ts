@@ -282,6 +282,12 @@ describe('listeners[].mode: tcp in a gateway (issue 17)', { skip: !linux && 'nee
     assert.ok(deadStats !== undefined && deadStats.failures >= 1, JSON.stringify(stats));
     await until(() => gw.runtime.tcpListeners[0].open === 0, 'connections closed');
     checkMetrics(await gw.runtime.metrics!.registry.metrics(), counted);
+    // CONNECT is refused (tcp.connect: refuse, the default): no target is dialed.
+    const dialed = [a, b, web, banner].map((t) => t.sources.length);
+    const refused = await rawExchange(port, 'CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: web.example.com\r\n\r\n');
+    assert.match(refused.reply, /^HTTP\/1\.1 405 Method Not Allowed\r\n/);
+    assert.match(refused.reply, /"code":"METHOD_NOT_ALLOWED","message":"CONNECT 127\.0\.0\.1:22 refused: a tcp listener tunnels to its own pools only"/);
+    assert.deepEqual([a, b, web, banner].map((t) => t.sources.length), dialed);
     // A reload: the new tcp block applies to the next connection.
     const { loadConfigText } = await import('../../src/config/load.ts');
     const next = loadConfigText(yaml(0).replace('{ id: plain, host: [web.example.com], pool: web }', '{ id: plain, host: [web.example.com], pool: banner }'), 'test.yaml', { env: {} });
