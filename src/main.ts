@@ -24,6 +24,7 @@ import {
   parseBrp,
   quickOverrides,
 } from './compat/balancing-reverse-proxy.ts';
+import { L7R_BASE, L7R_SOURCE, L7R_STATS_INTERVAL_MS, looksLikeLayer7Router, parseLayer7Router } from './compat/layer7router.ts';
 import { OCTOPLEX_BASE, OCTOPLEX_SOURCE, octoplexOverrides } from './compat/octoplex.ts';
 import { pino } from 'pino';
 import {
@@ -60,6 +61,8 @@ export const USAGE = `Usage:
                                           move the requests waiting in asyncproxy's proxy_requests
                                           into Manifold's queue
   manifold -endpoints=URLs [-fanout] ...  balancing-reverse-proxy's own command line (its flags: manifold -help)
+  manifold -backend_host H -backend_port N [-listen_port N] [-client_base_ip A.B.C -client_start_ip N -client_end_ip N] ...
+                                          Layer7Router's own command line: a tcp listener to one backend
 
 Options:
   -c, --config FILE      YAML config file (default: $MANIFOLD_CONFIG)
@@ -513,6 +516,26 @@ async function mainBrp(argv: string[]): Promise<void> {
   }
 }
 
+/**
+ * Layer7Router's own command line (issue 17): args4j's grammar and errors (exit 1), its
+ * `Options [...]` start line and its live line every 2 s; the rest is a tcp listener run.
+ */
+async function mainLayer7Router(argv: string[]): Promise<void> {
+  const parsed = parseLayer7Router(argv);
+  if ('error' in parsed) {
+    process.stderr.write(`Layer7Router: ${parsed.error}`);
+    process.exit(1);
+  }
+  const start = parsed;
+  const load = () => loadConfigText(L7R_BASE, L7R_SOURCE, { overrides: start.overrides });
+  const loaded = loadOrExit(load);
+  try {
+    await run(loaded, { logTo: { kind: 'stdout' }, startLines: start.startLines, statsIntervalMs: L7R_STATS_INTERVAL_MS }, load);
+  } catch (err) {
+    fail(`could not start: ${(err as Error).message}`, 1);
+  }
+}
+
 /** `--stats-interval D` in milliseconds (0 when absent); a bad value or no metrics is a usage error. */
 function statsInterval(value: string | undefined, loaded: LoadedConfig): number {
   if (value === undefined) return 0;
@@ -529,6 +552,8 @@ function statsInterval(value: string | undefined, loaded: LoadedConfig): number 
 
 export async function main(argv: string[]): Promise<void> {
   if (argv[0] === 'queue') return queueCommand(argv.slice(1));
+  // Before balancing-reverse-proxy's test, which would take any single-dash word for its own.
+  if (looksLikeLayer7Router(argv)) return mainLayer7Router(argv);
   if (looksLikeBrp(argv)) return mainBrp(argv);
   let parsed: ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true; strict: true }>>;
   try {

@@ -12,6 +12,7 @@ import type { Logger } from '../observability/logger.ts';
 import { Metrics } from '../observability/metrics.ts';
 import { admissionFor } from '../server/listener.ts';
 import { Listener } from '../server/listeners.ts';
+import { TcpListener } from '../server/tcp-listener.ts';
 import { Pipeline } from '../server/pipeline.ts';
 import { countConnections } from '../server/wire.ts';
 import { buildSnapshot, type Snapshot } from '../server/snapshot.ts';
@@ -24,12 +25,14 @@ import type { WorkerStats } from '../upstream/stats.ts';
 import { VERSION } from '../version.ts';
 
 export interface Runtime {
-  /** Every listener, bound (issue 14), in config order. */
+  /** Every HTTP listener, bound (issue 14), in config order. */
   readonly listeners: readonly Listener[];
+  /** Every `mode: tcp` listener, bound (issue 17), in config order. */
+  readonly tcpListeners: readonly TcpListener[];
   readonly pipeline: Pipeline;
   /** Issue 6: the queue of `defer` routes; this process delivers too unless it is a worker. */
   readonly defer: DeferService;
-  /** The port the first listener bound (useful with port 0). */
+  /** The port the first listener (HTTP or tcp) bound (useful with port 0). */
   readonly port: number;
   /** Each listener's bound port by name. */
   readonly ports: Readonly<Record<string, number>>;
@@ -96,17 +99,26 @@ export async function startRuntime(
     share: options.share,
   });
   const pipeline = new Pipeline(build(config), { logger: log, forward, acceptor: defer.acceptor, metrics });
+  // Issue 17: tcp listeners route connections by their first bytes; pools from the current snapshot.
+  const specs = listenersOf(config);
+  const poolOf = (name: string) => pipeline.snapshot.pools.get(name);
+  const tcpListeners = specs.flatMap((spec) => {
+    const tcp = pipeline.snapshot.tcp.get(spec.name);
+    return spec.mode === 'tcp' && tcp !== undefined ? [new TcpListener(spec, tcp, poolOf, log, metrics)] : [];
+  });
   const unwatch = metrics?.addData({
     inflight: () => pipeline.inflight,
     targets: () => registry.liveStats(),
     strategies: strategyStats,
+    flushBytes: () => {
+      for (const t of tcpListeners) t.flushBytes();
+    },
   });
   await defer.apply(config);
   const admit = admissionFor(config, pipeline);
   // Issue 14: a client-certificate subject header is removed from requests on every listener.
-  const specs = listenersOf(config);
   const strip = new Set(specs.flatMap((l) => (l.tls?.client_subject_header ? [l.tls.client_subject_header.toLowerCase()] : [])));
-  const listeners = specs.map((spec) => new Listener(spec, config, pipeline, log, admit, strip));
+  const listeners = specs.filter((spec) => spec.mode !== 'tcp').map((spec) => new Listener(spec, config, pipeline, log, admit, strip));
   // Issue 17: connections accepted, open and closed per listener.
   if (metrics !== null) for (const l of listeners) countConnections(l.server, metrics, l.spec.name);
   let version = 0;
@@ -118,23 +130,38 @@ export async function startRuntime(
   const shared = cluster.isWorker ? { exclusive: true, reusePort: true } : {};
   try {
     for (const l of listeners) await l.listen(shared);
+    for (const t of tcpListeners) await t.listen(shared);
   } catch (err) {
     for (const l of listeners) {
       l.stopAccepting();
       l.close();
     }
+    for (const t of tcpListeners) {
+      t.stopAccepting();
+      await t.close(0);
+    }
     throw err;
   }
+  // Config order, HTTP and tcp alike.
+  const bound = new Map<string, number>([...listeners, ...tcpListeners].map((l) => [l.spec.name, l.port]));
+  const ports = Object.fromEntries(specs.map((s) => [s.name, bound.get(s.name) ?? 0]));
   let closing: Promise<void> | null = null;
   return {
     listeners,
+    tcpListeners,
     pipeline,
     defer,
-    port: listeners[0].port,
-    ports: Object.fromEntries(listeners.map((l) => [l.spec.name, l.port])),
+    port: ports[specs[0].name],
+    ports,
     metrics,
     apply(c: Config, v = version + 1) {
-      pipeline.setSnapshot(build(c));
+      const snapshot = build(c);
+      pipeline.setSnapshot(snapshot);
+      // A listener's mode and address need a restart; its `tcp` block is taken at once.
+      for (const t of tcpListeners) {
+        const tcp = snapshot.tcp.get(t.spec.name);
+        if (tcp !== undefined) t.setSpec(tcp);
+      }
       version = v;
       // A reload (SIGHUP, POST /config/reload) reaches every process this way; unchanged files are not rebuilt.
       for (const l of listeners) l.refreshCertificates();
@@ -153,6 +180,9 @@ export async function startRuntime(
         // http.Server.close() would: a client may be writing its next request on one right now,
         // and closing under it is an ECONNRESET. The pipeline answers with Connection: close.
         for (const l of listeners) l.stopAccepting();
+        for (const t of tcpListeners) t.stopAccepting();
+        // TCP connections have no request boundary to close at: they get the grace, then are cut.
+        const tcpClosed = Promise.all(tcpListeners.map((t) => t.close(Math.max(0, graceMs - (performance.now() - started)))));
         const drainedFirst = pipeline.drain();
         // Deliveries get the same grace period, alongside the drain; their leases are released after it.
         const delivering = defer.stopDelivering(graceMs);
@@ -173,6 +203,7 @@ export async function startRuntime(
           l.closeAll();
           l.close();
         }
+        await tcpClosed;
         await delivering;
         await defer.close();
         await (timedOut ? batches.destroy() : batches.close());

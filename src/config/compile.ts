@@ -14,6 +14,7 @@ import { compileCluster } from './cluster.ts';
 import { compileDefer, compileQueue, type DeferAction } from '../defer/spec.ts';
 import { compileMatch, type MatchConfig } from '../routing/matcher.ts';
 import { compileConnect, type ConnectAction } from '../tunnel/spec.ts';
+import { compileTcp, type TcpSpec } from '../tcp/spec.ts';
 import { checkListeners, listenersOf } from './listeners.ts';
 import type { Route } from '../routing/route.ts';
 import { compileStrategy } from '../strategy/spec.ts';
@@ -59,6 +60,8 @@ export type CompiledRoute = Route<RouteAction>;
 export interface CompiledConfig {
   routes: CompiledRoute[];
   pools: PoolSpec[];
+  /** Issue 17: the compiled `tcp` block of each `mode: tcp` listener, by listener name. */
+  tcp: Map<string, TcpSpec>;
 }
 
 const LOOPBACK = /^(127(\.\d{1,3}){3}|::1|\[::1\]|localhost)$/i;
@@ -240,6 +243,13 @@ export function compile(config: Config): { compiled?: CompiledConfig; problems: 
   const routes = config.routes.map((r, i) => compileRoute(r, i, config, problems, forwarding));
   checkAdmin(config.admin, problems);
   if (config.listen) checkListeners(config, problems);
+  const tcp = new Map<string, TcpSpec>();
+  if (config.listen) {
+    const poolNames = new Set(Object.keys(config.pools));
+    listenersOf(config).forEach((l, i) => {
+      if (l.mode === 'tcp' && l.tcp !== undefined) tcp.set(l.name, compileTcp(l.tcp, ['listeners', i, 'tcp'], poolNames, problems));
+    });
+  }
   if (config.metrics) checkMetrics(config, problems);
   checkLimits(config, problems);
   if (config.queue) compileQueue(config.queue, problems);
@@ -254,5 +264,5 @@ export function compile(config: Config): { compiled?: CompiledConfig; problems: 
     if (r.id.startsWith('_'))
       problems.push({ path: ['routes', i, 'id'], message: 'ids starting with "_" are reserved' });
   });
-  return problems.length > 0 ? { problems } : { compiled: { routes, pools }, problems };
+  return problems.length > 0 ? { problems } : { compiled: { routes, pools, tcp }, problems };
 }

@@ -17,7 +17,7 @@ export const DEFAULT_LISTENER = 'default';
 /** Every listener to bind, in config order, each named. */
 export function listenersOf(config: Pick<Config, 'listen' | 'listeners'>): NamedListener[] {
   if (config.listeners === undefined)
-    return [{ name: DEFAULT_LISTENER, host: config.listen.host, port: config.listen.port, http2: false }];
+    return [{ name: DEFAULT_LISTENER, host: config.listen.host, port: config.listen.port, mode: 'http', http2: false }];
   return config.listeners.map((l, i) => ({ ...l, name: l.name ?? `listener-${i}` }));
 }
 
@@ -38,16 +38,36 @@ export function checkListeners(config: Config, problems: CompileProblem[]): void
     else ports.set(address, i);
     if (l.redirect_https !== undefined && l.tls !== undefined)
       problems.push({ path: ['listeners', i, 'redirect_https'], message: 'a TLS listener cannot redirect to https' });
+    // Issue 17: a tcp listener never terminates TLS nor speaks HTTP; its `tcp` block routes.
+    if (l.mode === 'tcp') {
+      if (l.tls !== undefined)
+        problems.push({ path: ['listeners', i, 'tls'], message: 'a tcp listener does not terminate TLS (it routes TLS by SNI as is); use mode: http for tls' });
+      if (l.http2)
+        problems.push({ path: ['listeners', i, 'http2'], message: 'a tcp listener does not speak HTTP/2 (it pipes bytes); use mode: http for http2' });
+      if (l.redirect_https !== undefined)
+        problems.push({ path: ['listeners', i, 'redirect_https'], message: 'a tcp listener answers no request; use mode: http for redirect_https' });
+      if (l.tcp === undefined)
+        problems.push({ path: ['listeners', i, 'tcp'], message: 'a tcp listener needs a `tcp` block (routes and/or default_pool)' });
+    } else if (l.tcp !== undefined) {
+      problems.push({ path: ['listeners', i, 'tcp'], message: 'only a `mode: tcp` listener takes a `tcp` block' });
+    }
   });
   config.routes.forEach((r, i) => {
     const wanted = r.match.listener;
     if (wanted === undefined) return;
-    for (const name of Array.isArray(wanted) ? wanted : [wanted])
-      if (!names.has(name))
+    for (const name of Array.isArray(wanted) ? wanted : [wanted]) {
+      const at = names.get(name);
+      if (at === undefined)
         problems.push({
           path: ['routes', i, 'match', 'listener'],
           message: `unknown listener "${name}" (listeners: ${[...names.keys()].join(', ')})`,
         });
+      else if (listeners[at].mode === 'tcp')
+        problems.push({
+          path: ['routes', i, 'match', 'listener'],
+          message: `listener "${name}" is a tcp listener: its connections are routed by listeners[${at}].tcp.routes, never by routes`,
+        });
+    }
   });
 }
 

@@ -20,6 +20,7 @@ import type { MatchConfig } from '../routing/matcher.ts';
 import type { StrategyConfig } from '../strategy/spec.ts';
 import type { PoolConfig } from '../upstream/spec.ts';
 import { NAME_PATTERN } from '../lib/names.ts';
+import { type TcpConfig, tcpSchema } from '../tcp/spec.ts';
 
 type Schema = Record<string, unknown>;
 
@@ -100,6 +101,13 @@ const healthSchema: Schema = {
   type: 'object',
   additionalProperties: false,
   properties: {
+    type: {
+      description:
+        '`http`: a request, passing by its status (`path`, `method`, `expect`); `tcp`: a connect only, passing when the target accepts it — for pools that TCP listeners use (TLS passed through, SSH, databases), which an HTTP request would mark down.',
+      type: 'string',
+      enum: ['http', 'tcp'],
+      default: 'http',
+    },
     path: {
       description: 'Path requested on the target origin (the target URL prefix is not added).',
       type: 'string',
@@ -730,6 +738,14 @@ const listenerSchema: Schema = {
     },
     host: { type: 'string', default: '0.0.0.0', description: 'Address to bind.' },
     port: { type: 'integer', minimum: 0, maximum: 65535, description: 'Port (0 = any free one).' },
+    mode: {
+      description:
+        '`http` (requests, routed by `routes`) or `tcp` (connections, routed by their first bytes through `tcp.routes`, then piped both ways; issue 17). A tcp listener takes no `tls`, `http2` or `redirect_https`.',
+      type: 'string',
+      enum: ['http', 'tcp'],
+      default: 'http',
+    },
+    tcp: tcpSchema,
     tls: tlsSchema,
     http2: {
       description:
@@ -1210,6 +1226,9 @@ export interface ListenerConfig {
   name?: string;
   host: string;
   port: number;
+  /** Issue 17: `tcp` listeners route connections by their first bytes (src/tcp/). */
+  mode: 'http' | 'tcp';
+  tcp?: TcpConfig;
   tls?: TlsConfig;
   http2: boolean;
   redirect_https?: { port: number; status: number };

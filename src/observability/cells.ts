@@ -54,7 +54,11 @@ abstract class CellFamily<S extends { labels: Labels }> {
 
   protected abstract values(): Array<MetricValueWithName<string>>;
 
+  /** Called before each read (prom-client's `collect`): brings counts kept elsewhere up to date. */
+  collect: (() => void) | null = null;
+
   async get() {
+    this.collect?.();
     return {
       name: this.name,
       help: this.help,

@@ -96,6 +96,11 @@ export interface DataSource {
   targets(): readonly TargetCounts[];
   /** Per route id, where strategies run (a runtime); absent = none here. */
   strategies?(): Readonly<Record<string, StrategyTotals>>;
+  /**
+   * Called before `manifold_bytes_total` is read: counts (through `bytes()`) what open
+   * connections moved so far, so a long TCP connection shows in the byte rate before it ends.
+   */
+  flushBytes?(): void;
 }
 
 /** The control plane's view (the Manager), read at scrape time in the primary. */
@@ -475,6 +480,9 @@ export class Metrics {
       'Bytes on downstream connections, heads included, by route, target and direction (`in`: from the downstream, `out`: to it); counted when a request or tunnel ends. Target `_direct`: a CONNECT tunnel to the destination it named; `_none`: no target.',
       ['route', 'target', 'direction'],
     );
+    this.#bytes.collect = () => {
+      for (const d of data) d.flushBytes?.();
+    };
 
     if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry });
   }

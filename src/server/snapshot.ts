@@ -7,12 +7,15 @@ import type { TracingConfig } from '../observability/trace.ts';
 import type { MultiplexLease, MultiplexRegistry } from '../multiplex/registry.ts';
 import type { Pool } from '../upstream/pool.ts';
 import type { Registry } from '../upstream/registry.ts';
+import type { TcpSpec } from '../tcp/spec.ts';
 
 export interface Snapshot {
   readonly routes: readonly CompiledRoute[];
   readonly pools: ReadonlyMap<string, Pool>;
   /** The live batch handler of each multiplex route, by route id (issue 5). */
   readonly multiplex: ReadonlyMap<string, MultiplexLease>;
+  /** Issue 17: each `mode: tcp` listener's compiled `tcp` block, by listener name. */
+  readonly tcp: ReadonlyMap<string, TcpSpec>;
   readonly accessLog: boolean;
   /** W3C trace context on what is sent (issue 7); null = off. */
   readonly tracing: Readonly<TracingConfig> | null;
@@ -31,6 +34,7 @@ export function buildSnapshot(
     routes: Object.freeze([...compiled.routes]),
     pools,
     multiplex,
+    tcp: compiled.tcp,
     accessLog,
     tracing: tracing?.enabled ? Object.freeze({ ...tracing }) : null,
   });

@@ -25,7 +25,7 @@
  * the open ones so far (a live byte rate).
  */
 import { once } from 'node:events';
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { connect, createServer, isIP, type Server, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { pipeline } from 'node:stream';
 import { type ErrorCode, GatewayError } from '../errors.ts';
@@ -39,6 +39,8 @@ import { pickRoute, type TcpSpec } from './spec.ts';
 
 /** One connection's report, once both its sockets have closed. */
 export interface TcpClose {
+  /** This connection's serial number in its proxy (as in its `TcpOpen` views). */
+  id: number;
   /** The listener's id, as given to the proxy. */
   listener: string;
   /** The route id (`default` for the default pool); null when none took the connection. */
@@ -71,6 +73,8 @@ export interface TcpProxyOptions {
 
 /** An open connection as the metrics see it: where it goes and its bytes so far. */
 export interface TcpOpen {
+  /** This connection's serial number in its proxy (the same in its `TcpClose`). */
+  id: number;
   listener: string;
   route: string | null;
   pool: string | null;
@@ -215,6 +219,7 @@ class Connection {
   readonly #spec: TcpSpec;
   readonly #client: Socket;
   readonly #started = performance.now();
+  readonly id: number;
   #upstream: Socket | null = null;
   #route: string | null = null;
   #poolName: string | null = null;
@@ -229,6 +234,7 @@ class Connection {
     this.#proxy = proxy;
     this.#spec = spec;
     this.#client = client;
+    this.id = proxy.accepted;
   }
 
   start(): void {
@@ -256,6 +262,9 @@ class Connection {
   #routed(sniffed: Sniffed, head: Buffer, ended: boolean): void {
     if (this.#clientGone) return;
     this.#sniffed = sniffed.kind;
+    // A tcp listener is no forward proxy: a CONNECT goes nowhere unless `connect: pipe` says so.
+    if (sniffed.kind === 'http' && sniffed.method === 'CONNECT' && this.#spec.connect === 'refuse')
+      return this.#refuse(sniffed, 'METHOD_NOT_ALLOWED', `CONNECT ${sniffed.target} refused: a tcp listener tunnels to its own pools only`);
     const route = pickRoute(this.#spec, sniffed);
     if (route === null) return this.#refuse(sniffed, 'ROUTE_NOT_FOUND', 'no TCP route takes this connection');
     this.#route = route.id;
@@ -288,7 +297,9 @@ class Connection {
     target.inflight++;
     const { host, port } = targetAddress(target.spec);
     const began = performance.now();
-    const up = connect({ host, port, allowHalfOpen: true, noDelay: true });
+    // `local_addresses`: the pool's one rotation, shared with its HTTP dispatchers (issue 17 item 3).
+    const localAddress = pool.sources.nextFor(isIP(host) as 0 | 4 | 6);
+    const up = connect({ host, port, allowHalfOpen: true, noDelay: true, ...(localAddress === undefined ? {} : { localAddress }) });
     this.#upstream = up;
     this.#proxy.track(up);
     let connected = false;
@@ -337,6 +348,10 @@ class Connection {
     const spec = this.#spec;
     if (spec.proxyProtocol !== null) up.write(spec.proxyProtocol === 'v1' ? proxyV1(client) : proxyV2(client));
     if (head.length > 0) up.write(head);
+    // Two pipelines over one socket pair: each watches both ends (a fixed number per
+    // connection, not a leak), past node's default warning threshold of 10.
+    client.setMaxListeners(20);
+    up.setMaxListeners(20);
     const done = (err: NodeJS.ErrnoException | null | undefined) => {
       if (err) this.#fail(codeOf(err));
     };
@@ -371,6 +386,7 @@ class Connection {
 
   view(): TcpOpen {
     return {
+      id: this.id,
       listener: this.#proxy.listener,
       route: this.#route,
       pool: this.#poolName,
@@ -384,6 +400,7 @@ class Connection {
     if (--this.#live > 0) return;
     const client = this.#client;
     this.#proxy.report(this, {
+      id: this.id,
       listener: this.#proxy.listener,
       route: this.#route,
       pool: this.#poolName,

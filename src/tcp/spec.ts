@@ -4,7 +4,7 @@
  * (`TcpConfig`), the compiled one (`TcpSpec`) and the compiler between them, which
  * config/compile.ts calls with the pool names it knows. Pure: no sockets, no timers.
  *
- * In YAML (see docs/tcp-mode.md):
+ * In YAML (see README "TCP mode"):
  *
  * ```yaml
  * listeners:
@@ -44,6 +44,8 @@ export interface TcpConfig {
   idle_timeout: Duration;
   connect_timeout: Duration;
   proxy_protocol?: 'v1' | 'v2';
+  /** Default `refuse` (the schema fills it in). */
+  connect?: 'refuse' | 'pipe';
   routes: TcpRouteConfig[];
   default_pool?: string;
 }
@@ -69,6 +71,8 @@ export interface TcpSpec {
   idleTimeoutMs: number;
   connectTimeoutMs: number;
   proxyProtocol: 'v1' | 'v2' | null;
+  /** An HTTP `CONNECT` request line: answered 405 and closed (`refuse`), or routed as any HTTP request (`pipe`). */
+  connect: 'refuse' | 'pipe';
   routes: TcpRouteSpec[];
   /** Takes what no route does (unknown bytes, nothing sent); null = such connections are closed. */
   defaultPool: string | null;
@@ -126,6 +130,13 @@ export const tcpSchema = Object.freeze({
         'Sends a PROXY protocol header (HAProxy\'s, `v1` text or `v2` binary) to the target first, with the client\'s address. Only for targets that expect one: anything else sees garbage.',
       type: 'string',
       enum: ['v1', 'v2'],
+    },
+    connect: {
+      description:
+        'A connection that starts with an HTTP `CONNECT` request: `refuse` answers 405 `METHOD_NOT_ALLOWED` and closes (a tcp listener is no forward proxy); `pipe` routes it as any HTTP/1.x request, to a target that is a forward proxy itself.',
+      type: 'string',
+      enum: ['refuse', 'pipe'],
+      default: 'refuse',
     },
     routes: {
       description: 'Tried in order; the first whose `sni` (TLS) or `host` (HTTP/1.x) names match takes the connection.',
@@ -203,6 +214,7 @@ export function compileTcp(
     idleTimeoutMs: parseDuration(c.idle_timeout),
     connectTimeoutMs,
     proxyProtocol: c.proxy_protocol ?? null,
+    connect: c.connect ?? 'refuse',
     routes,
     defaultPool,
   };

@@ -1,3 +1,4 @@
+import { SourceAddresses } from './local-addresses.ts';
 import type { PickContext, Selector } from './selectors/types.ts';
 import type { Target } from './target.ts';
 
@@ -5,12 +6,18 @@ import type { Target } from './target.ts';
 export class Pool {
   readonly name: string;
   readonly targets: readonly Target[];
+  /**
+   * The pool's source-address rotation (`local_addresses`, issue 17 item 3): the same one its
+   * HTTP dispatchers connect through, so TCP connections (src/tcp/proxy.ts) take turns with them.
+   */
+  readonly sources: SourceAddresses;
   readonly #selector: Selector;
 
-  constructor(name: string, targets: readonly Target[], selector: Selector) {
+  constructor(name: string, targets: readonly Target[], selector: Selector, sources = new SourceAddresses([])) {
     this.name = name;
     this.targets = targets;
     this.#selector = selector;
+    this.sources = sources;
   }
 
   /**

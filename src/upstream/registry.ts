@@ -33,6 +33,8 @@ export type DownTargets = Readonly<Record<string, readonly string[]>>;
 
 export class Registry {
   #dispatchers = new Map<string, Dispatcher>();
+  /** Each pool's source-address rotation, by pool name and addresses. */
+  #sources = new Map<string, SourceAddresses>();
   #states = new Map<string, TargetState>();
   #groups = new Map<string, PoolHealth>();
   /** Left their pool with attempts still in flight. */
@@ -45,13 +47,17 @@ export class Registry {
     const states = new Map<string, TargetState>();
     const groups = new Map<string, PoolHealth>();
     const pools = new Map<string, Pool>();
+    const sourceSets = new Map<string, SourceAddresses>();
     for (const spec of specs) {
       const group = this.#groups.get(spec.name) ?? new PoolHealth(spec.name);
       group.configure(spec);
       groups.set(spec.name, group);
       const down = new Set(own(this.#down, spec.name) ?? []);
-      // One rotation per pool: its new connections, to whichever target, take turns.
-      const sources = new SourceAddresses(spec.localAddresses);
+      // One rotation per pool: its new connections, to whichever target, take turns. Kept
+      // across snapshots while the addresses are the same, as the dispatchers holding it are.
+      const skeyOf = `${spec.name}\u0000${spec.localAddresses.join(',')}`;
+      const sources = sourceSets.get(skeyOf) ?? this.#sources.get(skeyOf) ?? new SourceAddresses(spec.localAddresses);
+      sourceSets.set(skeyOf, sources);
       const live = spec.targets.map((t) => {
         const key = dispatcherKey(spec, t);
         let d = dispatchers.get(key) ?? this.#dispatchers.get(key);
@@ -76,7 +82,7 @@ export class Registry {
         states.set(skey, state);
         return new Target(t, d, state);
       });
-      pools.set(spec.name, new Pool(spec.name, live, SELECTORS[spec.selector](spec)));
+      pools.set(spec.name, new Pool(spec.name, live, SELECTORS[spec.selector](spec), sources));
     }
     for (const [key, d] of this.#dispatchers) if (!dispatchers.has(key)) void d.close().catch(() => {});
     for (const [key, s] of this.#states) {
@@ -89,6 +95,7 @@ export class Registry {
     for (const s of states.values()) s.usable = s.up && !s.outlier.ejected;
     for (const group of groups.values()) group.recount();
     this.#dispatchers = dispatchers;
+    this.#sources = sourceSets;
     this.#states = states;
     this.#groups = groups;
     return pools;

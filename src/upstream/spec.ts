@@ -21,6 +21,7 @@ export interface TargetConfig {
 }
 
 export interface HealthConfig {
+  type: 'http' | 'tcp';
   path: string;
   method: string;
   interval: Duration;
@@ -79,6 +80,8 @@ export type HashKey = { kind: 'client_ip' } | { kind: 'header' | 'cookie'; name:
 
 /** Active health checks of a pool (key `health`), run by the primary. */
 export interface HealthSpec {
+  /** `tcp`: a connect only (issue 17: pools that TCP listeners use); `http`: a request. */
+  type: 'http' | 'tcp';
   path: string;
   method: string;
   intervalMs: number;
@@ -151,6 +154,7 @@ const MIN_HEALTH_INTERVAL_MS = 10;
 function compileHealth(name: string, h: HealthConfig, problems: CompileProblem[]): HealthSpec {
   const expectProblems: CompileProblem[] = [];
   const spec: HealthSpec = {
+    type: h.type,
     path: h.path,
     method: h.method,
     intervalMs: parseDuration(h.interval),

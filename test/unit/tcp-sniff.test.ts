@@ -284,7 +284,7 @@ describe('tcp spec', () => {
     const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, allowUnionTypes: true, strictRequired: false });
     ajv.addKeyword({ keyword: 'errorMessage', schemaType: 'string' });
     const validate = ajv.compile(tcpSchema);
-    // The YAML of docs/tcp-mode.md, as it would sit under `listeners[].tcp`.
+    // The YAML of README "TCP mode", as it sits under `listeners[].tcp`.
     const doc = parseYaml(`
 window_timeout: 2s
 proxy_protocol: v1

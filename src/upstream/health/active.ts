@@ -5,8 +5,10 @@
  * ones mark it up again. Only a change of the down set is reported, so workers hear nothing
  * while nothing changes.
  */
+import { connect, isIP } from 'node:net';
 import { Agent, type Dispatcher } from 'undici';
 import { connectKey, connectOptions } from '../connector.ts';
+import { SourceAddresses } from '../local-addresses.ts';
 import type { HealthSpec, PoolSpec, TargetSpec } from '../spec.ts';
 import { dict } from '../../lib/names.ts';
 import type { Logger } from '../../observability/logger.ts';
@@ -45,7 +47,7 @@ class Checker {
   }
 
   async #run(): Promise<void> {
-    const verdict = await this.#owner.probe(this.target, this.spec, this.dispatcher);
+    const verdict = await this.#owner.probe(this.target, this.spec, this.dispatcher, this.pool);
     if (this.#stopped) return;
     if (verdict === null) {
       this.#failed = 0;
@@ -90,8 +92,12 @@ export class ActiveHealth {
   sync(pools: readonly PoolSpec[]): void {
     const keep = new Set<string>();
     const agents = new Map<string, Agent>();
+    const sources = new Map<string, SourceAddresses>();
     for (const pool of pools) {
       if (pool.health === null) continue;
+      const kept = this.#sources.get(pool.name);
+      const same = kept !== undefined && kept.addresses.join(',') === pool.localAddresses.join(',');
+      sources.set(pool.name, same ? kept : new SourceAddresses(pool.localAddresses));
       const akey = connectKey(pool);
       let agent = agents.get(akey) ?? this.#agents.get(akey);
       agent ??= new Agent({ connections: 2, keepAliveTimeout: 10_000, ...connectOptions(pool) });
@@ -108,6 +114,7 @@ export class ActiveHealth {
     }
     for (const [akey, agent] of this.#agents) if (!agents.has(akey)) void agent.close().catch(() => {});
     this.#agents = agents;
+    this.#sources = sources;
     let removedDown = false;
     for (const [key, c] of this.#checkers) {
       if (keep.has(key)) continue;
@@ -132,8 +139,12 @@ export class ActiveHealth {
     return null;
   }
 
+  /** Each pool's source addresses for `type: tcp` checks (HTTP checks take theirs from the agent). */
+  #sources = new Map<string, SourceAddresses>();
+
   /** One check: null when it passed, else why it failed. */
-  async probe(target: TargetSpec, spec: HealthSpec, dispatcher: Dispatcher): Promise<string | null> {
+  async probe(target: TargetSpec, spec: HealthSpec, dispatcher: Dispatcher, pool = ''): Promise<string | null> {
+    if (spec.type === 'tcp') return this.#connectProbe(target, spec, this.#sources.get(pool));
     try {
       const res = await dispatcher.request({
         origin: target.origin,
@@ -151,6 +162,30 @@ export class ActiveHealth {
       const e = err as { code?: string; name?: string; message?: string };
       return e.code ?? e.name ?? e.message ?? 'error';
     }
+  }
+
+  /** A `type: tcp` check: the target accepts a connection within the timeout; it is closed at once. */
+  #connectProbe(target: TargetSpec, spec: HealthSpec, sources: SourceAddresses | undefined): Promise<string | null> {
+    const u = new URL(target.origin);
+    const host = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname;
+    const port = u.port ? Number(u.port) : u.protocol === 'https:' ? 443 : 80;
+    const localAddress = sources?.nextFor(isIP(host) as 0 | 4 | 6);
+    return new Promise((resolve) => {
+      const s = connect({ host, port, ...(localAddress === undefined ? {} : { localAddress }) });
+      const timer = setTimeout(() => {
+        s.destroy();
+        resolve('connect timeout');
+      }, spec.timeoutMs);
+      s.once('connect', () => {
+        clearTimeout(timer);
+        s.destroy();
+        resolve(null);
+      });
+      s.once('error', (err: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
+        resolve(err.code ?? err.message);
+      });
+    });
   }
 
   changed(c: Checker, reason: string): void {
