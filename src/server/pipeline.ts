@@ -58,6 +58,16 @@ const REFUSAL_LINGER_MS = 2000;
 const EMPTY = Buffer.alloc(0);
 
 
+/**
+ * Whether the answer went out whole. An HTTP/2 stream the client reset (RST_STREAM, e.g. a gRPC
+ * deadline or a cancelled fetch) also reads `writableFinished`: its reset code says otherwise.
+ */
+function answered(res: ServerResponse): boolean {
+  if (!res.writableFinished) return false;
+  const code = (res as { stream?: { rstCode?: number } }).stream?.rstCode;
+  return code === undefined || code === 0;
+}
+
 /** Splits req.url into the matchable path, or throws BAD_REQUEST. */
 export function requestPath(url: string): string {
   if (url[0] !== '/')
@@ -492,11 +502,12 @@ export class Pipeline {
   }
 
   #finish(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, snapshot: Snapshot, socket: Socket): void {
-    if (!res.writableFinished && ctx.errorCode === null) {
+    const finished = answered(res);
+    if (!finished && ctx.errorCode === null) {
       ctx.errorCode = 'CLIENT_CLOSED';
       ctx.status = 499;
     }
-    if (res.writableFinished && res.statusCode < 500) this.downstream.success++;
+    if (finished && res.statusCode < 500) this.downstream.success++;
     else this.downstream.failed++;
     const ms = performance.now() - ctx.startedAt;
     const metrics = this.#metrics;
@@ -529,7 +540,7 @@ export class Pipeline {
       });
     }
     // After the log line, as before: aborting first would rewrite what the attempts recorded.
-    ctx.deadline.closed(res.writableFinished);
+    ctx.deadline.closed(finished);
     this.#settled();
   }
 

@@ -392,3 +392,35 @@ routes:
     }
   });
 });
+
+describe('issue 14: a stream the client resets', () => {
+  test('is logged 499 CLIENT_CLOSED and its attempt ends at the target', async () => {
+    let closedAtTarget = false;
+    const upstream = await startUpstream((req) => req.socket.once('close', () => (closedAtTarget = true)));
+    const gw = await startGateway(`
+log: { level: info }
+listeners:
+  - { name: h2c, host: 127.0.0.1, port: 0, http2: true }
+pools:
+  app: { targets: ["${upstream.url}"] }
+routes:
+  - match: {}
+    proxy: { pool: app }
+`);
+    try {
+      const session = connect(`http://127.0.0.1:${gw.runtime.ports.h2c}`);
+      const stream = session.request({ ':path': '/hang' });
+      stream.on('error', () => {});
+      await until(() => upstream.requests.length === 1, 'the request to reach the target');
+      stream.close(8); // RST_STREAM CANCEL
+      const line = await until(() => gw.logs.access().find((l) => l.url === '/hang'), 'its access line');
+      assert.equal(line.status, 499);
+      assert.equal(line.error, 'CLIENT_CLOSED');
+      await until(() => closedAtTarget, 'the attempt to end at the target');
+      session.close();
+    } finally {
+      await gw.close();
+      await upstream.close();
+    }
+  });
+});
