@@ -11,7 +11,7 @@
  */
 
 /** Weldr's `HealthCheck::default()`: its README says every 30 s, its code runs every 10 s (the binary's value wins). */
-export const WELDR_HEALTH = { path: '/', interval: '10s', timeout: '2s', fall: 3, rise: 2, expect: ['2xx'] } as const;
+export const WELDR_HEALTH = { type: 'http', path: '/', interval: '10s', timeout: '2s', fall: 3, rise: 2, expect: ['2xx'] } as const;
 
 /**
  * The in-memory config. It is text, not overrides, so `MANIFOLD_*` env reaches every key as
