@@ -12,6 +12,7 @@ import type { ConnectionOptions } from 'node:tls';
 import { Agent, type Dispatcher, interceptors } from 'undici';
 import { Deadline } from '../deadline.ts';
 import { tlsOptions } from '../lib/tls.ts';
+import { passingOverContinue } from '../lib/continue.ts';
 import type { GatewayError } from '../errors.ts';
 import { classifyError } from './classify.ts';
 import { dnsInterceptor, shareQueries, systemResolve } from '../lib/dns.ts';
@@ -55,7 +56,9 @@ export class MultiplexHandler {
     );
     this.#agent = new Agent({
       // The route's own `ca`/`cert`/`key` (issue 14 item 4); the guard stays in front of them.
-      connect: guardedConnector(guard, resolve, { timeout: opts.maxTimeoutMs, ...tlsOptions(opts.tls), ...deps.tls }),
+      connect: passingOverContinue(
+        guardedConnector(guard, resolve, { timeout: opts.maxTimeoutMs, ...tlsOptions(opts.tls), ...deps.tls }),
+      ),
       keepAliveTimeout: opts.keepAliveTimeoutMs,
       // A cap, not just a bound: undici's Pool opens a new connection when a request arrives
       // in the tick between a response ending and its connection being marked free. Pools are

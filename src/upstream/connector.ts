@@ -8,6 +8,7 @@
 import { createHash } from 'node:crypto';
 import { isIP } from 'node:net';
 import { Agent, buildConnector, type Dispatcher, Pool } from 'undici';
+import { passingOverContinue } from '../lib/continue.ts';
 import { dnsInterceptor, type Resolve, shareQueries, systemResolve } from '../lib/dns.ts';
 import { type TlsSpec, tlsOptions } from '../lib/tls.ts';
 import { SourceAddresses } from './local-addresses.ts';
@@ -59,14 +60,14 @@ export function targetConnector(
   } as buildConnector.BuildOptions);
   // `name`: the target's host name when the dns interceptor sends its requests to an address.
   const pinned = spec.tls?.servername ?? name ?? '';
-  return (opts, callback) => {
+  return passingOverContinue((opts, callback) => {
     // undici passes the Host header's name as servername; the certificate must be checked
     // against the name the operator configured (`tls.servername`) or the target URL's host,
     // never one the downstream client chose (`host: preserve`). '' makes buildConnector fall
     // back to `tls.servername` and then to the origin's host name (none for an IP literal).
     const localAddress = sources.nextFor(isIP(opts.hostname) as 0 | 4 | 6) ?? opts.localAddress ?? null;
     connect({ ...opts, servername: pinned, localAddress }, callback);
-  };
+  });
 }
 
 /** undici Pool options for one target of a pool (the connection part; the caller adds the rest). */
