@@ -76,6 +76,9 @@ export interface ClusterStoreOptions {
   onChange: (stored: StoredOverlay) => Promise<void>;
   /** This instance's heartbeat content. */
   report: () => Promise<InstanceReport>;
+  /** Lines of `cluster_changes` kept (KEEP_CHANGES), and how often the registry and the log are pruned; tests set small ones. */
+  keepChanges?: number;
+  housekeepingMs?: number;
 }
 
 /** A connection attempt or a statement longer than this counts as the store being away. */
@@ -83,6 +86,12 @@ const CONNECT_TIMEOUT_MS = 2000;
 const QUERY_TIMEOUT_MS = 3000;
 /** Rows of instances gone this long are deleted (at most once a minute). */
 const FORGET_AFTER_MS = 24 * 3600_000;
+/**
+ * `cluster_changes` is a log for people (what changed, who, when); nothing reads it to catch
+ * up (the overlay row is the truth), so it keeps the newest this many lines, pruned with the
+ * registry (at most once a minute) instead of growing for as long as the cluster lives.
+ */
+export const KEEP_CHANGES = 10_000;
 const NOW_MS = '(extract(epoch from clock_timestamp()) * 1000)::int8';
 
 /** ms-epoch columns are int8, which `pg` returns as strings; these fit a double exactly. */
@@ -130,6 +139,7 @@ function statements(s: string) {
              ${NOW_MS} AS now FROM ${s}.cluster_instances ORDER BY id`,
     leave: `DELETE FROM ${s}.cluster_instances WHERE id = $1 AND pid = $2`,
     forget: `DELETE FROM ${s}.cluster_instances WHERE last_seen < ${NOW_MS} - $1`,
+    prune: `DELETE FROM ${s}.cluster_changes WHERE version <= (SELECT version FROM ${s}.cluster_state WHERE id = 1) - $1`,
   };
 }
 
@@ -156,6 +166,8 @@ export class ClusterStore {
   #again = false;
   #closed = false;
   #lastForget = 0;
+  readonly #keepChanges: number;
+  readonly #housekeepingMs: number;
   #peers = 1;
   #lastReport: InstanceReport = { config_version: 0, overlay_version: 0, report: {} };
 
@@ -166,6 +178,8 @@ export class ClusterStore {
     this.#log = options.log.child({ component: 'cluster' });
     this.#onChange = options.onChange;
     this.#report = options.report;
+    this.#keepChanges = options.keepChanges ?? KEEP_CHANGES;
+    this.#housekeepingMs = options.housekeepingMs ?? 60_000;
     const s = `"${options.spec.schema}"`;
     this.#sql = statements(s);
     this.#channel = `${options.spec.schema}.cluster`;
@@ -352,9 +366,10 @@ export class ClusterStore {
           this.#known = stored.reset ? stored.version : Math.max(this.#known, stored.version);
         }
       }
-      if (Date.now() - this.#lastForget > 60_000) {
+      if (Date.now() - this.#lastForget > this.#housekeepingMs) {
         this.#lastForget = Date.now();
         await this.#pool.query(this.#sql.forget, [FORGET_AFTER_MS]);
+        await this.#pool.query(this.#sql.prune, [this.#keepChanges]);
       }
     } catch (err) {
       this.#lost(err as Error);
