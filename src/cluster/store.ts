@@ -62,6 +62,14 @@ export interface InstanceView {
   report: Record<string, unknown>;
 }
 
+interface BeatRow {
+  version: number;
+  others: number;
+  prev_host: string | null;
+  prev_pid: number | null;
+  prev_started_at: number | null;
+}
+
 /** A write based on an overlay version that is no longer the latest. */
 export class StaleOverlay extends Error {
   override name = 'StaleOverlay';
@@ -128,13 +136,17 @@ function statements(s: string) {
             INSERT INTO ${s}.cluster_changes (version, change, instance, at)
             SELECT version, $4, $3, ${NOW_MS} FROM next
             RETURNING version, pg_notify($5, version::text)`,
-    beat: `INSERT INTO ${s}.cluster_instances
+    // `prev` is the row as it was before this beat (a CTE sees the statement's snapshot).
+    beat: `WITH prev AS (SELECT host, pid, started_at FROM ${s}.cluster_instances WHERE id = $1)
+           INSERT INTO ${s}.cluster_instances
              (id, host, pid, started_at, last_seen, config_version, overlay_version, report)
            VALUES ($1, $2, $3, $4, ${NOW_MS}, $5, $6, $7::jsonb)
            ON CONFLICT (id) DO UPDATE SET host = $2, pid = $3, started_at = $4, last_seen = ${NOW_MS},
              config_version = $5, overlay_version = $6, report = $7::jsonb
            RETURNING (SELECT version FROM ${s}.cluster_state WHERE id = 1) AS version,
-             (SELECT count(*)::int FROM ${s}.cluster_instances WHERE id <> $1 AND last_seen > ${NOW_MS} - $8) AS others`,
+             (SELECT count(*)::int FROM ${s}.cluster_instances WHERE id <> $1 AND last_seen > ${NOW_MS} - $8) AS others,
+             (SELECT host FROM prev) AS prev_host, (SELECT pid FROM prev) AS prev_pid,
+             (SELECT started_at FROM prev) AS prev_started_at`,
     list: `SELECT id, host, pid, started_at, last_seen, config_version, overlay_version, report,
              ${NOW_MS} AS now FROM ${s}.cluster_instances ORDER BY id`,
     leave: `DELETE FROM ${s}.cluster_instances WHERE id = $1 AND pid = $2`,
@@ -166,6 +178,8 @@ export class ClusterStore {
   #again = false;
   #closed = false;
   #lastForget = 0;
+  #beaten = false;
+  #twin = false;
   readonly #keepChanges: number;
   readonly #housekeepingMs: number;
   #peers = 1;
@@ -341,7 +355,7 @@ export class ClusterStore {
           return this.#lastReport;
         },
       );
-      const { rows } = await this.#pool.query<{ version: number; others: number }>(this.#sql.beat, [
+      const { rows } = await this.#pool.query<BeatRow>(this.#sql.beat, [
         this.id,
         this.#host,
         process.pid,
@@ -352,6 +366,7 @@ export class ClusterStore {
         this.#spec.goneAfterMs,
       ]);
       this.#peers = 1 + rows[0].others;
+      this.#checkTwin(rows[0]);
       this.#back();
       if (rows[0].version !== this.#known) {
         const stored = (await this.#pool.query<StoredOverlay>(this.#sql.read)).rows[0];
@@ -413,6 +428,30 @@ export class ClusterStore {
       return;
     }
     this.#listener = client;
+  }
+
+  /**
+   * Another live gateway with this registry id: the row this beat overwrote was written, since
+   * our last beat, by a process that is not this one. (A row left by a crashed predecessor is
+   * not that: it never writes again, so a restart is never taken for a twin.) Both keep
+   * serving, but they share one registry row, so the cluster counts one gateway too few and
+   * splits defer limits wrongly: said loudly, once per episode.
+   */
+  #checkTwin(row: BeatRow): void {
+    const ours = row.prev_host === this.#host && row.prev_pid === process.pid && row.prev_started_at === this.#startedAt;
+    const twin = this.#beaten && row.prev_host !== null && !ours;
+    this.#beaten = true;
+    if (twin && !this.#twin)
+      this.#log.error(
+        { instance: this.id, other: { host: row.prev_host, pid: row.prev_pid } },
+        `cluster: another gateway (${row.prev_host}, pid ${row.prev_pid}) uses the same instance id "${this.id}": give each gateway its own cluster.instance (or leave it unset)`,
+      );
+    this.#twin = twin;
+  }
+
+  /** True while another live gateway beats with this registry id (see #checkTwin). */
+  get twin(): boolean {
+    return this.#twin;
   }
 
   #lost(err: Error): void {
