@@ -23,6 +23,7 @@ import type { Logger } from '../observability/logger.ts';
 import { requestIdOf } from './context.ts';
 import { continueOnRead, type Entry } from './listener.ts';
 import { sendError } from './respond.ts';
+import type { Pipeline } from './pipeline.ts';
 
 // The compat response has no `destroyed`; the pipeline asks it whether the client is gone
 // (issue 14). The stream's answer is the truth; a response whose stream is gone is destroyed.
@@ -70,7 +71,7 @@ export interface Http2Side {
   sessions: Set<ServerHttp2Session>;
 }
 
-export function createHttp2(config: Config, entry: Entry, log: Logger): Http2Side {
+export function createHttp2(config: Config, entry: Entry, log: Logger, pipeline: Pick<Pipeline, 'connectOverHttp2'>): Http2Side {
   const l = config.limits;
   const keepAliveMs = parseDuration(l.keep_alive_timeout);
   const headersMs = parseDuration(l.headers_timeout);
@@ -99,6 +100,10 @@ export function createHttp2(config: Config, entry: Entry, log: Logger): Http2Sid
   server.on('checkContinue', (req: Http2ServerRequest, res: Http2ServerResponse) => {
     continueOnRead(req as unknown as IncomingMessage, res as unknown as ServerResponse);
     onRequest(req, res);
+  });
+  server.on('connect', (req: Http2ServerRequest, res: Http2ServerResponse) => {
+    entry.prepare(req as unknown as IncomingMessage);
+    pipeline.connectOverHttp2(req as unknown as IncomingMessage, res as unknown as ServerResponse);
   });
   server.on('session', (session: ServerHttp2Session) => {
     sessions.add(session);

@@ -56,7 +56,7 @@ export class Listener {
     });
     const entry: Entry = { admit, prepare: prepareFor(this.info, strip, spec.tls?.client_subject_header ?? null) };
     this.#h1 = createListener(config, pipeline, this.#log, entry);
-    this.#h2 = spec.http2 ? createHttp2(config, entry, this.#log) : null;
+    this.#h2 = spec.http2 ? createHttp2(config, entry, this.#log, pipeline) : null;
     const headersMs = parseDuration(config.limits.headers_timeout);
     if (spec.tls !== undefined) {
       this.#certs = new Certificates(spec.tls, spec.name, this.#log);

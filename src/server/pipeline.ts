@@ -658,6 +658,24 @@ export class Pipeline {
     this.#connect(req, socket as Socket, head, ctx, route, route.action as ConnectAction, authority, snapshot);
   };
 
+  /**
+   * `CONNECT` over HTTP/2 (RFC 9113 §8.5), which node:http2 would answer with a bare 405: the
+   * gateway's own JSON 405, counted and access-logged. Tunnels are opened over HTTP/1.1 only.
+   */
+  connectOverHttp2 = (req: IncomingMessage, res: ServerResponse): void => {
+    const startedAt = performance.now();
+    const authority = req.headers[':authority'];
+    req.url = typeof authority === 'string' ? authority : '';
+    const err = new GatewayError(
+      'METHOD_NOT_ALLOWED',
+      this.#snapshot.routes.some((r) => r.action.kind === 'connect')
+        ? 'CONNECT over HTTP/2 is not supported: send it over HTTP/1.1'
+        : 'CONNECT is not supported: Manifold is a reverse proxy',
+    );
+    const id = requestIdOf(req);
+    this.refused(req, err, id, startedAt, null, sendError(res, err, id));
+  };
+
   #connect(
     req: IncomingMessage,
     socket: Socket,

@@ -11,6 +11,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
+import http2 from 'node:http2';
 import { after, before, describe, test } from 'node:test';
 import {
   blackholeAddress,
@@ -494,4 +495,33 @@ routes:
     /routes\[2\]\.connect\.pool: unknown pool "nope"/,
   ];
   for (const re of expect) assert.ok(text.some((t) => re.test(t) && t.startsWith('test.yaml')), `${re} in\n${text.join('\n')}`);
+});
+
+test('CONNECT over HTTP/2 gets the gateway JSON 405, counted and logged, not node:http2 bare one', async () => {
+  const gw = await startGateway(`
+log: { level: info }
+listeners:
+  - { name: h2c, host: 127.0.0.1, port: 0, http2: true }
+routes:
+  - { id: tunnels, match: { host: "*.test" }, connect: { allow: ["*.test"] } }
+  - { match: { path: /* }, respond: { status: 200 } }
+`);
+  const session = http2.connect(`http://127.0.0.1:${gw.ports.h2c}`);
+  try {
+    const stream = session.request({ ':method': 'CONNECT', ':authority': 'a.test:443', 'x-request-id': 'h2-connect-1' });
+    const [headers] = (await once(stream, 'response')) as [http2.IncomingHttpHeaders];
+    let body = '';
+    stream.setEncoding('utf8');
+    for await (const chunk of stream) body += chunk;
+    assert.equal(headers[':status'], 405);
+    assert.match(String(headers['content-type']), /^application\/json/);
+    const error = JSON.parse(body).error;
+    assert.equal(error.code, 'METHOD_NOT_ALLOWED');
+    assert.match(error.message, /over HTTP\/2 is not supported: send it over HTTP\/1\.1/);
+    const line = await until(() => gw.logs.access().find((l) => l.req_id === 'h2-connect-1'), 'access line');
+    assert.deepEqual([line.method, line.url, line.status, line.error], ['CONNECT', 'a.test:443', 405, 'METHOD_NOT_ALLOWED']);
+  } finally {
+    session.close();
+    await gw.close();
+  }
 });
