@@ -17,7 +17,7 @@
  */
 import pg from 'pg';
 import { GatewayError } from '../errors.ts';
-import { inTransaction } from '../defer/pg-conn.ts';
+import { inTransaction, listenOn } from '../defer/pg-conn.ts';
 import type { ClusterSpec } from '../config/cluster.ts';
 import type { Logger } from '../observability/logger.ts';
 
@@ -403,31 +403,24 @@ export class ClusterStore {
   }
 
   async #listen(): Promise<void> {
-    const client = new pg.Client(this.#clientConfig);
-    const drop = () => {
-      if (this.#listener !== client) return;
-      this.#listener = null;
-      client.end().catch(() => {});
-      // The next beat re-LISTENs and re-reads the version: nothing sent meanwhile is lost.
-      void this.#run();
-    };
-    client.on('error', drop);
-    client.on('end', drop);
-    client.on('notification', (msg) => {
-      if (msg.channel === this.#channel && Number(msg.payload) > this.#known) void this.#run();
-    });
-    try {
-      await client.connect();
-      await client.query(`LISTEN "${this.#channel}"`);
-    } catch (err) {
-      await client.end().catch(() => {});
-      throw err;
-    }
-    if (this.#closed) {
-      await client.end().catch(() => {});
-      return;
-    }
-    this.#listener = client;
+    const client = await listenOn(
+      this.#clientConfig,
+      this.#channel,
+      {
+        notification: (payload) => {
+          if (Number(payload) > this.#known) void this.#run();
+        },
+        lost: (lost) => {
+          if (this.#listener !== lost) return;
+          this.#listener = null;
+          lost.end().catch(() => {});
+          // The next beat re-LISTENs and re-reads the version: nothing sent meanwhile is lost.
+          void this.#run();
+        },
+      },
+      () => this.#closed,
+    );
+    if (client !== null) this.#listener = client;
   }
 
   /**

@@ -12,7 +12,7 @@
  */
 
 import pg from 'pg';
-import { databaseOf, inTransaction } from './pg-conn.ts';
+import { databaseOf, inTransaction, listenOn } from './pg-conn.ts';
 import {
   type EnqueueResult,
   intOption,
@@ -347,31 +347,22 @@ export class PgQueue extends QueueCore {
   }
 
   async #connectListener(): Promise<void> {
-    const client = new pg.Client(this.#clientConfig);
-    const lost = (err: Error) => {
-      if (this.#listener !== client) return; // already handled, or closing
-      this.#listener = undefined;
-      client.end().catch(() => {});
-      this.#onError(err);
-      this.#scheduleReconnect();
-    };
-    client.on('error', lost);
-    client.on('end', () => lost(new Error('queue LISTEN connection ended')));
-    client.on('notification', (msg) => {
-      if (msg.channel === this.#channel && msg.payload) this.hub.wake(msg.payload);
-    });
-    try {
-      await client.connect();
-      await client.query(`LISTEN "${this.#channel}"`);
-    } catch (err) {
-      await client.end().catch(() => {});
-      throw err;
-    }
-    if (this.closed) {
-      await client.end().catch(() => {});
-      return;
-    }
-    this.#listener = client;
+    const client = await listenOn(
+      this.#clientConfig,
+      this.#channel,
+      {
+        notification: (payload) => this.hub.wake(payload),
+        lost: (lost, err) => {
+          if (this.#listener !== lost) return; // already handled, or closing
+          this.#listener = undefined;
+          lost.end().catch(() => {});
+          this.#onError(err);
+          this.#scheduleReconnect();
+        },
+      },
+      () => this.closed,
+    );
+    if (client !== null) this.#listener = client;
   }
 
   #scheduleReconnect(): void {
