@@ -29,7 +29,16 @@ export async function pgQuery<R extends pg.QueryResultRow = pg.QueryResultRow>(
 }
 
 export async function dropSchema(schema: string): Promise<void> {
-  await pgQuery(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+  // A gateway still beating on the schema can deadlock with the DROP (40P01): PostgreSQL
+  // aborts one of the two, and it may be the DROP. Try again.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await pgQuery(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      return;
+    } catch (err) {
+      if ((err as { code?: string }).code !== '40P01' || attempt === 5) throw err;
+    }
+  }
 }
 
 /**
