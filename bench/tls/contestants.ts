@@ -68,7 +68,7 @@ const nginx: Contestant = {
   id: 'nginx',
   label: 'nginx',
   required: false,
-  note: 'nginx: 1 worker, `listen … ssl` with http2, proxy_pass with upstream keepalive 64, access_log off, no session cache or tickets',
+  note: 'nginx: 1 worker, `listen … ssl` with http2, `ssl_protocols TLSv1.2 TLSv1.3`, proxy_pass with upstream keepalive 64, access_log off, no session cache or tickets',
   unavailable: () => notInstalled('nginx'),
   version: () => versionOf('nginx', ['-v'], /^nginx version: /),
   start: (ctx) => {
@@ -79,6 +79,8 @@ const nginx: Contestant = {
         ...(http2On ? ['    http2 on;'] : []),
         `    ssl_certificate ${ctx.cert};`,
         `    ssl_certificate_key ${ctx.key};`,
+        // Before 1.23.4 nginx offers TLS 1.0 to 1.2 only when ssl_protocols is not set.
+        '    ssl_protocols TLSv1.2 TLSv1.3;',
         '    # Full handshakes only: no server-side session cache nor tickets.',
         '    ssl_session_cache off;',
         '    ssl_session_tickets off;',
