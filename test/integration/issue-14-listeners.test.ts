@@ -4,9 +4,8 @@
  * redirects to https, every worker binding every listener.
  */
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
 import { after, describe, test } from 'node:test';
-import { configProblems, scratch, spawnCli, startGateway, startUpstream, until } from '../helpers/index.ts';
+import { configProblems, freePort, scratch, spawnCli, startGateway, startUpstream, until } from '../helpers/index.ts';
 import { send } from '../helpers/http.ts';
 
 describe('issue 14: listeners in the config', () => {
@@ -117,14 +116,6 @@ routes:
     assert.match(raw, /^HTTP\/1\.1 400 /);
   });
 });
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const { port } = s.address() as { port: number };
-  await new Promise((resolve) => s.close(resolve));
-  return port;
-}
 
 test('issue 14: with two workers every worker binds every listener; SIGTERM stops them all', async () => {
   const upstream = await startUpstream((_req, res) => res.end(String(process.pid)));
