@@ -181,6 +181,26 @@ export async function startGateway(yaml: string, env: NodeJS.ProcessEnv = {}): P
   };
 }
 
+/**
+ * The YAML of one pool `app` of `target` and one route sending every request there: what a test
+ * about listeners, TLS or protocols puts behind them.
+ */
+export function proxyAll(target: string): string {
+  return `pools:
+  app: { targets: ["${target}"] }
+routes:
+  - match: {}
+    proxy: { pool: app }
+`;
+}
+
+/** Closes each of `things` (a gateway, then its upstreams), in order, after the file's tests. */
+export function closeAfter(...things: Array<{ close(): unknown }>): void {
+  after(async () => {
+    for (const thing of things) await thing.close();
+  });
+}
+
 export interface Cli {
   child: ChildProcess;
   stdout: string;
