@@ -73,7 +73,7 @@ export function pairedRatio(num: readonly Sample[], den: readonly Sample[], figu
 }
 
 /** The JSON summary of one contestant under one load. */
-export function sampleJson(s: Summarised, list: readonly Sample[]): Record<string, unknown> {
+function sampleJson(s: Summarised, list: readonly Sample[]): Record<string, unknown> {
   return {
     rps: round(s.rps, 0),
     per_core: round(s.perCore, 0),
@@ -85,4 +85,18 @@ export function sampleJson(s: Summarised, list: readonly Sample[]): Record<strin
     valid: s.problems.length === 0,
     ...(s.problems.length > 0 ? { problems: s.problems } : {}),
   };
+}
+
+/** The JSON summary of every contestant under every load: `{ [contestant]: { [load]: sampleJson } }`. */
+export function contestantsJson<L extends { id: string }>(
+  ids: readonly string[],
+  loads: readonly L[],
+  of: (id: string, load: L) => [Summarised, readonly Sample[]],
+): Record<string, Record<string, unknown>> {
+  const json: Record<string, Record<string, unknown>> = {};
+  for (const id of ids) {
+    json[id] = {};
+    for (const load of loads) json[id][load.id] = sampleJson(...of(id, load));
+  }
+  return json;
 }

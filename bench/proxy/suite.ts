@@ -29,7 +29,7 @@ import {
   type Figure,
   pairedRatio,
   type Sample as CpuSample,
-  sampleJson,
+  contestantsJson,
   spread,
   type Summarised,
   summarise,
@@ -307,16 +307,11 @@ function report(
   log(`  load average at the end: ${loadAverages()}`);
   log();
 
-  const contestants: Record<string, Record<string, unknown>> = {};
-  for (const r of running) {
-    contestants[r.contestant.id] = {};
-    for (const body of BODIES) {
-      contestants[r.contestant.id][body.id] = sampleJson(
-        summaries.get(key(r.contestant.id, body.id))!,
-        results.get(key(r.contestant.id, body.id)) ?? [],
-      );
-    }
-  }
+  const contestants = contestantsJson(
+    running.map((r) => r.contestant.id),
+    BODIES,
+    (id, body) => [summaries.get(key(id, body.id))!, results.get(key(id, body.id)) ?? []],
+  );
   const invalid = [...summaries.values()].some((s) => s.problems.length > 0);
   return {
     node: process.version,

@@ -30,7 +30,7 @@ import { measureH2 } from '../lib/h2load.ts';
 import { measure } from '../lib/load.ts';
 import { type Child, inTempDir, stopAll, waitReady } from '../lib/processes.ts';
 import { fmtFixed, fmtInt, loadAverages, log, machineLine, ratioCell, round, table } from '../lib/report.ts';
-import { pairedRatio, type Sample, sampleJson, spread, type Summarised, summarise, withCpu } from '../lib/samples.ts';
+import { contestantsJson, pairedRatio, type Sample, spread, type Summarised, summarise, withCpu } from '../lib/samples.ts';
 import type { BenchOptions, Suite } from '../lib/suite.ts';
 import { BODIES, type BodySpec } from '../peers/bodies.ts';
 import { CONTESTANTS, type Contestant, type Started, type TlsContext } from './contestants.ts';
@@ -384,16 +384,11 @@ function report(
   log(`  load average at the end: ${loadAverages()}`);
   log();
 
-  const contestants: Record<string, Record<string, unknown>> = {};
-  for (const r of running) {
-    contestants[r.contestant.id] = {};
-    for (const mode of MODES) {
-      contestants[r.contestant.id][mode.id] = sampleJson(
-        summaries.get(`${r.contestant.id}|${mode.id}`)!,
-        samples(r.contestant.id, mode),
-      );
-    }
-  }
+  const contestants = contestantsJson(
+    running.map((r) => r.contestant.id),
+    MODES,
+    (id, mode) => [summaries.get(`${id}|${mode.id}`)!, samples(id, mode)],
+  );
   return {
     node: process.version,
     cores: availableParallelism(),
