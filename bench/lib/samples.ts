@@ -6,7 +6,7 @@
  */
 import { treeCpuSeconds } from './cpu.ts';
 import type { Measurement } from './load.ts';
-import { fmtInt, median, round } from './report.ts';
+import { fmtFixed, fmtInt, median, round } from './report.ts';
 
 /** A measurement with the contestant's own CPU time over it. */
 export interface Sample extends Measurement {
@@ -58,9 +58,33 @@ export function summarise(ms: readonly Sample[], dead: string | null): Summarise
   };
 }
 
-/** The "min–max over rounds" cell: empty for a single round. */
-export function spread(s: Summarised): string {
-  return s.rounds > 1 ? `${fmtInt(s.minRps)}–${fmtInt(s.maxRps)}` : '';
+/**
+ * A results table's cells for `s`: req/s, min–max over rounds (empty for a single round), per
+ * core (empty without a process of its own), p50 ms, p99 ms.
+ */
+export function summaryCells(s: Summarised): string[] {
+  return [
+    fmtInt(s.rps),
+    s.rounds > 1 ? `${fmtInt(s.minRps)}–${fmtInt(s.maxRps)}` : '',
+    Number.isFinite(s.perCore) ? fmtInt(s.perCore) : '',
+    fmtFixed(s.p50, 2),
+    fmtFixed(s.p99, 2),
+  ];
+}
+
+/** A results table's status cell: "ok", or what makes the result invalid. */
+export function statusCell(s: Summarised): string {
+  return s.problems.length === 0 ? 'ok' : `INVALID: ${s.problems.join(', ')}`;
+}
+
+/**
+ * Judges a per-core ratio against its target, when it has one and was measured: records the
+ * verdict in `met` under `name` and returns the mark for its cell (" (met)", " (below)" or "").
+ */
+export function judge(met: Record<string, boolean>, name: string, perCore: number, target: number | undefined): string {
+  if (target === undefined || !Number.isFinite(perCore)) return '';
+  met[name] = perCore >= target;
+  return met[name] ? ' (met)' : ' (below)';
 }
 
 export type Figure = 'rps' | 'perCore' | 'p99';

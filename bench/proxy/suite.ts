@@ -30,7 +30,9 @@ import {
   pairedRatio,
   type Sample as CpuSample,
   contestantsJson,
-  spread,
+  judge,
+  statusCell,
+  summaryCells,
   type Summarised,
   summarise,
   withCpu,
@@ -239,18 +241,13 @@ function report(
   for (const body of BODIES) {
     for (const r of running) {
       const s = summaries.get(key(r.contestant.id, body.id))!;
-      const valid = s.problems.length === 0;
       const id = r.contestant.id;
       rows.push([
         body.label,
         r.contestant.label,
-        fmtInt(s.rps),
-        spread(s),
-        Number.isFinite(s.perCore) ? fmtInt(s.perCore) : '',
-        fmtFixed(s.p50, 2),
-        fmtFixed(s.p99, 2),
+        ...summaryCells(s),
         id === 'direct' ? '' : ratioCell(ratioOf(id, 'direct', body, 'rps')).replace('n/a', ''),
-        valid ? 'ok' : `INVALID: ${s.problems.join(', ')}`,
+        statusCell(s),
       ]);
     }
   }
@@ -274,11 +271,7 @@ function report(
       const rps = ratioOf(spec.num, spec.den, body, 'rps');
       const perCore = ratioOf(spec.num, spec.den, body, 'perCore');
       ratios[name][body.id] = { rps: round(rps, 3), per_core: round(perCore, 3) };
-      let mark = '';
-      if (spec.target !== undefined && Number.isFinite(perCore)) {
-        met[`${name} ${body.id}`] = perCore >= spec.target;
-        mark = perCore >= spec.target ? ' (met)' : ' (below)';
-      }
+      const mark = judge(met, `${name} ${body.id}`, perCore, spec.target);
       return [ratioCell(rps), spec.den === 'direct' ? '' : `${ratioCell(perCore)}${mark}`];
     });
     ratioRows.push([spec.label, ...cells, spec.target === undefined ? '' : `≥ ${spec.target}×`]);

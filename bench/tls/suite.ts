@@ -30,7 +30,17 @@ import { measureH2 } from '../lib/h2load.ts';
 import { measure } from '../lib/load.ts';
 import { type Child, inTempDir, stopAll, waitReady } from '../lib/processes.ts';
 import { fmtFixed, fmtInt, loadAverages, log, machineLine, ratioCell, round, table } from '../lib/report.ts';
-import { contestantsJson, pairedRatio, type Sample, spread, type Summarised, summarise, withCpu } from '../lib/samples.ts';
+import {
+  contestantsJson,
+  judge,
+  pairedRatio,
+  type Sample,
+  statusCell,
+  type Summarised,
+  summarise,
+  summaryCells,
+  withCpu,
+} from '../lib/samples.ts';
 import type { BenchOptions, Suite } from '../lib/suite.ts';
 import { BODIES, type BodySpec } from '../peers/bodies.ts';
 import { CONTESTANTS, type Contestant, type Started, type TlsContext } from './contestants.ts';
@@ -331,16 +341,7 @@ function report(
   for (const mode of MODES)
     for (const r of running) {
       const s = summaries.get(`${r.contestant.id}|${mode.id}`)!;
-      rows.push([
-        mode.label,
-        r.contestant.label,
-        fmtInt(s.rps),
-        spread(s),
-        Number.isFinite(s.perCore) ? fmtInt(s.perCore) : '',
-        fmtFixed(s.p50, 2),
-        fmtFixed(s.p99, 2),
-        s.problems.length === 0 ? 'ok' : `INVALID: ${s.problems.join(', ')}`,
-      ]);
+      rows.push([mode.label, r.contestant.label, ...summaryCells(s), statusCell(s)]);
     }
   log(`Results (median over ${options.rounds} round(s); only 200 answers counted; handshake rows: new connections per second; per core = ÷ the proxy's own CPU seconds)`);
   log(table(rows, ['left', 'left', 'right', 'right', 'right', 'right', 'right', 'left']));
@@ -359,12 +360,7 @@ function report(
       const rps = ok ? pairedRatio(samples('manifold', mode), samples(spec.den, mode), 'rps') : Number.NaN;
       const perCore = ok ? pairedRatio(samples('manifold', mode), samples(spec.den, mode), 'perCore') : Number.NaN;
       ratios[name][mode.id] = { rps: round(rps, 3), per_core: round(perCore, 3) };
-      let mark = '';
-      if (spec.target !== undefined && Number.isFinite(perCore)) {
-        met[`${name} ${mode.id}`] = perCore >= spec.target;
-        mark = perCore >= spec.target ? ' (met)' : ' (below)';
-      }
-      return `${ratioCell(perCore)}${mark}`;
+      return `${ratioCell(perCore)}${judge(met, `${name} ${mode.id}`, perCore, spec.target)}`;
     });
     ratioRows.push([spec.label, ...cells, spec.target === undefined ? '' : `≥ ${spec.target}× (within 2×)`]);
   }
