@@ -28,9 +28,9 @@ import {
   waitReady,
   inTempDir,
 } from '../lib/processes.ts';
-import { fmtFixed, fmtInt, median, round, table } from '../lib/report.ts';
+import { fmtFixed, fmtInt, median, round, table, loadAverages, log, machineLine } from '../lib/report.ts';
 import type { BenchOptions, Suite } from '../lib/suite.ts';
-import { REPO } from '../proxy/contestants.ts';
+import { REPO } from '../lib/contestants.ts';
 
 const PG_URL = process.env.MANIFOLD_BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const BODY = JSON.stringify({ event: 'push', repository: 'manifold', payload: 'x'.repeat(400) });
@@ -50,10 +50,6 @@ interface AcceptMeasurement {
   p99: number;
   accepted: number;
   problems: string[];
-}
-
-function log(line = ''): void {
-  process.stdout.write(`${line}\n`);
 }
 
 function manifoldYaml(port: number, receiver: string, queue: string, deliver: boolean): string {
@@ -189,11 +185,7 @@ async function runIn(
   });
 
   log('Manifold defer benchmark: durable accepts/s and delivery throughput, one process (one core)');
-  log(
-    `node ${process.version}, ${availableParallelism()} cores, load average ${loadavg()
-      .map((l) => l.toFixed(2))
-      .join(' ')}`,
-  );
+  log(machineLine());
   log(
     `${options.connections} connections, keep-alive, POST of ${BODY.length} bytes; ${options.warmup} s warm-up, ` +
       `${options.rounds} round(s) × ${options.duration} s per store, then drain and end-to-end runs of ${options.duration} s`,
@@ -359,9 +351,7 @@ async function runIn(
       `note: ${availableParallelism()} cores shared by the load generator, Manifold, the receiver and PostgreSQL: the load generator may be the limit`,
     );
   log(
-    `load average at the end: ${loadavg()
-      .map((l) => l.toFixed(2))
-      .join(' ')}`,
+    `load average at the end: ${loadAverages()}`,
   );
   log();
   return {

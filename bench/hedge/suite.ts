@@ -11,7 +11,6 @@
  * instead. Every strategy is offered the same requests per second. `--connections` is unused.
  */
 import { writeFileSync } from 'node:fs';
-import { availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Pool as UndiciPool } from 'undici';
@@ -22,9 +21,9 @@ import {
   waitReady,
   inTempDir,
 } from '../lib/processes.ts';
-import { fmtFixed, fmtInt, median, round, table } from '../lib/report.ts';
+import { fmtFixed, fmtInt, median, round, table, log, machineLine } from '../lib/report.ts';
 import type { BenchOptions, Suite } from '../lib/suite.ts';
-import { REPO } from '../proxy/contestants.ts';
+import { REPO } from '../lib/contestants.ts';
 
 const TARGETS = 3;
 const SETTLE_MS = 300;
@@ -64,10 +63,6 @@ interface Tail {
   /** Upstream requests per answered request, minus one. */
   extra: number;
   problems: string[];
-}
-
-function log(line = ''): void {
-  process.stdout.write(`${line}\n`);
 }
 
 function manifoldYaml(port: number, targets: readonly number[]): string {
@@ -179,11 +174,7 @@ async function runIn(tmp: string, options: BenchOptions): Promise<Record<string,
     selected.length * options.warmup +
     options.rounds * selected.length * (options.duration + SETTLE_MS / 1000);
   log('Manifold hedge benchmark');
-  log(
-    `node ${process.version}, ${availableParallelism()} cores, load average ${loadavg()
-      .map((l) => l.toFixed(2))
-      .join(' ')}`,
-  );
+  log(machineLine());
   log(
     `${TARGETS} targets answering in ~5 ms (95%) or ~500 ms (5%); ${rate} req/s open loop ` +
       `(--rate); ${options.rounds} round(s) × ${options.duration} s; about ${Math.ceil(estimate)} s in all`,

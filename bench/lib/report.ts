@@ -1,4 +1,5 @@
-/** Small statistics and plain-text table helpers shared by the suites. */
+/** Small statistics, plain-text table and progress-line helpers shared by the suites. */
+import { availableParallelism, loadavg } from 'node:os';
 
 /** Median of the finite values; NaN when there are none. */
 export function median(values: readonly number[]): number {
@@ -37,4 +38,26 @@ export function table(rows: readonly (readonly string[])[], align: readonly Alig
       .trimEnd();
   const [head, ...body] = rows;
   return [line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n');
+}
+
+/** One line of the suite's progress or report on stdout. */
+export function log(line = ''): void {
+  process.stdout.write(`${line}\n`);
+}
+
+/** The 1-, 5- and 15-minute load averages, e.g. "0.59 1.85 1.75". */
+export function loadAverages(): string {
+  return loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ');
+}
+
+/** The machine line every suite prints first: Node's version, the cores, the load average. */
+export function machineLine(): string {
+  return `node ${process.version}, ${availableParallelism()} cores, load average ${loadAverages()}`;
+}
+
+/** A ratio's table cell: "0.93×", or "n/a" when it could not be measured. */
+export function ratioCell(value: number): string {
+  return Number.isFinite(value) ? `${value.toFixed(2)}×` : 'n/a';
 }

@@ -13,15 +13,15 @@
  * connection or a concurrency slot (the overhead measured is not a queue).
  */
 import { readFileSync, writeFileSync } from 'node:fs';
-import { availableParallelism, loadavg } from 'node:os';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent, Client, request } from 'undici';
 import { Child, freePort, waitReady, inTempDir } from '../lib/processes.ts';
-import { fmtFixed, fmtInt, median, round, table } from '../lib/report.ts';
+import { fmtFixed, fmtInt, median, round, table, loadAverages, log, machineLine } from '../lib/report.ts';
 import type { BenchOptions, Suite } from '../lib/suite.ts';
+import { REPO } from '../lib/contestants.ts';
 
-const REPO = fileURLToPath(new URL('../..', import.meta.url));
 const DELAY_MS = 20;
 const ORIGINS = 10;
 const SIZES = [1, 10, 100] as const;
@@ -31,10 +31,6 @@ const BATCH_TIMEOUT_MS = 2000;
 
 type Contestant = 'manifold' | 'direct';
 const CONTESTANTS: readonly Contestant[] = ['manifold', 'direct'];
-
-function log(line = ''): void {
-  process.stdout.write(`${line}\n`);
-}
 
 function manifoldYaml(port: number): string {
   return [
@@ -163,11 +159,7 @@ async function runIn(tmp: string, options: BenchOptions): Promise<Record<string,
   if (!chosen.includes('manifold'))
     throw new Error(`--only must include manifold (contestants: ${CONTESTANTS.join(', ')})`);
   log('Manifold multiplex benchmark: batch latency minus the targets’ fixed delay');
-  log(
-    `node ${process.version}, ${availableParallelism()} cores, load average ${loadavg()
-      .map((l) => l.toFixed(2))
-      .join(' ')}`,
-  );
+  log(machineLine());
   log(
     `targets answer after ${DELAY_MS} ms on ${ORIGINS} origins; one batch at a time over one keep-alive ` +
       `connection (-c does not apply); ${options.warmup} s warm-up per size, ${options.rounds} round(s) × ` +
@@ -333,9 +325,7 @@ function report(
   );
   log(
     `Setup: Manifold --workers 1, access log off; gateway CPU is user+system time per batch (/proc, ` +
-      `10 ms ticks; median over rounds); load average at the end ${loadavg()
-        .map((l) => l.toFixed(2))
-        .join(' ')}`,
+      `10 ms ticks; median over rounds); load average at the end ${loadAverages()}`,
   );
   log();
   return {

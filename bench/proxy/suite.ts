@@ -11,14 +11,36 @@
 import { availableParallelism, loadavg } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { statSync, truncateSync } from 'node:fs';
-import { cpuAvailable, treeCpuSeconds } from '../lib/cpu.ts';
-import { type Measurement, measure } from '../lib/load.ts';
+import {
+  type Contestant,
+  liveness,
+  interleavedRounds,
+  type Running,
+  selectContestants,
+  type Started,
+  startContestants,
+  startUpstream,
+} from '../lib/contestants.ts';
+import { cpuAvailable } from '../lib/cpu.ts';
+import { measure } from '../lib/load.ts';
 import { httpGet, stopAll, waitReady, inTempDir } from '../lib/processes.ts';
-import { fmtFixed, fmtInt, median, round, table } from '../lib/report.ts';
+import { fmtFixed, fmtInt, loadAverages, log, machineLine, ratioCell, round, table } from '../lib/report.ts';
+import {
+  type Figure,
+  pairedRatio,
+  type Sample as CpuSample,
+  contestantsJson,
+  judge,
+  statusCell,
+  summaryCells,
+  type Summarised,
+  summarise,
+  withCpu,
+} from '../lib/samples.ts';
 import type { BenchOptions, Suite } from '../lib/suite.ts';
 import { BODIES, type BodySpec } from '../peers/bodies.ts';
 import { resolve } from 'node:path';
-import { CONTESTANTS, type Contestant, manifold, type Started, startUpstream } from './contestants.ts';
+import { CONTESTANTS, manifold } from './contestants.ts';
 
 /**
  * Ratios reported: Manifold (or a variant) over another contestant, with DESIGN.md's target
@@ -41,30 +63,18 @@ const RATIOS: ReadonlyArray<{ num: string; den: string; label: string; target?: 
 /** Pause between two measurements, so closing connections settle before the next starts. */
 const SETTLE_MS = 300;
 
-interface Running {
-  contestant: Contestant;
-  started: Started;
-  origin: string;
-  /** Why its later measurements were skipped (the process died). */
-  dead: string | null;
-}
+type Runner = Running<Contestant, Started>;
 
-/** A measurement with the contestant's own CPU time over it. */
-interface Sample extends Measurement {
-  /** CPU seconds (user + system) the proxy process tree used; NaN for direct. */
-  cpu: number;
-  /** 200 answers per CPU second of the proxy: requests per second per proxy core. */
-  perCore: number;
+const origin = (r: Runner): string => `http://127.0.0.1:${r.started.port}`;
+
+/** A measurement with the contestant's own CPU time over it (NaN for direct). */
+interface Sample extends CpuSample {
   /** Bytes the contestant wrote to its log file over the measurement (the access log). */
   logBytes: number | null;
 }
 
 type Key = `${string}|${string}`;
 const key = (contestant: string, body: string): Key => `${contestant}|${body}`;
-
-function log(line = ''): void {
-  process.stdout.write(`${line}\n`);
-}
 
 /** One progress line; the 1-minute load average explains an outlier round on a shared machine. */
 function describeMeasurement(m: Sample): string {
@@ -78,15 +88,13 @@ function describeMeasurement(m: Sample): string {
  * One measurement of `r`, with the CPU time of its process tree read just before and just after
  * the load (so requests ÷ CPU seconds is per proxy core), its log file emptied first.
  */
-async function measureOne(r: Running, paths: readonly string[], options: BenchOptions, seconds: number): Promise<Sample> {
+async function measureOne(r: Runner, paths: readonly string[], options: BenchOptions, seconds: number): Promise<Sample> {
   const logFile = r.started.logFile;
   if (logFile !== undefined) truncateSync(logFile, 0);
-  const pid = r.started.child?.pid;
-  const before = pid === undefined ? Number.NaN : treeCpuSeconds(pid);
-  const m = await measure({ origin: r.origin, paths, connections: options.connections, duration: seconds });
-  const cpu = pid === undefined ? Number.NaN : treeCpuSeconds(pid) - before;
-  const logBytes = logFile === undefined ? null : statSync(logFile).size;
-  return { ...m, cpu, perCore: cpu > 0 ? m.ok / cpu : Number.NaN, logBytes };
+  const m = await withCpu(r.started.child?.pid, () =>
+    measure({ origin: origin(r), paths, connections: options.connections, duration: seconds }),
+  );
+  return { ...m, logBytes: logFile === undefined ? null : statSync(logFile).size };
 }
 
 /** GETs every body through a contestant and compares it byte for byte with the upstream's. */
@@ -109,21 +117,12 @@ async function runIn(tmp: string, options: BenchOptions): Promise<Record<string,
     typeof baseline === 'string'
       ? [...CONTESTANTS.slice(0, 2), manifold('default', resolve(baseline)), ...CONTESTANTS.slice(2)]
       : CONTESTANTS;
-  const selected = all.filter((c) => options.only.length === 0 || options.only.includes(c.id));
-  const unknown = options.only.filter((id) => !all.some((c) => c.id === id));
-  if (unknown.length > 0)
-    throw new Error(
-      `unknown contestant(s) ${unknown.join(', ')}; known: ${all.map((c) => c.id).join(', ')}`,
-    );
+  const selected = selectContestants(all, options.only);
 
   const measurements = options.rounds * BODIES.length * selected.length;
   const estimate = selected.length * options.warmup + measurements * (options.duration + SETTLE_MS / 1000);
   log('Manifold proxy benchmark');
-  log(
-    `node ${process.version}, ${availableParallelism()} cores, load average ${loadavg()
-      .map((l) => l.toFixed(2))
-      .join(' ')}`,
-  );
+  log(machineLine());
   log(
     `${options.connections} connections, keep-alive, no pipelining; ${options.warmup} s warm-up per contestant, ` +
       `${options.rounds} round(s) × ${BODIES.length} bodies × ${options.duration} s; about ${Math.ceil(estimate)} s in all`,
@@ -140,9 +139,6 @@ async function runIn(tmp: string, options: BenchOptions): Promise<Record<string,
     );
   log();
 
-  const skipped: Array<{ id: string; reason: string }> = [];
-  const versions: Record<string, string> = {};
-
   // Upstream first; everything proxies to it.
   const upstream = await startUpstream();
   const upstreamOrigin = `http://127.0.0.1:${upstream.port}`;
@@ -150,47 +146,19 @@ async function runIn(tmp: string, options: BenchOptions): Promise<Record<string,
   await checkBodies(upstreamOrigin);
   const ctx = { upstream: upstreamOrigin, upstreamPort: upstream.port, tmp };
 
-  // Then each contestant, one at a time (starting them together would slow each other's start).
-  const running: Running[] = [];
-  for (const contestant of selected) {
-    const reason = contestant.unavailable();
-    if (reason !== null) {
-      if (contestant.required) throw new Error(`${contestant.label} cannot run: ${reason}`);
-      skipped.push({ id: contestant.id, reason });
-      log(`${contestant.id}: skipped: ${reason}`);
-      continue;
-    }
-    const version = contestant.version?.();
-    if (version) versions[contestant.id] = version;
-    let started: Started | null = null;
-    try {
-      started = await contestant.start(ctx);
-      const origin = `http://127.0.0.1:${started.port}`;
-      await waitReady(started.child, `${origin}${BODIES[0].path}`);
-      await checkBodies(origin);
-      running.push({ contestant, started, origin, dead: null });
-      log(
-        `ready ${contestant.id}${started.child ? ` (pid ${started.child.pid}, port ${started.port})` : ''}`,
-      );
-    } catch (err) {
-      await started?.child?.stop();
-      const message = `could not start or check ${contestant.label}: ${(err as Error).message}`;
-      if (contestant.required) throw new Error(message, { cause: err });
-      skipped.push({ id: contestant.id, reason: message });
-      log(`${contestant.id}: skipped: ${message}`);
-    }
-  }
+  const { running, skipped, versions } = await startContestants(
+    selected,
+    ctx,
+    async (started) => {
+      const at = `http://127.0.0.1:${started.port}`;
+      await waitReady(started.child, `${at}${BODIES[0].path}`);
+      await checkBodies(at);
+    },
+    log,
+  );
   log();
 
-  /** True when the contestant's process (or the upstream's) is still there to be measured. */
-  const usable = (r: Running): boolean => {
-    if (!upstream.child!.alive) throw new Error(`the upstream died: ${upstream.child!.describeExit()}`);
-    if (r.dead === null && r.started.child !== null && !r.started.child.alive) {
-      r.dead = r.started.child.describeExit();
-      log(`${r.contestant.id} died; its remaining measurements are skipped: ${r.dead}`);
-    }
-    return r.dead === null;
-  };
+  const usable = liveness(upstream.child, log);
 
   // Warm-up: a fresh process runs ~30% slow for its first seconds.
   for (const r of running) {
@@ -208,79 +176,34 @@ async function runIn(tmp: string, options: BenchOptions): Promise<Record<string,
 
   // Interleaved rounds.
   const results = new Map<Key, Sample[]>();
-  for (let round = 0; round < options.rounds; round++) {
-    const order = running.map((_, i) => running[(i + round) % running.length]);
-    for (const body of BODIES) {
-      for (const r of order) {
-        if (!usable(r)) continue;
-        const m = await measureOne(r, [body.path], options, options.duration);
-        const list = results.get(key(r.contestant.id, body.id)) ?? [];
-        list.push(m);
-        results.set(key(r.contestant.id, body.id), list);
-        log(
-          `round ${round + 1}/${options.rounds}  ${body.id.padEnd(5)}  ${r.contestant.id.padEnd(16)} ${describeMeasurement(m)}`,
-        );
-        await sleep(SETTLE_MS);
-      }
-    }
-  }
+  await interleavedRounds(running, options.rounds, BODIES, usable, SETTLE_MS, async (r, body, round) => {
+    const m = await measureOne(r, [body.path], options, options.duration);
+    const list = results.get(key(r.contestant.id, body.id)) ?? [];
+    list.push(m);
+    results.set(key(r.contestant.id, body.id), list);
+    log(
+      `round ${round + 1}/${options.rounds}  ${body.id.padEnd(5)}  ${r.contestant.id.padEnd(16)} ${describeMeasurement(m)}`,
+    );
+  });
   await stopAll();
   log();
 
   return report(running, results, skipped, versions, options);
 }
 
-interface Summarised {
-  rps: number;
-  perCore: number;
-  cpu: number;
-  p50: number;
-  p99: number;
-  minRps: number;
-  maxRps: number;
-  rounds: number;
-  problems: string[];
-}
-
-function summarise(list: readonly Sample[] | undefined, dead: string | null): Summarised {
-  const ms = list ?? [];
-  const problems = [...new Set(ms.flatMap((m) => m.problems))];
-  if (dead !== null) problems.push('process died during the run');
-  if (ms.length === 0) problems.push('not measured');
-  const rps = ms.map((m) => m.rps);
-  return {
-    rps: median(rps),
-    perCore: median(ms.map((m) => m.perCore)),
-    cpu: median(ms.map((m) => m.cpu)),
-    p50: median(ms.map((m) => m.p50)),
-    p99: median(ms.map((m) => m.p99)),
-    minRps: Math.min(...rps),
-    maxRps: Math.max(...rps),
-    rounds: ms.length,
-    problems,
-  };
-}
-
-type Figure = 'rps' | 'perCore' | 'p99';
-
 /** Median over rounds of num/den of `figure` measured in the same round; NaN when either is invalid. */
-function pairedRatio(
+function validRatio(
   num: readonly Sample[] | undefined,
   den: readonly Sample[] | undefined,
   valid: (id: 'num' | 'den') => boolean,
   figure: Figure = 'rps',
 ): number {
   if (!num || !den || !valid('num') || !valid('den')) return Number.NaN;
-  const n = Math.min(num.length, den.length);
-  const ratios: number[] = [];
-  for (let i = 0; i < n; i++) ratios.push(num[i][figure] / den[i][figure]);
-  return median(ratios);
+  return pairedRatio(num, den, figure);
 }
 
-const ratioCell = (value: number): string => (Number.isFinite(value) ? `${value.toFixed(2)}×` : 'n/a');
-
 function report(
-  running: readonly Running[],
+  running: readonly Runner[],
   results: Map<Key, Sample[]>,
   skipped: ReadonlyArray<{ id: string; reason: string }>,
   versions: Record<string, string>,
@@ -291,7 +214,7 @@ function report(
     for (const body of BODIES)
       summaries.set(
         key(r.contestant.id, body.id),
-        summarise(results.get(key(r.contestant.id, body.id)), r.dead),
+        summarise(results.get(key(r.contestant.id, body.id)) ?? [], r.dead),
       );
 
   const rows: string[][] = [
@@ -309,7 +232,7 @@ function report(
   ];
   const isValid = (id: string, body: BodySpec) => summaries.get(key(id, body.id))?.problems.length === 0;
   const ratioOf = (num: string, den: string, body: BodySpec, figure: Figure) =>
-    pairedRatio(
+    validRatio(
       results.get(key(num, body.id)),
       results.get(key(den, body.id)),
       (which) => isValid(which === 'num' ? num : den, body),
@@ -318,18 +241,13 @@ function report(
   for (const body of BODIES) {
     for (const r of running) {
       const s = summaries.get(key(r.contestant.id, body.id))!;
-      const valid = s.problems.length === 0;
       const id = r.contestant.id;
       rows.push([
         body.label,
         r.contestant.label,
-        fmtInt(s.rps),
-        s.rounds > 1 ? `${fmtInt(s.minRps)}–${fmtInt(s.maxRps)}` : '',
-        Number.isFinite(s.perCore) ? fmtInt(s.perCore) : '',
-        fmtFixed(s.p50, 2),
-        fmtFixed(s.p99, 2),
+        ...summaryCells(s),
         id === 'direct' ? '' : ratioCell(ratioOf(id, 'direct', body, 'rps')).replace('n/a', ''),
-        valid ? 'ok' : `INVALID: ${s.problems.join(', ')}`,
+        statusCell(s),
       ]);
     }
   }
@@ -353,11 +271,7 @@ function report(
       const rps = ratioOf(spec.num, spec.den, body, 'rps');
       const perCore = ratioOf(spec.num, spec.den, body, 'perCore');
       ratios[name][body.id] = { rps: round(rps, 3), per_core: round(perCore, 3) };
-      let mark = '';
-      if (spec.target !== undefined && Number.isFinite(perCore)) {
-        met[`${name} ${body.id}`] = perCore >= spec.target;
-        mark = perCore >= spec.target ? ' (met)' : ' (below)';
-      }
+      const mark = judge(met, `${name} ${body.id}`, perCore, spec.target);
       return [ratioCell(rps), spec.den === 'direct' ? '' : `${ratioCell(perCore)}${mark}`];
     });
     ratioRows.push([spec.label, ...cells, spec.target === undefined ? '' : `≥ ${spec.target}×`]);
@@ -383,32 +297,14 @@ function report(
   for (const r of running) if (r.contestant.note) log(`  ${r.contestant.note}`);
   for (const [id, v] of Object.entries(versions)) log(`  ${id} version: ${v}`);
   for (const s of skipped) log(`  ${s.id}: skipped: ${s.reason}`);
-  log(
-    `  load average at the end: ${loadavg()
-      .map((l) => l.toFixed(2))
-      .join(' ')}`,
-  );
+  log(`  load average at the end: ${loadAverages()}`);
   log();
 
-  const contestants: Record<string, Record<string, unknown>> = {};
-  for (const r of running) {
-    contestants[r.contestant.id] = {};
-    for (const body of BODIES) {
-      const s = summaries.get(key(r.contestant.id, body.id))!;
-      const list = results.get(key(r.contestant.id, body.id)) ?? [];
-      contestants[r.contestant.id][body.id] = {
-        rps: round(s.rps, 0),
-        per_core: round(s.perCore, 0),
-        cpu_s: round(s.cpu, 2),
-        p50_ms: round(s.p50, 3),
-        p99_ms: round(s.p99, 3),
-        rounds_rps: list.map((m) => round(m.rps, 0)),
-        rounds_per_core: list.map((m) => round(m.perCore, 0)),
-        valid: s.problems.length === 0,
-        ...(s.problems.length > 0 ? { problems: s.problems } : {}),
-      };
-    }
-  }
+  const contestants = contestantsJson(
+    running.map((r) => r.contestant.id),
+    BODIES,
+    (id, body) => [summaries.get(key(id, body.id))!, results.get(key(id, body.id)) ?? []],
+  );
   const invalid = [...summaries.values()].some((s) => s.problems.length > 0);
   return {
     node: process.version,

@@ -4,55 +4,30 @@
  * proxies to the shared plain upstream. Optional ones say why they cannot run instead of
  * failing the run; nginx, HAProxy and Caddy run where their binaries are installed.
  */
-import { spawnSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { Child, freePort } from '../lib/processes.ts';
-import { findBinary, REPO } from '../proxy/contestants.ts';
+import {
+  type Contestant as AnyContestant,
+  gitDescribe,
+  nodePeer,
+  notInstalled,
+  type StartContext,
+  type Started as AnyStarted,
+  startManifold,
+  versionOf,
+} from '../lib/contestants.ts';
+import type { Child } from '../lib/processes.ts';
+import { startCaddy, startHaproxy, startNginx } from '../lib/servers.ts';
 
-const PEERS = fileURLToPath(new URL('../peers/', import.meta.url));
-const node = process.execPath;
-
-export interface TlsContext {
-  upstream: string;
-  upstreamPort: number;
-  tmp: string;
+export interface TlsContext extends StartContext {
   /** PEM files of the run's certificate and key, and both in one file (HAProxy's `crt`). */
   cert: string;
   key: string;
   pem: string;
 }
 
-export interface Started {
-  port: number;
-  child: Child;
-  /** Where its stdout (the access log) goes, emptied between measurements. */
-  logFile?: string;
-}
+/** Every TLS contestant is a process of its own (there is no "direct" here). */
+export type Started = AnyStarted & { child: Child };
 
-export interface Contestant {
-  id: string;
-  label: string;
-  /** Required contestants abort the run when they cannot start; the others are skipped. */
-  required: boolean;
-  note: string;
-  /** null when it can run, otherwise why not. */
-  unavailable(): string | null;
-  version?(): string | null;
-  start(ctx: TlsContext): Promise<Started>;
-}
-
-function notInstalled(name: string, apt: string): string | null {
-  return findBinary(name) === null ? `not installed (apt-get install ${apt})` : null;
-}
-
-function versionOf(name: string, args: string[], strip: RegExp): string | null {
-  const bin = findBinary(name);
-  if (bin === null) return null;
-  const r = spawnSync(bin, args, { encoding: 'utf8' });
-  return (r.stdout || r.stderr || '').trim().split('\n')[0].replace(strip, '') || null;
-}
+export type Contestant = AnyContestant<TlsContext, Started> & { note: string };
 
 function manifoldYaml(port: number, ctx: TlsContext): string {
   return [
@@ -77,30 +52,9 @@ const manifold: Contestant = {
   required: true,
   note: 'Manifold (defaults): `--workers 1`, one listener with `tls` and `http2: true`, access log on (stdout appended to a file), metrics and trace context on',
   unavailable: () => null,
-  version: () => {
-    const r = spawnSync('git', ['describe', '--always', '--dirty'], { cwd: REPO, encoding: 'utf8' });
-    return r.status === 0 ? r.stdout.trim() : null;
-  },
-  async start(ctx) {
-    const port = await freePort();
-    const file = join(ctx.tmp, 'manifold.yaml');
-    writeFileSync(file, manifoldYaml(port, ctx));
-    const logFile = join(ctx.tmp, 'manifold.log');
-    const child = new Child('manifold', node, [join(REPO, 'src/main.ts'), '--config', file, '--workers', '1'], {
-      cwd: REPO,
-      stdout: { file: logFile },
-    });
-    return { port, child, logFile };
-  },
+  version: () => gitDescribe(),
+  start: (ctx) => startManifold(ctx, 'manifold', (port) => manifoldYaml(port, ctx)),
 };
-
-function nodePeer(id: string, script: string, args: (ctx: TlsContext) => string[]) {
-  return async (ctx: TlsContext): Promise<Started> => {
-    const port = await freePort();
-    const child = new Child(id, node, [join(PEERS, script), String(port), ...args(ctx)], { ipc: true, cwd: REPO });
-    return { port, child };
-  };
-}
 
 /** nginx ≥ 1.25.1 says `http2 on;`; before, `listen … http2`. */
 function nginxHttp2On(): boolean {
@@ -110,98 +64,40 @@ function nginxHttp2On(): boolean {
   return major > 1 || (major === 1 && (minor > 25 || (minor === 25 && patch >= 1)));
 }
 
-export function nginxConf(prefix: string, port: number, ctx: TlsContext, http2On: boolean): string {
-  return `# written by bench/tls
-daemon off;
-master_process on;
-worker_processes 1;
-pid ${join(prefix, 'nginx.pid')};
-error_log stderr warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path ${join(prefix, 'client_body')};
-  proxy_temp_path ${join(prefix, 'proxy')};
-  fastcgi_temp_path ${join(prefix, 'fastcgi')};
-  uwsgi_temp_path ${join(prefix, 'uwsgi')};
-  scgi_temp_path ${join(prefix, 'scgi')};
-  upstream bench {
-    server 127.0.0.1:${ctx.upstreamPort};
-    keepalive 64;
-    keepalive_requests 1000000;
-  }
-  server {
-    listen 127.0.0.1:${port} ssl${http2On ? '' : ' http2'};
-${http2On ? '    http2 on;\n' : ''}    ssl_certificate ${ctx.cert};
-    ssl_certificate_key ${ctx.key};
-    # Full handshakes only: no server-side session cache nor tickets.
-    ssl_session_cache off;
-    ssl_session_tickets off;
-    location / {
-      proxy_pass http://bench;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_max_temp_file_size 0;
-    }
-  }
-}
-`;
-}
-
 const nginx: Contestant = {
   id: 'nginx',
   label: 'nginx',
   required: false,
-  note: 'nginx: 1 worker, `listen … ssl` with http2, proxy_pass with upstream keepalive 64, access_log off, no session cache or tickets',
-  unavailable: () => notInstalled('nginx', 'nginx'),
+  note: 'nginx: 1 worker, `listen … ssl` with http2, `ssl_protocols TLSv1.2 TLSv1.3`, proxy_pass with upstream keepalive 64, access_log off, no session cache or tickets',
+  unavailable: () => notInstalled('nginx'),
   version: () => versionOf('nginx', ['-v'], /^nginx version: /),
-  async start(ctx) {
-    const port = await freePort();
-    const prefix = join(ctx.tmp, 'nginx');
-    mkdirSync(prefix, { recursive: true, mode: 0o755 });
-    const conf = join(prefix, 'nginx.conf');
-    writeFileSync(conf, nginxConf(prefix, port, ctx, nginxHttp2On()));
-    const child = new Child('nginx', findBinary('nginx')!, ['-p', `${prefix}/`, '-e', 'stderr', '-c', conf]);
-    return { port, child };
+  start: (ctx) => {
+    const http2On = nginxHttp2On();
+    return startNginx(ctx, (port) =>
+      [
+        `    listen 127.0.0.1:${port} ssl${http2On ? '' : ' http2'};`,
+        ...(http2On ? ['    http2 on;'] : []),
+        `    ssl_certificate ${ctx.cert};`,
+        `    ssl_certificate_key ${ctx.key};`,
+        // Before 1.23.4 nginx offers TLS 1.0 to 1.2 only when ssl_protocols is not set.
+        '    ssl_protocols TLSv1.2 TLSv1.3;',
+        '    # Full handshakes only: no server-side session cache nor tickets.',
+        '    ssl_session_cache off;',
+        '    ssl_session_tickets off;',
+        '',
+      ].join('\n'),
+    );
   },
 };
-
-export function haproxyConf(port: number, ctx: TlsContext): string {
-  return `# written by bench/tls
-global
-  nbthread 1
-  maxconn 4096
-  tune.ssl.cachesize 0
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  option http-keep-alive
-frontend bench
-  bind 127.0.0.1:${port} ssl crt ${ctx.pem} alpn h2,http/1.1 no-tls-tickets
-  default_backend bench
-backend bench
-  http-reuse always
-  server upstream 127.0.0.1:${ctx.upstreamPort}
-`;
-}
 
 const haproxy: Contestant = {
   id: 'haproxy',
   label: 'HAProxy',
   required: false,
   note: 'HAProxy: 1 thread, `bind … ssl crt … alpn h2,http/1.1`, mode http, http-reuse always, no log, no session cache or tickets',
-  unavailable: () => notInstalled('haproxy', 'haproxy'),
+  unavailable: () => notInstalled('haproxy'),
   version: () => versionOf('haproxy', ['-v'], /^HA-?Proxy version /i),
-  async start(ctx) {
-    const port = await freePort();
-    const conf = join(ctx.tmp, 'haproxy.cfg');
-    writeFileSync(conf, haproxyConf(port, ctx));
-    const child = new Child('haproxy', findBinary('haproxy')!, ['-db', '-f', conf]);
-    return { port, child };
-  },
+  start: (ctx) => startHaproxy(ctx, ` ssl crt ${ctx.pem} alpn h2,http/1.1 no-tls-tickets`, '  tune.ssl.cachesize 0\n'),
 };
 
 const caddy: Contestant = {
@@ -209,20 +105,14 @@ const caddy: Contestant = {
   label: 'Caddy',
   required: false,
   note: 'Caddy: `tls cert key` and reverse_proxy, admin and automatic HTTPS off, no access log, GOMAXPROCS=1',
-  unavailable: () => notInstalled('caddy', 'caddy'),
+  unavailable: () => notInstalled('caddy'),
   version: () => versionOf('caddy', ['version'], /^v/),
-  async start(ctx) {
-    const port = await freePort();
-    const conf = join(ctx.tmp, 'Caddyfile');
-    writeFileSync(
-      conf,
-      `{\n  admin off\n  auto_https off\n}\nhttps://:${port} {\n  bind 127.0.0.1\n  tls ${ctx.cert} ${ctx.key}\n  reverse_proxy 127.0.0.1:${ctx.upstreamPort}\n}\n`,
-    );
-    const child = new Child('caddy', findBinary('caddy')!, ['run', '--config', conf, '--adapter', 'caddyfile'], {
-      env: { ...process.env, GOMAXPROCS: '1', XDG_DATA_HOME: ctx.tmp, XDG_CONFIG_HOME: ctx.tmp },
-    });
-    return { port, child };
-  },
+  start: (ctx) =>
+    startCaddy(
+      ctx,
+      (port) =>
+        `https://:${port} {\n  bind 127.0.0.1\n  tls ${ctx.cert} ${ctx.key}\n  reverse_proxy 127.0.0.1:${ctx.upstreamPort}\n}\n`,
+    ),
 };
 
 export const CONTESTANTS: readonly Contestant[] = [

@@ -16,15 +16,33 @@ import { connect as tlsConnect } from 'node:tls';
 import { availableParallelism, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { cpuAvailable, treeCpuSeconds } from '../lib/cpu.ts';
+import {
+  liveness,
+  interleavedRounds,
+  type Running,
+  selectContestants,
+  startContestants,
+  startUpstream,
+} from '../lib/contestants.ts';
+import { cpuAvailable } from '../lib/cpu.ts';
 import { measureHandshakes } from '../lib/handshakes.ts';
 import { measureH2 } from '../lib/h2load.ts';
-import { type Measurement, measure } from '../lib/load.ts';
+import { measure } from '../lib/load.ts';
 import { type Child, inTempDir, stopAll, waitReady } from '../lib/processes.ts';
-import { fmtFixed, fmtInt, median, round, table } from '../lib/report.ts';
+import { fmtFixed, fmtInt, loadAverages, log, machineLine, ratioCell, round, table } from '../lib/report.ts';
+import {
+  contestantsJson,
+  judge,
+  pairedRatio,
+  type Sample,
+  statusCell,
+  type Summarised,
+  summarise,
+  summaryCells,
+  withCpu,
+} from '../lib/samples.ts';
 import type { BenchOptions, Suite } from '../lib/suite.ts';
 import { BODIES, type BodySpec } from '../peers/bodies.ts';
-import { startUpstream } from '../proxy/contestants.ts';
 import { CONTESTANTS, type Contestant, type Started, type TlsContext } from './contestants.ts';
 
 /** The name in the certificate, sent as SNI and Host. */
@@ -56,16 +74,7 @@ const RATIOS: ReadonlyArray<{ den: string; label: string; target?: number }> = [
   { den: 'caddy', label: 'Manifold / Caddy' },
 ];
 
-interface Running {
-  contestant: Contestant;
-  started: Started;
-  dead: string | null;
-}
-
-interface Sample extends Measurement {
-  cpu: number;
-  perCore: number;
-}
+type Runner = Running<Contestant, Started>;
 
 interface Load {
   connections: number;
@@ -75,42 +84,35 @@ interface Load {
   ca: Buffer;
 }
 
-function log(line = ''): void {
-  process.stdout.write(`${line}\n`);
-}
-
 function describe(m: Sample): string {
   const perCore = Number.isFinite(m.perCore) ? `${fmtInt(m.perCore).padStart(8)} /s/core` : ''.padStart(15);
   const base = `${fmtInt(m.rps).padStart(8)} /s ${perCore}  p50 ${fmtFixed(m.p50, 2).padStart(6)} ms  p99 ${fmtFixed(m.p99, 2).padStart(6)} ms  load ${loadavg()[0].toFixed(1)}`;
   return m.problems.length === 0 ? base : `${base}  INVALID: ${m.problems.join(', ')}`;
 }
 
-async function measureOne(r: Running, mode: Mode, load: Load, seconds: number): Promise<Sample> {
+async function measureOne(r: Runner, mode: Mode, load: Load, seconds: number): Promise<Sample> {
   if (r.started.logFile !== undefined) truncateSync(r.started.logFile, 0);
-  const pid = r.started.child.pid;
   const port = r.started.port;
-  const before = pid === undefined ? Number.NaN : treeCpuSeconds(pid);
-  let m: Measurement;
-  if (mode.kind === 'h1')
-    m = await measure({
-      origin: `https://127.0.0.1:${port}`,
-      servername: NAME,
-      paths: [mode.body.path],
-      connections: load.connections,
-      duration: seconds,
-    });
-  else if (mode.kind === 'h2')
-    m = await measureH2({
-      origin: `https://127.0.0.1:${port}`,
-      servername: NAME,
-      ca: load.ca,
-      paths: [mode.body.path],
-      sessions: load.sessions,
-      streams: load.streams,
-      duration: seconds,
-    });
-  else
-    m = await measureHandshakes({
+  return withCpu(r.started.child.pid, () => {
+    if (mode.kind === 'h1')
+      return measure({
+        origin: `https://127.0.0.1:${port}`,
+        servername: NAME,
+        paths: [mode.body.path],
+        connections: load.connections,
+        duration: seconds,
+      });
+    if (mode.kind === 'h2')
+      return measureH2({
+        origin: `https://127.0.0.1:${port}`,
+        servername: NAME,
+        ca: load.ca,
+        paths: [mode.body.path],
+        sessions: load.sessions,
+        streams: load.streams,
+        duration: seconds,
+      });
+    return measureHandshakes({
       host: '127.0.0.1',
       port,
       servername: NAME,
@@ -119,8 +121,7 @@ async function measureOne(r: Running, mode: Mode, load: Load, seconds: number): 
       concurrency: load.handshakes,
       duration: seconds,
     });
-  const cpu = pid === undefined ? Number.NaN : treeCpuSeconds(pid) - before;
-  return { ...m, cpu, perCore: cpu > 0 ? m.ok / cpu : Number.NaN };
+  });
 }
 
 /** One GET over TLS with HTTP/1.1 on a fresh, verified connection. */
@@ -251,16 +252,13 @@ function run(options: BenchOptions): Promise<Record<string, unknown>> {
 }
 
 async function runIn(tmp: string, options: BenchOptions): Promise<Record<string, unknown>> {
-  const selected = CONTESTANTS.filter((c) => options.only.length === 0 || options.only.includes(c.id));
-  const unknown = options.only.filter((id) => !CONTESTANTS.some((c) => c.id === id));
-  if (unknown.length > 0)
-    throw new Error(`unknown contestant(s) ${unknown.join(', ')}; known: ${CONTESTANTS.map((c) => c.id).join(', ')}`);
+  const selected = selectContestants(CONTESTANTS, options.only);
   const sessions = flag(options, 'h2-sessions', 5);
   const streams = flag(options, 'h2-streams', 10);
   const handshakes = flag(options, 'handshake-concurrency', 16);
 
   log('Manifold TLS + HTTP/2 benchmark');
-  log(`node ${process.version}, ${availableParallelism()} cores, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+  log(machineLine());
   const estimate = selected.length * options.warmup + options.rounds * MODES.length * selected.length * (options.duration + SETTLE_MS / 1000);
   log(
     `HTTP/1.1: ${options.connections} keep-alive connections (autocannon); h2: ${sessions} sessions × ${streams} streams (node:http2); ` +
@@ -285,45 +283,20 @@ async function runIn(tmp: string, options: BenchOptions): Promise<Record<string,
   await waitReady(upstream.child, `${upstreamOrigin}${SMALL.path}`);
   const ctx: TlsContext = { upstream: upstreamOrigin, upstreamPort: upstream.port, tmp, ...certs };
 
-  const skipped: Array<{ id: string; reason: string }> = [];
-  const versions: Record<string, string> = {};
   const tlsParams: Record<string, string> = {};
-  const running: Running[] = [];
-  for (const contestant of selected) {
-    const reason = contestant.unavailable();
-    if (reason !== null) {
-      if (contestant.required) throw new Error(`${contestant.label} cannot run: ${reason}`);
-      skipped.push({ id: contestant.id, reason });
-      log(`${contestant.id}: skipped: ${reason}`);
-      continue;
-    }
-    const version = contestant.version?.();
-    if (version) versions[contestant.id] = version;
-    let started: Started | null = null;
-    try {
-      started = await contestant.start(ctx);
+  const { running, skipped, versions } = await startContestants<TlsContext, Started, Contestant>(
+    selected,
+    ctx,
+    async (started, contestant) => {
       await ready(started.child, started.port, ca);
-      running.push({ contestant, started, dead: null });
       tlsParams[contestant.id] = await negotiated(started.port, ca);
-      log(`ready ${contestant.id} (pid ${started.child.pid}, port ${started.port}; HTTP/1.1 and h2 bodies checked; ${tlsParams[contestant.id]})`);
-    } catch (err) {
-      await started?.child.stop();
-      const message = `could not start or check ${contestant.label}: ${(err as Error).message}`;
-      if (contestant.required) throw new Error(message, { cause: err });
-      skipped.push({ id: contestant.id, reason: message });
-      log(`${contestant.id}: skipped: ${message}`);
-    }
-  }
+      return `HTTP/1.1 and h2 bodies checked; ${tlsParams[contestant.id]}`;
+    },
+    log,
+  );
   log();
 
-  const usable = (r: Running): boolean => {
-    if (!upstream.child!.alive) throw new Error(`the upstream died: ${upstream.child!.describeExit()}`);
-    if (r.dead === null && !r.started.child.alive) {
-      r.dead = r.started.child.describeExit();
-      log(`${r.contestant.id} died; its remaining measurements are skipped: ${r.dead}`);
-    }
-    return r.dead === null;
-  };
+  const usable = liveness(upstream.child, log);
 
   const load: Load = { connections: options.connections, sessions, streams, handshakes, ca };
   // Warm-up: a share of the time in each kind of load.
@@ -338,66 +311,20 @@ async function runIn(tmp: string, options: BenchOptions): Promise<Record<string,
   log();
 
   const results = new Map<string, Sample[]>();
-  for (let round = 0; round < options.rounds; round++) {
-    const order = running.map((_, i) => running[(i + round) % running.length]);
-    for (const mode of MODES) {
-      for (const r of order) {
-        if (!usable(r)) continue;
-        const m = await measureOne(r, mode, load, options.duration);
-        const k = `${r.contestant.id}|${mode.id}`;
-        results.set(k, [...(results.get(k) ?? []), m]);
-        const logBytes = r.started.logFile !== undefined && m.ok > 0 ? `  log ${Math.round(statSync(r.started.logFile).size / m.ok)} B/req` : '';
-        log(`round ${round + 1}/${options.rounds}  ${mode.id.padEnd(9)}  ${r.contestant.id.padEnd(11)} ${describe(m)}${logBytes}`);
-        await sleep(SETTLE_MS);
-      }
-    }
-  }
+  await interleavedRounds(running, options.rounds, MODES, usable, SETTLE_MS, async (r, mode, round) => {
+    const m = await measureOne(r, mode, load, options.duration);
+    const k = `${r.contestant.id}|${mode.id}`;
+    results.set(k, [...(results.get(k) ?? []), m]);
+    const logBytes = r.started.logFile !== undefined && m.ok > 0 ? `  log ${Math.round(statSync(r.started.logFile).size / m.ok)} B/req` : '';
+    log(`round ${round + 1}/${options.rounds}  ${mode.id.padEnd(9)}  ${r.contestant.id.padEnd(11)} ${describe(m)}${logBytes}`);
+  });
   await stopAll();
   log();
   return report(running, results, skipped, versions, tlsParams, options);
 }
 
-interface Summarised {
-  rps: number;
-  perCore: number;
-  cpu: number;
-  p50: number;
-  p99: number;
-  minRps: number;
-  maxRps: number;
-  rounds: number;
-  problems: string[];
-}
-
-function summarise(ms: readonly Sample[], dead: string | null): Summarised {
-  const problems = [...new Set(ms.flatMap((m) => m.problems))];
-  if (dead !== null) problems.push('process died during the run');
-  if (ms.length === 0) problems.push('not measured');
-  const rps = ms.map((m) => m.rps);
-  return {
-    rps: median(rps),
-    perCore: median(ms.map((m) => m.perCore)),
-    cpu: median(ms.map((m) => m.cpu)),
-    p50: median(ms.map((m) => m.p50)),
-    p99: median(ms.map((m) => m.p99)),
-    minRps: Math.min(...rps),
-    maxRps: Math.max(...rps),
-    rounds: ms.length,
-    problems,
-  };
-}
-
-/** Median over rounds of num/den measured in the same round. */
-function pairedRatio(num: readonly Sample[], den: readonly Sample[], figure: 'rps' | 'perCore'): number {
-  const ratios: number[] = [];
-  for (let i = 0; i < Math.min(num.length, den.length); i++) ratios.push(num[i][figure] / den[i][figure]);
-  return median(ratios);
-}
-
-const ratioCell = (value: number): string => (Number.isFinite(value) ? `${value.toFixed(2)}×` : 'n/a');
-
 function report(
-  running: readonly Running[],
+  running: readonly Runner[],
   results: Map<string, Sample[]>,
   skipped: ReadonlyArray<{ id: string; reason: string }>,
   versions: Record<string, string>,
@@ -414,16 +341,7 @@ function report(
   for (const mode of MODES)
     for (const r of running) {
       const s = summaries.get(`${r.contestant.id}|${mode.id}`)!;
-      rows.push([
-        mode.label,
-        r.contestant.label,
-        fmtInt(s.rps),
-        s.rounds > 1 ? `${fmtInt(s.minRps)}–${fmtInt(s.maxRps)}` : '',
-        Number.isFinite(s.perCore) ? fmtInt(s.perCore) : '',
-        fmtFixed(s.p50, 2),
-        fmtFixed(s.p99, 2),
-        s.problems.length === 0 ? 'ok' : `INVALID: ${s.problems.join(', ')}`,
-      ]);
+      rows.push([mode.label, r.contestant.label, ...summaryCells(s), statusCell(s)]);
     }
   log(`Results (median over ${options.rounds} round(s); only 200 answers counted; handshake rows: new connections per second; per core = ÷ the proxy's own CPU seconds)`);
   log(table(rows, ['left', 'left', 'right', 'right', 'right', 'right', 'right', 'left']));
@@ -442,12 +360,7 @@ function report(
       const rps = ok ? pairedRatio(samples('manifold', mode), samples(spec.den, mode), 'rps') : Number.NaN;
       const perCore = ok ? pairedRatio(samples('manifold', mode), samples(spec.den, mode), 'perCore') : Number.NaN;
       ratios[name][mode.id] = { rps: round(rps, 3), per_core: round(perCore, 3) };
-      let mark = '';
-      if (spec.target !== undefined && Number.isFinite(perCore)) {
-        met[`${name} ${mode.id}`] = perCore >= spec.target;
-        mark = perCore >= spec.target ? ' (met)' : ' (below)';
-      }
-      return `${ratioCell(perCore)}${mark}`;
+      return `${ratioCell(perCore)}${judge(met, `${name} ${mode.id}`, perCore, spec.target)}`;
     });
     ratioRows.push([spec.label, ...cells, spec.target === undefined ? '' : `≥ ${spec.target}× (within 2×)`]);
   }
@@ -464,28 +377,14 @@ function report(
   for (const [id, v] of Object.entries(tlsParams)) log(`  ${id} TLS: ${v}`);
   log(`  client: node ${process.version} (OpenSSL ${process.versions.openssl}), default groups; the handshake loop verifies the certificate`);
   for (const s of skipped) log(`  ${s.id}: skipped: ${s.reason}`);
-  log(`  load average at the end: ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+  log(`  load average at the end: ${loadAverages()}`);
   log();
 
-  const contestants: Record<string, Record<string, unknown>> = {};
-  for (const r of running) {
-    contestants[r.contestant.id] = {};
-    for (const mode of MODES) {
-      const s = summaries.get(`${r.contestant.id}|${mode.id}`)!;
-      const list = samples(r.contestant.id, mode);
-      contestants[r.contestant.id][mode.id] = {
-        rps: round(s.rps, 0),
-        per_core: round(s.perCore, 0),
-        cpu_s: round(s.cpu, 2),
-        p50_ms: round(s.p50, 3),
-        p99_ms: round(s.p99, 3),
-        rounds_rps: list.map((m) => round(m.rps, 0)),
-        rounds_per_core: list.map((m) => round(m.perCore, 0)),
-        valid: s.problems.length === 0,
-        ...(s.problems.length > 0 ? { problems: s.problems } : {}),
-      };
-    }
-  }
+  const contestants = contestantsJson(
+    running.map((r) => r.contestant.id),
+    MODES,
+    (id, mode) => [summaries.get(`${id}|${mode.id}`)!, samples(id, mode)],
+  );
   return {
     node: process.version,
     cores: availableParallelism(),

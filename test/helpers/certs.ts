@@ -78,3 +78,21 @@ export function testCa(name = 'Manifold Test CA'): TestCa {
     },
   };
 }
+
+/**
+ * A self-signed P-256 certificate for `name` (CN and DNS name), key and certificate files in
+ * `dir`: for a TLS target that a client must reach with its ClientHello intact.
+ */
+export function selfSigned(dir: string, name: string): { key: Buffer; cert: Buffer } {
+  const key = join(dir, `${name}.key`);
+  const cert = join(dir, `${name}.crt`);
+  execFileSync(
+    'openssl',
+    [
+      'req', '-x509', ...EC, '-days', '1',
+      '-subj', `/CN=${name}`, '-addext', `subjectAltName=DNS:${name}`, '-keyout', key, '-out', cert,
+    ],
+    { stdio: 'ignore' },
+  );
+  return { key: readFileSync(key), cert: readFileSync(cert) };
+}

@@ -5,12 +5,12 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { after } from 'node:test';
+import { after, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { type Runtime, startRuntime } from '../../src/cluster/runtime.ts';
 import { ConfigError, type ConfigProblem, loadConfigText } from '../../src/config/load.ts';
@@ -64,6 +64,39 @@ export async function startUpstream(handler: Handler = (_req, res) => res.end('o
   up.port = (server.address() as { port: number }).port;
   up.url = `http://127.0.0.1:${up.port}`;
   return up;
+}
+
+/**
+ * A loopback port that was free a moment ago, for a gateway that must know its port before it
+ * starts (a spawned CLI with several workers, each of which would bind its own port 0).
+ */
+export async function freePort(): Promise<number> {
+  const s = createNetServer();
+  s.listen(0, '127.0.0.1');
+  await once(s, 'listening');
+  const { port } = s.address() as { port: number };
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+  return port;
+}
+
+/**
+ * Cleanups for a test file, pushed from its `before` hooks and tests, run once after all its
+ * tests, the last pushed first.
+ */
+export function cleanupsAfter(): Array<() => unknown> {
+  const cleanups: Array<() => unknown> = [];
+  after(async () => {
+    for (const c of cleanups.reverse()) await c();
+  });
+  return cleanups;
+}
+
+/** `server` listening on 127.0.0.1 (`port`, or any); returns the port and pushes its close. */
+export async function listenLocal(server: NetServer, cleanups: Array<() => unknown>, port = 0): Promise<number> {
+  server.listen(port, '127.0.0.1');
+  await once(server, 'listening');
+  cleanups.push(() => new Promise((r) => server.close(r)));
+  return (server.address() as { port: number }).port;
 }
 
 /** A loopback port with nothing listening: connecting to it is refused at once. */
@@ -148,6 +181,26 @@ export async function startGateway(yaml: string, env: NodeJS.ProcessEnv = {}): P
   };
 }
 
+/**
+ * The YAML of one pool `app` of `target` and one route sending every request there: what a test
+ * about listeners, TLS or protocols puts behind them.
+ */
+export function proxyAll(target: string): string {
+  return `pools:
+  app: { targets: ["${target}"] }
+routes:
+  - match: {}
+    proxy: { pool: app }
+`;
+}
+
+/** Closes each of `things` (a gateway, then its upstreams), in order, after the file's tests. */
+export function closeAfter(...things: Array<{ close(): unknown }>): void {
+  after(async () => {
+    for (const thing of things) await thing.close();
+  });
+}
+
 export interface Cli {
   child: ChildProcess;
   stdout: string;
@@ -184,6 +237,20 @@ export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): Cli {
   child.stdout!.on('data', (c: Buffer) => (cli.stdout += c));
   child.stderr!.on('data', (c: Buffer) => (cli.stderr += c));
   return cli;
+}
+
+/**
+ * A list for the CLIs a test spawns (push each one): when the test ends they are killed with
+ * SIGKILL and waited for, then `cleanup` runs, one step after the other (targets, schemas).
+ */
+export function cliGroup(t: TestContext, ...cleanup: Array<() => unknown>): Cli[] {
+  const clis: Cli[] = [];
+  t.after(async () => {
+    for (const c of clis) c.kill('SIGKILL');
+    await Promise.all(clis.map((c) => c.exited));
+    for (const step of cleanup) await step();
+  });
+  return clis;
 }
 
 /** Waits for the CLI's "manifold listening" line and returns its port. */

@@ -14,7 +14,7 @@ import { after, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { testCa } from '../helpers/certs.ts';
 import { send } from '../helpers/http.ts';
-import { deadAddress, scratch, startGateway, startUpstream, until, type Upstream } from '../helpers/index.ts';
+import { closeAfter, deadAddress, proxyAll, scratch, startGateway, startUpstream, until, type Upstream } from '../helpers/index.ts';
 
 const run = promisify(execFile);
 const ca = testCa();
@@ -125,10 +125,7 @@ routes:
     match: { path: /* }
     proxy: { pool: app }
 `);
-  after(async () => {
-    await gw.close();
-    await upstream.close();
-  });
+  closeAfter(gw, upstream);
   const tlsSession = () => connect(`https://127.0.0.1:${gw.ports.tls}`, { ca: ca.pem, servername: 'h2.test' });
   const h2cSession = () => connect(`http://127.0.0.1:${gw.ports.h2c}`);
   const sessions: ClientHttp2Session[] = [];
@@ -269,12 +266,7 @@ describe('issue 14: an HTTP/2 drain', async () => {
   const gw = await startGateway(`
 listeners:
   - { name: h2c, host: 127.0.0.1, port: 0, http2: true }
-pools:
-  app: { targets: ["${upstream.url}"] }
-routes:
-  - match: {}
-    proxy: { pool: app }
-`);
+${proxyAll(upstream.url)}`);
   after(() => upstream.close());
 
   test('GOAWAY at the start of the drain; the stream in flight finishes', async () => {
@@ -301,16 +293,8 @@ describe('issue 14: HTTP/2 timeouts', async () => {
 listeners:
   - { name: h2c, host: 127.0.0.1, port: 0, http2: true }
 limits: { keep_alive_timeout: 200ms, request_timeout: 300ms, headers_timeout: 300ms }
-pools:
-  app: { targets: ["${upstream.url}"] }
-routes:
-  - match: {}
-    proxy: { pool: app }
-`);
-  after(async () => {
-    await gw.close();
-    await upstream.close();
-  });
+${proxyAll(upstream.url)}`);
+  closeAfter(gw, upstream);
 
   test('limits.keep_alive_timeout closes a connection with no open stream (GOAWAY)', async () => {
     const s = connect(`http://127.0.0.1:${gw.ports.h2c}`);
@@ -401,12 +385,7 @@ describe('issue 14: a stream the client resets', () => {
 log: { level: info }
 listeners:
   - { name: h2c, host: 127.0.0.1, port: 0, http2: true }
-pools:
-  app: { targets: ["${upstream.url}"] }
-routes:
-  - match: {}
-    proxy: { pool: app }
-`);
+${proxyAll(upstream.url)}`);
     try {
       const session = connect(`http://127.0.0.1:${gw.runtime.ports.h2c}`);
       const stream = session.request({ ':path': '/hang' });

@@ -4,9 +4,18 @@
  * redirects to https, every worker binding every listener.
  */
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
 import { after, describe, test } from 'node:test';
-import { configProblems, scratch, spawnCli, startGateway, startUpstream, until } from '../helpers/index.ts';
+import {
+  closeAfter,
+  configProblems,
+  freePort,
+  proxyAll,
+  scratch,
+  spawnCli,
+  startGateway,
+  startUpstream,
+  until,
+} from '../helpers/index.ts';
 import { send } from '../helpers/http.ts';
 
 describe('issue 14: listeners in the config', () => {
@@ -69,10 +78,7 @@ routes:
     match: { path: /* }
     proxy: { pool: app }
 `);
-  after(async () => {
-    await gw.close();
-    await upstream.close();
-  });
+  closeAfter(gw, upstream);
   const on = (name: string, path: string) => `http://127.0.0.1:${gw.ports[name]}${path}`;
 
   test('every listener is bound, each on its own port', () => {
@@ -118,14 +124,6 @@ routes:
   });
 });
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const { port } = s.address() as { port: number };
-  await new Promise((resolve) => s.close(resolve));
-  return port;
-}
-
 test('issue 14: with two workers every worker binds every listener; SIGTERM stops them all', async () => {
   const upstream = await startUpstream((_req, res) => res.end(String(process.pid)));
   after(() => upstream.close());
@@ -136,12 +134,7 @@ admin: { enabled: false }
 listeners:
   - { name: one, host: 127.0.0.1, port: ${a} }
   - { name: two, host: 127.0.0.1, port: ${b} }
-pools:
-  app: { targets: ["${upstream.url}"] }
-routes:
-  - match: {}
-    proxy: { pool: app }
-`);
+${proxyAll(upstream.url)}`);
   const cli = spawnCli(['--config', file]);
   after(() => cli.kill('SIGKILL'));
   const line = await until(() => cli.logs().find((l) => l.msg === 'manifold listening'), () => `listening: ${cli.stderr}`, 30_000);

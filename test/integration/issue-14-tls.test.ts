@@ -14,7 +14,7 @@ import { connect as tlsConnect, type PeerCertificate, type TLSSocket } from 'nod
 import { after, describe, test } from 'node:test';
 import { Agent, request } from 'undici';
 import { testCa } from '../helpers/certs.ts';
-import { configProblems, startGateway, startUpstream, until } from '../helpers/index.ts';
+import { closeAfter, configProblems, proxyAll, startGateway, startUpstream, until } from '../helpers/index.ts';
 
 const ca = testCa();
 const fallback = ca.issue('default.test');
@@ -54,16 +54,8 @@ listeners:
     host: 127.0.0.1
     port: 0
     tls: { cert: ${fallback.cert}, key: ${fallback.key}, min_version: TLSv1.3 }
-pools:
-  app: { targets: ["${upstream.url}"] }
-routes:
-  - match: {}
-    proxy: { pool: app }
-`);
-  after(async () => {
-    await gw.close();
-    await upstream.close();
-  });
+${proxyAll(upstream.url)}`);
+  closeAfter(gw, upstream);
 
   test('SNI picks the certificate: exact name, wildcard, default for unknown names and none', async () => {
     assert.equal((await peer(gw.ports.tls, 'alpha.test')).subject.CN, 'alpha.test');
@@ -172,17 +164,9 @@ describe('issue 14: certificates replaced on disk', async () => {
   const yaml = `
 listeners:
   - { name: tls, host: 127.0.0.1, port: 0, tls: { cert: ${certFile}, key: ${keyFile} } }
-pools:
-  app: { targets: ["${upstream.url}"] }
-routes:
-  - match: {}
-    proxy: { pool: app }
-`;
+${proxyAll(upstream.url)}`;
   const gw = await startGateway(yaml);
-  after(async () => {
-    await gw.close();
-    await upstream.close();
-  });
+  closeAfter(gw, upstream);
 
   test('a new connection sees the new certificate, an open stream finishes, no request fails', async () => {
     const { X509Certificate } = await import('node:crypto');
@@ -285,10 +269,7 @@ routes:
   - match: {}
     proxy: { pool: app }
 `);
-  after(async () => {
-    await gw.close();
-    await upstream.close();
-  });
+  closeAfter(gw, upstream);
   const get = async (listener: string, path: string, who?: { cert: string; key: string }, headers: Record<string, string> = {}) => {
     const agent = new Agent({
       connect: { ca: ca.pem, servername: 'alpha.test', ...(who ? { cert: readFileSync(who.cert), key: readFileSync(who.key) } : {}) },

@@ -18,7 +18,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer, type Socket, connect } from 'node:net';
 import { describe, test } from 'node:test';
-import { type Cli, cliPort, scratch, spawnCli, startUpstream, until, type Upstream } from '../helpers/index.ts';
+import { type Cli, cliGroup, cliPort, scratch, spawnCli, startUpstream, until, type Upstream } from '../helpers/index.ts';
 import { send } from '../helpers/http.ts';
 import { dropSchema, newSchemaName, PG_URL, pgQuery } from '../helpers/pg.ts';
 import { startManaged } from './admin-gateway.ts';
@@ -152,14 +152,12 @@ describe('issue 16: several gateways, one control plane', { timeout: 120_000 }, 
     const proxy = await startPgProxy();
     const t1: Upstream = await namedTarget('t1');
     const t2: Upstream = await namedTarget('t2');
-    const clis: Cli[] = [];
-    t.after(async () => {
-      for (const c of clis) c.kill('SIGKILL');
-      await Promise.all(clis.map((c) => c.exited));
-      await proxy.close();
-      await Promise.all([t1.close(), t2.close()]);
-      await dropSchema(schema);
-    });
+    const clis = cliGroup(
+      t,
+      () => proxy.close(),
+      () => Promise.all([t1.close(), t2.close()]),
+      () => dropSchema(schema),
+    );
     const file = configFile(yaml(proxy.url, schema, t1.url));
     // Started together: the schema is created once under the advisory lock. B runs two workers
     // (its primary holds the store and pushes changes to them over IPC).
@@ -385,13 +383,7 @@ describe('issue 16 item 4: cluster-wide defer limits', { timeout: 120_000 }, () 
         res.end('ok');
       });
     });
-    const clis: Cli[] = [];
-    t.after(async () => {
-      for (const c of clis) c.kill('SIGKILL');
-      await Promise.all(clis.map((c) => c.exited));
-      await target.close();
-      await dropSchema(schema);
-    });
+    const clis = cliGroup(t, () => target.close(), () => dropSchema(schema));
     // The queue and the cluster store share the database and the schema (cluster.url defaults to queue.url).
     const file = configFile(`
 listen: { host: 127.0.0.1, port: 0 }
@@ -446,13 +438,7 @@ describe('issue 16: the cluster schema', { timeout: 60_000 }, () => {
   test('dropped while a gateway runs: created again at a heartbeat, writes accepted again', async (t) => {
     const schema = newSchemaName('cldrop');
     const target = await namedTarget('t1');
-    const clis: Cli[] = [];
-    t.after(async () => {
-      for (const c of clis) c.kill('SIGKILL');
-      await Promise.all(clis.map((c) => c.exited));
-      await target.close();
-      await dropSchema(schema);
-    });
+    const clis = cliGroup(t, () => target.close(), () => dropSchema(schema));
     const a = await startInstance('A', configFile(yaml(PG_URL, schema, target.url)), clis);
     await until(async () => (await admin(a, 'GET', '/cluster')).status === 200, 'the registry', 10_000);
     await dropSchema(schema);
@@ -478,14 +464,7 @@ describe('issue 16: the cluster schema', { timeout: 60_000 }, () => {
     const schema = newSchemaName('clstart');
     const proxy = await startPgProxy();
     const target = await namedTarget('t1');
-    const clis: Cli[] = [];
-    t.after(async () => {
-      for (const c of clis) c.kill('SIGKILL');
-      await Promise.all(clis.map((c) => c.exited));
-      await proxy.close();
-      await target.close();
-      await dropSchema(schema);
-    });
+    const clis = cliGroup(t, () => proxy.close(), () => target.close(), () => dropSchema(schema));
     proxy.stop();
     const a = await startInstance('A', configFile(yaml(proxy.url, schema, target.url)), clis);
     assert.equal(await via(a), 't1');
@@ -507,13 +486,7 @@ describe('issue 16: the cluster schema', { timeout: 60_000 }, () => {
     const schema = newSchemaName('clmixed');
     const t1 = await namedTarget('t1');
     const t2 = await namedTarget('t2');
-    const clis: Cli[] = [];
-    t.after(async () => {
-      for (const c of clis) c.kill('SIGKILL');
-      await Promise.all(clis.map((c) => c.exited));
-      await Promise.all([t1.close(), t2.close()]);
-      await dropSchema(schema);
-    });
+    const clis = cliGroup(t, () => Promise.all([t1.close(), t2.close()]), () => dropSchema(schema));
     const base = yaml(PG_URL, schema, t1.url);
     // B's file has a pool "bonly" (and a route to it) that A's has not.
     const withB = base.replace(
@@ -568,13 +541,7 @@ describe('issue 16: the cluster schema', { timeout: 60_000 }, () => {
   test('changes made at once through two gateways all land (a writer that was behind catches up)', async (t) => {
     const schema = newSchemaName('clrace');
     const target = await namedTarget('t1');
-    const clis: Cli[] = [];
-    t.after(async () => {
-      for (const c of clis) c.kill('SIGKILL');
-      await Promise.all(clis.map((c) => c.exited));
-      await target.close();
-      await dropSchema(schema);
-    });
+    const clis = cliGroup(t, () => target.close(), () => dropSchema(schema));
     const file = configFile(yaml(PG_URL, schema, target.url));
     const [a, b] = await Promise.all([startInstance('A', file, clis), startInstance('B', file, clis)]);
     const ids = Array.from({ length: 12 }, (_, k) => `x${k}`);

@@ -14,12 +14,10 @@
  */
 import assert from 'node:assert/strict';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { createServer } from 'node:net';
-import { once } from 'node:events';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { describe, test } from 'node:test';
-import { type Cli, cliPort, scratch, spawnCli, startGateway, startUpstream, until } from '../helpers/index.ts';
+import { type Cli, cliGroup, cliPort, freePort, scratch, spawnCli, startGateway, startUpstream, until } from '../helpers/index.ts';
 import { send } from '../helpers/http.ts';
 import { dropSchema, newSchemaName, PG_URL, pgQuery } from '../helpers/pg.ts';
 
@@ -54,16 +52,6 @@ async function startTarget() {
       answer = fn;
     },
   };
-}
-
-/** A free loopback port (the restarted gateway binds the same one: the same claimer name). */
-async function freePort(): Promise<number> {
-  const s = createServer();
-  s.listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const { port } = s.address() as { port: number };
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
 }
 
 function gatewayYaml(port: number, targetUrl: string, queue: string, lease: string): string {
@@ -141,11 +129,7 @@ const STORES = [
 describe('issue 16 item 6: leases that heal fast', { timeout: 120_000 }, () => {
   test('kill -9 with a job in flight, restart on the same SQLite file: delivered again at once, not after the 60s lease', async (t) => {
     const target = await startTarget();
-    const clis: Cli[] = [];
-    t.after(async () => {
-      for (const c of clis) c.kill('SIGKILL');
-      await target.up.close();
-    });
+    const clis = cliGroup(t, () => target.up.close());
     const port = await freePort();
     // No queue.instance: the name is <hostname>:<port>, the same after the restart.
     const file = configFile(gatewayYaml(port, target.up.url, `{ driver: sqlite, path: ${join(dir, 'kill.db')} }`, '60s'));
@@ -176,12 +160,7 @@ describe('issue 16 item 6: leases that heal fast', { timeout: 120_000 }, () => {
   test('PostgreSQL: kill -9 the gateway that claimed a job, the other delivers it after one 2s lease', async (t) => {
     const target = await startTarget();
     const schema = newSchemaName('leases');
-    const clis: Cli[] = [];
-    t.after(async () => {
-      for (const c of clis) c.kill('SIGKILL');
-      await target.up.close();
-      await dropSchema(schema);
-    });
+    const clis = cliGroup(t, () => target.up.close(), () => dropSchema(schema));
     const queue = `{ driver: postgres, url: "${PG_URL}", schema: ${schema}, pool_size: 2 }`;
     const file = configFile(gatewayYaml(0, target.up.url, queue, '2s'));
     const a = await start(file, clis);
@@ -221,12 +200,7 @@ describe('issue 16 item 6: leases that heal fast', { timeout: 120_000 }, () => {
     test(`renewal: a delivery taking 3 leases is delivered once, with another gateway claiming (${store.name})`, async (t) => {
       const target = await startTarget();
       const queue = store.open();
-      const clis: Cli[] = [];
-      t.after(async () => {
-        for (const c of clis) c.kill('SIGKILL');
-        await target.up.close();
-        await queue.drop();
-      });
+      const clis = cliGroup(t, () => target.up.close(), () => queue.drop());
       const leaseMs = 1000;
       const answered: string[] = [];
       target.answerWith((d) => {

@@ -10,53 +10,33 @@
  * 127.0.0.3 as the sources.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { connect as netConnect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket } from 'node:tls';
-import { cliPort, configProblems, deadAddress, type Gateway, scratch, spawnCli, startGateway, until } from '../helpers/index.ts';
+import { selfSigned } from '../helpers/certs.ts';
+import {
+  cleanupsAfter,
+  cliPort,
+  configProblems,
+  deadAddress,
+  freePort,
+  type Gateway,
+  listenLocal,
+  scratch,
+  spawnCli,
+  startGateway,
+  until,
+} from '../helpers/index.ts';
 import { parseExposition, total } from '../helpers/prom.ts';
 
 const linux = process.platform === 'linux';
-const cleanups: Array<() => unknown> = [];
-after(async () => {
-  for (const c of cleanups.reverse()) await c();
-});
+const cleanups = cleanupsAfter();
 
-async function listen(server: Server, port = 0): Promise<number> {
-  server.listen(port, '127.0.0.1');
-  await once(server, 'listening');
-  cleanups.push(() => new Promise((r) => server.close(r)));
-  return (server.address() as { port: number }).port;
-}
-
-/** A free loopback port (for `--workers 2`, where each worker would bind its own port 0). */
-async function freePort(): Promise<number> {
-  const s = createServer();
-  s.listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
-
-function selfSigned(dir: string, name: string): { key: Buffer; cert: Buffer } {
-  const key = join(dir, `${name}.key`);
-  const cert = join(dir, `${name}.crt`);
-  execFileSync(
-    'openssl',
-    [
-      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
-      '-subj', `/CN=${name}`, '-addext', `subjectAltName=DNS:${name}`, '-keyout', key, '-out', cert,
-    ],
-    { stdio: 'ignore' },
-  );
-  return { key: readFileSync(key), cert: readFileSync(cert) };
-}
+const listen = (server: Server, port = 0) => listenLocal(server, cleanups, port);
 
 interface Target {
   port: number;

@@ -7,15 +7,14 @@
  * config text → compiled pool specs → `Registry.provision`.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect as netConnect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { before, test } from 'node:test';
 import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { loadConfigText } from '../../src/config/load.ts';
 import type { CompileProblem } from '../../src/lib/problem.ts';
@@ -23,33 +22,20 @@ import { type TcpClose, type TcpOpen, TcpProxy } from '../../src/tcp/proxy.ts';
 import { compileTcp, type TcpConfig } from '../../src/tcp/spec.ts';
 import type { Pool } from '../../src/upstream/pool.ts';
 import { Registry } from '../../src/upstream/registry.ts';
-import { blackholeAddress, deadAddress, startUpstream, type Upstream, until } from '../helpers/index.ts';
+import { selfSigned } from '../helpers/certs.ts';
+import {
+  blackholeAddress,
+  cleanupsAfter,
+  deadAddress,
+  listenLocal,
+  startUpstream,
+  type Upstream,
+  until,
+} from '../helpers/index.ts';
 
-const cleanups: Array<() => unknown> = [];
-after(async () => {
-  for (const c of cleanups.reverse()) await c();
-});
+const cleanups = cleanupsAfter();
 
-async function listen(server: Server): Promise<number> {
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  cleanups.push(() => new Promise((r) => server.close(r)));
-  return (server.address() as { port: number }).port;
-}
-
-function selfSigned(dir: string, name: string): { key: Buffer; cert: Buffer } {
-  const key = join(dir, `${name}.key`);
-  const cert = join(dir, `${name}.crt`);
-  execFileSync(
-    'openssl',
-    [
-      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
-      '-subj', `/CN=${name}`, '-addext', `subjectAltName=DNS:${name}`, '-keyout', key, '-out', cert,
-    ],
-    { stdio: 'ignore' },
-  );
-  return { key: readFileSync(key), cert: readFileSync(cert) };
-}
+const listen = (server: Server) => listenLocal(server, cleanups);
 
 interface TlsTarget {
   port: number;

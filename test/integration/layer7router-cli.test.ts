@@ -12,18 +12,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { type Cli, spawnCli, until } from '../helpers/index.ts';
+import { type Cli, freePort, spawnCli, until } from '../helpers/index.ts';
 
 const linux = process.platform === 'linux';
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  s.listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 interface Backend {
   port: number;

@@ -18,7 +18,7 @@ import {
 import { compileMultiplexOptions, type MultiplexOptions, parseBatch } from '../../src/multiplex/schema.ts';
 import type { Resolve } from '../../src/multiplex/ssrf.ts';
 import type { BatchResult } from '../../src/multiplex/types.ts';
-import { failed, ok } from '../helpers/multiplex.ts';
+import { failed, fixedAnswer, ok } from '../helpers/multiplex.ts';
 
 // ---------------------------------------------------------------- helpers
 
@@ -114,24 +114,13 @@ function upstreamHandler(req: http.IncomingMessage, res: http.ServerResponse): v
     const body = Buffer.concat(chunks);
     const acceptsGzip = /gzip/.test(String(req.headers['accept-encoding']));
     const acceptsBr = /\bbr\b/.test(String(req.headers['accept-encoding']));
+    if (fixedAnswer(url.pathname, body, res)) return;
     switch (url.pathname) {
-      case '/ok':
-        res.writeHead(200, { 'content-type': 'text/plain' }).end('hello');
-        return;
-      case '/404':
-        res.writeHead(404).end('nope');
-        return;
       case '/echo':
         res.writeHead(200, { 'content-type': 'application/json' });
         res.end(
           JSON.stringify({ method: req.method, headers: req.headers, body_base64: body.toString('base64') }),
         );
-        return;
-      case '/raw': // echoes the request body bytes as they came
-        res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(body);
-        return;
-      case '/binary':
-        res.writeHead(200).end(Buffer.from([0xff, 0x00, 0xfe, 0x80]));
         return;
       case '/hold': // answers only when the test releases it
         held.add(res);

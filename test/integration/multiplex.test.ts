@@ -10,7 +10,7 @@ import { connect, createServer, type Server } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { loadConfigText } from '../../src/config/load.ts';
 import type { BatchResult, ItemResult } from '../../src/multiplex/types.ts';
-import { failed, ok } from '../helpers/multiplex.ts';
+import { failed, fixedAnswer, ok } from '../helpers/multiplex.ts';
 import {
   deadAddress,
   type Gateway,
@@ -79,23 +79,12 @@ before(async () => {
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const body = Buffer.concat(chunks);
+      if (fixedAnswer(url.pathname, body, res)) return;
       switch (url.pathname) {
-        case '/ok':
-          res.writeHead(200, { 'content-type': 'text/plain' }).end('hello');
-          return;
-        case '/404':
-          res.writeHead(404).end('nope');
-          return;
         case '/echo':
           res
             .writeHead(200, { 'content-type': 'application/json' })
             .end(JSON.stringify({ method: req.method, headers: req.headers, body: body.toString('base64') }));
-          return;
-        case '/raw':
-          res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(body);
-          return;
-        case '/binary':
-          res.writeHead(200).end(Buffer.from([0xff, 0x00, 0xfe, 0x80]));
           return;
         case '/hold':
           held.set(url.search, res);

@@ -66,6 +66,18 @@ describe('streaming large bodies', { timeout: 300_000 }, () => {
     const growth = peakRss(cli.child.pid!) - baseline;
     assert.ok(growth < MAX_GROWTH, `gateway peak RSS grew by ${(growth / MiB).toFixed(1)} MiB`);
   }
+  /** Sends 1 GiB of zeros to /upload through the gateway; resolves with the answer's text. */
+  function upload(method: string, headers: Record<string, string> = {}): Promise<string> {
+    return new Promise<string>((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port, path: '/upload', method, headers }, (res) => {
+        let out = '';
+        res.on('data', (c) => (out += c));
+        res.on('end', () => resolve(out));
+      });
+      req.on('error', reject);
+      zeros(GiB).pipe(req);
+    });
+  }
   before(async () => {
     up = await startUpstream((req, res) => {
       if (req.url === '/download') {
@@ -102,38 +114,13 @@ routes:
   });
 
   test('1 GiB upload streams through in bounded memory', async () => {
-    const body = await new Promise<string>((resolve, reject) => {
-      const req = request(
-        {
-          host: '127.0.0.1',
-          port,
-          path: '/upload',
-          method: 'POST',
-          headers: { 'content-length': String(GiB) },
-        },
-        (res) => {
-          let out = '';
-          res.on('data', (c) => (out += c));
-          res.on('end', () => resolve(out));
-        },
-      );
-      req.on('error', reject);
-      zeros(GiB).pipe(req);
-    });
+    const body = await upload('POST', { 'content-length': String(GiB) });
     assert.equal(body, String(GiB));
     assertBounded();
   });
 
   test('1 GiB chunked upload (no Content-Length) streams through too', async () => {
-    const body = await new Promise<string>((resolve, reject) => {
-      const req = request({ host: '127.0.0.1', port, path: '/upload', method: 'PUT' }, (res) => {
-        let out = '';
-        res.on('data', (c) => (out += c));
-        res.on('end', () => resolve(out));
-      });
-      req.on('error', reject);
-      zeros(GiB).pipe(req);
-    });
+    const body = await upload('PUT');
     assert.equal(body, String(GiB));
     assertBounded();
   });

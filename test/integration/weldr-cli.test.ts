@@ -7,23 +7,14 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { createServer } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { WELDR_BASE, WELDR_HEALTH } from '../../src/compat/weldr.ts';
 import { loadConfigText } from '../../src/config/load.ts';
-import { type Cli, cliPort, deadAddress, spawnCli, startUpstream, type Upstream, until } from '../helpers/index.ts';
+import { type Cli, cliPort, deadAddress, freePort, spawnCli, startUpstream, type Upstream, until } from '../helpers/index.ts';
 import { send, sendRaw } from '../helpers/http.ts';
 
 const run = promisify(execFile);
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as { port: number };
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 /** `curl ARGS`, the real binary; returns status and body (`-w` appends the status). */
 async function curl(...args: string[]): Promise<{ status: number; body: string }> {
