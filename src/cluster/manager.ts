@@ -359,6 +359,8 @@ export class Manager {
   }
 
   async #adoptNow(stored: StoredOverlay): Promise<void> {
+    // Read before a change of ours that has been stored since (this runs after it, serialized).
+    if (this.#store?.superseded(stored)) return;
     if (stored.version === this.#storeVersion || (stored.version < this.#storeVersion && !stored.reset)) return;
     this.#storeVersion = stored.version;
     const parts = this.#overlayParts(stored.overlay, { cluster_version: stored.version }, 'cluster change entry skipped');

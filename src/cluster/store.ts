@@ -27,6 +27,8 @@ export interface StoredOverlay {
   overlay: unknown;
   /** The store holds a lower version than was served (its tables were made again): take it anyway. */
   reset?: boolean;
+  /** This instance's count of writes when it was read: a write since makes the read stale (superseded()). */
+  writes?: number;
 }
 
 /** What an instance publishes in its heartbeat row (issue 16 item 3 reads `report`). */
@@ -179,6 +181,8 @@ export class ClusterStore {
   #closed = false;
   #lastForget = 0;
   #beaten = false;
+  /** Successful writes by this instance (see superseded()). */
+  #writes = 0;
   #twin = false;
   readonly #keepChanges: number;
   readonly #housekeepingMs: number;
@@ -251,8 +255,18 @@ export class ClusterStore {
       throw this.#unavailable(err);
     }
     if (rows.length === 0) throw new StaleOverlay(`stored overlay is newer than version ${expected}`);
+    this.#writes++;
     this.#known = Math.max(this.#known, rows[0].version);
     return rows[0].version;
+  }
+
+  /**
+   * True when this instance wrote since `stored` was read by a heartbeat or a notification:
+   * that read may be older than the write (after the tables were made again it even looks like a
+   * reset) and must not be served over it. The next beat reads again.
+   */
+  superseded(stored: StoredOverlay): boolean {
+    return stored.writes !== undefined && stored.writes !== this.#writes;
   }
 
   /** The stored overlay now (for a writer that was behind); throws CLUSTER_UNAVAILABLE. */
@@ -369,7 +383,8 @@ export class ClusterStore {
       this.#checkTwin(rows[0]);
       this.#back();
       if (rows[0].version !== this.#known) {
-        const stored = (await this.#pool.query<StoredOverlay>(this.#sql.read)).rows[0];
+        const writes = this.#writes;
+        const stored = { ...(await this.#pool.query<StoredOverlay>(this.#sql.read)).rows[0], writes };
         // Lower than known: the tables were dropped and made again. The store is the truth.
         if (stored.version < this.#known) {
           this.#log.warn({ version: stored.version, known: this.#known }, 'cluster store was reset: serving what it holds');
@@ -377,8 +392,9 @@ export class ClusterStore {
         }
         if (stored.version !== this.#known) {
           await this.#onChange(stored);
-          // A write of ours may have gone past it meanwhile.
-          this.#known = stored.reset ? stored.version : Math.max(this.#known, stored.version);
+          // A write of ours since the read has gone past it: what it knows is newer.
+          if (!this.superseded(stored))
+            this.#known = stored.reset ? stored.version : Math.max(this.#known, stored.version);
         }
       }
       if (Date.now() - this.#lastForget > this.#housekeepingMs) {
