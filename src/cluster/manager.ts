@@ -9,6 +9,7 @@
 import { DEFAULT_SPECIAL_TARGETS, type SpecialClass, specialTargetProblem } from './special-targets.ts';
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { type CompiledConfig, compile } from '../config/compile.ts';
+import { listenersOf } from '../config/listeners.ts';
 import { ConfigError, formatPath, formatProblem, type LoadedConfig, shapeProblems } from '../config/load.ts';
 import { dict, NAME, NAME_PATTERN, own } from '../lib/names.ts';
 import type { CompileProblem } from '../lib/problem.ts';
@@ -802,14 +803,27 @@ function keepRunning(running: Config, next: Config): Config {
     const parent = getIn(out, path.slice(0, -1)) as Tree;
     parent[path[path.length - 1]] = structuredClone(getIn(running as unknown as Tree, path));
   }
+  // Issue 17: a tcp listener's socket stays, but its `tcp` block (routes, timeouts, PROXY
+  // protocol) is taken at once (runtime.ts setSpec), for the listener of the same name.
+  const kept = (out as unknown as Config).listeners;
+  const named = next.listeners === undefined ? [] : listenersOf(next);
+  kept?.forEach((l, i) => {
+    const now = named.find((n) => n.name === (l.name ?? `listener-${i}`) && n.mode === 'tcp');
+    if (l.mode === 'tcp' && now !== undefined) l.tcp = structuredClone(now.tcp);
+  });
   return out as unknown as Config;
+}
+
+/** What of a key needs a restart: for `listeners`, all but the tcp blocks keepRunning takes. */
+function restartPart(config: Config, path: readonly string[]): unknown {
+  const value = getIn(config as unknown as Tree, path);
+  if (path.length !== 1 || path[0] !== 'listeners' || !Array.isArray(value)) return value;
+  return (value as Config['listeners'] & object).map((l) => (l.mode === 'tcp' ? { ...l, tcp: undefined } : l));
 }
 
 function restartKeys(before: Config, after: Config): string[] {
   return RESTART_KEYS.filter(
-    (path) =>
-      JSON.stringify(getIn(before as unknown as Tree, path)) !==
-      JSON.stringify(getIn(after as unknown as Tree, path)),
+    (path) => JSON.stringify(restartPart(before, path)) !== JSON.stringify(restartPart(after, path)),
   ).map((path) => path.join('.'));
 }
 

@@ -11,7 +11,7 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect as netConnect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -352,6 +352,19 @@ describe('listeners[].mode: tcp in a gateway (issue 17)', { skip: !linux && 'nee
       assert.equal(bytes('plain', 'out'), counted.plain.received);
       assert.equal(bytes('default', 'in'), counted.silent.sent);
       assert.equal(bytes('default', 'out'), counted.silent.received);
+
+      // A reload (SIGHUP) takes a changed tcp block at once, in every worker; the socket stays.
+      const text2 = readFileSync(file, 'utf8');
+      const changed = text2.replace('{ id: plain, host: [web.example.com], pool: web }', '{ id: plain, host: [web.example.com], pool: banner }');
+      assert.notEqual(changed, text2);
+      writeFileSync(file, changed);
+      cli.child.kill('SIGHUP');
+      await until(() => cli.logs().find((l) => l.msg === 'config reloaded'), 'the reload');
+      assert.equal(cli.logs().find((l) => l.msg === 'config reloaded; these keys take effect only after a restart'), undefined);
+      for (let i = 0; i < 4; i++) {
+        const after = await rawExchange(port, 'GET / HTTP/1.1\r\nHost: web.example.com\r\n\r\n');
+        assert.match(after.reply, /^BANNER ready\r\ngot GET \/ HTTP\/1\.1/, `connection ${i}`);
+      }
     } finally {
       cli.kill();
       await cli.exited;
