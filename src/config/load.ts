@@ -255,6 +255,7 @@ export function loadConfigText(text: string, file: string, options: LoadOptions 
   }));
 
   const overrides = [...envOverrides(env), ...(options.overrides ?? [])];
+  const fileHasListen = (raw as Record<string, unknown> | null)?.listen !== undefined;
   for (const o of overrides) setIn(raw as Record<string, unknown>, o.path, o.value);
   const sourceOf = (path: KeyPath): string => {
     const p = formatPath(path);
@@ -268,12 +269,19 @@ export function loadConfigText(text: string, file: string, options: LoadOptions 
 
   // Issue 14: `listen` is the one-listener shorthand of `listeners`; both would be two answers.
   const top = raw as Record<string, unknown>;
-  if (top.listen !== undefined && top.listeners !== undefined)
-    problems.push({
-      source: sourceOf(['listen']),
-      path: 'listen',
-      message: 'give either listen (one listener) or listeners, not both',
-    });
+  if (top.listen !== undefined && top.listeners !== undefined) {
+    // `listen` that only a flag or env variable brought (`--port`, `--host`): name that, not the file.
+    const brought = fileHasListen ? undefined : overrides.findLast((o) => o.path[0] === 'listen');
+    problems.push(
+      brought === undefined
+        ? { source: sourceOf(['listen']), path: 'listen', message: 'give either listen (one listener) or listeners, not both' }
+        : {
+            source: brought.source,
+            path: formatPath(brought.path),
+            message: `sets the one-listener shorthand, but this config has listeners: set listeners[N].${String(brought.path[1] ?? 'port')} in the file instead`,
+          },
+    );
+  }
   if (!validate(raw)) {
     for (const p of schemaProblems(validate.errors ?? [])) {
       problems.push({ source: sourceOf(p.path), path: formatPath(p.path), message: p.message });

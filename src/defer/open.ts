@@ -29,6 +29,13 @@ export function instanceName(spec: QueueSpec, listenPort: number): string | unde
 /** `instance`: who claims through it (`instanceName`); default unique to the process. */
 export async function openQueue(spec: QueueSpec, log: Logger, instance?: string): Promise<Queue> {
   if (spec.driver === 'postgres') {
+    const { host, database } = describeQueue(spec);
+    // The queue's database must answer at start (the start fails, naming the key): an
+    // acknowledged job must have somewhere durable to go from the first request on.
+    const named = (err: Error) =>
+      new Error(`queue.url (PostgreSQL at ${host}, database ${database}): ${err.message}; the queue's database must answer at start`, {
+        cause: err,
+      });
     return PgQueue.open({
       instance,
       connectionString: spec.url!,
@@ -37,6 +44,8 @@ export async function openQueue(spec: QueueSpec, log: Logger, instance?: string)
       maxWaiting: spec.maxWaiting,
       commitTimeoutMs: spec.commitTimeoutMs,
       onError: (err) => log.warn({ err: err.message }, 'queue: PostgreSQL connection problem'),
+    }).catch((err: Error) => {
+      throw named(err);
     });
   }
   const path = resolve(spec.path);

@@ -17,6 +17,7 @@ import {
   until,
 } from '../helpers/index.ts';
 import { send } from '../helpers/http.ts';
+import { ConfigError, loadConfigText } from '../../src/config/load.ts';
 
 describe('issue 14: listeners in the config', () => {
   test('listen and listeners together are one config error naming listen', () => {
@@ -25,6 +26,29 @@ describe('issue 14: listeners in the config', () => {
     assert.equal(problems[0].path, 'listen');
     assert.match(problems[0].source, /^test\.yaml:1$/);
     assert.match(problems[0].message, /either listen .* or listeners/);
+  });
+
+  test('--port / --host (or MANIFOLD_LISTEN__*) with listeners: the error names the flag or variable, not the file', () => {
+    const text = 'workers: 0\nlisteners: [{ port: 8081 }]\n';
+    const problemsOf = (options: Parameters<typeof loadConfigText>[2]) => {
+      try {
+        loadConfigText(text, 'test.yaml', options);
+        return [];
+      } catch (err) {
+        return (err as ConfigError).problems;
+      }
+    };
+    const flag = problemsOf({ env: {}, overrides: [{ path: ['listen', 'port'], value: 8090, source: 'flag --port' }] });
+    assert.deepEqual(
+      flag.map((p) => [p.source, p.path]),
+      [['flag --port', 'listen.port']],
+    );
+    assert.match(flag[0].message, /this config has listeners: set listeners\[N\]\.port in the file instead/);
+    const env = problemsOf({ env: { MANIFOLD_LISTEN__HOST: '0.0.0.0' } });
+    assert.deepEqual(
+      env.map((p) => [p.source, p.path]),
+      [['env MANIFOLD_LISTEN__HOST', 'listen.host']],
+    );
   });
 
   test('duplicate names and addresses, unknown match.listener, unknown keys', () => {
