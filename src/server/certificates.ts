@@ -30,7 +30,6 @@ interface Loaded {
 
 export class Certificates {
   readonly #tls: TlsConfig;
-  readonly #listener: string;
   readonly #log: Logger;
   #loaded: Loaded;
   #server: TlsServer | null = null;
@@ -40,9 +39,9 @@ export class Certificates {
   #refused = '';
 
   /** Throws CertificateError: at start the config was checked, so this is a file changed since. */
-  constructor(tls: TlsConfig, listener: string, log: Logger) {
+  /** `log` names the listener (a child logger with `listener`). */
+  constructor(tls: TlsConfig, log: Logger) {
     this.#tls = tls;
-    this.#listener = listener;
     this.#log = log;
     this.#loaded = this.#load();
   }
@@ -103,7 +102,7 @@ export class Certificates {
       if (err.message === this.#refused) return false;
       this.#refused = err.message;
       this.#log.error(
-        { listener: this.#listener, file: err.file, key: `tls.${err.field}`, err: err.message },
+        { file: err.file, key: `tls.${err.field}`, err: err.message },
         'certificate reload refused; the old certificates keep serving',
       );
       return false;
@@ -112,7 +111,7 @@ export class Certificates {
     if (next.contents.equals(this.#loaded.contents)) return false;
     this.#loaded = next;
     this.#server?.setSecureContext(next.defaultOptions);
-    this.#log.info({ listener: this.#listener, certificates: next.fingerprints }, 'certificates reloaded');
+    this.#log.info({ certificates: next.fingerprints }, 'certificates reloaded');
     return true;
   }
 

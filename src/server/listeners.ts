@@ -59,7 +59,7 @@ export class Listener {
     this.#h2 = spec.http2 ? createHttp2(config, entry, this.#log, pipeline) : null;
     const headersMs = parseDuration(config.limits.headers_timeout);
     if (spec.tls !== undefined) {
-      this.#certs = new Certificates(spec.tls, spec.name, this.#log);
+      this.#certs = new Certificates(spec.tls, this.#log);
       const tls = createTlsServer({
         ...this.#certs.serverOptions(),
         ALPNProtocols: this.#h2 === null ? ['http/1.1'] : ['h2', 'http/1.1'],

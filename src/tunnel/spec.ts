@@ -86,7 +86,7 @@ function readUsers(file: string, path: Array<string | number>, problems: Compile
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
-    problems.push({ path, message: `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` });
+    problems.push({ path, message: `${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})` });
     return [];
   }
   const pairs: string[] = [];

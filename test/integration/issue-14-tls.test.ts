@@ -223,6 +223,7 @@ ${proxyAll(upstream.url)}`;
     const line = await until(() => gw.logs.lines.find((l) => l.msg === 'certificate reload refused; the old certificates keep serving'), 'the refusal');
     assert.equal(line.file, keyFile);
     assert.equal(line.key, 'tls.key');
+    assert.equal(line.listener, 'tls', 'from the listener logger, once');
     assert.equal((await peer(gw.ports.tls, 'swap.test')).fingerprint256, fp2);
     // The reload path (SIGHUP, POST /config/reload: the runtime's apply) refuses it the same way.
     const { loadConfigText } = await import('../../src/config/load.ts');

@@ -487,7 +487,7 @@ routes:
   const expect = [
     /routes\[0\]\.connect\.allow\[0\]: not a host name/,
     /routes\[0\]\.connect\.ports\[0\]: must be a port/,
-    /routes\[0\]\.connect\.auth\.file: cannot read \/nonexistent\/users/,
+    /routes\[0\]\.connect\.auth\.file: \/nonexistent\/users: cannot read \(ENOENT\)/,
     /routes\[0\]\.match\.path: a connect route matches no path/,
     /routes\[0\]\.match\.methods: a connect route takes CONNECT only/,
     /routes\[1\]\.connect: needs allow .* or pool/,
