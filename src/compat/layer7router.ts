@@ -171,7 +171,7 @@ export function parseLayer7Router(argv: readonly string[]): L7rStart | { error: 
     overrides.push({
       path: ['pools', 'backend', 'local_addresses'],
       value: start === end ? `${base}.${start}` : `${base}.${start}-${base}.${end}`,
-      source: clientFlags.map(source).join(' '),
+      source: `flags ${clientFlags.map((f) => `-${f}`).join(' ')}`,
     });
   }
   if (values.has('num_threads'))

@@ -180,6 +180,6 @@ describe('Layer7Router command line (issue 17)', { skip: !linux && 'needs Linux 
     assert.match(cli.stderr, /^flag -listen_port: listeners\[0\]\.port: must be <= 65535\n/);
     const foreign = spawnCli(['-client_base_ip', '192.0.2', '-client_start_ip', '7', '-client_end_ip', '8', '-listen_port', '0']);
     assert.equal(await foreign.exited, 1);
-    assert.match(foreign.stderr, /flag -client_base_ip flag -client_start_ip flag -client_end_ip: pools\.backend\.local_addresses: 192\.0\.2\.7, 192\.0\.2\.8 are not an address of this host/);
+    assert.match(foreign.stderr, /flags -client_base_ip -client_start_ip -client_end_ip: pools\.backend\.local_addresses: 192\.0\.2\.7, 192\.0\.2\.8 are not an address of this host/);
   });
 });
