@@ -171,7 +171,11 @@ function schemaProblems(errors: ErrorObject[]): Array<{ path: KeyPath; message: 
       .map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'))
       .map((s) => (/^\d+$/.test(s) ? Number(s) : s));
     let message: string;
-    if (summarized.has(e.instancePath)) {
+    // An unknown key of the very object whose anyOf is summarized is still named: `snis:` is a
+    // typo of `sni`, not only a route without `sni` (errors inside the anyOf's branches stay quiet).
+    const ownUnknownKey =
+      e.keyword === 'additionalProperties' && (e.parentSchema as { errorMessage?: string } | undefined)?.errorMessage !== undefined;
+    if (summarized.has(e.instancePath) && !ownUnknownKey) {
       if (e.keyword !== 'anyOf' && e.keyword !== 'oneOf') continue;
       message = (e.parentSchema as { errorMessage: string }).errorMessage;
     } else if ([...summarized].some((p) => e.instancePath.startsWith(`${p}/`))) {

@@ -389,6 +389,15 @@ listeners:
     assert.ok(text.some((t) => /^listeners\[1\]\.tcp: a tcp listener needs a `tcp` block/.test(t)), text.join('\n'));
   });
 
+  test('a typo in a route key is named (snis), besides the route missing sni or host', () => {
+    const text = problem(`${base}  - { port: 0, mode: tcp, tcp: { routes: [{ snis: [a.example.com], pool: p }] } }
+`);
+    assert.deepEqual(text.sort(), [
+      'listeners[0].tcp.routes[0].snis: unknown key',
+      'listeners[0].tcp.routes[0]: needs `sni` (TLS names) or `host` (HTTP names), and a `pool`',
+    ]);
+  });
+
   test('tls on a tcp listener', () => {
     const text = problem(`${base}  - { port: 0, mode: tcp, tls: { cert: /nonexistent.crt, key: /nonexistent.key }, tcp: { default_pool: p } }
 `);
