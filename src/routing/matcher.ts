@@ -26,7 +26,9 @@ export interface MatchInput {
 
 export type Matcher = (input: MatchInput) => boolean;
 
+/** Exact names, `*.domain` (names below it, not the apex), or `*` alone (any host, as in `sni` and `connect.allow`). */
 export function hostMatcher(patterns: string[]): (host: string) => boolean {
+  if (patterns.includes('*')) return () => true;
   const exact = new Set<string>();
   const suffixes: string[] = [];
   for (const p of patterns.map((s) => s.toLowerCase())) {

@@ -167,6 +167,10 @@ export const tcpSchema = Object.freeze({
 
 // ---- compiler ----
 
+function knownPools(pools: ReadonlySet<string>): string {
+  return pools.size === 0 ? '(no pools defined)' : `(pools: ${[...pools.keys()].join(', ')})`;
+}
+
 function nameTest(patterns: string[]): NameTest {
   if (patterns.includes('*')) return () => true;
   const test = hostMatcher(patterns.map((p) => (p.endsWith('.') ? p.slice(0, -1) : p)));
@@ -188,7 +192,7 @@ export function compileTcp(
     const id = r.id ?? `tcp-route-${i}`;
     if (ids.has(id)) problems.push({ path: [...at, 'routes', i, 'id'], message: `duplicate route id "${id}"` });
     ids.add(id);
-    if (!pools.has(r.pool)) problems.push({ path: [...at, 'routes', i, 'pool'], message: `unknown pool "${r.pool}"` });
+    if (!pools.has(r.pool)) problems.push({ path: [...at, 'routes', i, 'pool'], message: `unknown pool "${r.pool}" ${knownPools(pools)}` });
     return {
       id,
       sni: r.sni ? nameTest(r.sni) : null,
@@ -198,7 +202,7 @@ export function compileTcp(
   });
   const defaultPool = c.default_pool ?? null;
   if (defaultPool !== null && !pools.has(defaultPool))
-    problems.push({ path: [...at, 'default_pool'], message: `unknown pool "${defaultPool}"` });
+    problems.push({ path: [...at, 'default_pool'], message: `unknown pool "${defaultPool}" ${knownPools(pools)}` });
   const windowBytes = parseSize(c.window_bytes);
   if (windowBytes < 1 || windowBytes > MAX_WINDOW_BYTES)
     problems.push({ path: [...at, 'window_bytes'], message: `must be between 1B and ${MAX_WINDOW_BYTES / 1024}KiB` });

@@ -55,4 +55,7 @@ test('path and host matchers', () => {
   const host = hostMatcher(['api.test', '*.example.com']);
   assert.ok(host('api.test') && host('a.example.com') && host('a.b.example.com'));
   assert.ok(!host('example.com') && !host('xexample.com'));
+  // `*` alone is any host (as in tcp `sni` and `connect.allow`), not a name nobody has.
+  const any = hostMatcher(['*']);
+  assert.ok(any('api.test') && any('10.0.0.1') && any(''));
 });
