@@ -25,6 +25,37 @@ import { createHttp2, type Http2Side } from './http2.ts';
 import { createListener, type Entry } from './listener.ts';
 import type { Pipeline } from './pipeline.ts';
 
+export interface BindOptions {
+  exclusive?: boolean;
+  reusePort?: boolean;
+}
+
+/**
+ * Binds one listener's socket server (HTTP and tcp listeners alike). A failure names the
+ * listener and its address; errors after that are logged, never thrown.
+ */
+export function bind(server: NetServer, spec: NamedListener, shared: BindOptions, log: Logger): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const failed = (err: NodeJS.ErrnoException) => {
+      const why =
+        err.code === 'EADDRINUSE'
+          ? 'the address is in use (by another process, or by a listener of this config on 0.0.0.0 or :: with the same port)'
+          : err.code === 'EADDRNOTAVAIL'
+            ? 'this host has no such address'
+            : err.code === 'EACCES'
+              ? 'permission denied (ports below 1024 need privileges)'
+              : err.message;
+      reject(new Error(`listener "${spec.name}" on ${spec.host}:${spec.port}: ${why}`, { cause: err }));
+    };
+    server.once('error', failed);
+    server.listen({ host: spec.host, port: spec.port, ...shared }, () => {
+      server.off('error', failed);
+      server.on('error', (err) => log.error({ err }, 'listener error'));
+      resolve();
+    });
+  });
+}
+
 /** net.Server's close: stops listening without http.Server's closing of idle connections. */
 const netClose = NetServer.prototype.close;
 
@@ -92,19 +123,11 @@ export class Listener {
       });
   }
 
-  listen(shared: { exclusive?: boolean; reusePort?: boolean }): Promise<void> {
-    const server = this.#outer;
-    return new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen({ host: this.spec.host, port: this.spec.port, ...shared }, () => {
-        server.off('error', reject);
-        server.on('error', (err) => this.#log.error({ err }, 'listener error'));
-        // node:http checks its headers and request timeouts from 'listening' on; a server fed
-        // connections by another one never hears it otherwise.
-        if (server !== this.#h1) this.#h1.emit('listening');
-        resolve();
-      });
-    });
+  async listen(shared: BindOptions): Promise<void> {
+    await bind(this.#outer, this.spec, shared, this.#log);
+    // node:http checks its headers and request timeouts from 'listening' on; a server fed
+    // connections by another one never hears it otherwise.
+    if (this.#outer !== this.#h1) this.#h1.emit('listening');
   }
 
   get port(): number {

@@ -17,6 +17,7 @@ import type { Metrics } from '../observability/metrics.ts';
 import { TcpProxy } from '../tcp/proxy.ts';
 import type { TcpSpec } from '../tcp/spec.ts';
 import type { Pool } from '../upstream/pool.ts';
+import { type BindOptions, bind } from './listeners.ts';
 import { countConnections } from './wire.ts';
 
 export class TcpListener {
@@ -52,16 +53,8 @@ export class TcpListener {
     return this.#server;
   }
 
-  listen(shared: { exclusive?: boolean; reusePort?: boolean }): Promise<void> {
-    const server = this.#server;
-    return new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen({ host: this.spec.host, port: this.spec.port, ...shared }, () => {
-        server.off('error', reject);
-        server.on('error', (err) => this.#log.error({ err }, 'listener error'));
-        resolve();
-      });
-    });
+  listen(shared: BindOptions): Promise<void> {
+    return bind(this.#server, this.spec, shared, this.#log);
   }
 
   get port(): number {

@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
+import { createServer as createNetServer } from 'node:net';
 import {
   closeAfter,
   configProblems,
@@ -169,4 +170,22 @@ ${proxyAll(upstream.url)}`);
   assert.equal(await cli.exited, 0);
   for (const port of [a, b])
     await assert.rejects(send(`http://127.0.0.1:${port}/`), /ECONNREFUSED/);
+});
+
+test('issue 14: a port that cannot be bound fails the start naming the listener and its address', async () => {
+  const held = createNetServer();
+  await new Promise<void>((resolve) => held.listen(0, '127.0.0.1', resolve));
+  after(() => held.close());
+  const port = (held.address() as { port: number }).port;
+  const dir = scratch('manifold-listeners-');
+  const file = dir.configFile(`workers: 0
+admin: { enabled: false }
+listeners:
+  - { name: public, host: 127.0.0.1, port: ${port} }
+routes: []
+`);
+  const cli = spawnCli(['--config', file]);
+  after(() => cli.kill('SIGKILL'));
+  assert.equal(await cli.exited, 1);
+  assert.match(cli.stderr, new RegExp(`could not start: listener "public" on 127\\.0\\.0\\.1:${port}: the address is in use`));
 });
