@@ -10,7 +10,7 @@ import { startAdmin } from './admin/app.ts';
 import { localFigures } from './admin/scope.ts';
 import { startMetricsServer } from './admin/metrics-server.ts';
 import { type DataPlane, localPlane, Manager } from './cluster/manager.ts';
-import { startPrimary } from './cluster/primary.ts';
+import { StartInterrupted, startPrimary } from './cluster/primary.ts';
 import { ClusterStore } from './cluster/store.ts';
 import { compileCluster, instanceId } from './config/cluster.ts';
 import { startRuntime } from './cluster/runtime.ts';
@@ -395,6 +395,12 @@ async function run(loaded: LoadedConfig, opts: RunOptions, reread: () => LoadedC
       log.info({ port, listeners, workers, config: loaded.file }, 'manifold listening');
     } catch (err) {
       await shutdown();
+      if (err instanceof StartInterrupted) {
+        // The stop the operator asked for, before the start completed: a clean exit.
+        log.info({ signal: stopping }, 'stopped during start');
+        log.flush();
+        process.exit(0);
+      }
       log.flush();
       fail(`could not start: ${(err as Error).message}`, 1);
     }

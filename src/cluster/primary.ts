@@ -22,6 +22,14 @@ export interface Primary extends DataPlane {
   shutdown(): Promise<void>;
 }
 
+/** The start was cut short by a stop signal (main stops gracefully instead of failing). */
+export class StartInterrupted extends Error {
+  override name = 'StartInterrupted';
+  constructor(signal: string) {
+    super(`${signal} during start`);
+  }
+}
+
 /** A worker dying this soon after start counts as a crash loop and delays the next fork. */
 const EARLY_DEATH_MS = 2000;
 const MAX_RESTART_DELAY_MS = 10_000;
@@ -43,7 +51,7 @@ export function startPrimary(initial: Config, workers: number, log: Logger): Pri
   let statsId = 0;
   const statsWaiters = new Map<number, { pending: Set<Worker>; reports: unknown[]; done: () => void }>();
   cluster.setupPrimary({
-    exec: fileURLToPath(new URL('./worker.ts', import.meta.url)),
+    exec: fileURLToPath(new URL('./worker-entry.ts', import.meta.url)),
     args: [],
     silent: false,
   });
@@ -106,6 +114,13 @@ export function startPrimary(initial: Config, workers: number, log: Logger): Pri
     });
   };
 
+  // A stop signal sent to the whole process group reaches the workers too; one still loading
+  // its modules (before worker-entry.ts could ignore it) dies of it. That is the stop the
+  // operator asked for, not a crash: no error, no replacement. (This process hears the signal
+  // first: a worker's death reaches it only after.)
+  let signalled = false;
+  for (const s of ['SIGTERM', 'SIGINT'] as const) process.once(s, () => (signalled = true));
+
   cluster.on('exit', (w, code, signal) => {
     const lived = Date.now() - (started.get(w) ?? 0);
     started.delete(w);
@@ -113,6 +128,11 @@ export function startPrimary(initial: Config, workers: number, log: Logger): Pri
     settleApplied();
     settleStats(w);
     if (stopping) return;
+    if (signalled && (signal === 'SIGTERM' || signal === 'SIGINT')) {
+      // Before every worker was ready the start cannot complete: main stops instead.
+      if (readyCount < workers) rejectReady(new StartInterrupted(signal));
+      return;
+    }
     restartDelay =
       lived < EARLY_DEATH_MS ? Math.min(MAX_RESTART_DELAY_MS, Math.max(250, restartDelay * 2)) : 0;
     log.error(

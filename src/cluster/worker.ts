@@ -77,12 +77,7 @@ process.on('message', async (msg: PrimaryMessage) => {
   }
 });
 
-// The primary coordinates shutdown; a signal sent to the whole process group is ignored here
-// so that the primary's grace period is the one that counts.
-process.on('SIGTERM', () => {});
-process.on('SIGINT', () => {});
-// SIGHUP (reload) is the primary's: a worker must not die of one sent to the process group.
-process.on('SIGHUP', () => {});
+// Signals sent to the process group are ignored from the process's first moment (worker-entry.ts).
 // Without the primary there is nothing to serve for.
 process.on('disconnect', () => {
   void runtime?.close(runtime ? parseDuration('5s') : 0).finally(() => process.exit(0));
