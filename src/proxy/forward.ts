@@ -7,6 +7,7 @@
  */
 import type { Duplex, Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
+import type { AbortHook } from '../deadline.ts';
 import { type ErrorCode, GatewayError } from '../errors.ts';
 import type { Target } from '../upstream/target.ts';
 
@@ -76,7 +77,7 @@ export interface AttemptResult {
 export type Forward = (
   target: Target,
   request: OutboundRequest,
-  signal: AbortSignal,
+  signal: AbortHook,
 ) => Promise<AttemptResult>;
 export type ForwardWrapper = (next: Forward) => Forward;
 
@@ -266,7 +267,7 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptResult {
   #resolve: (r: AttemptResult) => void;
   #reject: (e: AttemptError) => void;
   #controller: Dispatcher.DispatchController | null = null;
-  #signal: AbortSignal;
+  #signal: AbortHook;
   #onAbort: (() => void) | null = null;
   #connected = false;
   #responded = false;
@@ -283,7 +284,7 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptResult {
 
   constructor(
     target: Target,
-    signal: AbortSignal,
+    signal: AbortHook,
     resolve: (r: AttemptResult) => void,
     reject: (e: AttemptError) => void,
     upgrade?: string,

@@ -321,7 +321,8 @@ export class Pipeline {
       if (ms === null) throw new GatewayError('BAD_REQUEST', `invalid grpc-timeout "${grpcTimeout}"`);
       ctx.deadline.within(ms, 'grpc-timeout');
     }
-    const signal = ctx.deadline.within(route.timeoutMs, 'route').signal;
+    // The deadline is the attempts' abort hook itself: no AbortSignal is made for a proxied request.
+    const signal = ctx.deadline.within(route.timeoutMs, 'route');
     const body = !hasBody(req)
       ? null
       : route.maxBodyBytes !== null && req.headers['content-length'] === undefined
@@ -810,7 +811,7 @@ export class Pipeline {
       },
       forward: this.#attemptForward(req, ctx, route, action),
       // The route timeout is not armed: it would cut the tunnel's lifetime (unchanged behaviour).
-      signal: ctx.deadline.signal,
+      signal: ctx.deadline,
       replayable: true,
       idempotent: isIdempotent(method),
       attempts,
