@@ -59,6 +59,11 @@ export interface BodySink {
   error(err: AttemptError): void;
   /** Registers the resume callback; the sink calls it when it can take more. */
   onDrain(resume: () => void): void;
+  /**
+   * Optional: the whole body at once, when it arrived as one chunk before the sink was
+   * attached (a small answer): instead of write + end, so the sink can send it in one go.
+   */
+  endWith?(chunk: Buffer, trailers: Trailers | null): void;
 }
 
 export interface AttemptResult {
@@ -394,17 +399,22 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptResult {
 
   pipeTo(sink: BodySink): void {
     this.#sink = sink;
+    const early = this.#early;
+    this.#early = null;
+    // A small answer is usually whole by now: one chunk, ended. It goes out in one call, and
+    // the sink never needs the resume callback.
+    if (early !== null && early.length === 1 && this.#earlyEnd && this.#earlyError === null && sink.endWith !== undefined) {
+      sink.endWith(early[0]!, this.#trailers);
+      return;
+    }
     sink.onDrain(() => this.#controller?.resume());
     let open = true;
-    if (this.#early !== null) {
-      const early = this.#early;
-      this.#early = null;
-      for (const chunk of early) open = sink.write(chunk);
-    }
+    if (early !== null) for (const chunk of early) open = sink.write(chunk);
     if (this.#earlyError !== null) sink.error(this.#earlyError);
     else if (this.#earlyEnd) sink.end(this.#trailers);
     else if (open) this.#controller?.resume(); // otherwise the sink's drain resumes
   }
+
 
   abort(reason: Error): void {
     if (this.#done) {

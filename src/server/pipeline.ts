@@ -89,8 +89,13 @@ type ProxyAction = Extract<CompiledRoute['action'], { kind: 'proxy' }>;
 class ResponseSink implements BodySink {
   readonly #res: ServerResponse;
   readonly #ctx: RequestContext;
-  #head: { status: number; headers: string[] } | null;
+  /** The head not written yet (status 0 once written). */
+  #status: number;
+  readonly #headers: string[];
   readonly #fail: (err: GatewayError) => void;
+  #resume: (() => void) | null = null;
+  /** A 'drain' listener is on the response: added only when a write returned false. */
+  #waiting = false;
   constructor(
     res: ServerResponse,
     ctx: RequestContext,
@@ -100,7 +105,8 @@ class ResponseSink implements BodySink {
   ) {
     this.#res = res;
     this.#ctx = ctx;
-    this.#head = { status, headers };
+    this.#status = status;
+    this.#headers = headers;
     this.#fail = fail;
     // HTTP/2 (the compat response has a stream) sends HEADERS at writeHead: keep that, so a
     // slow first byte (long poll, event stream) does not hold the head back. Except a gRPC
@@ -109,30 +115,46 @@ class ResponseSink implements BodySink {
     if (isHttp2(res) && !hasGrpcStatus(headers)) this.#writeHead();
   }
   #writeHead(): void {
-    const head = this.#head!;
-    this.#head = null;
-    this.#res.writeHead(head.status, head.headers);
+    const status = this.#status;
+    this.#status = 0;
+    this.#res.writeHead(status, this.#headers);
   }
   write(chunk: Buffer): boolean {
-    if (this.#head !== null) this.#writeHead();
+    if (this.#status !== 0) this.#writeHead();
     this.#ctx.bytesOut += chunk.length;
-    return this.#res.write(chunk);
+    const open = this.#res.write(chunk);
+    if (!open && !this.#waiting && this.#resume !== null) {
+      this.#waiting = true;
+      this.#res.once('drain', this.#drained);
+    }
+    return open;
   }
+  #drained = (): void => {
+    this.#waiting = false;
+    this.#resume?.();
+  };
   end(trailers?: Trailers | null): void {
-    if (this.#head !== null && !trailers) {
-      const head = this.#head;
-      this.#head = null;
-      endHeadOnly(this.#res, head.status, head.headers);
+    if (this.#status !== 0 && !trailers) {
+      const status = this.#status;
+      this.#status = 0;
+      endHeadOnly(this.#res, status, this.#headers);
       return;
     }
-    if (this.#head !== null) this.#writeHead();
+    if (this.#status !== 0) this.#writeHead();
     // Trailers go out on HTTP/2 and on a chunked HTTP/1.1 answer (node:http drops them otherwise).
     if (trailers) this.#res.addTrailers(endToEndTrailers(trailers));
     this.#res.end();
   }
+  /** A body that came whole (one chunk, already ended): head, body and end in one `res.end()`. */
+  endWith(chunk: Buffer, trailers: Trailers | null): void {
+    if (this.#status !== 0) this.#writeHead();
+    this.#ctx.bytesOut += chunk.length;
+    if (trailers) this.#res.addTrailers(endToEndTrailers(trailers));
+    this.#res.end(chunk);
+  }
   error(err: GatewayError): void {
-    if (this.#head !== null && !this.#res.destroyed) {
-      this.#head = null;
+    if (this.#status !== 0 && !this.#res.destroyed) {
+      this.#status = 0;
       this.#fail(err);
       return;
     }
@@ -140,7 +162,7 @@ class ResponseSink implements BodySink {
     this.#res.destroy(err);
   }
   onDrain(resume: () => void): void {
-    this.#res.on('drain', resume);
+    this.#resume = resume;
   }
 }
 
