@@ -419,8 +419,13 @@ export class Pipeline {
   #attemptForward(req: IncomingMessage, ctx: RequestContext, route: CompiledRoute, action: ProxyAction): Forward {
     return (target, r, s) => {
       ctx.target = target.id;
+      // Spelled out rather than spread: one object shape for every attempt.
       const attempt: OutboundRequest = {
-        ...r,
+        method: r.method,
+        body: r.body,
+        headersTimeoutMs: r.headersTimeoutMs,
+        idleTimeoutMs: r.idleTimeoutMs,
+        upgrade: r.upgrade,
         path: joinPath(target.spec.basePath, req.url ?? '/', action.stripPrefix),
         headers: outboundRequestHeaders(req.rawHeaders, {
           clientIp: clientAddress(req.socket.remoteAddress),
