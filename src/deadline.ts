@@ -9,8 +9,12 @@
  * which is all an attempt watches (forward.ts, the strategies): a request whose deadline never
  * ends pays for no AbortController, no EventTarget dispatch and no closure (issue 11 item 4).
  * An AbortSignal is made only when a consumer needs a real one (`signal`: undici's `fetch`,
- * multiplex's limiter), and then follows the deadline. The timer carries its arguments
- * instead of a closure.
+ * multiplex's limiter), and then follows the deadline.
+ *
+ * Timers are shared: the deadlines armed with the same duration (every request of a route with
+ * its `timeout`) wait in one list, in due order, under one Node timer that fires for the
+ * earliest and is armed again for the next (`TimerList`); an empty list is dropped. Arming and clearing a deadline is a
+ * link in and out of that list: no Timeout object per request.
  *
  * A leaf module (it imports only the error catalog) so that every folder — server, defer,
  * multiplex — can take its deadline from here without an import circle.
@@ -31,15 +35,53 @@ export interface AbortHook {
 
 type Listener = () => void;
 
+/**
+ * The armed deadlines of one duration, earliest first (they were armed in that order), and
+ * the one Node timer that fires for the first. Ref'd while a deadline waits, as a timer of its
+ * own would be; stopped when the list empties.
+ */
+class TimerList {
+  readonly ms: number;
+  head: Deadline | null = null;
+  tail: Deadline | null = null;
+  timer: NodeJS.Timeout | null = null;
+  constructor(ms: number) {
+    this.ms = ms;
+  }
+}
+
+const timerLists = new Map<number, TimerList>();
+
+function fire(list: TimerList): void {
+  list.timer = null;
+  const now = performance.now();
+  // A Node timer may fire a fraction of a millisecond before performance.now() says it is due.
+  while (list.head !== null && list.head.dueAt - now < 1) list.head.expire();
+  if (list.head === null) return;
+  // A listener of an expired deadline may have armed another in this list meanwhile (and its
+  // timer with the full duration): the timer is for the head.
+  if (list.timer !== null) clearTimeout(list.timer);
+  list.timer = setTimeout(fire, Math.ceil(list.head.dueAt - now), list);
+}
+
 export class Deadline implements AbortHook {
   #reason: GatewayError | null = null;
   /** Made on first use of `signal` only. */
   #controller: AbortController | null = null;
   /** Abort listeners: none, one, or a list (most deadlines have one or two). */
   #listeners: Listener | Listener[] | null = null;
-  #timer: NodeJS.Timeout | undefined = undefined;
+  /** The shared timer list it waits in, and its neighbours there; null = no timer armed. */
+  #list: TimerList | null = null;
+  #prev: Deadline | null = null;
+  #next: Deadline | null = null;
+  /** What its armed time is (`route`, `batch`…), for the TARGET_TIMEOUT message. */
+  #what = '';
   /** When the armed timer fires (performance.now() time); Infinity = no timer. */
   #dueAt = Infinity;
+
+  get dueAt(): number {
+    return this.#dueAt;
+  }
   /** The hook this deadline follows (a parent deadline, or a foreign signal), and its listener. */
   #source: AbortHook | null = null;
   #onSource: Listener | null = null;
@@ -88,11 +130,47 @@ export class Deadline implements AbortHook {
     if (ms > 0 && this.#reason === null) {
       const dueAt = performance.now() + ms;
       if (dueAt >= this.#dueAt) return this;
-      clearTimeout(this.#timer);
+      this.#unlink();
       this.#dueAt = dueAt;
-      this.#timer = setTimeout(expire, ms, this, ms, what);
+      this.#what = what;
+      let list = timerLists.get(ms);
+      if (list === undefined) timerLists.set(ms, (list = new TimerList(ms)));
+      // Same duration, armed later: due no earlier than the tail.
+      this.#list = list;
+      this.#prev = list.tail;
+      if (list.tail === null) list.head = this;
+      else list.tail.#next = this;
+      list.tail = this;
+      list.timer ??= setTimeout(fire, ms, list);
     }
     return this;
+  }
+
+  /** Its armed time passed (TimerList). */
+  expire(): void {
+    const list = this.#list!;
+    this.abort(new GatewayError('TARGET_TIMEOUT', `${this.#what} deadline of ${list.ms} ms passed`));
+  }
+
+  /** Out of its timer list; the list's timer stops when nothing else waits in it. */
+  #unlink(): void {
+    const list = this.#list;
+    if (list === null) return;
+    const prev = this.#prev;
+    const next = this.#next;
+    if (prev === null) list.head = next;
+    else prev.#next = next;
+    if (next === null) list.tail = prev;
+    else next.#prev = prev;
+    this.#list = this.#prev = this.#next = null;
+    if (list.head === null) {
+      // Durations may come from clients (`grpc-timeout`): an empty list is not kept.
+      if (timerLists.get(list.ms) === list) timerLists.delete(list.ms);
+      if (list.timer !== null) {
+        clearTimeout(list.timer);
+        list.timer = null;
+      }
+    }
   }
 
   /** Ends the deadline now with `reason` (the first reason wins). */
@@ -114,10 +192,7 @@ export class Deadline implements AbortHook {
   }
 
   #stop(): void {
-    if (this.#timer !== undefined) {
-      clearTimeout(this.#timer);
-      this.#timer = undefined;
-    }
+    this.#unlink();
     this.#dueAt = Infinity;
     if (this.#onSource !== null) this.#source!.removeEventListener('abort', this.#onSource);
     this.#source = null;
@@ -172,8 +247,4 @@ export function asGatewayError(reason: unknown): GatewayError {
   if (reason instanceof DOMException && reason.name === 'TimeoutError')
     return new GatewayError('TARGET_TIMEOUT', reason.message, { cause: reason });
   return new GatewayError('CLIENT_CLOSED', undefined, { cause: reason });
-}
-
-function expire(deadline: Deadline, ms: number, what: string): void {
-  deadline.abort(new GatewayError('TARGET_TIMEOUT', `${what} deadline of ${ms} ms passed`));
 }
