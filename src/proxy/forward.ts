@@ -60,8 +60,9 @@ export interface BodySink {
   /** Registers the resume callback; the sink calls it when it can take more. */
   onDrain(resume: () => void): void;
   /**
-   * Optional: the whole body at once, when it arrived as one chunk before the sink was
-   * attached (a small answer): instead of write + end, so the sink can send it in one go.
+   * Optional: the body's last chunk and its end at once, when the whole body arrived before
+   * the sink was attached (a small answer): instead of write + end, so the sink can send it
+   * in one go.
    */
   endWith?(chunk: Buffer, trailers: Trailers | null): void;
 }
@@ -401,10 +402,12 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptResult {
     this.#sink = sink;
     const early = this.#early;
     this.#early = null;
-    // A small answer is usually whole by now: one chunk, ended. It goes out in one call, and
-    // the sink never needs the resume callback.
-    if (early !== null && early.length === 1 && this.#earlyEnd && this.#earlyError === null && sink.endWith !== undefined) {
-      sink.endWith(early[0]!, this.#trailers);
+    // A small answer is usually whole by now, ended: its last chunk goes out with the end, and
+    // the sink never needs the resume callback (nothing is left to resume).
+    if (early !== null && this.#earlyEnd && this.#earlyError === null && sink.endWith !== undefined) {
+      const last = early.length - 1;
+      for (let i = 0; i < last; i++) sink.write(early[i]!);
+      sink.endWith(early[last]!, this.#trailers);
       return;
     }
     sink.onDrain(() => this.#controller?.resume());

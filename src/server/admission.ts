@@ -107,7 +107,8 @@ export class Admission {
     const cap = this.#limits.maxInflightPerClient;
     const n = this.#perClient.get(client) ?? 0;
     const watch = this.#watch(req, res);
-    res.once('close', () => {
+    // 'close' comes once: `on` spares the once-wrapper per request.
+    res.on('close', () => {
       if (watch !== undefined) this.#watched.delete(watch);
       if (counted) {
         const left = (this.#perClient.get(client) ?? 1) - 1;

@@ -145,7 +145,7 @@ class ResponseSink implements BodySink {
     if (trailers) this.#res.addTrailers(endToEndTrailers(trailers));
     this.#res.end();
   }
-  /** A body that came whole (one chunk, already ended): head, body and end in one `res.end()`. */
+  /** The last chunk of a body that came whole (already ended): with the head and the end in one `res.end()`. */
   endWith(chunk: Buffer, trailers: Trailers | null): void {
     if (this.#status !== 0) this.#writeHead();
     this.#ctx.bytesOut += chunk.length;
@@ -244,7 +244,8 @@ export class Pipeline {
     this.#inflight++;
     // Taken now: a request whose connection closed no longer has its socket at 'close'.
     const socket = req.socket;
-    res.once('close', () => this.#finish(req, res, ctx, snapshot, socket));
+    // 'close' comes once: `on` spares the once-wrapper per request.
+    res.on('close', () => this.#finish(req, res, ctx, snapshot, socket));
     if (this.#draining) res.shouldKeepAlive = false;
     try {
       const route = findRoute(snapshot.routes, this.#matchInput(req, ctx));
@@ -411,7 +412,7 @@ export class Pipeline {
     if (action.targetHeader) headers.push('x-manifold-target', result.target.id);
     if (this.#draining && !isHttp2(res)) headers.push('connection', 'close');
     const sink = new ResponseSink(res, ctx, result.status, headers, (err) => this.#fail(res, ctx, err));
-    signal.addEventListener('abort', () => result.abort(signal.reason as Error), { once: true });
+    signal.addEventListener('abort', () => result.abort(signal.reason as Error));
     result.pipeTo(sink);
   }
 
