@@ -23,7 +23,7 @@ import {
   type MetricValue,
   Registry,
 } from 'prom-client';
-import { CellCounter, CellHistogram } from './cells.ts';
+import { CellCounter, CellHistogram, type HistogramSeries } from './cells.ts';
 
 /** Request and attempt durations, in seconds: fine enough below 10 ms for p50/p99 on the dashboard. */
 export const DURATION_BUCKETS: readonly number[] = Object.freeze([
@@ -81,6 +81,15 @@ export interface AttemptSample {
   readonly target: string;
   readonly outcome: string;
   readonly duration_ms: number;
+}
+
+/** The request-path series of one route (Metrics `#routeCells`). */
+interface RouteCells {
+  /** Method label → series by status class index (1xx…5xx, then `_other`). */
+  readonly requests: Map<string, Array<{ value: number } | undefined>>;
+  seconds: HistogramSeries | null;
+  /** Pool → target → its duration series and its counters by outcome. */
+  readonly attempts: Map<string, Map<string, { seconds: HistogramSeries; outcomes: Map<string, { value: number }> }>>;
 }
 
 /** Jobs of one route by state (defer/queue.ts `RouteDepth`): `route` plus a count per state. */
@@ -164,6 +173,8 @@ export class Metrics {
   /** `manifold_bytes_total`'s in/out series by route, then target: one lookup per request. */
   readonly #byteCells = new Map<string, Map<string, readonly [{ value: number }, { value: number }]>>();
   #byteGeneration = 0;
+  readonly #routeCache = new Map<string, RouteCells>();
+  #routeGeneration = 0;
 
   constructor(options: MetricsOptions = {}) {
     const registers = [this.registry];
@@ -511,16 +522,45 @@ export class Metrics {
    */
   request(route: string | null, method: string | undefined, status: number, seconds: number | null): void {
     const r = route ?? NO_ROUTE;
-    this.#requests.inc([r, methodLabel(method), statusClass(status)]);
-    if (seconds !== null) this.#requestSeconds.observe([r], seconds);
+    const cells = this.#routeCells(r);
+    const m = methodLabel(method);
+    let byClass = cells.requests.get(m);
+    if (byClass === undefined) cells.requests.set(m, (byClass = []));
+    const k = status >= 100 && status <= 599 ? Math.floor(status / 100) - 1 : 5;
+    (byClass[k] ??= this.#requests.cell([r, m, statusClass(status)])).value++;
+    if (seconds !== null) this.#requestSeconds.observeIn((cells.seconds ??= this.#requestSeconds.cell([r])), seconds);
   }
 
   /** The attempts of one proxied request, once it ended. */
   attempts(route: string, pool: string, records: readonly AttemptSample[]): void {
+    const cells = this.#routeCells(route);
+    let byTarget = cells.attempts.get(pool);
+    if (byTarget === undefined) cells.attempts.set(pool, (byTarget = new Map()));
     for (const a of records) {
-      this.#attempts.inc([route, pool, a.target, a.outcome]);
-      this.#attemptSeconds.observe([route, pool, a.target], a.duration_ms / 1000);
+      let t = byTarget.get(a.target);
+      if (t === undefined)
+        byTarget.set(a.target, (t = { seconds: this.#attemptSeconds.cell([route, pool, a.target]), outcomes: new Map() }));
+      let c = t.outcomes.get(a.outcome);
+      if (c === undefined) t.outcomes.set(a.outcome, (c = this.#attempts.cell([route, pool, a.target, a.outcome])));
+      c.value++;
+      this.#attemptSeconds.observeIn(t.seconds, a.duration_ms / 1000);
     }
+  }
+
+  /**
+   * A route's series of the request path, found by its id alone (issue 11 item 4: no label
+   * key joined per request). Dropped whole when one of their families was reset.
+   */
+  #routeCells(route: string): RouteCells {
+    const gen =
+      this.#requests.generation + this.#requestSeconds.generation + this.#attempts.generation + this.#attemptSeconds.generation;
+    if (gen !== this.#routeGeneration) {
+      this.#routeCache.clear();
+      this.#routeGeneration = gen;
+    }
+    let cells = this.#routeCache.get(route);
+    if (cells === undefined) this.#routeCache.set(route, (cells = { requests: new Map(), seconds: null, attempts: new Map() }));
+    return cells;
   }
 
   /** A multiplex batch answered: its size and each item's outcome. */

@@ -7,6 +7,7 @@
  */
 import type { Duplex, Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
+import type { AbortHook } from '../deadline.ts';
 import { type ErrorCode, GatewayError } from '../errors.ts';
 import type { Target } from '../upstream/target.ts';
 
@@ -58,6 +59,12 @@ export interface BodySink {
   error(err: AttemptError): void;
   /** Registers the resume callback; the sink calls it when it can take more. */
   onDrain(resume: () => void): void;
+  /**
+   * Optional: the body's last chunk and its end at once, when the whole body arrived before
+   * the sink was attached (a small answer): instead of write + end, so the sink can send it
+   * in one go.
+   */
+  endWith?(chunk: Buffer, trailers: Trailers | null): void;
 }
 
 export interface AttemptResult {
@@ -76,7 +83,7 @@ export interface AttemptResult {
 export type Forward = (
   target: Target,
   request: OutboundRequest,
-  signal: AbortSignal,
+  signal: AbortHook,
 ) => Promise<AttemptResult>;
 export type ForwardWrapper = (next: Forward) => Forward;
 
@@ -266,7 +273,7 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptResult {
   #resolve: (r: AttemptResult) => void;
   #reject: (e: AttemptError) => void;
   #controller: Dispatcher.DispatchController | null = null;
-  #signal: AbortSignal;
+  #signal: AbortHook;
   #onAbort: (() => void) | null = null;
   #connected = false;
   #responded = false;
@@ -283,7 +290,7 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptResult {
 
   constructor(
     target: Target,
-    signal: AbortSignal,
+    signal: AbortHook,
     resolve: (r: AttemptResult) => void,
     reject: (e: AttemptError) => void,
     upgrade?: string,
@@ -393,17 +400,24 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptResult {
 
   pipeTo(sink: BodySink): void {
     this.#sink = sink;
+    const early = this.#early;
+    this.#early = null;
+    // A small answer is usually whole by now, ended: its last chunk goes out with the end, and
+    // the sink never needs the resume callback (nothing is left to resume).
+    if (early !== null && this.#earlyEnd && this.#earlyError === null && sink.endWith !== undefined) {
+      const last = early.length - 1;
+      for (let i = 0; i < last; i++) sink.write(early[i]!);
+      sink.endWith(early[last]!, this.#trailers);
+      return;
+    }
     sink.onDrain(() => this.#controller?.resume());
     let open = true;
-    if (this.#early !== null) {
-      const early = this.#early;
-      this.#early = null;
-      for (const chunk of early) open = sink.write(chunk);
-    }
+    if (early !== null) for (const chunk of early) open = sink.write(chunk);
     if (this.#earlyError !== null) sink.error(this.#earlyError);
     else if (this.#earlyEnd) sink.end(this.#trailers);
     else if (open) this.#controller?.resume(); // otherwise the sink's drain resumes
   }
+
 
   abort(reason: Error): void {
     if (this.#done) {

@@ -98,12 +98,21 @@ export function forwardedElement(clientIp: string, proto: string, host: string):
 function connectionTokens(raw: readonly string[], into: Set<string> | null = null): Set<string> | null {
   let tokens = into;
   for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i].length === 10 && raw[i].toLowerCase() === 'connection') {
-      for (const t of raw[i + 1].split(',')) {
-        const name = t.trim().toLowerCase();
-        if (name) (tokens ??= new Set()).add(name);
-      }
-    }
+    if (raw[i].length === 10 && raw[i].toLowerCase() === 'connection') tokens = tokensOf(raw[i + 1], tokens);
+  }
+  return tokens;
+}
+
+/**
+ * The names one Connection value lists, added to `into`. `keep-alive`, the usual whole value, is
+ * hop-by-hop anyway: it makes no set (issue 11 item 4: no Set per request for it).
+ */
+function tokensOf(value: string, into: Set<string> | null): Set<string> | null {
+  if (value.length === 10 && value.toLowerCase() === 'keep-alive') return into;
+  let tokens = into;
+  for (const t of value.split(',')) {
+    const name = t.trim().toLowerCase();
+    if (name && !HOP_BY_HOP.has(name)) (tokens ??= new Set()).add(name);
   }
   return tokens;
 }
@@ -234,8 +243,7 @@ export function downstreamResponseHeaders(
   let tokens: Set<string> | null = null;
   for (let i = 0; i < raw.length; i += 2) {
     if (raw[i].length !== 10) continue;
-    const name = latin1(raw[i]);
-    if (name.toLowerCase() === 'connection') tokens = connectionTokens([name, latin1(raw[i + 1])], tokens);
+    if (latin1(raw[i]).toLowerCase() === 'connection') tokens = tokensOf(latin1(raw[i + 1]), tokens);
   }
   const out: string[] = [];
   let via = '';

@@ -103,13 +103,15 @@ export class Admission {
 
   #run(conn: Connection, req: IncomingMessage, res: ServerResponse): void {
     conn.busy = true;
-    const client = clientAddress(req.socket.remoteAddress);
     const cap = this.#limits.maxInflightPerClient;
-    const n = this.#perClient.get(client) ?? 0;
+    // Without a cap, nothing is counted per client: no address is read, no map touched.
+    const client = cap === null ? '' : clientAddress(req.socket.remoteAddress);
+    const n = cap === null ? 0 : (this.#perClient.get(client) ?? 0);
     const watch = this.#watch(req, res);
-    res.once('close', () => {
+    // 'close' comes once: `on` spares the once-wrapper per request.
+    res.on('close', () => {
       if (watch !== undefined) this.#watched.delete(watch);
-      if (counted) {
+      if (counted && cap !== null) {
         const left = (this.#perClient.get(client) ?? 1) - 1;
         if (left === 0) this.#perClient.delete(client);
         else this.#perClient.set(client, left);

@@ -89,8 +89,13 @@ type ProxyAction = Extract<CompiledRoute['action'], { kind: 'proxy' }>;
 class ResponseSink implements BodySink {
   readonly #res: ServerResponse;
   readonly #ctx: RequestContext;
-  #head: { status: number; headers: string[] } | null;
+  /** The head not written yet (status 0 once written). */
+  #status: number;
+  readonly #headers: string[];
   readonly #fail: (err: GatewayError) => void;
+  #resume: (() => void) | null = null;
+  /** A 'drain' listener is on the response: added only when a write returned false. */
+  #waiting = false;
   constructor(
     res: ServerResponse,
     ctx: RequestContext,
@@ -100,7 +105,8 @@ class ResponseSink implements BodySink {
   ) {
     this.#res = res;
     this.#ctx = ctx;
-    this.#head = { status, headers };
+    this.#status = status;
+    this.#headers = headers;
     this.#fail = fail;
     // HTTP/2 (the compat response has a stream) sends HEADERS at writeHead: keep that, so a
     // slow first byte (long poll, event stream) does not hold the head back. Except a gRPC
@@ -109,30 +115,46 @@ class ResponseSink implements BodySink {
     if (isHttp2(res) && !hasGrpcStatus(headers)) this.#writeHead();
   }
   #writeHead(): void {
-    const head = this.#head!;
-    this.#head = null;
-    this.#res.writeHead(head.status, head.headers);
+    const status = this.#status;
+    this.#status = 0;
+    this.#res.writeHead(status, this.#headers);
   }
   write(chunk: Buffer): boolean {
-    if (this.#head !== null) this.#writeHead();
+    if (this.#status !== 0) this.#writeHead();
     this.#ctx.bytesOut += chunk.length;
-    return this.#res.write(chunk);
+    const open = this.#res.write(chunk);
+    if (!open && !this.#waiting && this.#resume !== null) {
+      this.#waiting = true;
+      this.#res.once('drain', this.#drained);
+    }
+    return open;
   }
+  #drained = (): void => {
+    this.#waiting = false;
+    this.#resume?.();
+  };
   end(trailers?: Trailers | null): void {
-    if (this.#head !== null && !trailers) {
-      const head = this.#head;
-      this.#head = null;
-      endHeadOnly(this.#res, head.status, head.headers);
+    if (this.#status !== 0 && !trailers) {
+      const status = this.#status;
+      this.#status = 0;
+      endHeadOnly(this.#res, status, this.#headers);
       return;
     }
-    if (this.#head !== null) this.#writeHead();
+    if (this.#status !== 0) this.#writeHead();
     // Trailers go out on HTTP/2 and on a chunked HTTP/1.1 answer (node:http drops them otherwise).
     if (trailers) this.#res.addTrailers(endToEndTrailers(trailers));
     this.#res.end();
   }
+  /** The last chunk of a body that came whole (already ended): with the head and the end in one `res.end()`. */
+  endWith(chunk: Buffer, trailers: Trailers | null): void {
+    if (this.#status !== 0) this.#writeHead();
+    this.#ctx.bytesOut += chunk.length;
+    if (trailers) this.#res.addTrailers(endToEndTrailers(trailers));
+    this.#res.end(chunk);
+  }
   error(err: GatewayError): void {
-    if (this.#head !== null && !this.#res.destroyed) {
-      this.#head = null;
+    if (this.#status !== 0 && !this.#res.destroyed) {
+      this.#status = 0;
       this.#fail(err);
       return;
     }
@@ -140,7 +162,7 @@ class ResponseSink implements BodySink {
     this.#res.destroy(err);
   }
   onDrain(resume: () => void): void {
-    this.#res.on('drain', resume);
+    this.#resume = resume;
   }
 }
 
@@ -222,7 +244,8 @@ export class Pipeline {
     this.#inflight++;
     // Taken now: a request whose connection closed no longer has its socket at 'close'.
     const socket = req.socket;
-    res.once('close', () => this.#finish(req, res, ctx, snapshot, socket));
+    // 'close' comes once: `on` spares the once-wrapper per request.
+    res.on('close', () => this.#finish(req, res, ctx, snapshot, socket));
     if (this.#draining) res.shouldKeepAlive = false;
     try {
       const route = findRoute(snapshot.routes, this.#matchInput(req, ctx));
@@ -321,7 +344,8 @@ export class Pipeline {
       if (ms === null) throw new GatewayError('BAD_REQUEST', `invalid grpc-timeout "${grpcTimeout}"`);
       ctx.deadline.within(ms, 'grpc-timeout');
     }
-    const signal = ctx.deadline.within(route.timeoutMs, 'route').signal;
+    // The deadline is the attempts' abort hook itself: no AbortSignal is made for a proxied request.
+    const signal = ctx.deadline.within(route.timeoutMs, 'route');
     const body = !hasBody(req)
       ? null
       : route.maxBodyBytes !== null && req.headers['content-length'] === undefined
@@ -388,7 +412,7 @@ export class Pipeline {
     if (action.targetHeader) headers.push('x-manifold-target', result.target.id);
     if (this.#draining && !isHttp2(res)) headers.push('connection', 'close');
     const sink = new ResponseSink(res, ctx, result.status, headers, (err) => this.#fail(res, ctx, err));
-    signal.addEventListener('abort', () => result.abort(signal.reason as Error), { once: true });
+    signal.addEventListener('abort', () => result.abort(signal.reason as Error));
     result.pipeTo(sink);
   }
 
@@ -396,8 +420,13 @@ export class Pipeline {
   #attemptForward(req: IncomingMessage, ctx: RequestContext, route: CompiledRoute, action: ProxyAction): Forward {
     return (target, r, s) => {
       ctx.target = target.id;
+      // Spelled out rather than spread: one object shape for every attempt.
       const attempt: OutboundRequest = {
-        ...r,
+        method: r.method,
+        body: r.body,
+        headersTimeoutMs: r.headersTimeoutMs,
+        idleTimeoutMs: r.idleTimeoutMs,
+        upgrade: r.upgrade,
         path: joinPath(target.spec.basePath, req.url ?? '/', action.stripPrefix),
         headers: outboundRequestHeaders(req.rawHeaders, {
           clientIp: clientAddress(req.socket.remoteAddress),
@@ -828,7 +857,7 @@ export class Pipeline {
       },
       forward: this.#attemptForward(req, ctx, route, action),
       // The route timeout is not armed: it would cut the tunnel's lifetime (unchanged behaviour).
-      signal: ctx.deadline.signal,
+      signal: ctx.deadline,
       replayable: true,
       idempotent: isIdempotent(method),
       attempts,

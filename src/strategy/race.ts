@@ -17,6 +17,7 @@
  * relaying a real answer.
  */
 import { performance } from 'node:perf_hooks';
+import { asGatewayError, Deadline } from '../deadline.ts';
 import { GatewayError, isGatewayError } from '../errors.ts';
 import { AttemptError, type AttemptResult } from '../proxy/forward.ts';
 import type { Target } from '../upstream/target.ts';
@@ -33,7 +34,8 @@ export interface Attempt {
   readonly record: AttemptRecord;
   readonly startedAt: number;
   readonly hedge: boolean;
-  readonly controller: AbortController | null;
+  /** The attempt's own abort hook (cancellable races): a light Deadline, no AbortController. */
+  readonly controller: Deadline | null;
   result: AttemptResult | null;
   settled: boolean;
   /** Its answer was aborted (superseded fallback, loser). */
@@ -71,7 +73,7 @@ export class Race {
     this.#cancellable = cancellable;
     if (cancellable) {
       this.#onAbort = () => {
-        const reason = run.signal.reason as Error;
+        const reason = asGatewayError(run.signal.reason);
         for (const a of this.#attempts) if (!a.settled) a.controller!.abort(reason);
         if (this.#fallback !== null && clientClosed(reason)) this.#drop(this.#fallback, reason);
       };
@@ -124,7 +126,7 @@ export class Race {
 
   #start(target: Target, hedge: boolean): Promise<Outcome | null> {
     const now = performance.now();
-    const controller = this.#cancellable ? new AbortController() : null;
+    const controller = this.#cancellable ? new Deadline() : null;
     const record: AttemptRecord = { target: target.id, duration_ms: 0, outcome: 'pending' };
     if (hedge) record.hedge = true;
     const attempt: Attempt = {
@@ -144,7 +146,7 @@ export class Race {
     this.#lastLaunchAt = now;
     this.counters.attempts++;
     if (this.#attempts.length > 1 && !hedge) this.counters.retries++;
-    const signal = controller?.signal ?? this.run.signal;
+    const signal = controller ?? this.run.signal;
     return this.run.forward(target, this.run.request, signal).then(
       (result) => this.#settle(attempt, result, null),
       (err) => this.#settle(attempt, null, err),
@@ -281,7 +283,7 @@ export class Race {
       if (a.settled) this.#drop(a, (signal.reason as Error | undefined) ?? lost());
       else {
         this.#markCancelled(a);
-        a.controller?.abort(signal.reason ?? lost());
+        a.controller?.abort(signal.aborted ? asGatewayError(signal.reason) : lost());
       }
     }
     const details = { attempts: this.run.attempts };

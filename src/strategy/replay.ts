@@ -6,6 +6,7 @@
  * streams behind it, to one target only. A partly consumed stream is never retried.
  */
 import type { Readable } from 'node:stream';
+import type { AbortHook } from '../deadline.ts';
 import { GatewayError, isGatewayError } from '../errors.ts';
 import type { OutboundRequest } from '../proxy/forward.ts';
 import type { StrategySpec } from './types.ts';
@@ -34,7 +35,7 @@ export async function prepareBody(
   body: Readable | AsyncIterable<Buffer> | null,
   declared: number | undefined,
   spec: StrategySpec,
-  signal: AbortSignal,
+  signal: AbortHook,
 ): Promise<PreparedBody> {
   if (body === null) return { body: null, replayable: true };
   if (spec.name === 'single' || (declared !== undefined && declared > spec.maxReplayBytes)) {

@@ -4,6 +4,7 @@
  * bookkeeping every strategy shares (attempt records, losers, the fallback answer, the final
  * error) lives in race.ts so that each policy stays about one screen long (STYLE.md §3).
  */
+import type { AbortHook } from '../deadline.ts';
 import type { AttemptResult, Forward, OutboundRequest } from '../proxy/forward.ts';
 import type { Pool } from '../upstream/pool.ts';
 import type { PickContext } from '../upstream/selectors/types.ts';
@@ -71,7 +72,7 @@ export interface StrategyRun {
   readonly request: OutboundRequest;
   readonly forward: Forward;
   /** The route's one deadline: client close ∪ route timeout. Every attempt fits inside it. */
-  readonly signal: AbortSignal;
+  readonly signal: AbortHook;
   /** The body can be sent again (none, or buffered within `max_replay_bytes`). */
   readonly replayable: boolean;
   /** RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE. */

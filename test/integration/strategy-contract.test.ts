@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import type { AbortHook } from '../../src/deadline.ts';
 import { GatewayError, isGatewayError } from '../../src/errors.ts';
 import {
   AttemptError,
@@ -25,7 +26,7 @@ interface FakeTarget {
   script: Script;
   available(): boolean;
   /** Signals of the attempts it received. */
-  signals: AbortSignal[];
+  signals: AbortHook[];
   /** Results it answered that were then aborted. */
   aborted: number;
 }
