@@ -145,7 +145,7 @@ export function classify(err: unknown, target: Target, connected: boolean, respo
       'TARGET_UNREACHABLE',
       target,
       'connect',
-      `TLS handshake with ${target.id} failed: ${tlsMessage(err, code)} (${code})${TLS_VERIFY_CODES.has(code) ? "; a private CA goes in the pool's tls.ca" : ''}`,
+      `TLS handshake with ${target.id} failed: ${tlsMessage(err, code)} (${code})${tlsHint(code)}`,
       err,
     );
   switch (code) {
@@ -210,7 +210,17 @@ const TLS_VERIFY_CODES = new Set([
 /** Node's text without its advice to Node's own users (`--use-system-ca`), which is not ours to give. */
 function tlsMessage(err: unknown, code: string): string {
   const m = (err as Error | null)?.message || code;
-  return m.replace(/; if the root CA is installed locally.*$/s, '');
+  // OpenSSL's own text ("…:SSL routines:ssl3_read_bytes:tlsv1 alert no application protocol:../deps/…"): its reason.
+  const reason = /SSL routines:[^:]*:([^:]+):/.exec(m)?.[1];
+  return reason ?? m.replace(/; if the root CA is installed locally.*$/s, '');
+}
+
+/** Which pool key fixes a failed handshake, where the code says. */
+function tlsHint(code: string): string {
+  if (TLS_VERIFY_CODES.has(code)) return "; a private CA goes in the pool's tls.ca";
+  // The target offered no protocol the pool asked for in ALPN: it speaks only HTTP/2 there.
+  if (code === 'ERR_SSL_TLSV1_ALERT_NO_APPLICATION_PROTOCOL') return "; the target speaks only HTTP/2: set the pool's http2: true";
+  return '';
 }
 
 function isTlsFailure(code: string): boolean {

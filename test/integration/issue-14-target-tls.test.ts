@@ -233,6 +233,10 @@ describe('HTTP/2 to targets (issue 14 item 4)', { timeout: 60_000 }, () => {
     const gw = await gateway(`tls: { ca: ${certs.ca} }`, `https://127.0.0.1:${h2Port}`);
     const r = await send(`${gw.url}/h1`);
     assert.equal(r.status, 502, r.text);
+    // The message says what happened and which key fixes it, without OpenSSL's source paths.
+    const message = r.json<{ error: { message: string } }>().error.message;
+    assert.match(message, /failed: tlsv1 alert no application protocol \(ERR_SSL_TLSV1_ALERT_NO_APPLICATION_PROTOCOL\); the target speaks only HTTP\/2: set the pool's http2: true/);
+    assert.doesNotMatch(message, /deps\/openssl/);
   });
 
   test('a body streams both ways over h2', async () => {
