@@ -30,6 +30,9 @@ export class StartInterrupted extends Error {
   }
 }
 
+/** How long a worker's death by SIGTERM/SIGINT waits for this process to hear the same signal. */
+const SIGNAL_RACE_MS = 200;
+
 /** A worker dying this soon after start counts as a crash loop and delays the next fork. */
 const EARLY_DEATH_MS = 2000;
 const MAX_RESTART_DELAY_MS = 10_000;
@@ -89,6 +92,9 @@ export function startPrimary(initial: Config, workers: number, log: Logger): Pri
   const fork = () => {
     const w = cluster.fork();
     started.set(w, Date.now());
+    // A message to a worker that is dying (its IPC pipe already broken, isConnected() not yet
+    // false) fails with EPIPE, emitted here: the worker's exit is handled on 'exit'.
+    w.on('error', (err) => log.debug({ worker: w.id, err: err.message }, 'message to a worker that is going failed'));
     w.on('online', () => {
       send(w, { type: 'config', config, version });
       send(w, { type: 'health', down });
@@ -116,8 +122,9 @@ export function startPrimary(initial: Config, workers: number, log: Logger): Pri
 
   // A stop signal sent to the whole process group reaches the workers too; one still loading
   // its modules (before worker-entry.ts could ignore it) dies of it. That is the stop the
-  // operator asked for, not a crash: no error, no replacement. (This process hears the signal
-  // first: a worker's death reaches it only after.)
+  // operator asked for, not a crash: no error, no replacement. This process may hear the
+  // signal a moment after it hears of the death, so a death by SIGTERM/SIGINT is judged a
+  // little later.
   let signalled = false;
   for (const s of ['SIGTERM', 'SIGINT'] as const) process.once(s, () => (signalled = true));
 
@@ -128,18 +135,28 @@ export function startPrimary(initial: Config, workers: number, log: Logger): Pri
     settleApplied();
     settleStats(w);
     if (stopping) return;
-    if (signalled && (signal === 'SIGTERM' || signal === 'SIGINT')) {
-      // Before every worker was ready the start cannot complete: main stops instead.
-      if (readyCount < workers) rejectReady(new StartInterrupted(signal));
-      return;
-    }
-    restartDelay =
-      lived < EARLY_DEATH_MS ? Math.min(MAX_RESTART_DELAY_MS, Math.max(250, restartDelay * 2)) : 0;
-    log.error(
-      { worker: w.id, pid: w.process.pid, code, signal, restart_in_ms: restartDelay },
-      'worker died; replacing it',
-    );
-    setTimeout(fork, restartDelay).unref();
+    const byStopSignal = signal === 'SIGTERM' || signal === 'SIGINT';
+    const judge = () => {
+      if (stopping) return;
+      if (signalled && byStopSignal) {
+        // Before every worker was ready the start cannot complete: main stops instead.
+        if (readyCount < workers) rejectReady(new StartInterrupted(signal));
+        return;
+      }
+      restartDelay =
+        lived < EARLY_DEATH_MS ? Math.min(MAX_RESTART_DELAY_MS, Math.max(250, restartDelay * 2)) : 0;
+      log.error(
+        { worker: w.id, pid: w.process.pid, code, signal, restart_in_ms: restartDelay },
+        'worker died; replacing it',
+      );
+      const again = setTimeout(() => {
+        if (!stopping) fork();
+      }, restartDelay);
+      // Once serving, other handles keep this process alive; while starting, this one must.
+      if (readyCount >= workers) again.unref();
+    };
+    if (byStopSignal && !signalled) setTimeout(judge, SIGNAL_RACE_MS);
+    else judge();
   });
 
   /** One answer per serving worker, or fewer once STATS_WAIT_MS passed. */
