@@ -23,7 +23,7 @@ import type { ExhaustedAnswer } from '../strategy/exhausted.ts';
 import type { StrategySpec } from '../strategy/types.ts';
 import { compilePool, type PoolSpec } from '../upstream/spec.ts';
 import type { AdminConfig, Config, RouteConfig } from './schema.ts';
-import type { CompileProblem } from '../lib/problem.ts';
+import { type CompileProblem, unknownPool } from '../lib/problem.ts';
 import { parseDuration, parseSize } from '../lib/units.ts';
 
 export type RouteAction =
@@ -182,13 +182,8 @@ function compileRoute(
   }
   let action: RouteAction;
   if (r.proxy) {
-    if (!Object.hasOwn(config.pools, r.proxy.pool)) {
-      const known = Object.keys(config.pools);
-      problems.push({
-        path: ['routes', index, 'proxy', 'pool'],
-        message: `unknown pool "${r.proxy.pool}"${known.length ? ` (pools: ${known.join(', ')})` : ' (no pools defined)'}`,
-      });
-    }
+    if (!Object.hasOwn(config.pools, r.proxy.pool))
+      problems.push({ path: ['routes', index, 'proxy', 'pool'], message: unknownPool(r.proxy.pool, Object.keys(config.pools)) });
     const host = r.proxy.host;
     action = {
       kind: 'proxy',
@@ -204,12 +199,8 @@ function compileRoute(
   } else if (r.multiplex) {
     action = compileMultiplex(r.multiplex, index, problems);
   } else if (r.defer) {
-    if (!Object.hasOwn(config.pools, r.defer.pool)) {
-      problems.push({
-        path: ['routes', index, 'defer', 'pool'],
-        message: `unknown pool "${r.defer.pool}" (pools: ${Object.keys(config.pools).join(', ') || 'none defined'})`,
-      });
-    }
+    if (!Object.hasOwn(config.pools, r.defer.pool))
+      problems.push({ path: ['routes', index, 'defer', 'pool'], message: unknownPool(r.defer.pool, Object.keys(config.pools)) });
     const path = ['routes', index, 'defer'];
     action = { kind: 'defer', spec: compileDefer(r.defer, path, problems) };
   } else if (r.connect) {

@@ -7,3 +7,9 @@ export interface CompileProblem {
   path: Array<string | number>;
   message: string;
 }
+
+/** One wording for every key that names a pool: `unknown pool "x" (pools: a, b)`, or `(no pools defined)`. */
+export function unknownPool(name: string, pools: Iterable<string>): string {
+  const known = [...pools];
+  return `unknown pool "${name}" ${known.length > 0 ? `(pools: ${known.join(', ')})` : '(no pools defined)'}`;
+}

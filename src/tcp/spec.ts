@@ -22,7 +22,7 @@
  *       default_pool: fallback   # anything else (no SNI match, unknown bytes, nothing sent)
  * ```
  */
-import type { CompileProblem } from '../lib/problem.ts';
+import { type CompileProblem, unknownPool } from '../lib/problem.ts';
 import { type Duration, DURATION_PATTERN, parseDuration, parseSize, type Size, SIZE_PATTERN } from '../lib/units.ts';
 import { NAME_PATTERN } from '../lib/names.ts';
 import { hostMatcher } from '../routing/matcher.ts';
@@ -167,10 +167,6 @@ export const tcpSchema = Object.freeze({
 
 // ---- compiler ----
 
-function knownPools(pools: ReadonlySet<string>): string {
-  return pools.size === 0 ? '(no pools defined)' : `(pools: ${[...pools.keys()].join(', ')})`;
-}
-
 function nameTest(patterns: string[]): NameTest {
   if (patterns.includes('*')) return () => true;
   const test = hostMatcher(patterns.map((p) => (p.endsWith('.') ? p.slice(0, -1) : p)));
@@ -192,7 +188,7 @@ export function compileTcp(
     const id = r.id ?? `tcp-route-${i}`;
     if (ids.has(id)) problems.push({ path: [...at, 'routes', i, 'id'], message: `duplicate route id "${id}"` });
     ids.add(id);
-    if (!pools.has(r.pool)) problems.push({ path: [...at, 'routes', i, 'pool'], message: `unknown pool "${r.pool}" ${knownPools(pools)}` });
+    if (!pools.has(r.pool)) problems.push({ path: [...at, 'routes', i, 'pool'], message: unknownPool(r.pool, pools) });
     return {
       id,
       sni: r.sni ? nameTest(r.sni) : null,
@@ -202,7 +198,7 @@ export function compileTcp(
   });
   const defaultPool = c.default_pool ?? null;
   if (defaultPool !== null && !pools.has(defaultPool))
-    problems.push({ path: [...at, 'default_pool'], message: `unknown pool "${defaultPool}" ${knownPools(pools)}` });
+    problems.push({ path: [...at, 'default_pool'], message: unknownPool(defaultPool, pools) });
   const windowBytes = parseSize(c.window_bytes);
   if (windowBytes < 1 || windowBytes > MAX_WINDOW_BYTES)
     problems.push({ path: [...at, 'window_bytes'], message: `must be between 1B and ${MAX_WINDOW_BYTES / 1024}KiB` });

@@ -12,7 +12,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import type { CompileProblem } from '../lib/problem.ts';
+import { type CompileProblem, unknownPool } from '../lib/problem.ts';
 import { type Duration, parseDuration } from '../lib/units.ts';
 import { type AllowList, compileAllowList, TargetGuard } from '../multiplex/ssrf.ts';
 
@@ -120,10 +120,7 @@ export function compileConnect(
     else allow = compiled;
   }
   if (raw.pool !== undefined && !pools.has(raw.pool)) {
-    problems.push({
-      path: [...path, 'pool'],
-      message: `unknown pool "${raw.pool}" (pools: ${[...pools].join(', ') || 'none defined'})`,
-    });
+    problems.push({ path: [...path, 'pool'], message: unknownPool(raw.pool, pools) });
   }
   let auth: ConnectAuth | null = null;
   if (raw.auth !== undefined) {
