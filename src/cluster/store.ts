@@ -420,7 +420,7 @@ export class ClusterStore {
 
   async #listen(): Promise<void> {
     const client = await listenOn(
-      this.#clientConfig,
+      new pg.Client(this.#clientConfig),
       this.#channel,
       {
         notification: (payload) => {

@@ -9,7 +9,7 @@
  * that belong to Go's lib/pq driver (asyncproxy's) and mean nothing to a connection:
  * `binary_parameters`, `disable_prepared_binary_result`.
  */
-import pg from 'pg';
+import type pg from 'pg';
 
 /** libpq keys `pg` understands, as the URL query parameter that carries them. */
 const PASSED = new Set([
@@ -142,18 +142,18 @@ export async function inTransaction<T>(pool: pg.Pool, work: (client: pg.PoolClie
 }
 
 /**
- * A client LISTENing on `channel`, on a connection of its own (LISTEN holds one). The queue's
- * wake-ups and the cluster store's change notices both come this way. `lost` may run for a
- * client not handed out yet (a failed connect): the owner compares it with the one it holds.
- * Null when the owner closed while connecting (the client is ended).
+ * `client` (new, not connected) LISTENing on `channel`, on a connection of its own (LISTEN
+ * holds one). The queue's wake-ups and the cluster store's change notices both come this way.
+ * `lost` may run for a client not handed out yet (a failed connect): the owner compares it
+ * with the one it holds. Null when the owner closed while connecting (the client is ended).
+ * The caller makes the client, so this module (which config/ imports) does not load `pg`.
  */
 export async function listenOn(
-  config: pg.ClientConfig,
+  client: pg.Client,
   channel: string,
   on: { notification: (payload: string) => void; lost: (client: pg.Client, err: Error) => void },
   isClosed: () => boolean,
 ): Promise<pg.Client | null> {
-  const client = new pg.Client(config);
   client.on('error', (err) => on.lost(client, err));
   client.on('end', () => on.lost(client, new Error(`LISTEN connection (${channel}) ended`)));
   client.on('notification', (msg) => {

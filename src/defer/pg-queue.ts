@@ -348,7 +348,7 @@ export class PgQueue extends QueueCore {
 
   async #connectListener(): Promise<void> {
     const client = await listenOn(
-      this.#clientConfig,
+      new pg.Client(this.#clientConfig),
       this.#channel,
       {
         notification: (payload) => this.hub.wake(payload),
