@@ -806,11 +806,14 @@ function keepRunning(running: Config, next: Config): Config {
   // Issue 17: a tcp listener's socket stays, but its `tcp` block (routes, timeouts, PROXY
   // protocol) is taken at once (runtime.ts setSpec), for the listener of the same name.
   const kept = (out as unknown as Config).listeners;
-  const named = next.listeners === undefined ? [] : listenersOf(next);
-  kept?.forEach((l, i) => {
-    const now = named.find((n) => n.name === (l.name ?? `listener-${i}`) && n.mode === 'tcp');
-    if (l.mode === 'tcp' && now !== undefined) l.tcp = structuredClone(now.tcp);
-  });
+  if (kept !== undefined && next.listeners !== undefined) {
+    const keptNames = listenersOf(out as unknown as Config);
+    const named = listenersOf(next);
+    kept.forEach((l, i) => {
+      const now = named.find((n) => n.name === keptNames[i].name && n.mode === 'tcp');
+      if (l.mode === 'tcp' && now !== undefined) l.tcp = structuredClone(now.tcp);
+    });
+  }
   return out as unknown as Config;
 }
 
