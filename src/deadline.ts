@@ -78,13 +78,14 @@ export class Deadline implements AbortHook {
   #what = '';
   /** When the armed timer fires (performance.now() time); Infinity = no timer. */
   #dueAt = Infinity;
-
-  get dueAt(): number {
-    return this.#dueAt;
-  }
   /** The hook this deadline follows (a parent deadline, or a foreign signal), and its listener. */
   #source: AbortHook | null = null;
   #onSource: Listener | null = null;
+
+  /** When its armed time passes (TimerList orders by it). */
+  get dueAt(): number {
+    return this.#dueAt;
+  }
 
   /** A real AbortSignal that aborts with this deadline (and its reason); made on first use. */
   get signal(): AbortSignal {

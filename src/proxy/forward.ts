@@ -428,7 +428,6 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptResult {
     else if (open) this.#controller?.resume(); // otherwise the sink's drain resumes
   }
 
-
   abort(reason: Error): void {
     if (this.#done) {
       this.upgraded?.destroy(reason);

@@ -38,8 +38,10 @@ export class Certificates {
   /** The last refusal logged: a file left bad is said once, not at every event in its directory. */
   #refused = '';
 
-  /** Throws CertificateError: at start the config was checked, so this is a file changed since. */
-  /** `log` names the listener (a child logger with `listener`). */
+  /**
+   * Throws CertificateError: at start the config was checked, so this is a file changed since.
+   * `log` names the listener (a child logger with `listener`).
+   */
   constructor(tls: TlsConfig, log: Logger) {
     this.#tls = tls;
     this.#log = log;

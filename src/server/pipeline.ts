@@ -54,6 +54,8 @@ import type { Snapshot } from './snapshot.ts';
 const DOT_SEGMENT = /(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)/i;
 /** How long a refused CONNECT's connection is kept for the client to read the answer and close. */
 const REFUSAL_LINGER_MS = 2000;
+/** The 405 of a CONNECT where no connect route could take it (issue 12: no open forward proxy). */
+const NOT_A_FORWARD_PROXY = 'CONNECT is not supported: Manifold is a reverse proxy';
 /** The body of an answer without one (`defer` with `body: empty`). */
 const EMPTY = Buffer.alloc(0);
 
@@ -674,7 +676,7 @@ export class Pipeline {
         new GatewayError(
           'METHOD_NOT_ALLOWED',
           authority === null
-            ? 'CONNECT is not supported: Manifold is a reverse proxy'
+            ? NOT_A_FORWARD_PROXY
             : `no connect route takes CONNECT ${req.url}`,
         );
       const id = requestIdOf(req);
@@ -699,7 +701,7 @@ export class Pipeline {
       'METHOD_NOT_ALLOWED',
       this.#snapshot.routes.some((r) => r.action.kind === 'connect')
         ? 'CONNECT over HTTP/2 is not supported: send it over HTTP/1.1'
-        : 'CONNECT is not supported: Manifold is a reverse proxy',
+        : NOT_A_FORWARD_PROXY,
     );
     const id = requestIdOf(req);
     this.refused(req, err, id, startedAt, null, sendError(res, err, id));
