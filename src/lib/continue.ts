@@ -34,8 +34,6 @@ const STATUS_LINE_START = 13;
 interface Filter {
   armed: boolean;
   held: Buffer | null;
-  /** Answers passed over on this connection (for tests and the debug log). */
-  dropped: number;
 }
 
 type Filtered = Socket & { [FILTER]?: Filter };
@@ -71,14 +69,14 @@ function judge(held: Buffer): { kind: 'continue'; end: number } | { kind: 'more'
  * Puts the filter on a connection undici will speak HTTP/1.1 on. Sockets that negotiated h2
  * are left alone (HTTP/2 frames 1xx as HEADERS, which undici handles).
  */
-export function passOverUnaskedContinue(socket: Socket): void {
+function passOverUnaskedContinue(socket: Socket): void {
   const s = socket as Filtered;
   if (s[FILTER] !== undefined || (s as { alpnProtocol?: string | false }).alpnProtocol === 'h2') return;
   if (!subscribed) {
     diagnosticsChannel.subscribe('undici:client:sendHeaders', onSendHeaders);
     subscribed = true;
   }
-  const filter: Filter = { armed: false, held: null, dropped: 0 };
+  const filter: Filter = { armed: false, held: null };
   s[FILTER] = filter;
   const push = s.push;
   s.push = function filteredPush(this: Filtered, chunk: unknown, encoding?: BufferEncoding): boolean {
@@ -97,7 +95,6 @@ export function passOverUnaskedContinue(socket: Socket): void {
       if (held.length === 0) return true;
       const verdict = judge(held);
       if (verdict.kind === 'continue') {
-        filter.dropped++;
         held = held.subarray(verdict.end);
         continue;
       }
@@ -109,11 +106,6 @@ export function passOverUnaskedContinue(socket: Socket): void {
       return push.call(this, held);
     }
   } as typeof s.push;
-}
-
-/** How many unasked 100 answers this connection's filter dropped (undefined: no filter). */
-export function continuesDropped(socket: Socket): number | undefined {
-  return (socket as Filtered)[FILTER]?.dropped;
 }
 
 /** An undici connector whose HTTP/1.1 connections pass over unasked 100 answers. */
