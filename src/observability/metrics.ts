@@ -50,8 +50,10 @@ const CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'];
 export const methodLabel = (method: string | undefined): string =>
   method !== undefined && METHODS.has(method) ? method : OTHER;
 
-export const statusClass = (status: number): string =>
-  status >= 100 && status <= 599 ? CLASSES[Math.floor(status / 100) - 1] : OTHER;
+/** The slot of a status's class: 0-4 for 1xx-5xx, 5 (`_other`) for anything else. */
+const statusClassIndex = (status: number): number =>
+  status >= 100 && status <= 599 ? Math.floor(status / 100) - 1 : CLASSES.length;
+export const statusClass = (status: number): string => CLASSES[statusClassIndex(status)] ?? OTHER;
 
 // The shapes read from the features, declared here so that observability imports none of them
 // (issue 11 item 3): upstream/stats.ts TargetStats, strategy/stats.ts StrategyCounters,
@@ -526,7 +528,7 @@ export class Metrics {
     const m = methodLabel(method);
     let byClass = cells.requests.get(m);
     if (byClass === undefined) cells.requests.set(m, (byClass = []));
-    const k = status >= 100 && status <= 599 ? Math.floor(status / 100) - 1 : 5;
+    const k = statusClassIndex(status);
     (byClass[k] ??= this.#requests.cell([r, m, statusClass(status)])).value++;
     if (seconds !== null) this.#requestSeconds.observeIn((cells.seconds ??= this.#requestSeconds.cell([r])), seconds);
   }
