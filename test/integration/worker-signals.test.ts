@@ -9,10 +9,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
-import { freePort, scratch } from '../helpers/index.ts';
-
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+import { freePort, NODE, ROOT, scratch } from '../helpers/index.ts';
 
 /** The pids of `pid`'s children, from ps. */
 function childrenOf(pid: number): number[] {
@@ -29,7 +26,7 @@ log: { level: info }
 routes: []
 `);
   // Its own process group, as a service manager starts it.
-  const child = spawn(process.execPath, [`${ROOT}src/main.ts`, '--config', file], {
+  const child = spawn(NODE, [`${ROOT}src/main.ts`, '--config', file], {
     cwd: ROOT,
     detached: true,
     stdio: ['ignore', 'pipe', 'pipe'],
