@@ -9,23 +9,42 @@
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
-import { ClusterStore } from '../../src/cluster/store.ts';
+import { ClusterStore, type ClusterStoreOptions } from '../../src/cluster/store.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 import { until } from '../helpers/index.ts';
 import { dropSchema, newSchemaName, PG_URL, pgQuery } from '../helpers/pg.ts';
 
-test('cluster_changes keeps its newest lines; the overlay stays the latest', async (t) => {
-  const schema = newSchemaName('cluster');
-  const store = new ClusterStore({
-    spec: { url: PG_URL, schema, instance: 'a', heartbeatMs: 100, goneAfterMs: 1000 },
-    id: 'a',
-    host: 'test',
-    log: createLogger('silent'),
+/** A store on `schema` as gateway `id` on `host`, its log lines collected in `lines`. */
+function storeFor(
+  schema: string,
+  id: string,
+  host: string,
+  lines: string[],
+  extra: Pick<ClusterStoreOptions, 'keepChanges' | 'housekeepingMs'> = {},
+): ClusterStore {
+  const log = createLogger(
+    'info',
+    new Writable({
+      write(chunk: Buffer, _enc, done) {
+        lines.push(...chunk.toString().split('\n').filter(Boolean));
+        done();
+      },
+    }),
+  );
+  return new ClusterStore({
+    spec: { url: PG_URL, schema, instance: id, heartbeatMs: 100, goneAfterMs: 1000 },
+    id,
+    host,
+    log,
     onChange: async () => {},
     report: async () => ({ config_version: 1, overlay_version: 0, report: {} }),
-    keepChanges: 3,
-    housekeepingMs: 50,
+    ...extra,
   });
+}
+
+test('cluster_changes keeps its newest lines; the overlay stays the latest', async (t) => {
+  const schema = newSchemaName('cluster');
+  const store = storeFor(schema, 'a', 'test', [], { keepChanges: 3, housekeepingMs: 50 });
   t.after(async () => {
     await store.close();
     await dropSchema(schema);
@@ -49,26 +68,6 @@ test('cluster_changes keeps its newest lines; the overlay stays the latest', asy
   assert.equal(Number(stored.version), 8);
   assert.equal((stored.overlay as { n: number }).n, 8);
 });
-
-function storeFor(schema: string, id: string, host: string, lines: string[]): ClusterStore {
-  const log = createLogger(
-    'info',
-    new Writable({
-      write(chunk: Buffer, _enc, done) {
-        lines.push(...chunk.toString().split('\n').filter(Boolean));
-        done();
-      },
-    }),
-  );
-  return new ClusterStore({
-    spec: { url: PG_URL, schema, instance: id, heartbeatMs: 100, goneAfterMs: 1000 },
-    id,
-    host,
-    log,
-    onChange: async () => {},
-    report: async () => ({ config_version: 1, overlay_version: 0, report: {} }),
-  });
-}
 
 test('two live gateways with one instance id are reported; a restart over a crashed row is not', async (t) => {
   const schema = newSchemaName('cluster');
