@@ -12,6 +12,7 @@ import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { forward as baseForward } from '../proxy/forward.ts';
 import { recordOutcomes } from '../proxy/outcomes.ts';
+import { strategyStats } from '../strategy/stats.ts';
 import { type DownTargets, Registry } from '../upstream/registry.ts';
 import type { DataPlane } from './manager.ts';
 
@@ -32,7 +33,8 @@ export async function startDeliveryHost(
 ): Promise<DeliveryHost> {
   const registry = new Registry();
   // Its attempts are in flight to the same targets as the workers': the sum is the truth.
-  const unwatch = metrics?.addData({ inflight: () => 0, targets: () => registry.liveStats() });
+  // Its strategy counters are the deliveries' connect retries (issue 11: deliveries run through the strategy runner).
+  const unwatch = metrics?.addData({ inflight: () => 0, targets: () => registry.liveStats(), strategies: strategyStats });
   let view: DeferView = { routes: [], pools: new Map(), tracing: null };
   const build = (c: Config) => {
     const { compiled, problems } = compile(c);

@@ -23,6 +23,7 @@ import { Deadline } from '../deadline.ts';
 import type { Forward } from '../proxy/forward.ts';
 import { outboundRequestHeaders } from '../proxy/headers.ts';
 import type { Route } from '../routing/route.ts';
+import type { AttemptRecord } from '../strategy/types.ts';
 import type { Pool } from '../upstream/pool.ts';
 import { ATTEMPT_HEADER, deliver, type DeliveryOutcome, JOB_ID_HEADER } from './delivery.ts';
 import { IDEMPOTENCY_KEY_MAX, newJobId, type Queue } from './queue.ts';
@@ -44,6 +45,8 @@ export interface AcceptContext {
   readonly trace: TraceContext | null;
   /** Set to the target a direct (overflow) delivery reached. */
   target: string | null;
+  /** Set to the attempts of a direct (overflow) delivery. */
+  attempts: AttemptRecord[] | null;
 }
 
 export interface AcceptorOptions {
@@ -130,9 +133,12 @@ export class Acceptor {
     // Not tied to the client: once sent, the outcome decides whether the job must be stored.
     // Its own Deadline (the route timeout only), so the reason is a GatewayError (issue 11).
     const deadline = new Deadline().within(route.timeoutMs, 'route');
+    // Its attempts are the request's, as a proxied request's are (access log, metrics).
+    const attempts: AttemptRecord[] = [];
+    ctx.attempts = attempts;
     let outcome: DeliveryOutcome;
     try {
-      outcome = await deliver({ ...job, attempt: 0 }, route, spec, pool, this.#forward, deadline.signal);
+      outcome = await deliver({ ...job, attempt: 0 }, route, spec, pool, this.#forward, deadline, attempts);
     } finally {
       deadline.clear();
     }

@@ -27,6 +27,7 @@ import type { Metrics } from '../observability/metrics.ts';
 import { Deadline } from '../deadline.ts';
 import type { Forward } from '../proxy/forward.ts';
 import type { Route } from '../routing/route.ts';
+import type { AttemptRecord } from '../strategy/types.ts';
 import type { Pool } from '../upstream/pool.ts';
 import { backoffDelay } from './backoff.ts';
 import { deliver } from './delivery.ts';
@@ -282,17 +283,12 @@ export class Deliverer {
       try {
         const request = { ...job, attempt: job.attempts };
         const started = performance.now();
-        const outcome = await deliver(
-          request,
-          route,
-          spec,
-          pool,
-          this.#forward,
-          deadline.signal,
-          current.tracing,
-        );
+        const attempts: AttemptRecord[] = [];
+        const outcome = await deliver(request, route, spec, pool, this.#forward, deadline, attempts, current.tracing);
         const seconds = (performance.now() - started) / 1000;
         deadline.clear();
+        // Each attempt of the delivery, counted where a proxied request's are (issue 11).
+        this.#metrics?.attempts(this.routeId, spec.pool, attempts);
         entry.finished = true;
         if (entry.released) return;
         if (outcome.ok) {

@@ -1,18 +1,24 @@
 /**
- * One delivery of one job: pick a target of the route's pool, send the stored request through
- * the same `forward` as proxy routes (so selectors, passive health and target counters see
- * it), and classify the answer at response-headers time. Used by the deliverers and by the
- * direct deliveries of overflow mode.
+ * One delivery of one job: the stored request is sent to a target of the route's pool through
+ * the one strategy runner and the same `forward` as proxy routes (so selectors, passive health,
+ * target counters and attempt records see it), and classified at response-headers time by the
+ * route's `success` list. Used by the deliverers and by the direct deliveries of overflow mode.
  *
- * Like the `single` strategy, a failure to connect (nothing was sent) tries another target
- * within the same delivery; any other failure is the attempt's result, and the job's retry
- * schedule decides what happens next.
+ * It runs as `single` (issue 11 item 2): a failure to connect, which sent nothing, is tried on
+ * another target, up to DELIVERY_TRIES targets within the same delivery; any other failure, and
+ * any answer, is the delivery's result, and the job's retry schedule decides what happens next.
+ * The outbound request is prepared once per delivery; an attempt adds only what depends on its
+ * target: the path under the target's prefix, Host, and a new span id.
  */
+import type { AbortHook } from '../deadline.ts';
 import { isGatewayError } from '../errors.ts';
-import type { AttemptError, BodySink, Forward, OutboundRequest } from '../proxy/forward.ts';
+import type { AttemptError, AttemptResult, BodySink, Forward, OutboundRequest } from '../proxy/forward.ts';
 import { TRACEPARENT, withNewSpan } from '../observability/trace.ts';
-import { hostFor, joinPath } from '../proxy/headers.ts';
+import { type HostMode, hostFor, joinPath } from '../proxy/headers.ts';
 import type { Route } from '../routing/route.ts';
+import { Verdicts } from '../strategy/acceptance.ts';
+import { isIdempotent, runStrategy } from '../strategy/index.ts';
+import type { AttemptRecord, StrategySpec } from '../strategy/types.ts';
 import type { Pool } from '../upstream/pool.ts';
 import type { Target } from '../upstream/target.ts';
 import type { HeaderPairs } from './queue.ts';
@@ -25,7 +31,7 @@ export const ATTEMPT_HEADER = 'x-manifold-attempt';
 /** How much of a refused answer's body is kept for the job's `lastError`. */
 const ERROR_BODY_BYTES = 512;
 /** Targets tried in one delivery when connecting fails (nothing sent). */
-const MAX_CONNECT_TRIES = 3;
+const DELIVERY_TRIES = 3;
 
 export interface DeliveryRequest {
   id: string;
@@ -74,38 +80,115 @@ class DrainSink implements BodySink {
   onDrain(): void {}
 }
 
-function outboundHeaders(req: DeliveryRequest, spec: DeferSpec, target: Target, tracing: boolean): string[] {
-  const out: string[] = [];
-  const host = hostFor(spec.host, target);
-  let hostSent = false;
-  for (const [name, value] of req.headers) {
-    if (host !== undefined && name.length === 4 && name.toLowerCase() === 'host') {
-      if (!hostSent) out.push(name, host);
-      hostSent = true;
-      continue;
-    }
-    // Issue 7: each delivery is a span of the trace the request came with.
-    if (tracing && name.length === 11 && name.toLowerCase() === TRACEPARENT) {
-      out.push(name, withNewSpan(value));
-      continue;
-    }
-    out.push(name, value);
-  }
-  if (host !== undefined && !hostSent) out.push('host', host);
-  out.push(JOB_ID_HEADER, req.id, ATTEMPT_HEADER, String(req.attempt));
-  return out;
-}
+/**
+ * How a delivery spends its attempts, per compiled `defer` spec: `single` over the pool's
+ * selector, at most DELIVERY_TRIES connect tries, the `success` table as the verdict. Made on
+ * the first delivery of a spec (a snapshot's specs are immutable) and kept with it.
+ */
+const strategies = new WeakMap<DeferSpec, StrategySpec>();
 
-function failure(err: unknown, target: Target | null): DeliveryOutcome {
-  const code = isGatewayError(err) ? err.code : 'INTERNAL';
-  const message = err instanceof Error ? err.message : String(err);
-  return { ok: false, status: null, target: target?.id ?? null, code, error: `${code}: ${message}` };
+function strategyOf(spec: DeferSpec): StrategySpec {
+  let s = strategies.get(spec);
+  if (s === undefined) {
+    s = Object.freeze<StrategySpec>({
+      name: 'single',
+      maxAttempts: DELIVERY_TRIES,
+      width: 0,
+      order: 'selector',
+      hedgeAfter: { kind: 'fixed', ms: 0 },
+      hedgeBudget: 0,
+      hedgeBudgetWindowMs: 0,
+      verdicts: new Verdicts(spec.success),
+      // The stored body is whole: every attempt can send it again.
+      maxReplayBytes: Number.POSITIVE_INFINITY,
+      retryNonIdempotent: false,
+    });
+    strategies.set(spec, s);
+  }
+  return s;
 }
 
 /**
- * Sends `req` once to a target of `pool` and waits for the whole answer (its body is read
- * and dropped, so the connection is reused); `signal` is the delivery's deadline. With
- * `tracing`, a stored `traceparent` goes out with a new span id. Never throws.
+ * The stored headers made ready for every attempt of one delivery, once: the job headers
+ * appended, and the places of the two values that depend on the attempt — Host (with a `host`
+ * mode other than `preserve`: the first Host, or one added, the others dropped) and, with
+ * tracing, `traceparent` (each attempt is a span of the trace the request came with, issue 7).
+ */
+class PreparedHeaders {
+  readonly #list: string[] = [];
+  readonly #mode: HostMode;
+  /** Index of the Host value to set per target; -1 = the stored one is sent as is. */
+  #hostAt = -1;
+  /** Indexes of `traceparent` values that get a new span id per attempt. */
+  readonly #spans: number[] = [];
+
+  constructor(req: DeliveryRequest, mode: HostMode, tracing: boolean) {
+    this.#mode = mode;
+    const out = this.#list;
+    const overriding = mode !== 'preserve';
+    let hostSeen = false;
+    for (const [name, value] of req.headers) {
+      if (overriding && name.length === 4 && name.toLowerCase() === 'host') {
+        if (!hostSeen) {
+          this.#hostAt = out.length + 1;
+          out.push(name, value);
+        }
+        hostSeen = true;
+        continue;
+      }
+      if (tracing && name.length === 11 && name.toLowerCase() === TRACEPARENT) this.#spans.push(out.length + 1);
+      out.push(name, value);
+    }
+    if (overriding && !hostSeen) {
+      this.#hostAt = out.length + 1;
+      out.push('host', '');
+    }
+    out.push(JOB_ID_HEADER, req.id, ATTEMPT_HEADER, String(req.attempt));
+  }
+
+  /** The header list for an attempt on `target` (the prepared list itself when nothing differs). */
+  for(target: Target): string[] {
+    const host = hostFor(this.#mode, target);
+    if (host === undefined && this.#spans.length === 0) return this.#list;
+    const out = this.#list.slice();
+    if (host !== undefined) out[this.#hostAt] = host;
+    for (const i of this.#spans) out[i] = withNewSpan(out[i]);
+    return out;
+  }
+}
+
+/** The delivery's Forward: the prepared request with the path and headers for the attempt's target. */
+function attemptForward(forward: Forward, url: string, headers: PreparedHeaders): Forward {
+  return (target, r, signal) =>
+    forward(
+      target,
+      {
+        method: r.method,
+        body: r.body,
+        headersTimeoutMs: r.headersTimeoutMs,
+        idleTimeoutMs: r.idleTimeoutMs,
+        path: joinPath(target.spec.basePath, url, null),
+        headers: headers.for(target),
+      },
+      signal,
+    );
+}
+
+/** A failed delivery: the code of the runner's error, the message of the last attempt's failure. */
+function failure(err: unknown, attempts: readonly AttemptRecord[]): DeliveryOutcome {
+  const code = isGatewayError(err) ? err.code : 'INTERNAL';
+  // The runner's error says how many attempts failed; the job keeps the last one's own words.
+  const last = isGatewayError(err) && isGatewayError(err.cause) ? err.cause : err;
+  const message = last instanceof Error ? last.message : String(last);
+  const target = attempts.length > 0 ? attempts[attempts.length - 1]!.target : null;
+  return { ok: false, status: null, target, code, error: `${code}: ${message}` };
+}
+
+/**
+ * Sends `req` to a target of `pool` and waits for the whole answer (its body is read and
+ * dropped, so the connection is reused); `deadline` is the delivery's one deadline. Each
+ * attempt's record is appended to `attempts` (metrics, the access log of a direct delivery).
+ * With `tracing`, a stored `traceparent` goes out with a new span id. Never throws.
  */
 export async function deliver(
   req: DeliveryRequest,
@@ -113,7 +196,8 @@ export async function deliver(
   spec: DeferSpec,
   pool: Pool | undefined,
   forward: Forward,
-  signal: AbortSignal,
+  deadline: AbortHook,
+  attempts: AttemptRecord[],
   tracing = false,
 ): Promise<DeliveryOutcome> {
   if (pool === undefined) {
@@ -125,49 +209,44 @@ export async function deliver(
       error: `no pool "${spec.pool}"`,
     };
   }
-  const tried = new Set<Target>();
-  let last: DeliveryOutcome | null = null;
-  while (tried.size < MAX_CONNECT_TRIES) {
-    const target = pool.pick(tried, null);
-    if (target === undefined) break;
-    tried.add(target);
-    const request: OutboundRequest = {
-      method: req.method,
-      path: joinPath(target.spec.basePath, req.url, null),
-      headers: outboundHeaders(req, spec, target, tracing),
-      body: req.body.length > 0 ? req.body : null,
-      headersTimeoutMs: route.headersTimeoutMs,
-      idleTimeoutMs: route.idleTimeoutMs,
-    };
-    try {
-      const result = await forward(target, request, signal);
-      const ok = spec.success[result.status] === 1;
-      const sink = new DrainSink(ok ? 0 : ERROR_BODY_BYTES);
-      result.pipeTo(sink);
-      // The verdict is the status; a body that breaks off afterwards does not change it.
-      const body = await sink.done.catch(() => Buffer.alloc(0));
-      if (ok) return { ok: true, status: result.status, target: target.id };
-      const text = body.toString('utf8').replace(/\s+/g, ' ').trim();
-      return {
-        ok: false,
-        status: result.status,
-        target: target.id,
-        code: 'REFUSED',
-        error: `${target.id} answered ${result.status}${text ? `: ${text}` : ''}`,
-      };
-    } catch (err) {
-      last = failure(err, target);
-      const connectFailure = (err as { phase?: string }).phase === 'connect';
-      if (!connectFailure || signal.aborted) return last;
-    }
+  const request: OutboundRequest = {
+    method: req.method,
+    path: '',
+    headers: [],
+    body: req.body.length > 0 ? req.body : null,
+    headersTimeoutMs: route.headersTimeoutMs,
+    idleTimeoutMs: route.idleTimeoutMs,
+  };
+  let result: AttemptResult;
+  try {
+    result = await runStrategy({
+      routeId: route.id,
+      pool,
+      pickContext: null,
+      spec: strategyOf(spec),
+      request,
+      forward: attemptForward(forward, req.url, new PreparedHeaders(req, spec.host, tracing)),
+      signal: deadline,
+      replayable: true,
+      idempotent: isIdempotent(req.method),
+      attempts,
+    });
+  } catch (err) {
+    return failure(err, attempts);
   }
-  return (
-    last ?? {
-      ok: false,
-      status: null,
-      target: null,
-      code: 'NO_TARGET_AVAILABLE',
-      error: `NO_TARGET_AVAILABLE: pool "${spec.pool}" has no available target`,
-    }
-  );
+  const target = result.target;
+  const ok = spec.success[result.status] === 1;
+  const sink = new DrainSink(ok ? 0 : ERROR_BODY_BYTES);
+  result.pipeTo(sink);
+  // The verdict is the status; a body that breaks off afterwards does not change it.
+  const body = await sink.done.catch(() => Buffer.alloc(0));
+  if (ok) return { ok: true, status: result.status, target: target.id };
+  const text = body.toString('utf8').replace(/\s+/g, ' ').trim();
+  return {
+    ok: false,
+    status: result.status,
+    target: target.id,
+    code: 'REFUSED',
+    error: `${target.id} answered ${result.status}${text ? `: ${text}` : ''}`,
+  };
 }

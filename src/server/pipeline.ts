@@ -547,6 +547,9 @@ export class Pipeline {
       metrics.request(route?.id ?? null, req.method, ctx.status, ms / 1000);
       if (ctx.attempts !== null && route !== null && route.action.kind === 'proxy')
         metrics.attempts(route.id, route.action.pool, ctx.attempts);
+      // Issue 11: an overflow route's direct delivery spends attempts through the same runner.
+      else if (ctx.attempts !== null && route !== null && route.action.kind === 'defer')
+        metrics.attempts(route.id, route.action.spec.pool, ctx.attempts);
       // Issue 17: read once from the socket's counters, no listener per chunk (server/wire.ts).
       // HTTP/2 streams share one socket: there, the body bytes sent and the declared length.
       if (req.httpVersionMajor === 1) {
