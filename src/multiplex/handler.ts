@@ -13,7 +13,6 @@ import { Agent, type Dispatcher, interceptors } from 'undici';
 import { Deadline } from '../deadline.ts';
 import { tlsOptions } from '../lib/tls.ts';
 import { passingOverContinue } from '../lib/continue.ts';
-import type { GatewayError } from '../errors.ts';
 import { classifyError } from './classify.ts';
 import { dnsInterceptor, shareQueries, systemResolve } from '../lib/dns.ts';
 import { Limiter } from './limiter.ts';
@@ -110,11 +109,10 @@ export class MultiplexHandler {
 
     return new Promise<BatchResult>((resolve, reject) => {
       let done = false;
-      const signal = deadline.signal;
       const end = (finish: () => void) => {
         if (done) return;
         done = true;
-        signal.removeEventListener('abort', onAbort);
+        deadline.removeEventListener('abort', onAbort);
         // The batch is over: its timer stops (a deadline that ended has aborted every item's).
         deadline.clear();
         finish();
@@ -126,7 +124,7 @@ export class MultiplexHandler {
         if (--open === 0) end(answer);
       };
       const onAbort = () => {
-        const reason = signal.reason as GatewayError;
+        const reason = deadline.reason!;
         if (reason.code !== 'TARGET_TIMEOUT') {
           end(() => reject(reason));
           return;
@@ -141,11 +139,11 @@ export class MultiplexHandler {
         end(answer);
         return;
       }
-      if (signal.aborted) {
+      if (deadline.aborted) {
         onAbort();
         return;
       }
-      signal.addEventListener('abort', onAbort, { once: true });
+      deadline.addEventListener('abort', onAbort, { once: true });
       deadline.within(batch.timeoutMs, 'batch');
       batch.items.forEach((item, i) => {
         const onSlot = starts === null ? undefined : () => (starts[i] = performance.now());
@@ -167,9 +165,9 @@ export class MultiplexHandler {
     if (item.timeoutMs < batchTimeoutMs) deadline.within(item.timeoutMs, 'item');
     let release: (() => void) | undefined;
     try {
-      release = await this.#limiter.acquire(deadline.signal);
+      release = await this.#limiter.acquire(deadline);
       onSlot?.();
-      const res = await sendItem(ctx, item, deadline.signal);
+      const res = await sendItem(ctx, item, deadline);
       const text = isUtf8(res.body);
       return {
         status: res.status,

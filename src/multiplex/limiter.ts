@@ -2,6 +2,8 @@
  * Counting semaphore for outbound requests: FIFO, and a waiter whose signal aborts leaves the
  * queue at once (so a batch past its deadline holds no place in line).
  */
+import type { AbortHook } from '../deadline.ts';
+
 export type Release = () => void;
 
 interface Waiter {
@@ -25,8 +27,8 @@ export class Limiter {
     return this.#waiting.size;
   }
 
-  /** Resolves with a release function once a slot is free; rejects with the signal's reason. */
-  acquire(signal: AbortSignal): Promise<Release> {
+  /** Resolves with a release function once a slot is free; rejects with the reason `signal` (a deadline) aborts with. */
+  acquire(signal: AbortHook): Promise<Release> {
     if (signal.aborted) return Promise.reject(signal.reason);
     if (this.#active < this.#max) {
       this.#active++;

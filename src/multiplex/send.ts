@@ -6,6 +6,7 @@
 import type { Readable, Transform } from 'node:stream';
 import zlib from 'node:zlib';
 import type { Dispatcher } from 'undici';
+import type { Deadline } from '../deadline.ts';
 import type { BatchItem, ItemErrorCode, ResponseHeaders } from './types.ts';
 
 /** A failure the engine itself decided on (limits, redirects), already classified. */
@@ -76,7 +77,11 @@ function decodersFor(encoding: string | string[] | undefined): (() => Transform)
   return out.every(Boolean) ? out : null;
 }
 
-export async function sendItem(ctx: SendContext, item: BatchItem, signal: AbortSignal): Promise<SendResult> {
+/**
+ * Sends `item` under its deadline (a child of the batch's, the request's one deadline): the
+ * deadline ending aborts the request, or the body being read.
+ */
+export async function sendItem(ctx: SendContext, item: BatchItem, deadline: Deadline): Promise<SendResult> {
   const ownEncoding = item.headers.some(([n]) => n.toLowerCase() === 'accept-encoding');
   const decode = ctx.decompress && !ownEncoding;
   const headers = item.headers.flat();
@@ -92,7 +97,9 @@ export async function sendItem(ctx: SendContext, item: BatchItem, signal: AbortS
       method: item.method as Dispatcher.HttpMethod,
       headers,
       body: item.body,
-      signal,
+      // undici's request() takes an AbortSignal (node:events addAbortListener checks it), so
+      // the deadline makes its one here.
+      signal: deadline.signal,
       maxRedirections: item.followRedirects ? ctx.maxRedirects : 0,
     } as Dispatcher.RequestOptions);
   } catch (err) {

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import zlib from 'node:zlib';
+import { Deadline } from '../../src/deadline.ts';
 import { GatewayError } from '../../src/errors.ts';
 import {
   createMultiplexHandler,
@@ -357,6 +358,19 @@ describe('deadlines', () => {
       (err: unknown) => err instanceof GatewayError && err.code === 'CLIENT_CLOSED',
     );
     await until(() => closedHeld.includes('?client'), 'the upstream to see the request close');
+  });
+
+  test('issue 11: under the request\'s Deadline, its end aborts the item in flight and the one waiting for a slot', async () => {
+    const { handler, opts } = engine({ max_concurrency: 1 });
+    const deadline = new Deadline();
+    const body = { requests: [{ uri: `${base}/hold?request` }, { uri: `${base}/ok?waiting` }] };
+    const result = handler.run(parseBatch(Buffer.from(JSON.stringify(body)), opts), deadline);
+    await until(() => arrivedHeld.includes('?request'), 'the first item at the upstream');
+    assert.deepEqual(handler.load, { active: 1, waiting: 1 }, 'the second waits for a slot');
+    deadline.closed(false); // what the pipeline does when the downstream goes away
+    await assert.rejects(result, (err: unknown) => err instanceof GatewayError && err.code === 'CLIENT_CLOSED');
+    await until(() => closedHeld.includes('?request'), 'the upstream to see the request close');
+    assert.deepEqual(handler.load, { active: 0, waiting: 0 });
   });
 
   test('a TimeoutError reason ends the batch like its own deadline', async () => {
