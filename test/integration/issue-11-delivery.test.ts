@@ -38,7 +38,7 @@ async function receiver(t: T, answer: (res: ServerResponse) => void = (res) => r
   return { up, seen, id: `127.0.0.1:${up.port}` };
 }
 
-async function gateway(t: T, targets: string[], defer: string, extra = ''): Promise<Gateway> {
+async function gateway(t: T, targets: string[], defer: string, extra = '') {
   const gw = await startGateway(`
 log: { level: info }
 pools: { hooks: { targets: [${targets.join(', ')}] } }
@@ -50,7 +50,20 @@ routes:
 ${extra}
 `);
   t.after(() => gw.close());
-  return gw;
+  const queue = gw.runtime.defer.queue as Queue;
+  /** Posts one request; resolves with its job id once the gateway answered 202. */
+  const post = async (): Promise<string> => {
+    const res = await send(`${gw.url}/hooks/a`, { method: 'POST', body: '{}' });
+    assert.equal(res.status, 202);
+    return res.json<{ id: string }>().id;
+  };
+  /** The job once it is in `state`. */
+  const reach = (id: string, state: string) =>
+    until(async () => {
+      const j = await queue.get(id);
+      return j?.state === state ? j : null;
+    }, `the job ${state}`);
+  return { gw, queue, post, reach };
 }
 
 const metrics = async (gw: Gateway) => parseExposition(await gw.runtime.metrics!.registry.metrics());
@@ -58,26 +71,28 @@ const attemptsOf = async (gw: Gateway, target: string, outcome: string) =>
   total(await metrics(gw), 'manifold_attempts_total', { route: 'hooks', pool: 'hooks', target, outcome });
 const hostOf = (url: string) => new URL(url).host;
 
+/** The dead target's failed attempt and the live one's accepted attempt, each counted once. */
+async function countedOnce(gw: Gateway, dead: string, live: string): Promise<void> {
+  const m = await metrics(gw);
+  assert.equal(total(m, 'manifold_attempts_total', { route: 'hooks', target: hostOf(dead), outcome: 'failed' }), 1);
+  assert.equal(total(m, 'manifold_attempts_total', { route: 'hooks', target: live, outcome: 'accepted' }), 1);
+  assert.equal(total(m, 'manifold_attempts_total', { route: 'hooks' }), 2, 'each attempt counted once');
+  assert.equal(total(m, 'manifold_attempt_duration_seconds_count', { route: 'hooks' }), 2);
+}
+
 test('issue 11: a queued delivery whose first target refuses the connection is delivered by the next; both attempts counted once', async (t) => {
   const live = await receiver(t);
   const dead = await deadAddress();
   // Round-robin's first pick is the first target listed: the dead one.
-  const gw = await gateway(t, [dead, live.up.url], 'backoff: { base: 10ms }');
-  const queue = gw.runtime.defer.queue as Queue;
+  const { gw, post, reach } = await gateway(t, [dead, live.up.url], 'backoff: { base: 10ms }');
 
-  const res = await send(`${gw.url}/hooks/a`, { method: 'POST', body: '{}' });
-  assert.equal(res.status, 202);
-  const { id } = res.json<{ id: string }>();
-  await until(async () => (await queue.get(id))?.state === 'done', 'the job delivered');
+  const id = await post();
+  const job = await reach(id, 'done');
   assert.deepEqual(live.seen, [{ id, attempt: '1', host: `127.0.0.1:${gw.port}` }], 'one delivery, at its first job attempt');
-  const job = await queue.get(id);
-  assert.equal(job?.attempts, 1, 'the connect retry is inside one job attempt');
+  assert.equal(job.attempts, 1, 'the connect retry is inside one job attempt');
 
+  await countedOnce(gw, dead, live.id);
   const m = await metrics(gw);
-  assert.equal(total(m, 'manifold_attempts_total', { route: 'hooks', target: hostOf(dead), outcome: 'failed' }), 1);
-  assert.equal(total(m, 'manifold_attempts_total', { route: 'hooks', target: live.id, outcome: 'accepted' }), 1);
-  assert.equal(total(m, 'manifold_attempts_total', { route: 'hooks' }), 2, 'each attempt counted once');
-  assert.equal(total(m, 'manifold_attempt_duration_seconds_count', { route: 'hooks' }), 2);
   assert.equal(total(m, 'manifold_delivery_attempts_total', { route: 'hooks', outcome: 'delivered' }), 1);
   assert.equal(total(m, 'manifold_retries_total', { route: 'hooks' }), 1, 'the connect retry is a retry');
   // The dead target's failure reached its state (stats and passive health), as a proxy attempt's does.
@@ -88,15 +103,9 @@ test('issue 11: a queued delivery whose first target refuses the connection is d
 test('issue 11: a delivery tries at most 3 targets that refuse the connection, and keeps the last failure', async (t) => {
   const live = await receiver(t);
   const dead = [await deadAddress(), await deadAddress(), await deadAddress()];
-  const gw = await gateway(t, [...dead, live.up.url], 'max_attempts: 1');
-  const queue = gw.runtime.defer.queue as Queue;
+  const { gw, post, reach } = await gateway(t, [...dead, live.up.url], 'max_attempts: 1');
 
-  const res = await send(`${gw.url}/hooks/a`, { method: 'POST', body: '{}' });
-  const { id } = res.json<{ id: string }>();
-  const job = await until(async () => {
-    const j = await queue.get(id);
-    return j?.state === 'dead' ? j : null;
-  }, 'the job dead-lettered');
+  const job = await reach(await post(), 'dead');
   assert.equal(live.seen.length, 0, 'the fourth target is not tried');
   assert.match(job.lastError ?? '', new RegExp(`^TARGET_UNREACHABLE: cannot reach ${hostOf(dead[2])}`));
   for (const d of dead) assert.equal(await attemptsOf(gw, hostOf(d), 'failed'), 1);
@@ -109,15 +118,9 @@ test('issue 11: a delivery past its deadline ends with TARGET_TIMEOUT, its attem
   t.after(() => {
     for (const res of held) res.destroy();
   });
-  const gw = await gateway(t, [slow.up.url], 'max_attempts: 1', '    timeout: 100ms');
-  const queue = gw.runtime.defer.queue as Queue;
+  const { gw, post, reach } = await gateway(t, [slow.up.url], 'max_attempts: 1', '    timeout: 100ms');
 
-  const res = await send(`${gw.url}/hooks/a`, { method: 'POST', body: '{}' });
-  const { id } = res.json<{ id: string }>();
-  const job = await until(async () => {
-    const j = await queue.get(id);
-    return j?.state === 'dead' ? j : null;
-  }, 'the job dead-lettered');
+  const job = await reach(await post(), 'dead');
   assert.equal(held.length, 1, 'the target got the delivery and held it');
   assert.equal(job.lastError, 'TARGET_TIMEOUT: delivery deadline of 100 ms passed');
   assert.equal(await attemptsOf(gw, slow.id, 'failed'), 1);
@@ -126,12 +129,9 @@ test('issue 11: a delivery past its deadline ends with TARGET_TIMEOUT, its attem
 test('issue 11: an overflow delivery retries a refused connection on the next target; its attempts are the request\'s', async (t) => {
   const live = await receiver(t);
   const dead = await deadAddress();
-  const gw = await gateway(t, [dead, live.up.url], 'overflow: { rate: unlimited }');
-  const queue = gw.runtime.defer.queue as Queue;
+  const { gw, queue, post } = await gateway(t, [dead, live.up.url], 'overflow: { rate: unlimited }');
 
-  const res = await send(`${gw.url}/hooks/a`, { method: 'POST', body: '{}' });
-  assert.equal(res.status, 202);
-  const { id } = res.json<{ id: string }>();
+  const id = await post();
   assert.deepEqual(live.seen, [{ id, attempt: '0', host: `127.0.0.1:${gw.port}` }], 'delivered directly');
   assert.equal(await queue.get(id), null, 'nothing stored');
 
@@ -144,21 +144,16 @@ test('issue 11: an overflow delivery retries a refused connection on the next ta
       [live.id, 'accepted', undefined],
     ],
   );
-  const m = await metrics(gw);
-  assert.equal(total(m, 'manifold_attempts_total', { route: 'hooks', target: hostOf(dead), outcome: 'failed' }), 1);
-  assert.equal(total(m, 'manifold_attempts_total', { route: 'hooks', target: live.id, outcome: 'accepted' }), 1);
-  assert.equal(total(m, 'manifold_attempts_total', { route: 'hooks' }), 2, 'each attempt counted once');
-  assert.equal(total(m, 'manifold_queue_accepted_total', { route: 'hooks', mode: 'direct' }), 1);
+  await countedOnce(gw, dead, live.id);
+  assert.equal(total(await metrics(gw), 'manifold_queue_accepted_total', { route: 'hooks', mode: 'direct' }), 1);
 });
 
 test('issue 11: with host: target, each attempt of one delivery sends its own target\'s Host', async (t) => {
   const live = await receiver(t);
   const dead = await deadAddress();
-  const gw = await gateway(t, [dead, live.up.url], 'host: target');
-  const queue = gw.runtime.defer.queue as Queue;
+  const { post, reach } = await gateway(t, [dead, live.up.url], 'host: target');
 
-  const res = await send(`${gw.url}/hooks/a`, { method: 'POST', body: '{}' });
-  const { id } = res.json<{ id: string }>();
-  await until(async () => (await queue.get(id))?.state === 'done', 'the job delivered');
+  const id = await post();
+  await reach(id, 'done');
   assert.deepEqual(live.seen, [{ id, attempt: '1', host: live.id }]);
 });
