@@ -18,6 +18,7 @@ import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { hasBody, limitBody, readBody } from '../proxy/body.ts';
 import {
+  type AttemptResult,
   type BodySink,
   type Trailers,
   type Forward,
@@ -49,6 +50,7 @@ import { listenerOf, RequestContext, requestIdOf } from './context.ts';
 import { requestProblem } from './listener.ts';
 import { endHeadOnly, isGrpc, isHttp2, sendError, sendErrorOnSocket, sendJson, sendStatic } from './respond.ts';
 import type { Snapshot } from './snapshot.ts';
+import type { Pool } from '../upstream/pool.ts';
 
 /** Dot segments (also percent-encoded) would let a path escape the prefix a route matched. */
 const DOT_SEGMENT = /(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)/i;
@@ -300,7 +302,7 @@ export class Pipeline {
       }
       // Never taken: a connect route's matcher requires CONNECT, which node:http hands to `connect`.
       if (action.kind === 'connect') throw new GatewayError('METHOD_NOT_ALLOWED', 'this route takes CONNECT only');
-      this.#proxy(req, res, ctx, route, action, snapshot).catch((err) => this.#fail(res, ctx, err));
+      this.#proxy(req, res, ctx, route, action, snapshot);
     } catch (err) {
       this.#fail(res, ctx, err);
     }
@@ -329,14 +331,19 @@ export class Pipeline {
     res.end();
   }
 
-  async #proxy(
+  /**
+   * A proxied request. Synchronous up to the strategy (issue 11 item 4: no async frame and no
+   * await on the request path); a body that may be replayed is read first (prepareBody). What
+   * throws here is caught by `handle`, what fails later by `#fail`.
+   */
+  #proxy(
     req: IncomingMessage,
     res: ServerResponse,
     ctx: RequestContext,
     route: CompiledRoute,
     action: ProxyAction,
     snapshot: Snapshot,
-  ): Promise<void> {
+  ): void {
     const pool = snapshot.pools.get(action.pool)!;
     // The request's one deadline (issue 11); the downstream closing ends it in #finish. A gRPC
     // call's own `grpc-timeout` shortens it (the earlier wins).
@@ -361,47 +368,71 @@ export class Pipeline {
       headersTimeoutMs: route.headersTimeoutMs,
       idleTimeoutMs: route.idleTimeoutMs,
     };
-    const forward = this.#attemptForward(req, ctx, route, action);
-    // Issue 4: the route's strategy spends attempts; a body is buffered only when it may be replayed.
-    const attempts: AttemptRecord[] = [];
-    ctx.attempts = attempts;
-    let replayable = true;
     // A gRPC body is a stream of messages, full duplex in a bidirectional call (its client
     // waits for an answer before it sends more): never held back to be replayed, so every
     // strategy sends a gRPC call once, as `single` does (issue 14 item 5).
-    if (body !== null && isGrpc(req.headers['content-type'])) replayable = false;
-    else if (body !== null) {
-      const declared = req.headers['content-length'];
-      const prepared = await prepareBody(
-        body,
-        declared === undefined ? undefined : Number(declared),
-        action.strategy,
-        signal,
-      );
-      request.body = prepared.body;
-      replayable = prepared.replayable;
+    if (body === null || isGrpc(req.headers['content-type'])) {
+      this.#spend(req, res, ctx, route, action, pool, request, body === null);
+      return;
     }
+    // Issue 4: the route's strategy spends attempts; a body is buffered only when it may be replayed.
+    const declared = req.headers['content-length'];
+    prepareBody(body, declared === undefined ? undefined : Number(declared), action.strategy, signal).then(
+      (prepared) => {
+        request.body = prepared.body;
+        this.#spend(req, res, ctx, route, action, pool, request, prepared.replayable);
+      },
+      (err: unknown) => this.#fail(res, ctx, err),
+    );
+  }
+
+  /** Runs the route's strategy over `request` and streams the answer it settles on. */
+  #spend(
+    req: IncomingMessage,
+    res: ServerResponse,
+    ctx: RequestContext,
+    route: CompiledRoute,
+    action: ProxyAction,
+    pool: Pool,
+    request: OutboundRequest,
+    replayable: boolean,
+  ): void {
+    const attempts: AttemptRecord[] = [];
+    ctx.attempts = attempts;
     const outcome = runStrategy({
       routeId: route.id,
       pool,
       pickContext: req,
       spec: action.strategy,
       request,
-      forward,
-      signal,
+      forward: this.#attemptForward(req, ctx, route, action),
+      signal: ctx.deadline,
       replayable,
       idempotent: isIdempotent(request.method),
       attempts,
     });
     // Issue 13: a route with its own answer for "nothing accepted" (quick mode: 500, empty body);
-    // without one, no extra await on the request path.
+    // without one, no extra promise on the request path.
     const exhausted = action.exhausted;
-    const result =
-      exhausted === null ? await outcome : await unlessExhausted(outcome, action.strategy.verdicts, attempts);
+    (exhausted === null ? outcome : unlessExhausted(outcome, action.strategy.verdicts, attempts)).then(
+      (result) => {
+        try {
+          this.#relay(res, ctx, route, action, result);
+        } catch (err) {
+          this.#fail(res, ctx, err);
+        }
+      },
+      (err: unknown) => this.#fail(res, ctx, err),
+    );
+  }
+
+  /** The strategy's answer downstream: the route's "nothing accepted" answer when it is null. */
+  #relay(res: ServerResponse, ctx: RequestContext, route: CompiledRoute, action: ProxyAction, result: AttemptResult | null): void {
     if (result === null) {
-      ctx.status = exhausted!.status;
+      const exhausted = action.exhausted!;
+      ctx.status = exhausted.status;
       ctx.errorCode = EXHAUSTED_CODE;
-      if (!res.destroyed) ctx.bytesOut = sendStatic(res, ctx.status, exhausted!.body, ctx.id, this.#draining);
+      if (!res.destroyed) ctx.bytesOut = sendStatic(res, ctx.status, exhausted.body, ctx.id, this.#draining);
       return;
     }
     if (res.destroyed) {
@@ -414,6 +445,7 @@ export class Pipeline {
     if (action.targetHeader) headers.push('x-manifold-target', result.target.id);
     if (this.#draining && !isHttp2(res)) headers.push('connection', 'close');
     const sink = new ResponseSink(res, ctx, result.status, headers, (err) => this.#fail(res, ctx, err));
+    const signal = ctx.deadline;
     signal.addEventListener('abort', () => result.abort(signal.reason as Error));
     result.pipeTo(sink);
   }
