@@ -110,21 +110,22 @@ export class Race {
 
   /** Starts an attempt on `target`; its outcome comes out of `next()`. */
   launch(target: Target, hedge = false): void {
-    void this.#start(target, hedge).then((o) => {
+    void this.#start(target, hedge, (o) => {
       if (o !== null) this.#push(o);
     });
   }
 
   /**
-   * `single`'s fast path (issue 11 item 4): starts an attempt and resolves with its outcome
+   * `single`'s fast path (issue 11 item 4): starts an attempt and hands its outcome to `then`
    * directly, without the queue and its wake-up promise. Only for one attempt in flight at a
    * time, never mixed with `launch`/`next`; null when the race had already ended.
    */
-  attempt(target: Target): Promise<Outcome | null> {
-    return this.#start(target, false);
+  attempt<T>(target: Target, then: (o: Outcome | null) => T | Promise<T>): Promise<T> {
+    return this.#start(target, false, then);
   }
 
-  #start(target: Target, hedge: boolean): Promise<Outcome | null> {
+  /** Launches the attempt; `then` gets its outcome (null once the race is over) in the same promise step. */
+  #start<T>(target: Target, hedge: boolean, then: (o: Outcome | null) => T | Promise<T>): Promise<T> {
     const now = performance.now();
     const controller = this.#cancellable ? new Deadline() : null;
     const record: AttemptRecord = { target: target.id, duration_ms: 0, outcome: 'pending' };
@@ -148,8 +149,8 @@ export class Race {
     if (this.#attempts.length > 1 && !hedge) this.counters.retries++;
     const signal = controller ?? this.run.signal;
     return this.run.forward(target, this.run.request, signal).then(
-      (result) => this.#settle(attempt, result, null),
-      (err) => this.#settle(attempt, null, err),
+      (result) => then(this.#settle(attempt, result, null)),
+      (err) => then(this.#settle(attempt, null, err)),
     );
   }
 

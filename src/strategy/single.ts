@@ -4,8 +4,8 @@
  * be sent again (none or buffered).
  *
  * The first attempt is the fast path of every proxied request (issue 11 item 4): its answer is
- * taken straight from forward's promise (`race.attempt`), with no async frame, queue or wake-up
- * promise; the retry loop runs only after a failure.
+ * taken straight from forward's promise (`race.attempt` hands it on in the same step), with no
+ * async frame, queue or wake-up promise; the retry loop runs only after a failure.
  */
 import type { AttemptResult } from '../proxy/forward.ts';
 import { type Outcome, Race } from './race.ts';
@@ -15,7 +15,7 @@ export function single(run: StrategyRun): Promise<AttemptResult> {
   const race = new Race(run, false);
   const target = race.pickNext();
   if (target === undefined) return finished(race);
-  return race.attempt(target).then((o) => (o !== null && o.kind === 'answer' ? race.win(o) : retry(race, run, o)));
+  return race.attempt(target, (o) => (o !== null && o.kind === 'answer' ? race.win(o) : retry(race, run, o)));
 }
 
 /** After a first attempt that did not answer: connect failures are tried again on another target. */
@@ -28,7 +28,7 @@ async function retry(race: Race, run: StrategyRun, first: Outcome | null): Promi
     const target = race.pickNext();
     if (target === undefined) break;
     // One attempt at a time: its outcome straight from forward's promise (race.attempt).
-    o = await race.attempt(target);
+    o = await race.attempt(target, (next) => next);
   }
   return race.finish();
 }
