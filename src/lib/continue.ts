@@ -50,18 +50,23 @@ function onSendHeaders(message: unknown): void {
  * What the held bytes start with: 'continue' with the end of a whole 100 answer, 'more' when
  * they could still become one, 'other' when they cannot (a final answer, a 101, garbage).
  */
-function judge(held: Buffer): { kind: 'continue'; end: number } | { kind: 'more' | 'other' } {
+type Verdict = { readonly kind: 'continue'; readonly end: number } | { readonly kind: 'more' | 'other' };
+/** The verdicts without an offset, made once: judged on every answer's first read. */
+const OTHER: Verdict = Object.freeze({ kind: 'other' });
+const MORE: Verdict = Object.freeze({ kind: 'more' });
+
+function judge(held: Buffer): Verdict {
   // `HTTP/1.x 100` then SP (a reason phrase follows) or CR (none): 13 bytes decide.
   const n = Math.min(held.length, STATUS_LINE_START);
   for (let i = 0; i < n; i++) {
     const b = held[i];
     const ok =
       i < 7 ? b === PREFIX[i] : i === 7 ? b >= 0x30 && b <= 0x39 : i < 12 ? b === SP100[i - 8] : b === 0x20 || b === 0x0d;
-    if (!ok) return { kind: 'other' };
+    if (!ok) return OTHER;
   }
-  if (held.length < STATUS_LINE_START) return { kind: 'more' };
+  if (held.length < STATUS_LINE_START) return MORE;
   const at = held.indexOf(CRLFCRLF, STATUS_LINE_START);
-  if (at === -1) return held.length > MAX_HELD ? { kind: 'other' } : { kind: 'more' };
+  if (at === -1) return held.length > MAX_HELD ? OTHER : MORE;
   return { kind: 'continue', end: at + CRLFCRLF.length };
 }
 
