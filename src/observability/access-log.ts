@@ -80,7 +80,22 @@ function isoTime(): string {
   return lastTime;
 }
 
-const str = (v: string | null | undefined): string => (v == null ? 'null' : JSON.stringify(v));
+/** One line's fields after level, time and bindings, in pino's order; undefined = left out. */
+interface LineFields {
+  req_id: string;
+  trace_id: string | undefined;
+  method: string;
+  url: string;
+  route: string | null;
+  target: string | null;
+  status: number;
+  upgrade: true | undefined;
+  bytes: number | undefined;
+  duration_ms: number;
+  error: string | undefined;
+  attempts: readonly object[] | undefined;
+  msg: 'request';
+}
 
 export class AccessLog {
   readonly #log: Logger;
@@ -112,15 +127,26 @@ export class AccessLog {
 
   write(f: AccessFields): void {
     if (!this.#log.isLevelEnabled('info')) return;
-    let line = `{"level":"info"${isoTime()}${this.#bindings},"req_id":${str(f.reqId)}`;
-    if (f.traceId !== null) line += `,"trace_id":"${f.traceId}"`;
-    line +=
-      `,"method":${str(f.method)},"url":${str(f.url)},"route":${str(f.route)},"target":${str(f.target)}` +
-      `,"status":${f.status}${f.upgrade === true ? ',"upgrade":true' : ''}` +
-      `${f.bytes === null ? '' : `,"bytes":${f.bytes}`},"duration_ms":${Math.round(f.durationMs * 1000) / 1000}`;
-    if (f.error) line += `,"error":${str(f.error)}`;
-    if (f.attempts !== null && f.attempts.length > 1) line += `,"attempts":${JSON.stringify(f.attempts)}`;
-    this.#pending += `${line},"msg":"request"}\n`;
+    // The fields in pino's order as one object: JSON.stringify writes it in one flat string
+    // (absent fields are undefined, so left out), where a line built piece by piece made a
+    // string per piece (issue 11 item 4: about a quarter less time per line, measured alone).
+    const fields: LineFields = {
+      req_id: f.reqId,
+      trace_id: f.traceId ?? undefined,
+      method: f.method,
+      url: f.url,
+      route: f.route,
+      target: f.target,
+      status: f.status,
+      upgrade: f.upgrade === true ? true : undefined,
+      bytes: f.bytes ?? undefined,
+      duration_ms: Math.round(f.durationMs * 1000) / 1000,
+      error: f.error || undefined,
+      attempts: f.attempts !== null && f.attempts.length > 1 ? f.attempts : undefined,
+      msg: 'request',
+    };
+    // `{"req_id":…}` without its `{`, after the level, the time and the logger's bindings.
+    this.#pending += `{"level":"info"${isoTime()}${this.#bindings},${JSON.stringify(fields).slice(1)}\n`;
     if (!this.#batched || this.#pending.length >= FLUSH_BYTES) {
       this.flush();
       return;
