@@ -99,6 +99,13 @@ export class Admission {
   }
 
   handle = (req: IncomingMessage, res: ServerResponse): void => {
+    // HTTP/2 streams are not pipelined: each runs at once (the stream limit bounds them). Its
+    // `req.socket` is a proxy of its own per stream: keying a table by it would add an entry per
+    // request, the churn that keeps finished requests reachable across scavenges.
+    if (req.httpVersionMajor === 2) {
+      this.#run(null, req, res);
+      return;
+    }
     const socket = req.socket;
     let conn = this.#connections.get(socket);
     if (conn === undefined) this.#connections.set(socket, (conn = { busy: false, waiting: [] }));
@@ -114,8 +121,8 @@ export class Admission {
     this.#run(conn, req, res);
   };
 
-  #run(conn: Connection, req: IncomingMessage, res: ServerResponse): void {
-    conn.busy = true;
+  #run(conn: Connection | null, req: IncomingMessage, res: ServerResponse): void {
+    if (conn !== null) conn.busy = true;
     const cap = this.#limits.maxInflightPerClient;
     // Without a cap, nothing is counted per client: no address is read, no map touched.
     const client = cap === null ? '' : clientAddress(req.socket.remoteAddress);
@@ -129,7 +136,7 @@ export class Admission {
         if (left === 0) this.#perClient.delete(client);
         else this.#perClient.set(client, left);
       }
-      this.#done(conn);
+      if (conn !== null) this.#done(conn);
     });
     const counted = cap === null || n < cap;
     if (!counted) {

@@ -25,18 +25,21 @@ export interface ListenerInfo {
 export const DEFAULT_LISTENER_INFO: ListenerInfo = Object.freeze({ name: DEFAULT_LISTENER, proto: 'http', redirect: null });
 
 /**
- * Requests → their listener, set by the listener before admission. A WeakMap rather than a
- * property on the request: HTTP/1.1 IncomingMessage and HTTP/2 compat requests alike, and
- * nothing a client sends can name it.
+ * Requests → their listener, set by the listener before admission: a property under a symbol
+ * of this module's, so nothing a client sends can name it, on HTTP/1.1 IncomingMessage and
+ * HTTP/2 compat requests alike. Not a WeakMap (issue 11 item 4): an entry per request in a
+ * long-lived table is the churn that keeps finished requests reachable across scavenges.
  */
-const listenerOfRequest = new WeakMap<object, ListenerInfo>();
+const LISTENER: unique symbol = Symbol('manifold.listener');
+
+type Tagged = { [LISTENER]?: ListenerInfo };
 
 export function tagListener(req: object, info: ListenerInfo): void {
-  listenerOfRequest.set(req, info);
+  (req as Tagged)[LISTENER] = info;
 }
 
 export function listenerOf(req: object): ListenerInfo {
-  return listenerOfRequest.get(req) ?? DEFAULT_LISTENER_INFO;
+  return (req as Tagged)[LISTENER] ?? DEFAULT_LISTENER_INFO;
 }
 
 const VALID_REQUEST_ID = /^[\w\-.:@+=/]{1,128}$/;
