@@ -92,12 +92,13 @@ export class Acceptor {
       proto,
       host: req.headers.host ?? '',
       requestId: ctx.id,
-      hostOverride: undefined,
+      // The client's Host is stored; each delivery sets its target's where `host` says so.
+      hostMode: 'preserve',
       // Stored with a span id of its own; each later delivery gets a new one (delivery.ts).
       trace: ctx.trace,
       forwarding: route.forwarding,
       http2: req.httpVersionMajor === 2,
-    });
+    }).for(null);
     const headers: Array<[string, string]> = [];
     for (let i = 0; i < flat.length; i += 2) {
       if (!RESERVED.has(flat[i].toLowerCase())) headers.push([flat[i], flat[i + 1]]);

@@ -13,14 +13,13 @@
 import type { AbortHook } from '../deadline.ts';
 import { isGatewayError } from '../errors.ts';
 import type { AttemptError, AttemptResult, BodySink, Forward, OutboundRequest } from '../proxy/forward.ts';
-import { TRACEPARENT, withNewSpan } from '../observability/trace.ts';
-import { type HostMode, hostFor, joinPath } from '../proxy/headers.ts';
+import { parseTraceparent, TRACEPARENT } from '../observability/trace.ts';
+import { AttemptHeaders, type HostMode, joinPath } from '../proxy/headers.ts';
 import type { Route } from '../routing/route.ts';
 import { Verdicts } from '../strategy/acceptance.ts';
 import { isIdempotent, runStrategy } from '../strategy/index.ts';
 import type { AttemptRecord, StrategySpec } from '../strategy/types.ts';
 import type { Pool } from '../upstream/pool.ts';
-import type { Target } from '../upstream/target.ts';
 import type { HeaderPairs } from './queue.ts';
 import type { DeferSpec } from './spec.ts';
 
@@ -110,55 +109,32 @@ function strategyOf(spec: DeferSpec): StrategySpec {
 
 /**
  * The stored headers made ready for every attempt of one delivery, once: the job headers
- * appended, and the places of the two values that depend on the attempt — Host (with a `host`
- * mode other than `preserve`: the first Host, or one added, the others dropped) and, with
- * tracing, `traceparent` (each attempt is a span of the trace the request came with, issue 7).
+ * appended; under a `host` mode other than `preserve` the first Host is the target's (one is
+ * added when none was stored, the others are dropped); with tracing, a stored valid
+ * `traceparent` gets a new span id per attempt (each delivery is a span of the request's trace,
+ * issue 7).
  */
-class PreparedHeaders {
-  readonly #list: string[] = [];
-  readonly #mode: HostMode;
-  /** Index of the Host value to set per target; -1 = the stored one is sent as is. */
-  #hostAt = -1;
-  /** Indexes of `traceparent` values that get a new span id per attempt. */
-  readonly #spans: number[] = [];
-
-  constructor(req: DeliveryRequest, mode: HostMode, tracing: boolean) {
-    this.#mode = mode;
-    const out = this.#list;
-    const overriding = mode !== 'preserve';
-    let hostSeen = false;
-    for (const [name, value] of req.headers) {
-      if (overriding && name.length === 4 && name.toLowerCase() === 'host') {
-        if (!hostSeen) {
-          this.#hostAt = out.length + 1;
-          out.push(name, value);
-        }
-        hostSeen = true;
-        continue;
-      }
-      if (tracing && name.length === 11 && name.toLowerCase() === TRACEPARENT) this.#spans.push(out.length + 1);
-      out.push(name, value);
+function prepareHeaders(req: DeliveryRequest, mode: HostMode, tracing: boolean): AttemptHeaders {
+  const out = new AttemptHeaders(mode);
+  let hostSeen = false;
+  for (const [name, value] of req.headers) {
+    if (out.overridesHost && name.length === 4 && name.toLowerCase() === 'host') {
+      if (!hostSeen) out.pushHost(name, value);
+      hostSeen = true;
+      continue;
     }
-    if (overriding && !hostSeen) {
-      this.#hostAt = out.length + 1;
-      out.push('host', '');
-    }
-    out.push(JOB_ID_HEADER, req.id, ATTEMPT_HEADER, String(req.attempt));
+    const trace = tracing && name.length === 11 && name.toLowerCase() === TRACEPARENT ? parseTraceparent(value) : null;
+    if (trace !== null) out.pushSpan(name, trace);
+    else out.push(name, value);
   }
-
-  /** The header list for an attempt on `target` (the prepared list itself when nothing differs). */
-  for(target: Target): string[] {
-    const host = hostFor(this.#mode, target);
-    if (host === undefined && this.#spans.length === 0) return this.#list;
-    const out = this.#list.slice();
-    if (host !== undefined) out[this.#hostAt] = host;
-    for (const i of this.#spans) out[i] = withNewSpan(out[i]);
-    return out;
-  }
+  if (out.overridesHost && !hostSeen) out.pushHost('host', '');
+  out.push(JOB_ID_HEADER, req.id);
+  out.push(ATTEMPT_HEADER, String(req.attempt));
+  return out;
 }
 
 /** The delivery's Forward: the prepared request with the path and headers for the attempt's target. */
-function attemptForward(forward: Forward, url: string, headers: PreparedHeaders): Forward {
+function attemptForward(forward: Forward, url: string, headers: AttemptHeaders): Forward {
   return (target, r, signal) =>
     forward(
       target,
@@ -225,7 +201,7 @@ export async function deliver(
       pickContext: null,
       spec: strategyOf(spec),
       request,
-      forward: attemptForward(forward, req.url, new PreparedHeaders(req, spec.host, tracing)),
+      forward: attemptForward(forward, req.url, prepareHeaders(req, spec.host, tracing)),
       signal: deadline,
       replayable: true,
       idempotent: isIdempotent(req.method),

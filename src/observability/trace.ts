@@ -77,8 +77,3 @@ export function attemptTraceparent(trace: TraceContext): string {
   return `00-${trace.traceId}-${newSpanId()}-${trace.flags}`;
 }
 
-/** A stored `traceparent` (a deferred request's) with a new span id for this delivery; as is when not valid. */
-export function withNewSpan(value: string): string {
-  const t = parseTraceparent(value);
-  return t === null ? value : attemptTraceparent(t);
-}

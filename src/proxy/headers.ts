@@ -130,14 +130,69 @@ export function hostFor(mode: HostMode, target: { spec: { host: string } }): str
   return mode === 'target' ? target.spec.host : mode.literal;
 }
 
+/**
+ * A request's outbound header list, made once (issue 11 item 2), with the places of the two
+ * values that differ per attempt: Host, under a `host` mode other than `preserve` (the target's
+ * name, or the literal), and `traceparent` (each attempt is a span of its own of the request's
+ * trace, issue 7). `for(target)` gives an attempt its list: the prepared one itself when no value
+ * differs, else a copy with those set. Used by proxied requests and by deliveries.
+ */
+export class AttemptHeaders {
+  readonly #list: string[] = [];
+  readonly #mode: HostMode;
+  /** Indexes of Host values set per target. */
+  readonly #hosts: number[] = [];
+  /** Indexes of `traceparent` values given a new span id per attempt, and their traces. */
+  readonly #spans: number[] = [];
+  readonly #traces: TraceContext[] = [];
+
+  constructor(mode: HostMode) {
+    this.#mode = mode;
+  }
+
+  push(name: string, value: string): void {
+    this.#list.push(name, value);
+  }
+
+  /** A Host field: its value is the target's under a mode other than `preserve`. */
+  pushHost(name: string, value: string): void {
+    if (this.#mode !== 'preserve') this.#hosts.push(this.#list.length + 1);
+    this.#list.push(name, value);
+  }
+
+  /** A `traceparent` field of `trace`, with a span id of each attempt's own. */
+  pushSpan(name: string, trace: TraceContext): void {
+    this.#spans.push(this.#list.length + 1);
+    this.#traces.push(trace);
+    this.#list.push(name, '');
+  }
+
+  /** Whether a Host field is set per target (`host` not `preserve`). */
+  get overridesHost(): boolean {
+    return this.#mode !== 'preserve';
+  }
+
+  /** The list for one attempt on `target` (null: no target, as when a request is stored). */
+  for(target: { readonly spec: { readonly host: string } } | null): string[] {
+    if (this.#hosts.length === 0 && this.#spans.length === 0) return this.#list;
+    const out = this.#list.slice();
+    if (this.#hosts.length > 0) {
+      const host = hostFor(this.#mode, target!)!;
+      for (const i of this.#hosts) out[i] = host;
+    }
+    for (let k = 0; k < this.#spans.length; k++) out[this.#spans[k]!] = attemptTraceparent(this.#traces[k]!);
+    return out;
+  }
+}
+
 export interface ForwardedInfo {
   clientIp: string;
   proto: 'http' | 'https';
   /** Host header the client sent ('' when none). */
   host: string;
   requestId: string;
-  /** Host header to send: undefined keeps the client's. */
-  hostOverride: string | undefined;
+  /** The route's `host` setting: `preserve` keeps the client's Host; otherwise each attempt sets its own. */
+  hostMode: HostMode;
   /**
    * The request's trace (issue 7): `traceparent` is replaced by one with a new span id, and
    * `tracestate` is dropped when the trace is new. Absent (`tracing.enabled: false`): both
@@ -155,9 +210,9 @@ export interface ForwardedInfo {
  * answered `100 Continue`, and undici refuses to send it. `TE: trailers` is the one hop-by-hop
  * value sent on, as this hop's own (trailers are relayed).
  */
-export function outboundRequestHeaders(raw: readonly string[], info: ForwardedInfo): string[] {
+export function outboundRequestHeaders(raw: readonly string[], info: ForwardedInfo): AttemptHeaders {
   const tokens = connectionTokens(raw);
-  const out: string[] = [];
+  const out = new AttemptHeaders(info.hostMode);
   let xff = '';
   let via = '';
   let forwarded = '';
@@ -176,7 +231,7 @@ export function outboundRequestHeaders(raw: readonly string[], info: ForwardedIn
     }
     switch (lower) {
       case 'host':
-        out.push(name, info.hostOverride ?? raw[i + 1]);
+        out.pushHost(name, raw[i + 1]);
         continue;
       case 'x-forwarded-for':
         xff = xff ? `${xff}, ${raw[i + 1]}` : raw[i + 1];
@@ -203,20 +258,14 @@ export function outboundRequestHeaders(raw: readonly string[], info: ForwardedIn
     }
   }
   if (teTrailers) out.push('te', 'trailers');
-  if (info.trace != null) out.push(TRACEPARENT, attemptTraceparent(info.trace));
-  if (info.hostOverride !== undefined && info.host === '') out.push('host', info.hostOverride);
+  if (info.trace != null) out.pushSpan(TRACEPARENT, info.trace);
+  if (out.overridesHost && info.host === '') out.pushHost('host', '');
   const forwarding = info.forwarding ?? DEFAULT_FORWARDING;
   const ownVia = info.http2 === true ? forwarding.viaHttp2 : forwarding.via;
-  out.push(
-    'x-forwarded-for',
-    xff ? `${xff}, ${info.clientIp}` : info.clientIp,
-    'x-forwarded-proto',
-    info.proto,
-    'via',
-    via ? `${via}, ${ownVia}` : ownVia,
-    'x-request-id',
-    info.requestId,
-  );
+  out.push('x-forwarded-for', xff ? `${xff}, ${info.clientIp}` : info.clientIp);
+  out.push('x-forwarded-proto', info.proto);
+  out.push('via', via ? `${via}, ${ownVia}` : ownVia);
+  out.push('x-request-id', info.requestId);
   if (info.host) out.push('x-forwarded-host', info.host);
   // The client's own Forwarded follows the X-Forwarded-For rule: appended to, never passed as the
   // only claim about where the request came from (issue 15, item 11).

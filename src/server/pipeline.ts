@@ -30,7 +30,6 @@ import {
   checkLoop,
   downstreamResponseHeaders,
   endToEndTrailers,
-  hostFor,
   joinPath,
   outboundRequestHeaders,
 } from '../proxy/headers.ts';
@@ -450,8 +449,22 @@ export class Pipeline {
     result.pipeTo(sink);
   }
 
-  /** The route's Forward for this request: path and Host depend on the target, so each attempt gets its own copy. */
+  /**
+   * The route's Forward for this request: the outbound headers are prepared once (issue 11
+   * item 2); an attempt adds its target's path and, where they differ, Host and a span id.
+   */
   #attemptForward(req: IncomingMessage, ctx: RequestContext, route: CompiledRoute, action: ProxyAction): Forward {
+    const headers = outboundRequestHeaders(req.rawHeaders, {
+      clientIp: clientAddress(req.socket.remoteAddress),
+      proto: ctx.listener.proto,
+      host: req.headers.host ?? '',
+      requestId: ctx.id,
+      hostMode: action.host,
+      trace: ctx.trace,
+      forwarding: route.forwarding,
+      http2: req.httpVersionMajor === 2,
+    });
+    const url = req.url ?? '/';
     return (target, r, s) => {
       ctx.target = target.id;
       // Spelled out rather than spread: one object shape for every attempt.
@@ -461,17 +474,8 @@ export class Pipeline {
         headersTimeoutMs: r.headersTimeoutMs,
         idleTimeoutMs: r.idleTimeoutMs,
         upgrade: r.upgrade,
-        path: joinPath(target.spec.basePath, req.url ?? '/', action.stripPrefix),
-        headers: outboundRequestHeaders(req.rawHeaders, {
-          clientIp: clientAddress(req.socket.remoteAddress),
-          proto: ctx.listener.proto,
-          host: req.headers.host ?? '',
-          requestId: ctx.id,
-          hostOverride: hostFor(action.host, target),
-          trace: ctx.trace,
-          forwarding: route.forwarding,
-          http2: req.httpVersionMajor === 2,
-        }),
+        path: joinPath(target.spec.basePath, url, action.stripPrefix),
+        headers: headers.for(target),
       };
       return this.#forward(target, attempt, s);
     };

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { type Gateway, startGateway, startUpstream, type Upstream, until } from '../helpers/index.ts';
+import { deadAddress, type Gateway, startGateway, startUpstream, type Upstream, until } from '../helpers/index.ts';
 import { send } from '../helpers/http.ts';
 
 /** Echoes what arrived: method, url, raw headers and the body length. */
@@ -309,5 +309,34 @@ routes:
     assert.equal(line.bytes, r.body.length);
     assert.equal(typeof line.duration_ms, 'number');
     assert.equal(gw.logs.access().filter((l) => l.req_id === 'log-me-1').length, 1);
+  });
+});
+
+describe('headers prepared once per request (issue 11 item 2)', () => {
+  test('an attempt on another target gets that target\'s Host; the other prepared headers go whole', async (t) => {
+    const up = await echo('second');
+    t.after(() => up.close());
+    const dead = await deadAddress();
+    const gw = await startGateway(`
+pools:
+  two: { targets: ["${dead}", "${up.url}"], selector: round-robin }
+routes:
+  - match: { path: /* }
+    proxy: { pool: two, host: target, strategy: failover, order: listed, max_attempts: 2 }
+`);
+    t.after(() => gw.close());
+    const r = await send(`${gw.url}/h`, { headers: { host: 'public.test', 'x-keep': 'yes' } });
+    assert.equal(r.status, 200);
+    const e = r.json<Echo>();
+    assert.deepEqual(header(e.raw, 'host'), [new URL(up.url).host], 'the second target\'s own Host');
+    assert.deepEqual(header(e.raw, 'x-keep'), ['yes']);
+    assert.deepEqual(header(e.raw, 'x-forwarded-host'), ['public.test']);
+    assert.equal(header(e.raw, 'traceparent').length, 1);
+    // The refused connect was an attempt too: two in the access line, the second on the echo.
+    const line = await until(() => gw.logs.access().find((l) => l.route !== undefined && l.status === 200));
+    const attempts = line.attempts as Array<{ target: string; outcome: string }>;
+    assert.equal(attempts.length, 2);
+    assert.equal(attempts[0]!.outcome, 'failed');
+    assert.equal(attempts[1]!.outcome, 'accepted');
   });
 });
