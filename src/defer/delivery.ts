@@ -14,7 +14,7 @@ import type { AbortHook } from '../deadline.ts';
 import { isGatewayError } from '../errors.ts';
 import type { AttemptError, AttemptResult, BodySink, Forward, OutboundRequest } from '../proxy/forward.ts';
 import { parseTraceparent, TRACEPARENT } from '../observability/trace.ts';
-import { AttemptHeaders, type HostMode, joinPath } from '../proxy/headers.ts';
+import { AttemptHeaders, type HostMode, preparedForward } from '../proxy/headers.ts';
 import type { Route } from '../routing/route.ts';
 import { Verdicts } from '../strategy/acceptance.ts';
 import { isIdempotent, runStrategy } from '../strategy/index.ts';
@@ -133,23 +133,6 @@ function prepareHeaders(req: DeliveryRequest, mode: HostMode, tracing: boolean):
   return out;
 }
 
-/** The delivery's Forward: the prepared request with the path and headers for the attempt's target. */
-function attemptForward(forward: Forward, url: string, headers: AttemptHeaders): Forward {
-  return (target, r, signal) =>
-    forward(
-      target,
-      {
-        method: r.method,
-        body: r.body,
-        headersTimeoutMs: r.headersTimeoutMs,
-        idleTimeoutMs: r.idleTimeoutMs,
-        path: joinPath(target.spec.basePath, url, null),
-        headers: headers.for(target),
-      },
-      signal,
-    );
-}
-
 /** A failed delivery: the code of the runner's error, the message of the last attempt's failure. */
 function failure(err: unknown, attempts: readonly AttemptRecord[]): DeliveryOutcome {
   const code = isGatewayError(err) ? err.code : 'INTERNAL';
@@ -201,7 +184,7 @@ export async function deliver(
       pickContext: null,
       spec: strategyOf(spec),
       request,
-      forward: attemptForward(forward, req.url, prepareHeaders(req, spec.host, tracing)),
+      forward: preparedForward(forward, req.url, null, prepareHeaders(req, spec.host, tracing)),
       signal: deadline,
       replayable: true,
       idempotent: isIdempotent(req.method),

@@ -8,6 +8,7 @@
  */
 import { GatewayError } from '../errors.ts';
 import { attemptTraceparent, TRACEPARENT, TRACESTATE, type TraceContext } from '../observability/trace.ts';
+import type { Forward, OutboundRequest } from './forward.ts';
 
 const HOP_BY_HOP = new Set([
   'connection',
@@ -95,8 +96,8 @@ export function forwardedElement(clientIp: string, proto: string, host: string):
 }
 
 /** Lower-case names listed in Connection headers (there may be several, comma separated), added to `into`. */
-function connectionTokens(raw: readonly string[], into: Set<string> | null = null): Set<string> | null {
-  let tokens = into;
+function connectionTokens(raw: readonly string[]): Set<string> | null {
+  let tokens: Set<string> | null = null;
   for (let i = 0; i < raw.length; i += 2) {
     if (raw[i].length === 10 && raw[i].toLowerCase() === 'connection') tokens = tokensOf(raw[i + 1], tokens);
   }
@@ -183,6 +184,34 @@ export class AttemptHeaders {
     for (let k = 0; k < this.#spans.length; k++) out[this.#spans[k]!] = attemptTraceparent(this.#traces[k]!);
     return out;
   }
+}
+
+/**
+ * The Forward of one request whose headers were prepared once: each attempt gets its target's
+ * path (`url` under the target's prefix, after `stripPrefix`) and its list from `headers`;
+ * `onAttempt` hears of each target tried. Used by proxied requests and by deliveries.
+ */
+export function preparedForward(
+  next: Forward,
+  url: string,
+  stripPrefix: string | null,
+  headers: AttemptHeaders,
+  onAttempt?: (target: Parameters<Forward>[0]) => void,
+): Forward {
+  return (target, r, signal) => {
+    onAttempt?.(target);
+    // Spelled out rather than spread: one object shape for every attempt.
+    const attempt: OutboundRequest = {
+      method: r.method,
+      body: r.body,
+      headersTimeoutMs: r.headersTimeoutMs,
+      idleTimeoutMs: r.idleTimeoutMs,
+      upgrade: r.upgrade,
+      path: joinPath(target.spec.basePath, url, stripPrefix),
+      headers: headers.for(target),
+    };
+    return next(target, attempt, signal);
+  };
 }
 
 export interface ForwardedInfo {

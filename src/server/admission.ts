@@ -87,7 +87,6 @@ export class Admission {
    * promoted about 10 MB per scavenge under load and made each scavenge 10-25 ms instead of ~1.
    */
   #head: Watch | null = null;
-  #count = 0;
   readonly #tickMs: number;
   #timer: NodeJS.Timeout | undefined;
 
@@ -187,7 +186,6 @@ export class Admission {
     };
     if (head !== null) head.prev = w;
     this.#head = w;
-    this.#count++;
     if (this.#timer === undefined) {
       this.#timer = setInterval(() => this.#check(), this.#tickMs);
       this.#timer.unref();
@@ -203,18 +201,17 @@ export class Admission {
     else w.prev.next = w.next;
     if (w.next !== null) w.next.prev = w.prev;
     w.prev = w.next = null;
-    this.#count--;
   }
 
   #check(): void {
-    if (this.#count === 0) {
+    if (this.#head === null) {
       clearInterval(this.#timer);
       this.#timer = undefined;
       return;
     }
     const now = performance.now();
     const { writeIdleMs, bodyIdleMs } = this.#limits;
-    for (let w = this.#head, next: Watch | null; w !== null; w = next) {
+    for (let w: Watch | null = this.#head, next: Watch | null; w !== null; w = next) {
       next = w.next;
       const { req, res, socket } = w;
       if (socket.destroyed) {

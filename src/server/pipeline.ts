@@ -30,8 +30,8 @@ import {
   checkLoop,
   downstreamResponseHeaders,
   endToEndTrailers,
-  joinPath,
   outboundRequestHeaders,
+  preparedForward,
 } from '../proxy/headers.ts';
 import { type OpenTunnel, tunnel } from '../proxy/upgrade.ts';
 import { parseGrpcTimeout } from '../lib/units.ts';
@@ -464,21 +464,9 @@ export class Pipeline {
       forwarding: route.forwarding,
       http2: req.httpVersionMajor === 2,
     });
-    const url = req.url ?? '/';
-    return (target, r, s) => {
+    return preparedForward(this.#forward, req.url ?? '/', action.stripPrefix, headers, (target) => {
       ctx.target = target.id;
-      // Spelled out rather than spread: one object shape for every attempt.
-      const attempt: OutboundRequest = {
-        method: r.method,
-        body: r.body,
-        headersTimeoutMs: r.headersTimeoutMs,
-        idleTimeoutMs: r.idleTimeoutMs,
-        upgrade: r.upgrade,
-        path: joinPath(target.spec.basePath, url, action.stripPrefix),
-        headers: headers.for(target),
-      };
-      return this.#forward(target, attempt, s);
-    };
+    });
   }
 
   /**
