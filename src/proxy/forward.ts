@@ -67,11 +67,21 @@ export interface BodySink {
   endWith?(chunk: Buffer, trailers: Trailers | null): void;
 }
 
+/**
+ * A response's header fields as undici hands them to a dispatch handler: names lowercase,
+ * values decoded once (latin1), a repeated field as an array. From an HTTP/2 target (issue 14
+ * item 4, `http2: true`) node:http2's object, pseudo-headers (`:status`) included.
+ */
+export type ResponseHeaders = Record<string, string | string[] | undefined>;
+
 export interface AttemptResult {
   target: Target;
   status: number;
-  /** Raw header list as undici received it (names and values alternate). */
-  rawHeaders: ReadonlyArray<Buffer | string>;
+  /**
+   * The answer's header fields as undici parsed them (issue 11 item 4: decoded once, by undici,
+   * not again from its raw buffers).
+   */
+  headers: ResponseHeaders;
   /** Starts the body flowing into the sink. Call exactly once, or `abort`. */
   pipeTo(sink: BodySink): void;
   /** Drops the response and its connection (a losing attempt, a client gone). */
@@ -244,31 +254,13 @@ function badTransferCoding(te: unknown): string | null {
  * A 101 whose `Upgrade` names no protocol or another one than was asked for (RFC 9110 §7.8):
  * the bytes that follow are not the protocol the client expects. The error's text, or null.
  */
-function badUpgrade(raw: ReadonlyArray<Buffer | string> | null, asked: string | undefined): string | null {
-  let got = '';
-  if (raw !== null)
-    for (let i = 0; i + 1 < raw.length; i += 2)
-      if (String(raw[i]).toLowerCase() === 'upgrade') got = String(raw[i + 1]).trim();
+function badUpgrade(headers: ResponseHeaders, asked: string | undefined): string | null {
+  const upgrade = headers.upgrade;
+  // Several Upgrade fields: the last one, as before.
+  const got = (typeof upgrade === 'string' ? upgrade : (upgrade?.at(-1) ?? '')).trim();
   if (got === '') return 'a 101 without Upgrade';
   if (asked === undefined) return null;
   return got.toLowerCase() === asked.trim().toLowerCase() ? null : `a 101 to "${got}", "${asked}" was asked for`;
-}
-
-/**
- * The response header list as [name, value, …]. undici's HTTP/1.1 client gives the raw list;
- * its HTTP/2 client (issue 14 item 4, `http2: true`) gives node:http2's header object instead,
- * whose pseudo-headers (`:status`) are not headers to relay.
- */
-function rawList(raw: unknown): ReadonlyArray<Buffer | string> {
-  if (raw === null || raw === undefined) return [];
-  if (Array.isArray(raw)) return raw as Array<Buffer | string>;
-  const out: string[] = [];
-  for (const [name, value] of Object.entries(raw as Record<string, string | string[] | undefined>)) {
-    if (value === undefined || name.charCodeAt(0) === 58 /* : */) continue;
-    if (Array.isArray(value)) for (const v of value) out.push(name, v);
-    else out.push(name, String(value));
-  }
-  return out;
 }
 
 /** Body bytes held per attempt before its consumer is attached (see onResponseData). */
@@ -278,7 +270,7 @@ const EARLY_LIMIT = 64 * 1024;
 class AttemptHandler implements Dispatcher.DispatchHandler, AttemptResult {
   readonly target: Target;
   status = 0;
-  rawHeaders: ReadonlyArray<Buffer | string> = [];
+  headers: ResponseHeaders = {};
   upgraded: Duplex | undefined = undefined;
   #resolve: (r: AttemptResult) => void;
   #reject: (e: AttemptError) => void;
@@ -334,7 +326,7 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptResult {
   onResponseStart(
     controller: Dispatcher.DispatchController,
     statusCode: number,
-    headers: Record<string, string | string[] | undefined>,
+    headers: ResponseHeaders,
   ): void {
     if (statusCode < 200) return; // 1xx informational: not forwarded
     const te = badTransferCoding(headers['transfer-encoding']);
@@ -348,13 +340,13 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptResult {
       );
     this.#responded = true;
     this.status = statusCode;
-    this.rawHeaders = rawList(controller.rawHeaders);
+    this.headers = headers;
     this.#resolve(this);
   }
 
   /** 101 to an upgrade request: the attempt is over and its connection the caller's to tunnel. */
-  onRequestUpgrade(controller: Dispatcher.DispatchController, statusCode: number, _h: unknown, socket: Duplex): void {
-    const bad = badUpgrade(controller.rawHeaders as Array<Buffer | string> | null, this.#upgrade);
+  onRequestUpgrade(_c: Dispatcher.DispatchController, statusCode: number, headers: ResponseHeaders, socket: Duplex): void {
+    const bad = badUpgrade(headers, this.#upgrade);
     if (bad !== null) {
       // Issue 15: never relayed; a 502 counted against the target, like any invalid answer.
       socket.destroy();
@@ -365,7 +357,7 @@ class AttemptHandler implements Dispatcher.DispatchHandler, AttemptResult {
     this.#finish();
     this.#responded = true;
     this.status = statusCode;
-    this.rawHeaders = (controller.rawHeaders as Array<Buffer | string> | null) ?? [];
+    this.headers = headers;
     this.upgraded = socket;
     this.#resolve(this);
   }

@@ -8,7 +8,7 @@
  */
 import { GatewayError } from '../errors.ts';
 import { attemptTraceparent, TRACEPARENT, TRACESTATE, type TraceContext } from '../observability/trace.ts';
-import type { Forward, OutboundRequest } from './forward.ts';
+import type { Forward, OutboundRequest, ResponseHeaders } from './forward.ts';
 
 const HOP_BY_HOP = new Set([
   'connection',
@@ -305,33 +305,30 @@ export function outboundRequestHeaders(raw: readonly string[], info: ForwardedIn
   return out;
 }
 
-const latin1 = (v: Buffer | string): string => (typeof v === 'string' ? v : v.toString('latin1'));
-
 /**
- * The response headers to send downstream, from undici's raw header buffers: each name and
- * value decoded once, in one pass (a `Connection` header, rare in responses, is looked for
- * among the names first); hop-by-hop values are never decoded. `ownVia` is this gateway's Via
- * element (`forwarding.via`).
+ * The response headers to send downstream, from the fields undici parsed (names lowercase,
+ * values decoded once: issue 11 item 4, nothing is decoded again here). Hop-by-hop fields,
+ * those a `Connection` field names among them, and HTTP/2 pseudo-headers stay behind; the
+ * target's Via gets this gateway's element (`ownVia`, `forwarding.via`) appended.
  */
 export function downstreamResponseHeaders(
-  raw: readonly (Buffer | string)[],
+  headers: ResponseHeaders,
   requestId: string,
   ownVia: string = VIA,
 ): string[] {
+  const connection = headers.connection;
   let tokens: Set<string> | null = null;
-  for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i].length !== 10) continue;
-    if (latin1(raw[i]).toLowerCase() === 'connection') tokens = tokensOf(latin1(raw[i + 1]), tokens);
-  }
+  if (typeof connection === 'string') tokens = tokensOf(connection, null);
+  else if (connection !== undefined) for (const v of connection) tokens = tokensOf(v, tokens);
   const out: string[] = [];
   let via = '';
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = latin1(raw[i]);
-    const lower = name.toLowerCase();
-    if (isHopByHop(lower, tokens) || lower === 'x-request-id') continue;
-    const value = latin1(raw[i + 1]);
-    if (lower === 'via') via = via ? `${via}, ${value}` : value;
-    else out.push(name, value);
+  for (const name in headers) {
+    const value = headers[name];
+    if (value === undefined || name.charCodeAt(0) === 58 /* : */ || isHopByHop(name, tokens)) continue;
+    if (name === 'x-request-id') continue;
+    if (name === 'via') via = typeof value === 'string' ? value : value.join(', ');
+    else if (typeof value === 'string') out.push(name, value);
+    else for (const v of value) out.push(name, v);
   }
   out.push('via', via ? `${via}, ${ownVia}` : ownVia, 'x-request-id', requestId);
   return out;

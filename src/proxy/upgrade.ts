@@ -13,7 +13,7 @@
  * for the direction to be idle would not do: a target may pause in the middle of a frame.
  */
 import type { Duplex } from 'node:stream';
-import type { AttemptError, AttemptResult, BodySink } from './forward.ts';
+import type { AttemptError, AttemptResult, BodySink, ResponseHeaders } from './forward.ts';
 import { downstreamResponseHeaders } from './headers.ts';
 
 /** Called once when the tunnel or the relayed answer is over, with the status and an error code. */
@@ -100,9 +100,9 @@ function headLines(status: number, reason: string, headers: readonly string[]): 
 }
 
 /** The protocol the target switched to (its `Upgrade` header), else the one asked for. */
-function upgradedTo(raw: ReadonlyArray<Buffer | string>, asked: string): string {
-  for (let i = 0; i + 1 < raw.length; i += 2) if (String(raw[i]).toLowerCase() === 'upgrade') return String(raw[i + 1]);
-  return asked;
+function upgradedTo(headers: ResponseHeaders, asked: string): string {
+  const upgrade = headers.upgrade;
+  return (typeof upgrade === 'string' ? upgrade : upgrade?.[0]) ?? asked;
 }
 
 /** Streams a refused upgrade's answer body to the raw downstream socket. */
@@ -148,7 +148,7 @@ export function tunnel(
   const status = result.status;
   if (upstream === undefined) {
     // The target answered without upgrading: relay that answer and close the connection.
-    const headers = downstreamResponseHeaders(result.rawHeaders, requestId, options.via);
+    const headers = downstreamResponseHeaders(result.headers, requestId, options.via);
     headers.push('connection', 'close');
     socket.write(headLines(status, '', headers));
     result.pipeTo(
@@ -165,8 +165,8 @@ export function tunnel(
     'connection',
     'Upgrade',
     'upgrade',
-    upgradedTo(result.rawHeaders, protocol),
-    ...downstreamResponseHeaders(result.rawHeaders, requestId, options.via),
+    upgradedTo(result.headers, protocol),
+    ...downstreamResponseHeaders(result.headers, requestId, options.via),
   ];
   socket.write(headLines(status, 'Switching Protocols', out));
   if (head.length > 0) upstream.write(head);

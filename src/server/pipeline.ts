@@ -440,7 +440,7 @@ export class Pipeline {
     }
     ctx.status = result.status;
     ctx.target = result.target.id;
-    const headers = downstreamResponseHeaders(result.rawHeaders, ctx.id, route.forwarding.via);
+    const headers = downstreamResponseHeaders(result.headers, ctx.id, route.forwarding.via);
     if (action.targetHeader) headers.push('x-manifold-target', result.target.id);
     if (this.#draining && !isHttp2(res)) headers.push('connection', 'close');
     const sink = new ResponseSink(res, ctx, result.status, headers, (err) => this.#fail(res, ctx, err));

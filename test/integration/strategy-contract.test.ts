@@ -63,7 +63,7 @@ const fakeForward: Forward = (target, _request, signal) => {
   const result: AttemptResult = {
     target,
     status,
-    rawHeaders: [],
+    headers: {},
     pipeTo: () => {},
     abort: () => {
       t.aborted++;
