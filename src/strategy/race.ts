@@ -53,10 +53,16 @@ const clientClosed = (reason: unknown) => isGatewayError(reason) && reason.code 
 export class Race {
   readonly run: StrategyRun;
   readonly counters: StrategyCounters;
-  readonly tried = new Set<Target>();
+  /**
+   * The targets tried: the first alone until there is a second (issue 11 item 4: the one
+   * attempt of most requests makes no Set), then all of them.
+   */
+  #first: Target | null = null;
+  #tried: Set<Target> | null = null;
   readonly #cancellable: boolean;
   readonly #attempts: Attempt[] = [];
-  readonly #queue: Outcome[] = [];
+  /** Outcomes not yet read with `next()`; made by the first (`single`'s fast path never reads any). */
+  #queue: Outcome[] | null = null;
   #wake: (() => void) | null = null;
   #inflight = 0;
   #fallback: Attempt | null = null;
@@ -92,7 +98,7 @@ export class Race {
 
   /** Attempts still running or outcomes not yet read with `next()`. */
   get busy(): boolean {
-    return this.#inflight > 0 || this.#queue.length > 0;
+    return this.#inflight > 0 || (this.#queue !== null && this.#queue.length > 0);
   }
 
   get lastLaunchAt(): number {
@@ -103,9 +109,18 @@ export class Race {
   pickNext(): Target | undefined {
     const { pool, spec, signal } = this.run;
     if (signal.aborted) return undefined;
-    if (spec.order === 'selector') return pool.pick(this.tried, this.run.pickContext);
-    for (const t of pool.targets) if (!this.tried.has(t) && t.available()) return t;
+    if (spec.order === 'selector') return pool.pick(this.#triedSet(), this.run.pickContext);
+    for (const t of pool.targets) if (!this.#wasTried(t) && t.available()) return t;
     return undefined;
+  }
+
+  #wasTried(t: Target): boolean {
+    return this.#tried !== null ? this.#tried.has(t) : this.#first === t;
+  }
+
+  #triedSet(): ReadonlySet<Target> | null {
+    if (this.#tried === null && this.#first !== null) this.#tried = new Set([this.#first]);
+    return this.#tried;
   }
 
   /** Starts an attempt on `target`; its outcome comes out of `next()`. */
@@ -140,7 +155,8 @@ export class Race {
       settled: false,
       dropped: false,
     };
-    this.tried.add(target);
+    if (this.#first === null) this.#first = target;
+    else (this.#triedSet() as Set<Target>).add(target);
     this.#attempts.push(attempt);
     this.run.attempts.push(record);
     this.#inflight++;
@@ -191,7 +207,7 @@ export class Race {
   }
 
   #push(o: Outcome): void {
-    this.#queue.push(o);
+    (this.#queue ??= []).push(o);
     const wake = this.#wake;
     this.#wake = null;
     wake?.();
@@ -202,7 +218,7 @@ export class Race {
    * hedge timer). A non-accepted answer becomes the fallback, replacing (and aborting) the older.
    */
   async next(timeoutMs?: number): Promise<Outcome | null> {
-    if (this.#queue.length === 0) {
+    if (this.#queue === null || this.#queue.length === 0) {
       if (timeoutMs !== undefined && timeoutMs <= 0) return null;
       let timer: NodeJS.Timeout | undefined;
       await new Promise<void>((resolve) => {
@@ -211,7 +227,7 @@ export class Race {
       });
       clearTimeout(timer);
       this.#wake = null;
-      if (this.#queue.length === 0) return null;
+      if (this.#queue === null || this.#queue.length === 0) return null;
     }
     const o = this.#queue.shift()!;
     if (o.kind === 'answer' && !o.accepted) {
