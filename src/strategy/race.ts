@@ -161,7 +161,6 @@ export class Race {
     this.run.attempts.push(record);
     this.#inflight++;
     this.#lastLaunchAt = now;
-    this.counters.attempts++;
     if (this.#attempts.length > 1 && !hedge) this.counters.retries++;
     const signal = controller ?? this.run.signal;
     return this.run.forward(target, this.run.request, signal).then(
@@ -284,7 +283,6 @@ export class Race {
   #markCancelled(a: Attempt): void {
     if (a.record.outcome === 'cancelled') return;
     a.record.outcome = 'cancelled';
-    this.counters.cancelled++;
   }
 
   /**

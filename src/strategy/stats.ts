@@ -1,12 +1,12 @@
 /**
- * Strategy counters, per route id, kept in this one place (issue #4 point 5) until the metrics
- * issue turns them into Prometheus counters. Route ids come from the config only, so the map
- * is bounded by it (STYLE.md §10). Counts are per process: in cluster mode each worker has its own.
+ * Strategy counters, per route id (issue #4 point 5), read at scrape time as
+ * `manifold_retries_total` and `manifold_hedges_*_total`. Attempts themselves, and how each
+ * ended (`cancelled` among them), are counted in one place only: from the request's attempt
+ * records, as `manifold_attempts_total` (issue 11). Route ids come from the config only, so the
+ * map is bounded by it (STYLE.md §10). Counts are per process: in cluster mode each worker has its own.
  */
 
 export interface StrategyCounters {
-  /** Attempts sent (every strategy). */
-  attempts: number;
   /** Attempts sent after an earlier one failed or was not accepted. */
   retries: number;
   /** Attempts a hedge timer launched. */
@@ -15,8 +15,6 @@ export interface StrategyCounters {
   hedgesWon: number;
   /** Hedge timers that fired but found the budget spent. */
   hedgesDenied: number;
-  /** Attempts aborted because another one won (fanout and hedge losers). */
-  cancelled: number;
 }
 
 const byRoute = new Map<string, StrategyCounters>();
@@ -25,7 +23,7 @@ const byRoute = new Map<string, StrategyCounters>();
 export function countersFor(routeId: string): StrategyCounters {
   let c = byRoute.get(routeId);
   if (c === undefined) {
-    c = { attempts: 0, retries: 0, hedgesFired: 0, hedgesWon: 0, hedgesDenied: 0, cancelled: 0 };
+    c = { retries: 0, hedgesFired: 0, hedgesWon: 0, hedgesDenied: 0 };
     byRoute.set(routeId, c);
   }
   return c;

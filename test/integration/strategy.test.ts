@@ -99,7 +99,7 @@ interface AttemptLog {
 }
 
 /** The access-log line of the request with this id (written when the response closes). */
-function accessLine(gw: Gateway, reply: Reply): Promise<Record<string, unknown>> {
+function accessLine(gw: Gateway, reply: Pick<Reply, 'headers'>): Promise<Record<string, unknown>> {
   const id = reply.headers['x-request-id'];
   return until(() => gw.logs.access().find((l) => l.req_id === id), 'access-log line');
 }
@@ -309,7 +309,7 @@ routes:
 });
 
 /** Sends a request whose body is written in several chunks without Content-Length. */
-function sendChunked(url: string, chunks: Buffer[]): Promise<{ status: number; text: string }> {
+function sendChunked(url: string, chunks: Buffer[]): Promise<Pick<Reply, 'status' | 'text' | 'headers'>> {
   return new Promise((resolve, reject) => {
     const u = new URL(url);
     const req = httpRequest(
@@ -317,7 +317,7 @@ function sendChunked(url: string, chunks: Buffer[]): Promise<{ status: number; t
       (res) => {
         let text = '';
         res.on('data', (c: Buffer) => (text += c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text, headers: res.headers }));
       },
     );
     req.on('error', reject);
@@ -377,8 +377,6 @@ routes:
   });
 
   test('the fastest accepted answer wins; the losers see their connection aborted', async () => {
-    const counters = countersFor('fan-race');
-    const cancelled = counters.cancelled;
     const r = await send(`${gw.url}/race`);
     assert.equal(r.status, 200);
     assert.equal(r.text, 'fast');
@@ -394,7 +392,6 @@ routes:
       [fast.id]: 'accepted',
       [stalled.id]: 'cancelled',
     });
-    assert.equal(counters.cancelled - cancelled, 2);
   });
 
   test('a POST goes to every target (fanout is consent), its body replayed to each', async () => {
@@ -413,27 +410,23 @@ routes:
   });
 
   test('a body over max_replay_bytes (1 MiB) gets a single attempt, streamed intact', async () => {
-    const counters = countersFor('fan-echo');
-    let attempts = counters.attempts;
+    // The access line lists attempts when there was more than one: a line without them had one.
     const big = Buffer.alloc(1024 * 1024 + 1, 'b');
     const r = await send(`${gw.url}/echo`, { method: 'POST', body: big });
     assert.equal(r.status, 200);
     assert.equal(r.text, String(big.length));
-    assert.equal(counters.attempts - attempts, 1);
     assert.equal((await accessLine(gw, r)).attempts, undefined);
 
     // Chunked: read up to the limit, then the rest streams behind it to the one target.
-    attempts = counters.attempts;
     const chunked = await sendChunked(`${gw.url}/echo`, [big.subarray(0, 700_000), big.subarray(700_000)]);
     assert.equal(chunked.status, 200);
     assert.equal(chunked.text, String(big.length));
-    assert.equal(counters.attempts - attempts, 1);
+    assert.equal((await accessLine(gw, chunked)).attempts, undefined);
 
     // A small chunked body is buffered and replayed to every target.
-    attempts = counters.attempts;
     const small = await sendChunked(`${gw.url}/echo`, [Buffer.from('ab'), Buffer.from('cd')]);
     assert.equal(small.text, '4');
-    assert.equal(counters.attempts - attempts, 3);
+    assert.equal(((await accessLine(gw, small)).attempts as AttemptLog[]).length, 3);
   });
 
   test('nothing accepted by the deadline: the last answer (503) is relayed, the rest aborted', async () => {
