@@ -1,53 +1,38 @@
 /**
- * The request pipeline of a worker (DESIGN.md "Request flow"): context → route match →
- * action → response, with one deadline per request and one access-log line. Errors before
- * headers are rendered by server/respond.ts; after headers the socket is destroyed.
+ * The request pipeline of a worker (DESIGN.md "Request flow"): context → route match → the
+ * route's action handler → response, with one deadline per request and one access-log line.
+ * The handlers (server/actions/) are compiled per route when a snapshot is published; here is
+ * what every request shares: the context, in-flight count and drain, the match, the redirect,
+ * the loop and body-size checks, and the answer's metrics and log line. Errors before headers
+ * are rendered by server/respond.ts; after headers the socket is destroyed.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
+import type { Socket } from 'node:net';
 import type { CompiledRoute } from '../config/compile.ts';
 import type { Acceptor } from '../defer/accept.ts';
-import { JOB_ID_HEADER } from '../defer/delivery.ts';
-import type { DeferSpec } from '../defer/spec.ts';
 import { GatewayError, isGatewayError } from '../errors.ts';
-import { FORMATS, mergeResults } from '../multiplex/formats/index.ts';
-import type { MultiplexHandler } from '../multiplex/handler.ts';
 import { AccessLog } from '../observability/access-log.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
-import { hasBody, limitBody, readBody } from '../proxy/body.ts';
-import {
-  type AttemptResult,
-  type Forward,
-  forward as baseForward,
-  type OutboundRequest,
-} from '../proxy/forward.ts';
-import { clientAddress } from '../lib/address.ts';
-import {
-  checkLoop,
-  downstreamResponseHeaders,
-  outboundRequestHeaders,
-  preparedForward,
-} from '../proxy/headers.ts';
+import { type Forward, forward as baseForward } from '../proxy/forward.ts';
+import { checkLoop } from '../proxy/headers.ts';
 import { type OpenTunnel, tunnel } from '../proxy/upgrade.ts';
-import { parseGrpcTimeout } from '../lib/units.ts';
 import { type Authority, dialConnect, parseAuthority, pipeTunnel, proxyAuthorized } from '../tunnel/connect.ts';
 import type { ConnectAction } from '../tunnel/spec.ts';
-import type { Socket } from 'node:net';
-import { takeWireBytes } from './wire.ts';
 import { findRoute } from '../routing/route-table.ts';
 import { hostOf, type MatchInput } from '../routing/matcher.ts';
-import { isIdempotent, runStrategy, runUpgrade } from '../strategy/index.ts';
-import { EXHAUSTED_CODE, unlessExhausted } from '../strategy/exhausted.ts';
-import { prepareBody } from '../strategy/replay.ts';
+import { isIdempotent, runUpgrade } from '../strategy/index.ts';
 import type { AttemptRecord } from '../strategy/types.ts';
+import { type ActionHandler, ActionServices } from './actions/action.ts';
+import { compileHandlers } from './actions/index.ts';
+import { attemptForward, type ProxyAction } from './actions/proxy.ts';
 import { listenerOf, RequestContext, requestIdOf } from './context.ts';
 import { requestProblem } from './listener.ts';
-import { isGrpc, isHttp2, sendError, sendErrorOnSocket, sendJson, sendStatic } from './respond.ts';
+import { sendError, sendErrorOnSocket } from './respond.ts';
 import type { Snapshot } from './snapshot.ts';
-import type { Pool } from '../upstream/pool.ts';
-import { ResponseSink } from './actions/response-sink.ts';
+import { takeWireBytes } from './wire.ts';
 
 /** Dot segments (also percent-encoded) would let a path escape the prefix a route matched. */
 const DOT_SEGMENT = /(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)/i;
@@ -55,9 +40,6 @@ const DOT_SEGMENT = /(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)/i;
 const REFUSAL_LINGER_MS = 2000;
 /** The 405 of a CONNECT where no connect route could take it (issue 12: no open forward proxy). */
 const NOT_A_FORWARD_PROXY = 'CONNECT is not supported: Manifold is a reverse proxy';
-/** The body of an answer without one (`defer` with `body: empty`). */
-const EMPTY = Buffer.alloc(0);
-
 
 /**
  * Whether the answer went out whole. An HTTP/2 stream the client reset (RST_STREAM, e.g. a gRPC
@@ -79,8 +61,6 @@ export function requestPath(url: string): string {
   return path;
 }
 
-type ProxyAction = Extract<CompiledRoute['action'], { kind: 'proxy' }>;
-
 export interface PipelineOptions {
   logger: Logger;
   forward?: Forward;
@@ -90,37 +70,48 @@ export interface PipelineOptions {
   metrics?: Metrics | null;
 }
 
+/**
+ * A published snapshot with the handler of each of its routes (issue 11 item 3): built whole,
+ * then swapped by one assignment, so a request reads both from the same snapshot.
+ */
+interface Published {
+  readonly snapshot: Snapshot;
+  readonly handlers: ReadonlyMap<CompiledRoute, ActionHandler>;
+}
+
 export class Pipeline {
-  #snapshot: Snapshot;
-  readonly #log: Logger;
+  #published: Published;
+  readonly #services: ActionServices;
   readonly #access: AccessLog;
-  readonly #forward: Forward;
-  readonly #acceptor: Acceptor | undefined;
-  readonly #metrics: Metrics | null;
   #inflight = 0;
   /** Answers given (`GET /stats`): success = complete and below 500. Read by the runtime. */
   readonly downstream = { success: 0, failed: 0 };
-  #draining = false;
   #idleWaiters: Array<() => void> = [];
   /** Open upgraded tunnels (WebSockets): in flight for the drain, sent away at the end of the grace. */
   readonly #tunnels = new Set<OpenTunnel>();
 
   constructor(snapshot: Snapshot, options: PipelineOptions) {
-    this.#snapshot = snapshot;
-    this.#log = options.logger;
+    this.#services = new ActionServices(
+      options.logger,
+      options.forward ?? baseForward,
+      options.acceptor,
+      options.metrics ?? null,
+    );
     this.#access = new AccessLog(options.logger);
-    this.#forward = options.forward ?? baseForward;
-    this.#acceptor = options.acceptor;
-    this.#metrics = options.metrics ?? null;
+    this.#published = this.#publish(snapshot);
   }
 
   get snapshot(): Snapshot {
-    return this.#snapshot;
+    return this.#published.snapshot;
   }
 
   /** Publishes a new snapshot; requests already running keep the one they read. */
   setSnapshot(snapshot: Snapshot): void {
-    this.#snapshot = snapshot;
+    this.#published = this.#publish(snapshot);
+  }
+
+  #publish(snapshot: Snapshot): Published {
+    return Object.freeze({ snapshot, handlers: compileHandlers(snapshot, this.#services) });
   }
 
   get inflight(): number {
@@ -143,20 +134,21 @@ export class Pipeline {
 
   /** From now on every answer carries `Connection: close`; resolves when nothing is in flight. */
   drain(): Promise<void> {
-    this.#draining = true;
+    this.#services.draining = true;
     if (this.#inflight === 0) return Promise.resolve();
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 
   handle = (req: IncomingMessage, res: ServerResponse): void => {
-    const snapshot = this.#snapshot;
+    const published = this.#published;
+    const snapshot = published.snapshot;
     const ctx = new RequestContext(req, performance.now(), snapshot.tracing);
     this.#inflight++;
     // Taken now: a request whose connection closed no longer has its socket at 'close'.
     const socket = req.socket;
     // 'close' comes once: `on` spares the once-wrapper per request.
     res.on('close', () => this.#finish(req, res, ctx, snapshot, socket));
-    if (this.#draining) res.shouldKeepAlive = false;
+    if (this.#services.draining) res.shouldKeepAlive = false;
     try {
       const route = findRoute(snapshot.routes, this.#matchInput(req, ctx));
       // Issue 14: a `redirect_https` listener answers with a redirect, except on the routes
@@ -181,36 +173,10 @@ export class Pipeline {
           );
         }
       }
-      const action = route.action;
-      if (action.kind === 'respond') {
-        if (action.ready && this.#draining) throw new GatewayError('NOT_READY', 'the gateway is draining');
-        ctx.status = action.status;
-        ctx.bytesOut = action.body.length;
-        res.writeHead(action.status, {
-          ...action.headers,
-          'content-length': action.body.length,
-          'x-request-id': ctx.id,
-        });
-        res.end(action.body);
-        return;
-      }
-      if (action.kind === 'defer') {
-        this.#defer(req, res, ctx, route, action.spec, snapshot).catch((err) => this.#fail(res, ctx, err));
-        return;
-      }
-      if (action.kind === 'multiplex') {
-        // use() now, not after the body is read: a reload meanwhile must not close the handler.
-        snapshot.multiplex
-          .get(route.id)!
-          .use((handler) => this.#multiplex(req, res, ctx, route, handler))
-          .catch((err) => this.#fail(res, ctx, err));
-        return;
-      }
-      // Never taken: a connect route's matcher requires CONNECT, which node:http hands to `connect`.
-      if (action.kind === 'connect') throw new GatewayError('METHOD_NOT_ALLOWED', 'this route takes CONNECT only');
-      this.#proxy(req, res, ctx, route, action, snapshot);
+      // The route's action, chosen when the snapshot was published (server/actions/).
+      published.handlers.get(route)!(req, res, ctx);
     } catch (err) {
-      this.#fail(res, ctx, err);
+      this.#services.fail(res, ctx, err);
     }
   };
 
@@ -237,232 +203,6 @@ export class Pipeline {
     res.end();
   }
 
-  /**
-   * A proxied request. Synchronous up to the strategy (issue 11 item 4: no async frame and no
-   * await on the request path); a body that may be replayed is read first (prepareBody). What
-   * throws here is caught by `handle`, what fails later by `#fail`.
-   */
-  #proxy(
-    req: IncomingMessage,
-    res: ServerResponse,
-    ctx: RequestContext,
-    route: CompiledRoute,
-    action: ProxyAction,
-    snapshot: Snapshot,
-  ): void {
-    const pool = snapshot.pools.get(action.pool)!;
-    // The request's one deadline (issue 11); the downstream closing ends it in #finish. A gRPC
-    // call's own `grpc-timeout` shortens it (the earlier wins).
-    const grpcTimeout = req.headers['grpc-timeout'];
-    if (grpcTimeout !== undefined) {
-      const ms = typeof grpcTimeout === 'string' ? parseGrpcTimeout(grpcTimeout) : null;
-      if (ms === null) throw new GatewayError('BAD_REQUEST', `invalid grpc-timeout "${grpcTimeout}"`);
-      ctx.deadline.within(ms, 'grpc-timeout');
-    }
-    // The deadline is the attempts' abort hook itself: no AbortSignal is made for a proxied request.
-    const signal = ctx.deadline.within(route.timeoutMs, 'route');
-    const body = !hasBody(req)
-      ? null
-      : route.maxBodyBytes !== null && req.headers['content-length'] === undefined
-        ? limitBody(req, route.maxBodyBytes)
-        : req;
-    const request: OutboundRequest = {
-      method: req.method ?? 'GET',
-      path: '',
-      headers: [],
-      body,
-      headersTimeoutMs: route.headersTimeoutMs,
-      idleTimeoutMs: route.idleTimeoutMs,
-    };
-    // A gRPC body is a stream of messages, full duplex in a bidirectional call (its client
-    // waits for an answer before it sends more): never held back to be replayed, so every
-    // strategy sends a gRPC call once, as `single` does (issue 14 item 5).
-    if (body === null || isGrpc(req.headers['content-type'])) {
-      this.#spend(req, res, ctx, route, action, pool, request, body === null);
-      return;
-    }
-    // Issue 4: the route's strategy spends attempts; a body is buffered only when it may be replayed.
-    const declared = req.headers['content-length'];
-    prepareBody(body, declared === undefined ? undefined : Number(declared), action.strategy, signal).then(
-      (prepared) => {
-        request.body = prepared.body;
-        this.#spend(req, res, ctx, route, action, pool, request, prepared.replayable);
-      },
-      (err: unknown) => this.#fail(res, ctx, err),
-    );
-  }
-
-  /** Runs the route's strategy over `request` and streams the answer it settles on. */
-  #spend(
-    req: IncomingMessage,
-    res: ServerResponse,
-    ctx: RequestContext,
-    route: CompiledRoute,
-    action: ProxyAction,
-    pool: Pool,
-    request: OutboundRequest,
-    replayable: boolean,
-  ): void {
-    const attempts: AttemptRecord[] = [];
-    ctx.attempts = attempts;
-    const outcome = runStrategy({
-      routeId: route.id,
-      pool,
-      pickContext: req,
-      spec: action.strategy,
-      request,
-      forward: this.#attemptForward(req, ctx, route, action),
-      signal: ctx.deadline,
-      replayable,
-      idempotent: isIdempotent(request.method),
-      attempts,
-    });
-    // Issue 13: a route with its own answer for "nothing accepted" (quick mode: 500, empty body);
-    // without one, no extra promise on the request path.
-    const exhausted = action.exhausted;
-    (exhausted === null ? outcome : unlessExhausted(outcome, action.strategy.verdicts, attempts)).then(
-      (result) => {
-        try {
-          this.#relay(res, ctx, route, action, result);
-        } catch (err) {
-          this.#fail(res, ctx, err);
-        }
-      },
-      (err: unknown) => this.#fail(res, ctx, err),
-    );
-  }
-
-  /** The strategy's answer downstream: the route's "nothing accepted" answer when it is null. */
-  #relay(res: ServerResponse, ctx: RequestContext, route: CompiledRoute, action: ProxyAction, result: AttemptResult | null): void {
-    if (result === null) {
-      const exhausted = action.exhausted!;
-      ctx.status = exhausted.status;
-      ctx.errorCode = EXHAUSTED_CODE;
-      if (!res.destroyed) ctx.bytesOut = sendStatic(res, ctx.status, exhausted.body, ctx.id, this.#draining);
-      return;
-    }
-    if (res.destroyed) {
-      result.abort(new GatewayError('CLIENT_CLOSED'));
-      return;
-    }
-    ctx.status = result.status;
-    ctx.target = result.target.id;
-    const headers = downstreamResponseHeaders(result.headers, ctx.id, route.forwarding.via);
-    if (action.targetHeader) headers.push('x-manifold-target', result.target.id);
-    if (this.#draining && !isHttp2(res)) headers.push('connection', 'close');
-    const sink = new ResponseSink(res, ctx, result.status, headers, (err) => this.#fail(res, ctx, err));
-    const signal = ctx.deadline;
-    signal.addEventListener('abort', () => result.abort(signal.reason as Error));
-    result.pipeTo(sink);
-  }
-
-  /**
-   * The route's Forward for this request: the outbound headers are prepared once (issue 11
-   * item 2); an attempt adds its target's path and, where they differ, Host and a span id.
-   */
-  #attemptForward(req: IncomingMessage, ctx: RequestContext, route: CompiledRoute, action: ProxyAction): Forward {
-    const headers = outboundRequestHeaders(req.rawHeaders, {
-      clientIp: clientAddress(req.socket.remoteAddress),
-      proto: ctx.listener.proto,
-      host: req.headers.host ?? '',
-      requestId: ctx.id,
-      hostMode: action.host,
-      trace: ctx.trace,
-      forwarding: route.forwarding,
-      http2: req.httpVersionMajor === 2,
-    });
-    return preparedForward(this.#forward, req.url ?? '/', action.stripPrefix, headers, (target) => {
-      ctx.target = target.id;
-    });
-  }
-
-  /**
-   * Issue 5: reads the batch (bounded), runs it under one deadline and answers 200 with every
-   * result in order. The downstream going away aborts the batch (499); the route timeout, when
-   * shorter than the batch's, ends it early with partial results, as the batch deadline would.
-   */
-  async #multiplex(
-    req: IncomingMessage,
-    res: ServerResponse,
-    ctx: RequestContext,
-    route: CompiledRoute,
-    handler: MultiplexHandler,
-  ): Promise<void> {
-    // The request's one deadline (issue 11) is the batch deadline: the route timeout arms it here,
-    // the batch's timeout_msec in run() (the earlier wins), and each item's derives from it.
-    ctx.deadline.within(route.timeoutMs, 'route');
-    const opts = handler.options;
-    const format = FORMATS[opts.format];
-    try {
-      const max = Math.min(route.maxBodyBytes ?? opts.maxBodyBytes, opts.maxBodyBytes);
-      const parsed = format.parse(await readBody(req, max), opts);
-      const result = await handler.run(parsed.batch, ctx.deadline);
-      const responses = mergeResults(parsed, result.responses);
-      this.#metrics?.batch(route.id, responses);
-      ctx.status = 200;
-      ctx.bytesOut = sendJson(res, 200, format.render(responses), ctx.id, this.#draining);
-    } catch (err) {
-      // Issue 12: a compat format answers a whole-batch error in its own shape.
-      if (!isGatewayError(err) || err.code === 'CLIENT_CLOSED' || res.headersSent) throw err;
-      const body = format.error(err);
-      if (body === null) throw err;
-      ctx.status = err.status;
-      ctx.errorCode = err.code;
-      ctx.bytesOut = sendJson(res, err.status, body, ctx.id, err.code === 'BODY_TOO_LARGE' || this.#draining);
-    } finally {
-      ctx.deadline.clear();
-    }
-  }
-
-  /**
-   * Issue 6: the request is stored (or, in overflow mode, delivered) before anything is
-   * answered; then the route's status with `{"id"}` and `x-manifold-job-id`.
-   */
-  async #defer(
-    req: IncomingMessage,
-    res: ServerResponse,
-    ctx: RequestContext,
-    route: CompiledRoute,
-    spec: DeferSpec,
-    snapshot: Snapshot,
-  ): Promise<void> {
-    if (this.#acceptor === undefined) throw new GatewayError('QUEUE_UNAVAILABLE', 'no queue in this process');
-    const pool = snapshot.pools.get(spec.pool);
-    const accepted = await this.#acceptor.accept(req, ctx, route, spec, pool, ctx.listener.proto);
-    this.#metrics?.accepted(
-      route.id,
-      accepted.duplicate ? 'duplicate' : accepted.direct ? 'direct' : 'queued',
-      ctx.elapsedSeconds(),
-    );
-    ctx.status = accepted.status;
-    ctx.bytesOut =
-      spec.body === 'empty'
-        ? sendStatic(res, accepted.status, EMPTY, ctx.id, this.#draining, [JOB_ID_HEADER, accepted.id])
-        : sendJson(
-            res,
-            accepted.status,
-            JSON.stringify({ id: accepted.id }),
-            ctx.id,
-            this.#draining,
-            [JOB_ID_HEADER, accepted.id],
-          );
-  }
-
-  #fail(res: ServerResponse, ctx: RequestContext, err: unknown): void {
-    const e = isGatewayError(err) ? err : new GatewayError('INTERNAL', undefined, { cause: err });
-    if (e.code === 'INTERNAL') this.#log.error({ req_id: ctx.id, err }, 'unexpected error');
-    ctx.errorCode = e.code;
-    if (e.code === 'CLIENT_CLOSED') {
-      ctx.status = 499;
-      res.destroy();
-      return;
-    }
-    ctx.status = res.headersSent ? ctx.status : e.status;
-    // After a malformed request, or with an unread body behind a refusal, the connection
-    // cannot be trusted or reused: close it.
-    ctx.bytesOut += sendError(res, e, ctx.id, e.code === 'BODY_TOO_LARGE' || e.code === 'BAD_REQUEST' || this.#draining);
-  }
-
   #finish(req: IncomingMessage, res: ServerResponse, ctx: RequestContext, snapshot: Snapshot, socket: Socket): void {
     const finished = answered(res);
     if (!finished && ctx.errorCode === null) {
@@ -472,7 +212,7 @@ export class Pipeline {
     if (finished && res.statusCode < 500) this.downstream.success++;
     else this.downstream.failed++;
     const ms = performance.now() - ctx.startedAt;
-    const metrics = this.#metrics;
+    const metrics = this.#services.metrics;
     if (metrics !== null) {
       const route = ctx.route;
       metrics.request(route?.id ?? null, req.method, ctx.status, ms / 1000);
@@ -524,8 +264,8 @@ export class Pipeline {
     route: string | null = null,
     bytes: number | null = null,
   ): void => {
-    this.#metrics?.request(route, req?.method, err.status, null);
-    if (!this.#snapshot.accessLog) return;
+    this.#services.metrics?.request(route, req?.method, err.status, null);
+    if (!this.#published.snapshot.accessLog) return;
     this.#access.write({
       reqId,
       traceId: null,
@@ -547,7 +287,7 @@ export class Pipeline {
    * passive health, attempt metrics, connect retry on another target), then tunnels.
    */
   upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
-    const snapshot = this.#snapshot;
+    const snapshot = this.#published.snapshot;
     const ctx = new RequestContext(req, performance.now(), snapshot.tracing);
     socket.on('error', () => socket.destroy());
     // The downstream leaving ends the request's one deadline (issue 11), as #finish does for answers.
@@ -565,7 +305,7 @@ export class Pipeline {
       this.#upgrade(req, socket, head, ctx, route, action, snapshot);
     } catch (err) {
       const e = isGatewayError(err) ? err : new GatewayError('INTERNAL', undefined, { cause: err });
-      if (e.code === 'INTERNAL') this.#log.error({ req_id: ctx.id, err }, 'unexpected error');
+      if (e.code === 'INTERNAL') this.#services.log.error({ req_id: ctx.id, err }, 'unexpected error');
       const bytes = sendErrorOnSocket(socket, e, ctx.id);
       this.refused(req, e, ctx.id, ctx.startedAt, ctx.route?.id ?? null, bytes);
     }
@@ -580,7 +320,7 @@ export class Pipeline {
    * tunnel, or the refusal's status.
    */
   connect = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
-    const snapshot = this.#snapshot;
+    const snapshot = this.#published.snapshot;
     const startedAt = performance.now();
     socket.on('error', () => socket.destroy());
     const routes = snapshot.routes;
@@ -633,7 +373,7 @@ export class Pipeline {
     req.url = typeof authority === 'string' ? authority : '';
     const err = new GatewayError(
       'METHOD_NOT_ALLOWED',
-      this.#snapshot.routes.some((r) => r.action.kind === 'connect')
+      this.#published.snapshot.routes.some((r) => r.action.kind === 'connect')
         ? 'CONNECT over HTTP/2 is not supported: send it over HTTP/1.1'
         : NOT_A_FORWARD_PROXY,
     );
@@ -653,7 +393,7 @@ export class Pipeline {
   ): void {
     let openedAt = 0;
     const done = (status: number, error: string | null) => {
-      const metrics = this.#metrics;
+      const metrics = this.#services.metrics;
       const wire = takeWireBytes(socket);
       if (metrics !== null) {
         metrics.request(route.id, 'CONNECT', status, null);
@@ -706,7 +446,7 @@ export class Pipeline {
           return;
         }
         openedAt = performance.now();
-        this.#metrics?.tunnelOpened(route.id, 'connect');
+        this.#services.metrics?.tunnelOpened(route.id, 'connect');
         // An open tunnel is in flight: the drain waits for it (within shutdown.grace).
         this.#inflight++;
         pipeTunnel(socket, dialed.socket, head, {
@@ -722,13 +462,13 @@ export class Pipeline {
       (err: unknown) => {
         socket.off('close', leave);
         const e = isGatewayError(err) ? err : new GatewayError('INTERNAL', undefined, { cause: err });
-        if (e.code === 'INTERNAL') this.#log.error({ req_id: ctx.id, err }, 'unexpected error');
+        if (e.code === 'INTERNAL') this.#services.log.error({ req_id: ctx.id, err }, 'unexpected error');
         if (gone || socket.destroyed) {
           done(499, 'CLIENT_CLOSED');
           return;
         }
         if (e.code === 'DESTINATION_FORBIDDEN')
-          this.#log.info({ req_id: ctx.id, route: route.id, destination: req.url, reason: e.message }, 'CONNECT refused');
+          this.#services.log.info({ req_id: ctx.id, route: route.id, destination: req.url, reason: e.message }, 'CONNECT refused');
         refuse(e);
       },
     );
@@ -750,7 +490,7 @@ export class Pipeline {
     let openedAt = 0;
     let done = (status: number, error?: string) => {
       // Counted, but kept out of the duration histogram: a tunnel's lifetime is not a latency.
-      const metrics = this.#metrics;
+      const metrics = this.#services.metrics;
       if (metrics !== null) {
         metrics.request(route.id, req.method, status, null);
         metrics.attempts(route.id, action.pool, attempts);
@@ -791,7 +531,7 @@ export class Pipeline {
         idleTimeoutMs: route.idleTimeoutMs,
         upgrade: protocol,
       },
-      forward: this.#attemptForward(req, ctx, route, action),
+      forward: attemptForward(this.#services.forward, req, ctx, route, action),
       // The route timeout is not armed: it would cut the tunnel's lifetime (unchanged behaviour).
       signal: ctx.deadline,
       replayable: true,
@@ -807,7 +547,7 @@ export class Pipeline {
         }
         if (result.upgraded !== undefined) {
           openedAt = performance.now();
-          this.#metrics?.tunnelOpened(route.id, 'upgrade');
+          this.#services.metrics?.tunnelOpened(route.id, 'upgrade');
           // An open tunnel is in flight: the drain waits for it (within shutdown.grace).
           this.#inflight++;
           const settle = done;
@@ -824,7 +564,7 @@ export class Pipeline {
       },
       (err: unknown) => {
         const e = isGatewayError(err) ? err : new GatewayError('INTERNAL', undefined, { cause: err });
-        if (e.code === 'INTERNAL') this.#log.error({ req_id: ctx.id, err }, 'unexpected error');
+        if (e.code === 'INTERNAL') this.#services.log.error({ req_id: ctx.id, err }, 'unexpected error');
         if (e.code === 'CLIENT_CLOSED') socket.destroy();
         else sendErrorOnSocket(socket, e, ctx.id);
         done(e.code === 'CLIENT_CLOSED' ? 499 : e.status, e.code);

@@ -1,4 +1,4 @@
-/** The downstream end of a proxied answer (server/pipeline.ts `#relay`). */
+/** The downstream end of a proxied answer (actions/proxy.ts `relay`). */
 import type { ServerResponse } from 'node:http';
 import type { GatewayError } from '../../errors.ts';
 import type { BodySink, Trailers } from '../../proxy/forward.ts';
