@@ -36,6 +36,7 @@ import {
   type Override,
   scalar,
 } from './config/load.ts';
+import { tuneGc } from './lib/gc.ts';
 import { parseDuration } from './lib/units.ts';
 import { listenersOf } from './config/listeners.ts';
 import { WELDR_BASE, WELDR_SOURCE } from './compat/weldr.ts';
@@ -557,6 +558,7 @@ function statsInterval(value: string | undefined, loaded: LoadedConfig): number 
 }
 
 export async function main(argv: string[]): Promise<void> {
+  tuneGc();
   if (argv[0] === 'queue') return queueCommand(argv.slice(1));
   // Before balancing-reverse-proxy's test, which would take any single-dash word for its own.
   if (looksLikeLayer7Router(argv)) return mainLayer7Router(argv);

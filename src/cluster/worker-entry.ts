@@ -7,4 +7,6 @@
  * outright. Only then is the worker itself loaded.
  */
 for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(signal, () => {});
+// Before any request: V8's allocation-site pretenuring off (lib/gc.ts).
+(await import('../lib/gc.ts')).tuneGc();
 await import('./worker.ts');
