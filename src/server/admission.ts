@@ -26,7 +26,12 @@ import { clientAddress } from '../lib/address.ts';
 import { requestIdOf } from './context.ts';
 import { sendError } from './respond.ts';
 
-type Handler = (req: IncomingMessage, res: ServerResponse) => void;
+/**
+ * The next step (the pipeline). `admitted` is admission's own end of the request: the next step
+ * calls it once the answer closed, from its own 'close' listener, so that a request has one
+ * such listener, not two (issue 11 item 4: no listener array made and copied per request).
+ */
+type Handler = (req: IncomingMessage, res: ServerResponse, admitted: () => void) => void;
 
 export interface AdmissionLimits {
   /** Requests in flight per client address; null = no cap. */
@@ -127,8 +132,8 @@ export class Admission {
     const client = cap === null ? '' : clientAddress(req.socket.remoteAddress);
     const n = cap === null ? 0 : (this.#perClient.get(client) ?? 0);
     const watch = this.#watch(req, res);
-    // 'close' comes once: `on` spares the once-wrapper per request.
-    res.on('close', () => {
+    const counted = cap === null || n < cap;
+    const admitted = () => {
       if (watch !== undefined) this.#unwatch(watch);
       if (counted && cap !== null) {
         const left = (this.#perClient.get(client) ?? 1) - 1;
@@ -136,9 +141,11 @@ export class Admission {
         else this.#perClient.set(client, left);
       }
       if (conn !== null) this.#done(conn);
-    });
-    const counted = cap === null || n < cap;
+    };
     if (!counted) {
+      // Refused here: the pipeline never sees it, so admission listens itself ('close' comes
+      // once: `on` spares the once-wrapper).
+      res.on('close', admitted);
       // The body (if any) is not read: the connection closes after the answer.
       const startedAt = performance.now();
       const err = new GatewayError('CLIENT_LIMIT', `this client already has ${cap} requests in flight (limits.max_inflight_per_client)`);
@@ -148,7 +155,7 @@ export class Admission {
       return;
     }
     if (cap !== null) this.#perClient.set(client, n + 1);
-    this.#next(req, res);
+    this.#next(req, res, admitted);
   }
 
   /** The connection's answer finished: start the next pipelined request, if one waits. */

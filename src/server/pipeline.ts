@@ -139,15 +139,23 @@ export class Pipeline {
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 
-  handle = (req: IncomingMessage, res: ServerResponse): void => {
+  /** `admitted`: admission's end of the request (server/admission.ts), run after the log line. */
+  handle = (req: IncomingMessage, res: ServerResponse, admitted?: () => void): void => {
     const published = this.#published;
     const snapshot = published.snapshot;
     const ctx = new RequestContext(req, performance.now(), snapshot.tracing);
     this.#inflight++;
     // Taken now: a request whose connection closed no longer has its socket at 'close'.
     const socket = req.socket;
-    // 'close' comes once: `on` spares the once-wrapper per request.
-    res.on('close', () => this.#finish(req, res, ctx, snapshot, socket));
+    // 'close' comes once: `on` spares the once-wrapper per request. The one listener of the
+    // request: admission's end runs from it too (even if the log line threw).
+    res.on('close', () => {
+      try {
+        this.#finish(req, res, ctx, snapshot, socket);
+      } finally {
+        admitted?.();
+      }
+    });
     if (this.#services.draining) res.shouldKeepAlive = false;
     try {
       const route = findRoute(snapshot.routes, this.#matchInput(req, ctx));
