@@ -11,9 +11,9 @@
  * request, every request, until the next full GC. Measured on the proxy bench, in about one
  * process in four: 10-12 MB promoted per scavenge instead of ~0.1 MB, 15 ms pauses (and 40 ms
  * of the GC threads' time) instead of 1 ms, p99 doubled, about a quarter less throughput per
- * core, and it never recovered. With pretenuring off, 0 processes of 11. Request objects live
- * for milliseconds: none of them should be pretenured, and the gateway's long-lived objects are
- * made at start, where pretenuring would not matter anyway.
+ * core, and it never recovered (5 processes of 21). With pretenuring off, 0 of 19. Request
+ * objects live for milliseconds: none of them should be pretenured, and the gateway's
+ * long-lived objects are made at start, where pretenuring would not matter anyway.
  *
  * Set before any request is served, in the single process and in each cluster worker.
  * `node --allocation-site-pretenuring …` keeps V8's default.

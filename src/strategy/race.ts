@@ -156,7 +156,7 @@ export class Race {
       dropped: false,
     };
     if (this.#first === null) this.#first = target;
-    else (this.#triedSet() as Set<Target>).add(target);
+    else (this.#tried ??= new Set([this.#first])).add(target);
     this.#attempts.push(attempt);
     this.run.attempts.push(record);
     this.#inflight++;
@@ -281,7 +281,6 @@ export class Race {
   }
 
   #markCancelled(a: Attempt): void {
-    if (a.record.outcome === 'cancelled') return;
     a.record.outcome = 'cancelled';
   }
 
