@@ -34,6 +34,19 @@ export interface Upstream {
 
 export type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
+/**
+ * What a file started and has not closed yet. A test that fails between starting a server or
+ * a CLI and registering its cleanup would leave the handle open, and the file would never
+ * exit (CI then waits out its whole bound): after the file's last test, this root hook kills
+ * what is left. Tests still close their own; this is the net under them.
+ */
+const leftOpen = { clis: new Set<Cli>(), upstreams: new Set<Upstream>() };
+after(async () => {
+  for (const cli of leftOpen.clis) cli.kill('SIGKILL');
+  await Promise.all([...leftOpen.clis].map((c) => c.exited));
+  await Promise.all([...leftOpen.upstreams].map((u) => u.close()));
+});
+
 export async function startUpstream(handler: Handler = (_req, res) => res.end('ok')): Promise<Upstream> {
   const requests: IncomingMessage[] = [];
   const sockets = new Set<Socket>();
@@ -49,6 +62,7 @@ export async function startUpstream(handler: Handler = (_req, res) => res.end('o
     sockets,
     connections: 0,
     async close() {
+      if (!leftOpen.upstreams.delete(up)) return;
       server.closeAllConnections();
       for (const s of sockets) s.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -63,6 +77,7 @@ export async function startUpstream(handler: Handler = (_req, res) => res.end('o
   await once(server, 'listening');
   up.port = (server.address() as { port: number }).port;
   up.url = `http://127.0.0.1:${up.port}`;
+  leftOpen.upstreams.add(up);
   return up;
 }
 
@@ -234,6 +249,8 @@ export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): Cli {
       if (child.exitCode === null) child.kill(signal);
     },
   };
+  leftOpen.clis.add(cli);
+  child.once('exit', () => leftOpen.clis.delete(cli));
   child.stdout!.on('data', (c: Buffer) => (cli.stdout += c));
   child.stderr!.on('data', (c: Buffer) => (cli.stderr += c));
   return cli;
@@ -253,14 +270,37 @@ export function cliGroup(t: TestContext, ...cleanup: Array<() => unknown>): Cli[
   return clis;
 }
 
+/**
+ * Waits for the CLI's log line `msg` and returns it. Fails at once, with the CLI's output,
+ * when the CLI exits first or logs `failure` (a port taken, say) instead of waiting out the time.
+ */
+async function cliLine(cli: Cli, msg: string, failure?: string): Promise<Record<string, unknown>> {
+  // `until` retries on a throw, so a failure is returned as a value and thrown here.
+  const seen = await until(
+    () => {
+      const lines = cli.logs();
+      const line = lines.find((l) => l.msg === msg);
+      if (line !== undefined) return { line };
+      const bad = failure === undefined ? undefined : lines.find((l) => l.msg === failure);
+      if (bad !== undefined) return { failed: JSON.stringify(bad) };
+      if (cli.child.exitCode !== null) return { failed: `the CLI exited (${cli.child.exitCode})` };
+      return null;
+    },
+    () => `'${msg}'\nstderr: ${cli.stderr}\nstdout: ${cli.stdout.slice(-2000)}`,
+    30_000,
+  );
+  if (seen.line !== undefined) return seen.line;
+  throw new Error(`waiting for '${msg}': ${seen.failed}\nstderr: ${cli.stderr}\nstdout: ${cli.stdout.slice(-2000)}`);
+}
+
 /** Waits for the CLI's "manifold listening" line and returns its port. */
 export async function cliPort(cli: Cli): Promise<number> {
-  const line = await until(
-    () => cli.logs().find((l) => l.msg === 'manifold listening'),
-    'gateway to listen',
-    20_000,
-  );
-  return line.port as number;
+  return (await cliLine(cli, 'manifold listening')).port as number;
+}
+
+/** Waits for the CLI's "admin API listening" line and returns the admin port. */
+export async function cliAdminPort(cli: Cli): Promise<number> {
+  return (await cliLine(cli, 'admin API listening', 'admin API could not start; serving without it')).port as number;
 }
 
 /**

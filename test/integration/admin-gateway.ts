@@ -7,7 +7,7 @@ import { writeFileSync } from 'node:fs';
 import type { OutgoingHttpHeaders } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type Cli, cliPort, spawnCli, until } from '../helpers/index.ts';
+import { type Cli, cliAdminPort, cliPort, spawnCli } from '../helpers/index.ts';
 import { type Reply, send } from '../helpers/http.ts';
 
 /** Both process models every issue 3 test runs in. */
@@ -62,12 +62,7 @@ export async function startManaged(
   let adminPort: number;
   try {
     port = await cliPort(cli);
-    const line = await until(
-      () => cli.logs().find((l) => l.msg === 'admin API listening'),
-      'admin API',
-      20_000,
-    );
-    adminPort = line.port as number;
+    adminPort = await cliAdminPort(cli);
   } catch (err) {
     cli.kill('SIGKILL');
     throw new Error(`${(err as Error).message}\nstderr: ${cli.stderr}\nstdout: ${cli.stdout}`, { cause: err });

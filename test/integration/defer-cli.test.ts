@@ -9,7 +9,7 @@ import { Agent, request } from 'node:http';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { describe, test } from 'node:test';
-import { type Cli, cliPort, scratch, spawnCli, startUpstream, type Upstream, until } from '../helpers/index.ts';
+import { type Cli, cliAdminPort, cliPort, scratch, spawnCli, startUpstream, type Upstream, until } from '../helpers/index.ts';
 import { type Reply, send } from '../helpers/http.ts';
 import { dropSchema, newSchemaName, PG_URL } from '../helpers/pg.ts';
 
@@ -154,12 +154,8 @@ async function startManaged(args: string[], env: NodeJS.ProcessEnv = {}) {
   const cli = spawnCli(args, { MANIFOLD_ADMIN__PORT: '0', ...env });
   try {
     const port = await cliPort(cli);
-    const admin = await until(
-      () => cli.logs().find((l) => l.msg === 'admin API listening'),
-      'admin API',
-      20_000,
-    );
-    return { cli, url: `http://127.0.0.1:${port}`, adminUrl: `http://127.0.0.1:${admin.port as number}` };
+    const admin = await cliAdminPort(cli);
+    return { cli, url: `http://127.0.0.1:${port}`, adminUrl: `http://127.0.0.1:${admin}` };
   } catch (err) {
     cli.kill('SIGKILL');
     throw new Error(`${(err as Error).message}\nstderr: ${cli.stderr}\nstdout: ${cli.stdout.slice(-2000)}`, { cause: err });

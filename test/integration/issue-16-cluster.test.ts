@@ -18,7 +18,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer, type Socket, connect } from 'node:net';
 import { describe, test } from 'node:test';
-import { type Cli, cliGroup, cliPort, scratch, spawnCli, startUpstream, until, type Upstream } from '../helpers/index.ts';
+import { type Cli, cliGroup, cliAdminPort, cliPort, scratch, spawnCli, startUpstream, until, type Upstream } from '../helpers/index.ts';
 import { send } from '../helpers/http.ts';
 import { dropSchema, newSchemaName, PG_URL, pgQuery } from '../helpers/pg.ts';
 import { startManaged } from './admin-gateway.ts';
@@ -100,12 +100,7 @@ async function startInstance(name: string, file: string, clis: Cli[], workers = 
   const cli = spawnCli(['--config', file, '--workers', String(workers)]);
   clis.push(cli);
   const port = await cliPort(cli);
-  const line = await until(
-    () => cli.logs().find((l) => l.msg === 'admin API listening'),
-    `${name}'s admin API`,
-    20_000,
-  );
-  return { name, cli, port, admin: `http://127.0.0.1:${line.port}` };
+  return { name, cli, port, admin: `http://127.0.0.1:${await cliAdminPort(cli)}` };
 }
 
 /** Which target answered a request sent through `i`. */

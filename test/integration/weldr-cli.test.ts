@@ -11,7 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { WELDR_BASE, WELDR_HEALTH } from '../../src/compat/weldr.ts';
 import { loadConfigText } from '../../src/config/load.ts';
-import { type Cli, cliPort, deadAddress, freePort, spawnCli, startUpstream, type Upstream, until } from '../helpers/index.ts';
+import { type Cli, cliAdminPort, cliPort, deadAddress, freePort, spawnCli, startUpstream, type Upstream, until } from '../helpers/index.ts';
 import { send, sendRaw } from '../helpers/http.ts';
 
 const run = promisify(execFile);
@@ -43,15 +43,10 @@ function origin(): Promise<Upstream> {
   });
 }
 
+/** Ports 0, read back from the log: no port picked first that another test can take meanwhile. */
 async function startPoolApi(env: NodeJS.ProcessEnv = {}) {
-  const [port, admin] = [await freePort(), await freePort()];
-  const cli = spawnCli(
-    ['--pool-api', '-p', String(port), '--admin-port', String(admin), '-w', '0', '--log-level', 'info'],
-    env,
-  );
-  await cliPort(cli);
-  await until(() => cli.logs().find((l) => l.msg === 'admin API listening'), 'admin API', 20_000);
-  return { cli, port, admin };
+  const cli = spawnCli(['--pool-api', '-p', '0', '--admin-port', '0', '-w', '0', '--log-level', 'info'], env);
+  return { cli, port: await cliPort(cli), admin: await cliAdminPort(cli) };
 }
 
 test('--pool-api is Weldr: empty pool, catch-all route, Host to the target, health checks, one worker per core', () => {
@@ -256,15 +251,15 @@ test('health checks mark a server down on the 3rd failed check in a row, not bef
 
 test('--pool-api with workers (-w 2): a server added by the API serves in every worker, stats summed', async () => {
   const up = await origin();
-  const [port, admin] = [await freePort(), await freePort()];
-  const cli = spawnCli(['--pool-api', '-p', String(port), '--admin-port', String(admin), '-w', '2']);
+  const port = await freePort();
+  const cli = spawnCli(['--pool-api', '-p', String(port), '--admin-port', '0', '-w', '2']);
   after(async () => {
     cli.kill();
     await cli.exited;
     await up.close();
   });
   await cliPort(cli);
-  await until(() => cli.logs().find((l) => l.msg === 'admin API listening'), 'admin API', 20_000);
+  const admin = await cliAdminPort(cli);
   const added = await curl(`localhost:${admin}/servers`, '-d', `{"url":"http://127.0.0.1:${up.port}"}`);
   assert.equal(added.status, 201, added.body);
   for (let i = 0; i < 10; i++) assert.equal((await send(`http://127.0.0.1:${port}/`)).text, 'Hello World');
