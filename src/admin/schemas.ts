@@ -4,6 +4,7 @@
  * file's own pool schema, so a pool created through the API takes exactly the keys and
  * defaults a pool in the file does.
  */
+import { AJV_CODE } from '../lib/ajv.ts';
 import { NAME_PATTERN } from '../lib/names.ts';
 import { poolSchema } from '../config/schema.ts';
 import { isTargetUrl } from '../upstream/target-url.ts';
@@ -21,6 +22,7 @@ export const AJV_OPTIONS = {
     strictRequired: false,
     keywords: ['errorMessage'],
     formats: { 'target-url': isTargetUrl },
+    code: AJV_CODE,
   },
 };
 

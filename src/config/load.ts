@@ -4,6 +4,7 @@
  * not just the first, and each names where the bad value came from: `file:line: key.path: …`,
  * `env MANIFOLD_X: key.path: …` or `flag --x: key.path: …`.
  */
+import { AJV_CODE } from '../lib/ajv.ts';
 import { isTargetUrl } from '../upstream/target-url.ts';
 import { readFileSync } from 'node:fs';
 import { Ajv, type ErrorObject } from 'ajv';
@@ -141,6 +142,7 @@ const ajv = new Ajv({
   verbose: true,
   allowUnionTypes: true,
   strictRequired: false,
+  code: AJV_CODE,
 });
 ajv.addKeyword({ keyword: 'errorMessage', schemaType: 'string' });
 ajv.addFormat('target-url', isTargetUrl);

@@ -5,6 +5,7 @@
  * re-exported here.
  */
 import { Ajv, type ErrorObject } from 'ajv';
+import { AJV_CODE } from '../lib/ajv.ts';
 import type { CompileProblem } from '../lib/problem.ts';
 import { compileTls, type TlsSpec } from '../lib/tls.ts';
 import { parseDuration, parseSize } from '../lib/units.ts';
@@ -206,7 +207,7 @@ function schemaProblem(path: string, errors: ErrorObject[]): MultiplexConfigErro
  * naming the key path (`path` is where the block sits in the config file).
  */
 export function compileMultiplexOptions(raw: unknown, path = 'multiplex'): MultiplexOptions {
-  validate ??= new Ajv({ useDefaults: true, allErrors: false }).compile(multiplexSchema);
+  validate ??= new Ajv({ useDefaults: true, allErrors: false, code: AJV_CODE }).compile(multiplexSchema);
   const cfg = structuredClone(raw ?? {});
   if (!validate(cfg)) throw schemaProblem(path, validate.errors!);
   const c = cfg as MultiplexConfig;

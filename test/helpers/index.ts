@@ -227,9 +227,9 @@ export interface Cli {
   kill(signal?: NodeJS.Signals): void;
 }
 
-/** Runs the real CLI (`src/main.ts`) with Node 24. */
-export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): Cli {
-  const child = spawn(NODE, [`${ROOT}src/main.ts`, ...args], {
+/** Runs the real CLI (`src/main.ts`) with Node 24; `nodeArgs` go to node, before the script. */
+export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}, nodeArgs: string[] = []): Cli {
+  const child = spawn(NODE, [...nodeArgs, `${ROOT}src/main.ts`, ...args], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
