@@ -255,12 +255,19 @@ function badTransferCoding(te: unknown): string | null {
  * the bytes that follow are not the protocol the client expects. The error's text, or null.
  */
 function badUpgrade(headers: ResponseHeaders, asked: string | undefined): string | null {
-  const upgrade = headers.upgrade;
-  // Several Upgrade fields: the last one, as before.
-  const got = (typeof upgrade === 'string' ? upgrade : (upgrade?.at(-1) ?? '')).trim();
+  const got = upgradeField(headers);
   if (got === '') return 'a 101 without Upgrade';
   if (asked === undefined) return null;
   return got.toLowerCase() === asked.trim().toLowerCase() ? null : `a 101 to "${got}", "${asked}" was asked for`;
+}
+
+/**
+ * The protocol a 101 switched to: its Upgrade field, the last one where there are several (the
+ * one checked above and the one the tunnel's 101 names downstream); '' when there is none.
+ */
+export function upgradeField(headers: ResponseHeaders): string {
+  const upgrade = headers.upgrade;
+  return (typeof upgrade === 'string' ? upgrade : (upgrade?.at(-1) ?? '')).trim();
 }
 
 /** Body bytes held per attempt before its consumer is attached (see onResponseData). */

@@ -13,7 +13,7 @@
  * for the direction to be idle would not do: a target may pause in the middle of a frame.
  */
 import type { Duplex } from 'node:stream';
-import type { AttemptError, AttemptResult, BodySink, ResponseHeaders } from './forward.ts';
+import { type AttemptError, type AttemptResult, type BodySink, upgradeField } from './forward.ts';
 import { downstreamResponseHeaders } from './headers.ts';
 
 /** Called once when the tunnel or the relayed answer is over, with the status and an error code. */
@@ -99,12 +99,6 @@ function headLines(status: number, reason: string, headers: readonly string[]): 
   return `${out}\r\n`;
 }
 
-/** The protocol the target switched to (its `Upgrade` header), else the one asked for. */
-function upgradedTo(headers: ResponseHeaders, asked: string): string {
-  const upgrade = headers.upgrade;
-  return (typeof upgrade === 'string' ? upgrade : upgrade?.[0]) ?? asked;
-}
-
 /** Streams a refused upgrade's answer body to the raw downstream socket. */
 class SocketSink implements BodySink {
   readonly #socket: Duplex;
@@ -165,7 +159,7 @@ export function tunnel(
     'connection',
     'Upgrade',
     'upgrade',
-    upgradedTo(result.headers, protocol),
+    upgradeField(result.headers) || protocol,
     ...downstreamResponseHeaders(result.headers, requestId, options.via),
   ];
   socket.write(headLines(status, 'Switching Protocols', out));

@@ -225,6 +225,8 @@ describe('issue 15 item 12: strict about what targets answer', () => {
       noupgrade: () => 'HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n',
       continue: () => `HTTP/1.1 100 Continue\r\n\r\n${chunkedAnswer('chunked')}`,
       h2c: () => 'HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n',
+      twoupgrades: () =>
+        'HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nUpgrade: websocket\r\n\r\n',
     };
     const pools: string[] = [];
     const routes: string[] = [];
@@ -279,6 +281,23 @@ ${routes.join('\n')}
       assert.match(raw, /^HTTP\/1\.1 502 /, `${name}: ${raw}`);
       assert.match(raw, /TARGET_PROTOCOL/);
     }
+  });
+
+  test('WebSocket: of several Upgrade fields in a 101, the one checked is the one the client is told', async () => {
+    // The last field is checked against what was asked (websocket): the tunnel's 101 names it too.
+    const socket = connect(gw.port, '127.0.0.1');
+    socket.write(
+      'GET /twoupgrades HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+    );
+    let head = '';
+    for await (const chunk of socket) {
+      head += (chunk as Buffer).toString('latin1');
+      if (head.includes('\r\n\r\n')) break;
+    }
+    socket.destroy();
+    assert.match(head, /^HTTP\/1\.1 101 /, head);
+    const upgrades = head.split('\r\n').filter((l) => /^upgrade:/i.test(l));
+    assert.deepEqual(upgrades.map((l) => l.slice(l.indexOf(':') + 1).trim()), ['websocket'], head);
   });
 });
 
