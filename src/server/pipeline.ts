@@ -27,7 +27,7 @@ import { isIdempotent, runUpgrade } from '../strategy/index.ts';
 import type { AttemptRecord } from '../strategy/types.ts';
 import { type ActionHandler, ActionServices } from './actions/action.ts';
 import { compileHandlers } from './actions/index.ts';
-import { attemptForward, type ProxyAction } from './actions/proxy.ts';
+import { attemptForward, outboundRequest, type ProxyAction } from './actions/proxy.ts';
 import { listenerOf, RequestContext, requestIdOf } from './context.ts';
 import { requestProblem } from './listener.ts';
 import { sendError, sendErrorOnSocket } from './respond.ts';
@@ -530,15 +530,7 @@ export class Pipeline {
       pool: snapshot.pools.get(action.pool)!,
       pickContext: req,
       spec: action.strategy,
-      request: {
-        method,
-        path: '',
-        headers: [],
-        body: null,
-        headersTimeoutMs: route.headersTimeoutMs,
-        idleTimeoutMs: route.idleTimeoutMs,
-        upgrade: protocol,
-      },
+      request: outboundRequest(method, route, null, protocol),
       forward: attemptForward(this.#services.forward, req, ctx, route, action),
       // The route timeout is not armed: it would cut the tunnel's lifetime (unchanged behaviour).
       signal: ctx.deadline,

@@ -56,14 +56,7 @@ export function proxyHandler(
       : route.maxBodyBytes !== null && req.headers['content-length'] === undefined
         ? limitBody(req, route.maxBodyBytes)
         : req;
-    const request: OutboundRequest = {
-      method: req.method ?? 'GET',
-      path: '',
-      headers: [],
-      body,
-      headersTimeoutMs: route.headersTimeoutMs,
-      idleTimeoutMs: route.idleTimeoutMs,
-    };
+    const request = outboundRequest(req.method ?? 'GET', route, body);
     // A gRPC body is a stream of messages, full duplex in a bidirectional call (its client
     // waits for an answer before it sends more): never held back to be replayed, so every
     // strategy sends a gRPC call once, as `single` does (issue 14 item 5).
@@ -145,6 +138,27 @@ function relay(p: ProxyRoute, res: ServerResponse, ctx: RequestContext, result: 
   const signal = ctx.deadline;
   signal.addEventListener('abort', () => result.abort(signal.reason as Error));
   result.pipeTo(sink);
+}
+
+/**
+ * The request an attempt sends, before its target is known (proxied requests and upgrades
+ * alike): path and headers are each attempt's own (attemptForward).
+ */
+export function outboundRequest(
+  method: string,
+  route: CompiledRoute,
+  body: OutboundRequest['body'],
+  upgrade?: string,
+): OutboundRequest {
+  return {
+    method,
+    path: '',
+    headers: [],
+    body,
+    headersTimeoutMs: route.headersTimeoutMs,
+    idleTimeoutMs: route.idleTimeoutMs,
+    upgrade,
+  };
 }
 
 /**
