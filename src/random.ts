@@ -8,12 +8,24 @@ import { randomFillSync } from 'node:crypto';
 const pool = Buffer.allocUnsafe(4096);
 let offset = pool.length;
 
-/** `n` (≤ 4096) random bytes; a view valid until the next call, so copy or encode it at once. */
-export function randomBytesPooled(n: number): Buffer {
+/** Takes `n` (≤ 4096) bytes from the pool, refilling it first when short; returns where they start. */
+function take(n: number): number {
   if (offset + n > pool.length) {
     randomFillSync(pool);
     offset = 0;
   }
   offset += n;
-  return pool.subarray(offset - n, offset);
+  return offset - n;
+}
+
+/** `n` (≤ 4096) random bytes; a view valid until the next call, so copy or encode it at once. */
+export function randomBytesPooled(n: number): Buffer {
+  const start = take(n);
+  return pool.subarray(start, start + n);
+}
+
+/** `n` (≤ 4096) random bytes as hex (trace and span ids, issue 7): encoded from the pool, no view made. */
+export function randomHexPooled(n: number): string {
+  const start = take(n);
+  return pool.toString('hex', start, start + n);
 }

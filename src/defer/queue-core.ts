@@ -18,7 +18,7 @@
 
 import { hostname } from 'node:os';
 import { GatewayError } from '../errors.ts';
-import { randomBytesPooled } from '../random.ts';
+import { randomHexPooled } from '../random.ts';
 import {
   checkClaim,
   checkList,
@@ -526,7 +526,7 @@ function byRunAtThenId(a: Job, b: Job): number {
 }
 
 function instanceOption(value: unknown): string {
-  if (value === undefined) return `${hostname()}:${process.pid}:${randomBytesPooled(4).toString('hex')}`;
+  if (value === undefined) return `${hostname()}:${process.pid}:${randomHexPooled(4)}`;
   if (typeof value !== 'string' || value === '' || value.length > INSTANCE_MAX) {
     throw new QueueOptionError('instance', `a string of 1 to ${INSTANCE_MAX} characters`, value);
   }

@@ -7,7 +7,7 @@
  * tracestate" after a traceparent it could not parse). Manifold records no spans itself: the
  * ids are for the targets' tracers and for the access log (`trace_id`).
  */
-import { randomBytesPooled } from '../random.ts';
+import { randomHexPooled } from '../random.ts';
 
 export const TRACEPARENT = 'traceparent';
 export const TRACESTATE = 'tracestate';
@@ -49,19 +49,18 @@ export function parseTraceparent(value: string): TraceContext | null {
   return { traceId, flags, parentId };
 }
 
-const randomHex = (bytes: number): string => randomBytesPooled(bytes).toString('hex');
 
 /** A new 8-byte span id (never all zeros). */
 export function newSpanId(): string {
-  let id = randomHex(8);
-  while (id === ZEROS_16) id = randomHex(8);
+  let id = randomHexPooled(8);
+  while (id === ZEROS_16) id = randomHexPooled(8);
   return id;
 }
 
 /** A new trace: 16 random bytes, the sampled flag as configured (`tracing.sampled`). */
 export function newTrace(sampled: boolean): TraceContext {
-  let traceId = randomHex(16);
-  while (traceId === ZEROS_32) traceId = randomHex(16);
+  let traceId = randomHexPooled(16);
+  while (traceId === ZEROS_32) traceId = randomHexPooled(16);
   return { traceId, flags: sampled ? '01' : '00', parentId: null };
 }
 
