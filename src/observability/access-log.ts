@@ -109,9 +109,9 @@ export class AccessLog {
   readonly #batched: boolean;
   /**
    * The lines of the batch, joined when it is written: one copy into a flat string, where a
-   * string grown by `+=` is a chain of ~50 pieces that costs more to flatten
-   * at the write (measured in the gateway under load: 20 µs to join and measure a 16 KiB batch,
-   * 26 µs to flatten and measure the grown one).
+   * string grown by `+=` is a chain of ~50 pieces that costs more to flatten at the write
+   * (measured in the gateway under load: 20 µs to join and measure a 16 KiB batch, 26 µs to
+   * flatten and measure the grown one).
    */
   #lines: string[] = [];
   #bytes = 0;

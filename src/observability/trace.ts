@@ -49,7 +49,6 @@ export function parseTraceparent(value: string): TraceContext | null {
   return { traceId, flags, parentId };
 }
 
-
 /** A new 8-byte span id (never all zeros). */
 export function newSpanId(): string {
   let id = randomHexPooled(8);

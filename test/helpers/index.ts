@@ -275,6 +275,7 @@ export function cliGroup(t: TestContext, ...cleanup: Array<() => unknown>): Cli[
  * when the CLI exits first or logs `failure` (a port taken, say) instead of waiting out the time.
  */
 async function cliLine(cli: Cli, msg: string, failure?: string): Promise<Record<string, unknown>> {
+  const output = () => `stderr: ${cli.stderr}\nstdout: ${cli.stdout.slice(-2000)}`;
   // `until` retries on a throw, so a failure is returned as a value and thrown here.
   const seen = await until(
     () => {
@@ -286,11 +287,11 @@ async function cliLine(cli: Cli, msg: string, failure?: string): Promise<Record<
       if (cli.child.exitCode !== null) return { failed: `the CLI exited (${cli.child.exitCode})` };
       return null;
     },
-    () => `'${msg}'\nstderr: ${cli.stderr}\nstdout: ${cli.stdout.slice(-2000)}`,
+    () => `'${msg}'\n${output()}`,
     30_000,
   );
   if (seen.line !== undefined) return seen.line;
-  throw new Error(`waiting for '${msg}': ${seen.failed}\nstderr: ${cli.stderr}\nstdout: ${cli.stdout.slice(-2000)}`);
+  throw new Error(`waiting for '${msg}': ${seen.failed}\n${output()}`);
 }
 
 /** Waits for the CLI's "manifold listening" line and returns its port. */
