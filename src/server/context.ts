@@ -3,7 +3,6 @@
  * timing, the route and target chosen, and what went out. Strategies and concerns read it;
  * only the pipeline writes the response.
  */
-import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { CompiledRoute } from '../config/compile.ts';
 import { DEFAULT_LISTENER } from '../config/listeners.ts';
@@ -11,6 +10,7 @@ import { performance } from 'node:perf_hooks';
 import { Deadline } from '../deadline.ts';
 import { type TraceContext, type TracingConfig, traceOf } from '../observability/trace.ts';
 import type { AttemptRecord } from '../strategy/types.ts';
+import { randomUuidPooled } from '../random.ts';
 
 /** The listener a request came in on (issue 14), as the pipeline needs it. */
 export interface ListenerInfo {
@@ -78,5 +78,5 @@ export class RequestContext {
 /** The request's id: its own valid `x-request-id`, or a new one. */
 export function requestIdOf(req: IncomingMessage): string {
   const incoming = req.headers['x-request-id'];
-  return typeof incoming === 'string' && VALID_REQUEST_ID.test(incoming) ? incoming : randomUUID();
+  return typeof incoming === 'string' && VALID_REQUEST_ID.test(incoming) ? incoming : randomUuidPooled();
 }

@@ -6,7 +6,6 @@
  * llhttp lets through is refused here or in the pipeline: HTTP/0.9 and HTTP/2.0 request lines,
  * duplicate or invalid Host, expectations other than 100-continue (issue 15).
  */
-import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -20,6 +19,7 @@ import { Admission } from './admission.ts';
 import { requestIdOf } from './context.ts';
 import type { Pipeline } from './pipeline.ts';
 import { sendError, sendErrorOnSocket } from './respond.ts';
+import { randomUuidPooled } from '../random.ts';
 
 const FRAMING_ERRORS = new Set([
   'HPE_UNEXPECTED_CONTENT_LENGTH',
@@ -224,7 +224,7 @@ export function createListener(
       return;
     }
     log.debug({ err: err.message, code: err.code, remote: socket.remoteAddress }, 'client error');
-    const id = randomUUID();
+    const id = randomUuidPooled();
     const bytes = sendErrorOnSocket(socket, e, id);
     pipeline.refused(null, e, id, performance.now(), null, bytes);
   });
