@@ -80,21 +80,19 @@ function isoTime(): string {
   return lastTime;
 }
 
-/** One line's fields after level, time and bindings, in pino's order; undefined = left out. */
-interface LineFields {
-  req_id: string;
-  trace_id: string | undefined;
-  method: string;
-  url: string;
-  route: string | null;
-  target: string | null;
-  status: number;
-  upgrade: true | undefined;
-  bytes: number | undefined;
-  duration_ms: number;
-  error: string | undefined;
-  attempts: readonly object[] | undefined;
-  msg: 'request';
+/**
+ * A string as JSON: quoted as it is when nothing in it needs escaping (JSON.stringify escapes
+ * only `"`, `\`, control characters and lone surrogates), else JSON.stringify's own text.
+ */
+// eslint-disable-next-line no-control-regex -- control characters are what JSON.stringify escapes
+const PLAIN = /^[^"\\\u0000-\u001f\ud800-\udfff]*$/;
+function str(s: string): string {
+  return PLAIN.test(s) ? `"${s}"` : JSON.stringify(s);
+}
+
+/** A number as JSON.stringify writes it (`null` when not finite). */
+function num(n: number): string {
+  return Number.isFinite(n) ? `${n}` : 'null';
 }
 
 export class AccessLog {
@@ -134,26 +132,19 @@ export class AccessLog {
 
   write(f: AccessFields): void {
     if (!this.#log.isLevelEnabled('info')) return;
-    // The fields in pino's order as one object: JSON.stringify writes it in one flat string
-    // (absent fields are undefined, so left out), where a line built piece by piece made a
-    // string per piece (issue 11 item 4: about a quarter less time per line, measured alone).
-    const fields: LineFields = {
-      req_id: f.reqId,
-      trace_id: f.traceId ?? undefined,
-      method: f.method,
-      url: f.url,
-      route: f.route,
-      target: f.target,
-      status: f.status,
-      upgrade: f.upgrade === true ? true : undefined,
-      bytes: f.bytes ?? undefined,
-      duration_ms: Math.round(f.durationMs * 1000) / 1000,
-      error: f.error || undefined,
-      attempts: f.attempts !== null && f.attempts.length > 1 ? f.attempts : undefined,
-      msg: 'request',
-    };
-    // `{"req_id":…}` without its `{`, after the level, the time and the logger's bindings.
-    const line = `{"level":"info"${isoTime()}${this.#bindings},${JSON.stringify(fields).slice(1)}\n`;
+    // The fields in pino's order, written by hand (issue 11 item 4: a third of the time of
+    // JSON.stringify over an object of them, measured alone); absent optional fields are left
+    // out, as JSON.stringify leaves out undefined. `error` is a catalog code.
+    let line = `{"level":"info"${isoTime()}${this.#bindings},"req_id":${str(f.reqId)}`;
+    if (f.traceId !== null) line += `,"trace_id":${str(f.traceId)}`;
+    line += `,"method":${str(f.method)},"url":${str(f.url)},"route":${f.route === null ? 'null' : str(f.route)}`;
+    line += `,"target":${f.target === null ? 'null' : str(f.target)},"status":${num(f.status)}`;
+    if (f.upgrade === true) line += ',"upgrade":true';
+    if (f.bytes !== null) line += `,"bytes":${num(f.bytes)}`;
+    line += `,"duration_ms":${num(Math.round(f.durationMs * 1000) / 1000)}`;
+    if (f.error) line += `,"error":${str(f.error)}`;
+    if (f.attempts !== null && f.attempts.length > 1) line += `,"attempts":${JSON.stringify(f.attempts)}`;
+    line += ',"msg":"request"}\n';
     this.#lines.push(line);
     this.#bytes += line.length;
     if (!this.#batched || this.#bytes >= FLUSH_BYTES) {

@@ -69,6 +69,21 @@ const CASES: AccessFields[] = [
       { target: 'b', status: 503, duration_ms: 2, outcome: 'relayed', hedge: true },
     ],
   },
+  {
+    // Every string field with something JSON must escape: a quote, a backslash, control
+    // characters; lone surrogates in the url (pino escapes those only in longer strings).
+    reqId: 'r3\u0000',
+    traceId: 'tr"ace',
+    method: 'GE\tT',
+    url: '/lone\udc00/tab\there/\u007f/\ud83d\ude00',
+    route: 'route "r"',
+    target: 'tar\\get',
+    status: 404,
+    bytes: 17,
+    durationMs: 12.0005,
+    error: 'ROUTE_\u001fNOT_FOUND',
+    attempts: null,
+  },
 ];
 
 const withoutTime = (text: string) => text.replace(/"time":"[^"]+"/g, '"time":"T"');
