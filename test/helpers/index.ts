@@ -305,6 +305,19 @@ export async function cliAdminPort(cli: Cli): Promise<number> {
 }
 
 /**
+ * Both ports of a CLI started with its admin API: the data port, then the admin port. On a
+ * failure the CLI is killed and the error (which carries its output) thrown as it is.
+ */
+export async function cliPorts(cli: Cli): Promise<{ port: number; adminPort: number }> {
+  try {
+    return { port: await cliPort(cli), adminPort: await cliAdminPort(cli) };
+  } catch (err) {
+    cli.kill('SIGKILL');
+    throw err;
+  }
+}
+
+/**
  * A loopback address whose connects hang (SYN dropped): a listener with a full backlog that
  * never accepts. node:net always accepts, so a tiny python3 process holds the socket.
  */

@@ -7,7 +7,7 @@ import { writeFileSync } from 'node:fs';
 import type { OutgoingHttpHeaders } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type Cli, cliAdminPort, cliPort, spawnCli } from '../helpers/index.ts';
+import { type Cli, cliPorts, spawnCli } from '../helpers/index.ts';
 import { type Reply, send } from '../helpers/http.ts';
 
 /** Both process models every issue 3 test runs in. */
@@ -58,15 +58,7 @@ export async function startManaged(
       ...env,
     },
   );
-  let port: number;
-  let adminPort: number;
-  try {
-    port = await cliPort(cli);
-    adminPort = await cliAdminPort(cli);
-  } catch (err) {
-    cli.kill('SIGKILL');
-    throw new Error(`${(err as Error).message}\nstderr: ${cli.stderr}\nstdout: ${cli.stdout}`, { cause: err });
-  }
+  const { port, adminPort } = await cliPorts(cli);
   const url = `http://127.0.0.1:${port}`;
   const adminUrl = `http://127.0.0.1:${adminPort}`;
   return {

@@ -9,7 +9,7 @@ import { Agent, request } from 'node:http';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { describe, test } from 'node:test';
-import { type Cli, cliAdminPort, cliPort, scratch, spawnCli, startUpstream, type Upstream, until } from '../helpers/index.ts';
+import { type Cli, cliPort, cliPorts, scratch, spawnCli, startUpstream, type Upstream, until } from '../helpers/index.ts';
 import { type Reply, send } from '../helpers/http.ts';
 import { dropSchema, newSchemaName, PG_URL } from '../helpers/pg.ts';
 
@@ -152,14 +152,8 @@ routes:
 /** Start the CLI with the admin API on port 0; returns the data and admin base URLs. */
 async function startManaged(args: string[], env: NodeJS.ProcessEnv = {}) {
   const cli = spawnCli(args, { MANIFOLD_ADMIN__PORT: '0', ...env });
-  try {
-    const port = await cliPort(cli);
-    const admin = await cliAdminPort(cli);
-    return { cli, url: `http://127.0.0.1:${port}`, adminUrl: `http://127.0.0.1:${admin}` };
-  } catch (err) {
-    cli.kill('SIGKILL');
-    throw new Error(`${(err as Error).message}\nstderr: ${cli.stderr}\nstdout: ${cli.stdout.slice(-2000)}`, { cause: err });
-  }
+  const { port, adminPort } = await cliPorts(cli);
+  return { cli, url: `http://127.0.0.1:${port}`, adminUrl: `http://127.0.0.1:${adminPort}` };
 }
 
 describe('defer: --workers 2 and the admin queue API', { timeout: 60_000 }, () => {
