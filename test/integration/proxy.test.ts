@@ -76,6 +76,9 @@ routes:
   - id: exact
     match: { path: /exact }
     respond: { status: 200, body: exact }
+  - id: fixed-headers
+    match: { path: /fixed }
+    respond: { status: 201, body: fixed, headers: { x-kind: fixed, content-length: "999", x-request-id: configured } }
 `);
   });
   after(async () => {
@@ -105,6 +108,17 @@ routes:
     assert.equal((await send(`${gw.url}/exact`)).text, 'exact');
     assert.equal((await send(`${gw.url}/exact/more`)).status, 404);
     assert.equal((await send(`${gw.url}/exact?x=1`)).text, 'exact', 'the query is not part of the path');
+  });
+
+  test('a respond route: its headers; the length of its body and the id of the request win over configured ones', async () => {
+    for (let i = 0; i < 2; i++) {
+      const r = await send(`${gw.url}/fixed`, { headers: { 'x-request-id': `req-${i}` } });
+      assert.equal(r.status, 201);
+      assert.equal(r.text, 'fixed');
+      assert.equal(r.headers['x-kind'], 'fixed');
+      assert.equal(r.headers['content-length'], '5');
+      assert.equal(r.headers['x-request-id'], `req-${i}`, 'each request its own id, not the last one');
+    }
   });
 
   test('methods', async () => {
