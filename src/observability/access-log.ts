@@ -132,9 +132,9 @@ export class AccessLog {
 
   write(f: AccessFields): void {
     if (!this.#log.isLevelEnabled('info')) return;
-    // The fields in pino's order, written by hand (issue 11 item 4: a third of the time of
-    // JSON.stringify over an object of them, measured alone); absent optional fields are left
-    // out, as JSON.stringify leaves out undefined. `error` is a catalog code.
+    // The fields in pino's order, written by hand (issue 11 item 4: 1.18 against 1.44 µs a
+    // line with its batched write for JSON.stringify over an object of them, measured alone);
+    // absent optional fields are left out, as JSON.stringify left out undefined.
     let line = `{"level":"info"${isoTime()}${this.#bindings},"req_id":${str(f.reqId)}`;
     if (f.traceId !== null) line += `,"trace_id":${str(f.traceId)}`;
     line += `,"method":${str(f.method)},"url":${str(f.url)},"route":${f.route === null ? 'null' : str(f.route)}`;
