@@ -32,25 +32,34 @@ export function randomHexPooled(n: number): string {
 
 const HEX_DIGITS = Buffer.from('0123456789abcdef', 'latin1');
 /** Where a UUID's text is spelled before it becomes a string (36 bytes, reused). */
-const uuidText = Buffer.allocUnsafe(36);
+const uuidChars = Buffer.allocUnsafe(36);
 
 /**
- * A random (version 4) UUID, as `crypto.randomUUID()` makes, from the pool: spelled into a
- * reused buffer and read out as one flat string. randomUUID() builds its string from 20
- * concatenated pieces, some 600 bytes of garbage per call (issue 11 item 4: one per request
- * without an `x-request-id`).
+ * The 16 bytes of `bytes` from `start` as a UUID's text (8-4-4-4-12 lowercase hex digits),
+ * spelled into a reused buffer and read out as one flat string: request ids and job ids
+ * (defer/queue.ts). Building it from hex slices and a template makes a string per piece.
+ */
+export function uuidText(bytes: Uint8Array, start = 0): string {
+  let at = 0;
+  for (let i = 0; i < 16; i++) {
+    const byte = bytes[start + i]!;
+    uuidChars[at++] = HEX_DIGITS[byte >> 4]!;
+    uuidChars[at++] = HEX_DIGITS[byte & 0x0f]!;
+    if (i === 3 || i === 5 || i === 7 || i === 9) uuidChars[at++] = 0x2d; // '-'
+  }
+  return uuidChars.toString('latin1', 0, 36);
+}
+
+/**
+ * A random (version 4) UUID, as `crypto.randomUUID()` makes, from the pool. randomUUID()
+ * builds its string from 20 concatenated pieces, some 600 bytes of garbage per call (issue 11
+ * item 4: one per request without an `x-request-id`).
  */
 export function randomUuidPooled(): string {
   const start = take(16);
-  let at = 0;
-  for (let i = 0; i < 16; i++) {
-    let byte = pool[start + i]!;
-    // RFC 9562 §5.4: the version (4) in byte 6's high nibble, the variant (0b10) in byte 8's top bits.
-    if (i === 6) byte = (byte & 0x0f) | 0x40;
-    else if (i === 8) byte = (byte & 0x3f) | 0x80;
-    uuidText[at++] = HEX_DIGITS[byte >> 4]!;
-    uuidText[at++] = HEX_DIGITS[byte & 0x0f]!;
-    if (i === 3 || i === 5 || i === 7 || i === 9) uuidText[at++] = 0x2d; // '-'
-  }
-  return uuidText.toString('latin1', 0, 36);
+  // RFC 9562 §5.4: the version (4) in byte 6's high nibble, the variant (0b10) in byte 8's top
+  // bits; set in the pool itself, whose taken bytes are never handed out again.
+  pool[start + 6] = (pool[start + 6]! & 0x0f) | 0x40;
+  pool[start + 8] = (pool[start + 8]! & 0x3f) | 0x80;
+  return uuidText(pool, start);
 }

@@ -19,7 +19,7 @@
  * processes of one machine) and `PgQueue` (pg-queue.ts, shared by many gateways).
  */
 
-import { randomBytesPooled } from '../random.ts';
+import { randomBytesPooled, uuidText } from '../random.ts';
 
 /** The life of a job: pending → inflight → done, or back to pending (retry), or dead. */
 export const JOB_STATES = Object.freeze({
@@ -352,8 +352,7 @@ export function newJobId(now = Date.now()): string {
   bytes[6] = 0x70 | (seq >> 8);
   bytes[7] = seq & 0xff;
   bytes[8] = 0x80 | (bytes[8] & 0x3f);
-  const hex = bytes.toString('hex');
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  return uuidText(bytes);
 }
 
 /** The row both stores insert for a job: validated, with its id and run time settled. */

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { randomHexPooled, randomUuidPooled } from '../../src/random.ts';
+import { randomHexPooled, randomUuidPooled, uuidText } from '../../src/random.ts';
 
 const V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
@@ -40,4 +40,10 @@ test('randomUuidPooled: every hex digit shows up in every free position', () => 
 test('randomHexPooled: n bytes as 2n hex digits', () => {
   assert.match(randomHexPooled(16), /^[0-9a-f]{32}$/);
   assert.match(randomHexPooled(8), /^[0-9a-f]{16}$/);
+});
+
+test('uuidText: 16 bytes from an offset as 8-4-4-4-12 lowercase hex', () => {
+  const bytes = Buffer.from([0xff, ...Array.from({ length: 16 }, (_, i) => i * 17)]);
+  assert.equal(uuidText(bytes, 1), '00112233-4455-6677-8899-aabbccddeeff');
+  assert.equal(uuidText(bytes.subarray(1)), '00112233-4455-6677-8899-aabbccddeeff');
 });
