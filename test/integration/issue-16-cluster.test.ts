@@ -18,7 +18,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer, type Socket, connect } from 'node:net';
 import { describe, test } from 'node:test';
-import { type Cli, cliGroup, cliAdminPort, cliPort, scratch, spawnCli, startUpstream, until, type Upstream } from '../helpers/index.ts';
+import { type Cli, cliGroup, cliPorts, scratch, spawnCli, startUpstream, until, type Upstream } from '../helpers/index.ts';
 import { send } from '../helpers/http.ts';
 import { dropSchema, newSchemaName, PG_URL, pgQuery } from '../helpers/pg.ts';
 import { startManaged } from './admin-gateway.ts';
@@ -99,8 +99,8 @@ routes:
 async function startInstance(name: string, file: string, clis: Cli[], workers = 0): Promise<Instance> {
   const cli = spawnCli(['--config', file, '--workers', String(workers)]);
   clis.push(cli);
-  const port = await cliPort(cli);
-  return { name, cli, port, admin: `http://127.0.0.1:${await cliAdminPort(cli)}` };
+  const { port, adminPort } = await cliPorts(cli);
+  return { name, cli, port, admin: `http://127.0.0.1:${adminPort}` };
 }
 
 /** Which target answered a request sent through `i`. */

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { cliAdminPort, cliPort, scratch, spawnCli, startUpstream, until } from '../helpers/index.ts';
+import { cliPorts, scratch, spawnCli, startUpstream, until } from '../helpers/index.ts';
 import { send } from '../helpers/http.ts';
 
 const PROBE = fileURLToPath(new URL('../helpers/tick-map-probe.ts', import.meta.url));
@@ -33,8 +33,7 @@ test("a started gateway's tick objects share one map: Ajv's compiles leave V8's 
     cli.kill('SIGKILL');
     await cli.exited;
   });
-  const port = await cliPort(cli);
-  await cliAdminPort(cli);
+  const { port } = await cliPorts(cli);
   assert.equal((await send(`http://127.0.0.1:${port}/`)).status, 200);
   cli.kill('SIGUSR2');
   const line = await until(

@@ -11,7 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { WELDR_BASE, WELDR_HEALTH } from '../../src/compat/weldr.ts';
 import { loadConfigText } from '../../src/config/load.ts';
-import { type Cli, cliAdminPort, cliPort, deadAddress, freePort, spawnCli, startUpstream, type Upstream, until } from '../helpers/index.ts';
+import { type Cli, cliPorts, deadAddress, freePort, spawnCli, startUpstream, type Upstream, until } from '../helpers/index.ts';
 import { send, sendRaw } from '../helpers/http.ts';
 
 const run = promisify(execFile);
@@ -46,7 +46,8 @@ function origin(): Promise<Upstream> {
 /** Ports 0, read back from the log: no port picked first that another test can take meanwhile. */
 async function startPoolApi(env: NodeJS.ProcessEnv = {}) {
   const cli = spawnCli(['--pool-api', '-p', '0', '--admin-port', '0', '-w', '0', '--log-level', 'info'], env);
-  return { cli, port: await cliPort(cli), admin: await cliAdminPort(cli) };
+  const { port, adminPort } = await cliPorts(cli);
+  return { cli, port, admin: adminPort };
 }
 
 test('--pool-api is Weldr: empty pool, catch-all route, Host to the target, health checks, one worker per core', () => {
@@ -258,8 +259,7 @@ test('--pool-api with workers (-w 2): a server added by the API serves in every 
     await cli.exited;
     await up.close();
   });
-  await cliPort(cli);
-  const admin = await cliAdminPort(cli);
+  const { adminPort: admin } = await cliPorts(cli);
   const added = await curl(`localhost:${admin}/servers`, '-d', `{"url":"http://127.0.0.1:${up.port}"}`);
   assert.equal(added.status, 201, added.body);
   for (let i = 0; i < 10; i++) assert.equal((await send(`http://127.0.0.1:${port}/`)).text, 'Hello World');
