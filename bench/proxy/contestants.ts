@@ -137,6 +137,14 @@ export const CONTESTANTS: readonly Contestant[] = [
     start: nodePeer('undici', 'undici-proxy.ts', (ctx) => [ctx.upstream]),
   },
   {
+    id: 'dispatch',
+    label: 'undici dispatch, no features',
+    required: false,
+    note: 'undici dispatch, no features: bench/peers/undici-dispatch.ts, node:http + undici Pool.dispatch with a bare handler, raw header lists, nothing added (the floor of a node:http + undici proxy)',
+    unavailable: () => resolvable('undici'),
+    start: nodePeer('dispatch', 'undici-dispatch.ts', (ctx) => [ctx.upstream]),
+  },
+  {
     id: 'fastify',
     label: '@fastify/http-proxy',
     required: false,

@@ -3,10 +3,10 @@
  * core (answers ÷ the CPU seconds of the proxy's process tree over the window, lib/cpu.ts) and
  * p50/p99 latency of the same upstream reached directly, through Manifold (defaults, access log
  * off, log/metrics/tracing off, optionally a `--baseline` tree) and through peer proxies, all
- * inside one run. Every contestant is warmed up first, then measured over interleaved rounds
- * (each round visits every contestant, starting one further along each time); results are
- * medians over rounds, and ratios are medians of the per-round ratios, so slow drift in the
- * machine's load hits both sides of a ratio alike.
+ * inside one run. Each round starts every contestant in a fresh process, warms it up, then
+ * visits every contestant in turn under each body (starting one further along each round), and
+ * stops them; results are medians over rounds, and ratios are medians of the per-round ratios,
+ * so slow drift in the machine's load, and each process's own luck, hit both sides alike.
  */
 import { availableParallelism, loadavg } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -14,7 +14,6 @@ import { statSync, truncateSync } from 'node:fs';
 import {
   type Contestant,
   liveness,
-  interleavedRounds,
   type Running,
   selectContestants,
   type Started,
@@ -52,6 +51,10 @@ const RATIOS: ReadonlyArray<{ num: string; den: string; label: string; target?: 
   { num: 'manifold', den: 'undici', label: 'Manifold / undici minimal', target: 0.9 },
   { num: 'manifold', den: 'fastify', label: 'Manifold / @fastify/http-proxy', target: 1.5 },
   { num: 'manifold', den: 'http-proxy', label: 'Manifold / node-http-proxy', target: 2 },
+  { num: 'manifold', den: 'dispatch', label: 'Manifold / undici dispatch, no features' },
+  { num: 'dispatch', den: 'undici', label: 'undici dispatch, no features / undici minimal' },
+  { num: 'dispatch', den: 'fastify', label: 'undici dispatch, no features / @fastify/http-proxy' },
+  { num: 'dispatch', den: 'http-proxy', label: 'undici dispatch, no features / node-http-proxy' },
   { num: 'manifold', den: 'nginx', label: 'Manifold / nginx' },
   { num: 'manifold', den: 'haproxy', label: 'Manifold / HAProxy' },
   { num: 'manifold', den: 'caddy', label: 'Manifold / Caddy' },
@@ -120,12 +123,13 @@ async function runIn(tmp: string, options: BenchOptions): Promise<Record<string,
   const selected = selectContestants(all, options.only);
 
   const measurements = options.rounds * BODIES.length * selected.length;
-  const estimate = selected.length * options.warmup + measurements * (options.duration + SETTLE_MS / 1000);
+  const estimate =
+    options.rounds * selected.length * (options.warmup + 2) + measurements * (options.duration + SETTLE_MS / 1000);
   log('Manifold proxy benchmark');
   log(machineLine());
   log(
-    `${options.connections} connections, keep-alive, no pipelining; ${options.warmup} s warm-up per contestant, ` +
-      `${options.rounds} round(s) × ${BODIES.length} bodies × ${options.duration} s; about ${Math.ceil(estimate)} s in all`,
+    `${options.connections} connections, keep-alive, no pipelining; ${options.rounds} round(s), each in fresh processes ` +
+      `(${options.warmup} s warm-up per contestant, then ${BODIES.length} bodies × ${options.duration} s); about ${Math.ceil(estimate)} s in all`,
   );
   log('load generator: autocannon in the bench process; upstream: node:http in its own process');
   log(
@@ -145,50 +149,79 @@ async function runIn(tmp: string, options: BenchOptions): Promise<Record<string,
   await waitReady(upstream.child, `${upstreamOrigin}${BODIES[0].path}`);
   await checkBodies(upstreamOrigin);
   const ctx = { upstream: upstreamOrigin, upstreamPort: upstream.port, tmp };
-
-  const { running, skipped, versions } = await startContestants(
-    selected,
-    ctx,
-    async (started) => {
-      const at = `http://127.0.0.1:${started.port}`;
-      await waitReady(started.child, `${at}${BODIES[0].path}`);
-      await checkBodies(at);
-    },
-    log,
-  );
-  log();
-
+  const check = async (started: Started) => {
+    const at = `http://127.0.0.1:${started.port}`;
+    await waitReady(started.child, `${at}${BODIES[0].path}`);
+    await checkBodies(at);
+  };
   const usable = liveness(upstream.child, log);
 
-  // Warm-up: a fresh process runs ~30% slow for its first seconds.
-  for (const r of running) {
-    if (options.warmup === 0 || !usable(r)) continue;
-    const m = await measureOne(
-      r,
-      BODIES.map((b) => b.path),
-      options,
-      options.warmup,
-    );
-    log(`warm-up ${r.contestant.id.padEnd(16)} ${describeMeasurement(m)}`);
-    await sleep(SETTLE_MS);
-  }
-  log();
-
-  // Interleaved rounds.
+  // Every round starts its contestants afresh: how fast a Node process runs depends on its own
+  // history (what its JIT compiled, how far its young generation has grown, when its heap last
+  // met a full GC), by as much as 1.5× between two processes of the same program on this
+  // machine. Processes kept for the whole run would put one such draw under every round of a
+  // contestant; fresh ones put a new draw under each, which the medians then average over.
+  // The first round decides who runs: a contestant skipped there is reported as skipped, one
+  // that cannot start or dies in a later round as dead from then on.
+  const roster: Runner[] = [];
+  let skipped: Array<{ id: string; reason: string }> = [];
+  let versions: Record<string, string> = {};
   const results = new Map<Key, Sample[]>();
-  await interleavedRounds(running, options.rounds, BODIES, usable, SETTLE_MS, async (r, body, round) => {
-    const m = await measureOne(r, [body.path], options, options.duration);
-    const list = results.get(key(r.contestant.id, body.id)) ?? [];
-    list.push(m);
-    results.set(key(r.contestant.id, body.id), list);
-    log(
-      `round ${round + 1}/${options.rounds}  ${body.id.padEnd(5)}  ${r.contestant.id.padEnd(16)} ${describeMeasurement(m)}`,
-    );
-  });
-  await stopAll();
-  log();
+  for (let round = 0; round < options.rounds; round++) {
+    const lineup = round === 0 ? selected : roster.filter((r) => r.dead === null).map((r) => r.contestant);
+    log(`round ${round + 1}/${options.rounds}: starting ${lineup.length} contestant(s)`);
+    const started = await startContestants(lineup, ctx, check, log);
+    if (round === 0) {
+      roster.push(...started.running);
+      skipped = started.skipped;
+      versions = started.versions;
+    } else {
+      for (const s of started.skipped) {
+        const r = roster.find((x) => x.contestant.id === s.id);
+        if (r !== undefined) r.dead = `could not start in round ${round + 1}: ${s.reason}`;
+      }
+    }
+    const alive = (r: Runner) => {
+      const ok = usable(r);
+      const entry = roster.find((x) => x.contestant.id === r.contestant.id);
+      if (!ok && entry !== undefined && entry.dead === null) entry.dead = r.dead;
+      return ok;
+    };
 
-  return report(running, results, skipped, versions, options);
+    // Warm-up: a fresh process runs slow for its first seconds (Manifold's code takes about 4 s
+    // of load to be compiled).
+    for (const r of started.running) {
+      if (options.warmup === 0 || !alive(r)) continue;
+      const m = await measureOne(
+        r,
+        BODIES.map((b) => b.path),
+        options,
+        options.warmup,
+      );
+      log(`warm-up ${r.contestant.id.padEnd(16)} ${describeMeasurement(m)}`);
+      await sleep(SETTLE_MS);
+    }
+
+    // The round: each body, every contestant in turn, starting one further along each round.
+    const order = started.running.map((_, i) => started.running[(i + round) % started.running.length]!);
+    for (const body of BODIES)
+      for (const r of order) {
+        if (!alive(r)) continue;
+        const m = await measureOne(r, [body.path], options, options.duration);
+        const list = results.get(key(r.contestant.id, body.id)) ?? [];
+        list.push(m);
+        results.set(key(r.contestant.id, body.id), list);
+        log(
+          `round ${round + 1}/${options.rounds}  ${body.id.padEnd(5)}  ${r.contestant.id.padEnd(16)} ${describeMeasurement(m)}`,
+        );
+        await sleep(SETTLE_MS);
+      }
+    for (const r of started.running) await r.started.child?.stop();
+    log();
+  }
+  await stopAll();
+
+  return report(roster, results, skipped, versions, options);
 }
 
 /** Median over rounds of num/den of `figure` measured in the same round; NaN when either is invalid. */
