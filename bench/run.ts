@@ -43,7 +43,7 @@ Options:
       --warmup S        seconds of warm-up load per contestant (default ${DEFAULTS.warmup}; --quick ${QUICK.warmup})
   -c, --connections N   concurrent keep-alive connections (default ${DEFAULTS.connections})
   -r, --rounds N        interleaved rounds; results are medians (default ${DEFAULTS.rounds}; --quick ${QUICK.rounds})
-  -q, --quick           a smoke run, under a minute (explicit flags still win)
+  -q, --quick           a smoke run: one round, 1 s warm-up, 2 s measurements (explicit flags still win)
       --only A,B        only these contestants (e.g. direct,manifold,undici)
   -h, --help            show this help
 

@@ -318,6 +318,23 @@ export async function cliPorts(cli: Cli): Promise<{ port: number; adminPort: num
 }
 
 /**
+ * Starts a CLI on ports picked with freePort(), where port 0 will not do (the workers of a
+ * cluster bind one fixed port each with SO_REUSEPORT): another test file may take a picked port
+ * between the pick and the bind, so a start that fails with "the address is in use" is tried
+ * again, with ports picked afresh by `start`, up to `tries` times. `start` picks the ports,
+ * writes the config, spawns the CLI and waits for it to listen.
+ */
+export async function startOnFreePorts<T>(start: () => Promise<T>, tries = 3): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await start();
+    } catch (err) {
+      if (attempt >= tries || !/the address is in use/.test((err as Error).message)) throw err;
+    }
+  }
+}
+
+/**
  * A loopback address whose connects hang (SYN dropped): a listener with a full backlog that
  * never accepts. node:net always accepts, so a tiny python3 process holds the socket.
  */

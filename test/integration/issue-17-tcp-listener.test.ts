@@ -27,6 +27,7 @@ import {
   type Gateway,
   listenLocal,
   scratch,
+  startOnFreePorts,
   spawnCli,
   startGateway,
   until,
@@ -303,16 +304,23 @@ describe('listeners[].mode: tcp in a gateway (issue 17)', { skip: !linux && 'nee
 
   test('--workers 2: every worker serves the tcp listener; /metrics sums them exactly', async () => {
     const files = scratch('manifold-tcpl-cli-');
-    const port = await freePort();
-    const metricsPort = await freePort();
-    // `health.type: tcp`: connect-only checks, which a TLS target passes (an HTTP request would fail on it).
-    const file = files.configFile(
-      yaml(port, `admin: { enabled: false }\nmetrics: { port: ${metricsPort}, host: 127.0.0.1 }`, 'health: { type: tcp, interval: 100ms, fall: 1, rise: 1 }'),
-    );
-    const cli = spawnCli(['--config', file, '--workers', '2', '--log-level', 'info']);
+    const { cli, port, metricsPort, file } = await startOnFreePorts(async () => {
+      const port = await freePort();
+      const metricsPort = await freePort();
+      // `health.type: tcp`: connect-only checks, which a TLS target passes (an HTTP request would fail on it).
+      const file = files.configFile(
+        yaml(port, `admin: { enabled: false }\nmetrics: { port: ${metricsPort}, host: 127.0.0.1 }`, 'health: { type: tcp, interval: 100ms, fall: 1, rise: 1 }'),
+      );
+      const cli = spawnCli(['--config', file, '--workers', '2', '--log-level', 'info']);
+      try {
+        assert.ok((await cliPort(cli)) > 0);
+      } catch (err) {
+        cli.kill('SIGKILL');
+        throw err;
+      }
+      return { cli, port, metricsPort, file };
+    });
     try {
-      const listening = await cliPort(cli);
-      assert.ok(listening > 0);
       const down = await until(
         () => cli.logs().find((l) => l.msg === 'target down: health checks fail'),
         'the dead target found down by its connect check',
