@@ -141,15 +141,25 @@ export async function interleavedRounds<R, L>(
   settleMs: number,
   visit: (r: R, load: L, round: number) => Promise<void>,
 ): Promise<void> {
-  for (let round = 0; round < rounds; round++) {
-    const order = running.map((_, i) => running[(i + round) % running.length]);
-    for (const load of loads)
-      for (const r of order) {
-        if (!usable(r)) continue;
-        await visit(r, load, round);
-        await sleep(settleMs);
-      }
-  }
+  for (let round = 0; round < rounds; round++) await oneRound(running, round, loads, usable, settleMs, visit);
+}
+
+/** Round number `round` of interleavedRounds, alone (for a suite that starts fresh processes each round). */
+export async function oneRound<R, L>(
+  running: readonly R[],
+  round: number,
+  loads: readonly L[],
+  usable: (r: R) => boolean,
+  settleMs: number,
+  visit: (r: R, load: L, round: number) => Promise<void>,
+): Promise<void> {
+  const order = running.map((_, i) => running[(i + round) % running.length]!);
+  for (const load of loads)
+    for (const r of order) {
+      if (!usable(r)) continue;
+      await visit(r, load, round);
+      await sleep(settleMs);
+    }
 }
 
 /** A start() for a Node script of bench/peers: `node peers/SCRIPT PORT ...args(ctx)`. */

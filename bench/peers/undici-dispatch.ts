@@ -9,11 +9,11 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { type Dispatcher, Pool } from 'undici';
+import { HOP_BY_HOP as HOP } from './hop.ts';
 
 const [, , portArg, upstream] = process.argv;
 const pool = new Pool(upstream, { connections: 128 });
 const origin = new URL(upstream).origin;
-const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
 
 class Relay implements Dispatcher.DispatchHandler {
   readonly #res: ServerResponse;

@@ -11,19 +11,11 @@ import { readFileSync } from 'node:fs';
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createSecureServer, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
 import { Pool } from 'undici';
+import { HOP_BY_HOP as HOP } from './hop.ts';
 
 const [, , portArg, upstream, certFile, keyFile] = process.argv;
 const port = Number(portArg);
 const pool = new Pool(upstream, { connections: 128 });
-const HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-]);
 
 /** Without hop-by-hop headers and HTTP/2 pseudo-headers (`:path`, …; `:authority` is `host`). */
 function endToEnd(headers: IncomingHttpHeaders): IncomingHttpHeaders {

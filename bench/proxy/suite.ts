@@ -14,6 +14,7 @@ import { statSync, truncateSync } from 'node:fs';
 import {
   type Contestant,
   liveness,
+  oneRound,
   type Running,
   selectContestants,
   type Started,
@@ -65,6 +66,9 @@ const RATIOS: ReadonlyArray<{ num: string; den: string; label: string; target?: 
 
 /** Pause between two measurements, so closing connections settle before the next starts. */
 const SETTLE_MS = 300;
+
+/** About what starting and checking a contestant takes, for the run's time estimate. */
+const START_S = 2;
 
 type Runner = Running<Contestant, Started>;
 
@@ -124,7 +128,7 @@ async function runIn(tmp: string, options: BenchOptions): Promise<Record<string,
 
   const measurements = options.rounds * BODIES.length * selected.length;
   const estimate =
-    options.rounds * selected.length * (options.warmup + 2) + measurements * (options.duration + SETTLE_MS / 1000);
+    options.rounds * selected.length * (options.warmup + START_S) + measurements * (options.duration + SETTLE_MS / 1000);
   log('Manifold proxy benchmark');
   log(machineLine());
   log(
@@ -171,27 +175,24 @@ async function runIn(tmp: string, options: BenchOptions): Promise<Record<string,
     const lineup = round === 0 ? selected : roster.filter((r) => r.dead === null).map((r) => r.contestant);
     log(`round ${round + 1}/${options.rounds}: starting ${lineup.length} contestant(s)`);
     const started = await startContestants(lineup, ctx, check, log);
+    let running: Runner[];
     if (round === 0) {
       roster.push(...started.running);
       skipped = started.skipped;
       versions = started.versions;
+      running = started.running;
     } else {
-      for (const s of started.skipped) {
-        const r = roster.find((x) => x.contestant.id === s.id);
-        if (r !== undefined) r.dead = `could not start in round ${round + 1}: ${s.reason}`;
-      }
+      // The roster's entries take this round's processes, so a death is recorded where the
+      // report reads it.
+      const entry = (id: string) => roster.find((r) => r.contestant.id === id)!;
+      for (const s of started.skipped) entry(s.id).dead = `could not start in round ${round + 1}: ${s.reason}`;
+      running = started.running.map((fresh) => Object.assign(entry(fresh.contestant.id), { started: fresh.started }));
     }
-    const alive = (r: Runner) => {
-      const ok = usable(r);
-      const entry = roster.find((x) => x.contestant.id === r.contestant.id);
-      if (!ok && entry !== undefined && entry.dead === null) entry.dead = r.dead;
-      return ok;
-    };
 
     // Warm-up: a fresh process runs slow for its first seconds (Manifold's code takes about 4 s
     // of load to be compiled).
-    for (const r of started.running) {
-      if (options.warmup === 0 || !alive(r)) continue;
+    for (const r of running) {
+      if (options.warmup === 0 || !usable(r)) continue;
       const m = await measureOne(
         r,
         BODIES.map((b) => b.path),
@@ -202,21 +203,16 @@ async function runIn(tmp: string, options: BenchOptions): Promise<Record<string,
       await sleep(SETTLE_MS);
     }
 
-    // The round: each body, every contestant in turn, starting one further along each round.
-    const order = started.running.map((_, i) => started.running[(i + round) % started.running.length]!);
-    for (const body of BODIES)
-      for (const r of order) {
-        if (!alive(r)) continue;
-        const m = await measureOne(r, [body.path], options, options.duration);
-        const list = results.get(key(r.contestant.id, body.id)) ?? [];
-        list.push(m);
-        results.set(key(r.contestant.id, body.id), list);
-        log(
-          `round ${round + 1}/${options.rounds}  ${body.id.padEnd(5)}  ${r.contestant.id.padEnd(16)} ${describeMeasurement(m)}`,
-        );
-        await sleep(SETTLE_MS);
-      }
-    for (const r of started.running) await r.started.child?.stop();
+    await oneRound(running, round, BODIES, usable, SETTLE_MS, async (r, body) => {
+      const m = await measureOne(r, [body.path], options, options.duration);
+      const list = results.get(key(r.contestant.id, body.id)) ?? [];
+      list.push(m);
+      results.set(key(r.contestant.id, body.id), list);
+      log(
+        `round ${round + 1}/${options.rounds}  ${body.id.padEnd(5)}  ${r.contestant.id.padEnd(16)} ${describeMeasurement(m)}`,
+      );
+    });
+    for (const r of running) await r.started.child?.stop();
     log();
   }
   await stopAll();
